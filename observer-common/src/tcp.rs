@@ -1,0 +1,142 @@
+//! TCP connect layer: per-destination counters, per-local-port counters and the connect
+//! outcome event.
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// A remote endpoint. IPv4 addresses sit in the first 4 bytes of `addr`, the rest zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub family: u16,
+}
+
+/// Indexes into [`TcpCounters::c`].
+pub mod dest_counter {
+    /// CLOSE -> SYN_SENT: an outgoing connect started.
+    pub const ATTEMPTS: usize = 0;
+    /// SYN_SENT -> ESTABLISHED.
+    pub const ESTABLISHED: usize = 1;
+    /// SYN answered by RST (ECONNREFUSED).
+    pub const REFUSED: usize = 2;
+    /// SYN retries exhausted (ETIMEDOUT).
+    pub const TIMED_OUT: usize = 3;
+    /// EHOSTUNREACH / ENETUNREACH (ICMP or a soft error at timeout).
+    pub const UNREACHABLE: usize = 4;
+    /// Any other errno while in SYN_SENT.
+    pub const OTHER_ERROR: usize = 5;
+    /// The application closed the socket before the handshake finished (for example a
+    /// client-side connect timeout shorter than the kernel's SYN retries).
+    pub const ABORTED: usize = 6;
+    /// SYN retransmits (tcp_retransmit_skb in SYN_SENT).
+    pub const SYN_RETRANSMITS: usize = 7;
+    /// RST received on a connection past SYN_SENT.
+    pub const RESETS_RECEIVED: usize = 8;
+    /// RST sent to this destination.
+    pub const RESETS_SENT: usize = 9;
+    /// Retransmits of anything but the SYN.
+    pub const DATA_RETRANSMITS: usize = 10;
+    pub const COUNT: usize = 11;
+    pub const NAMES: [&str; COUNT] = [
+        "attempts",
+        "established",
+        "refused",
+        "timed_out",
+        "unreachable",
+        "other_errors",
+        "aborted",
+        "syn_retransmits",
+        "resets_received",
+        "resets_sent",
+        "data_retransmits",
+    ];
+}
+
+/// Counters per remote endpoint of outgoing connections, since the programs were loaded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpCounters {
+    pub c: [u64; dest_counter::COUNT],
+}
+
+impl TcpCounters {
+    pub const ZERO: TcpCounters = TcpCounters { c: [0; dest_counter::COUNT] };
+}
+
+/// Indexes into [`PortCounters::c`]: the server role, keyed by local port.
+pub mod port_counter {
+    pub const SYNACK_RETRANSMITS: usize = 0;
+    pub const RESETS_SENT: usize = 1;
+    pub const RESETS_RECEIVED: usize = 2;
+    pub const DATA_RETRANSMITS: usize = 3;
+    pub const COUNT: usize = 4;
+    pub const NAMES: [&str; COUNT] = [
+        "synack_retransmits",
+        "resets_sent",
+        "resets_received",
+        "data_retransmits",
+    ];
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortCounters {
+    pub c: [u64; port_counter::COUNT],
+}
+
+impl PortCounters {
+    pub const ZERO: PortCounters = PortCounters { c: [0; port_counter::COUNT] };
+}
+
+/// How an outgoing connect ended.
+pub mod outcome {
+    pub const ESTABLISHED: u32 = 0;
+    pub const REFUSED: u32 = 1;
+    pub const TIMED_OUT: u32 = 2;
+    pub const UNREACHABLE: u32 = 3;
+    pub const OTHER_ERROR: u32 = 4;
+    pub const ABORTED: u32 = 5;
+}
+
+/// errno values the classifier needs (Linux, all architectures observer targets).
+pub mod errno {
+    pub const ENETUNREACH: i32 = 101;
+    pub const ETIMEDOUT: i32 = 110;
+    pub const ECONNREFUSED: i32 = 111;
+    pub const EHOSTUNREACH: i32 = 113;
+}
+
+/// Map an errno seen while in SYN_SENT to an outcome and the counter it bumps.
+pub const fn classify_connect_error(err: i32) -> (u32, usize) {
+    match err {
+        0 => (outcome::ABORTED, dest_counter::ABORTED),
+        errno::ECONNREFUSED => (outcome::REFUSED, dest_counter::REFUSED),
+        errno::ETIMEDOUT => (outcome::TIMED_OUT, dest_counter::TIMED_OUT),
+        errno::EHOSTUNREACH | errno::ENETUNREACH => (outcome::UNREACHABLE, dest_counter::UNREACHABLE),
+        _ => (outcome::OTHER_ERROR, dest_counter::OTHER_ERROR),
+    }
+}
+
+/// One finished connect attempt (established or failed), sent through the connect ring
+/// buffer. Userspace turns these into latency histograms and evidence; the counters above
+/// stay exact even when these are dropped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectEvent {
+    /// Kernel monotonic time when the attempt ended.
+    pub ts_ns: u64,
+    /// SYN_SENT to the end, in nanoseconds.
+    pub latency_ns: u64,
+    pub dest: Endpoint,
+    pub outcome: u32,
+    /// errno reported by the kernel (0 when none).
+    pub error: i32,
+    pub syn_retransmits: u32,
+    /// Thread group id of the process that called connect().
+    pub pid: u32,
+    pub comm: [u8; 16],
+    /// Explicit tail padding: the verifier rejects copying uninitialised stack bytes.
+    pub _pad: u32,
+}

@@ -1,0 +1,272 @@
+//! TCP connect layer from tracepoints (this kernel has no kprobes). Field offsets come from
+//! userspace (tracefs `format` files) through the read-only globals below.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    programs::TracePointContext,
+};
+use observer_common::{
+    layout::{ABSENT, TpLayout, addr_style},
+    lost,
+    tcp::{
+        AF_INET, AF_INET6, ConnectEvent, Endpoint, classify_connect_error, dest_counter, errno,
+        outcome, port_counter,
+    },
+};
+
+use crate::{
+    conn::Conn,
+    maps::{CONNECT_EVENTS, CONNS, bump_dest, bump_port, count_lost},
+};
+
+// Set by userspace at load time; DISABLED until then.
+#[unsafe(no_mangle)]
+static TP_SET_STATE: TpLayout = TpLayout::DISABLED;
+#[unsafe(no_mangle)]
+static TP_RETRANSMIT: TpLayout = TpLayout::DISABLED;
+#[unsafe(no_mangle)]
+static TP_RECV_RESET: TpLayout = TpLayout::DISABLED;
+#[unsafe(no_mangle)]
+static TP_SEND_RESET: TpLayout = TpLayout::DISABLED;
+#[unsafe(no_mangle)]
+static TP_RETRANS_SYNACK: TpLayout = TpLayout::DISABLED;
+/// offsetof(struct sock, sk_err) from BTF; u32::MAX when unknown.
+#[unsafe(no_mangle)]
+static SOCK_ERR_OFFSET: u32 = u32::MAX;
+
+const IPPROTO_TCP: u16 = 6;
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_CLOSE: i32 = 7;
+
+#[inline(always)]
+fn layout(global: &'static TpLayout) -> TpLayout {
+    // Volatile: the compiler must not fold the DISABLED initialiser into the code.
+    unsafe { core::ptr::read_volatile(global) }
+}
+
+#[inline(always)]
+fn field<T>(ctx: &TracePointContext, offset: u16) -> Option<T> {
+    if offset == ABSENT {
+        return None;
+    }
+    match unsafe { ctx.read_at::<T>(offset as usize) } {
+        Ok(v) => Some(v),
+        Err(_) => {
+            count_lost(lost::TRACEPOINT_READ_FAILED);
+            None
+        }
+    }
+}
+
+/// The remote endpoint and the local port of the record. IPv4-mapped IPv6 addresses are
+/// folded into IPv4 so that one destination has one key.
+#[inline(always)]
+fn endpoints(ctx: &TracePointContext, l: &TpLayout) -> Option<(Endpoint, u16)> {
+    let mut ep = Endpoint { addr: [0; 16], port: 0, family: 0 };
+    let local_port;
+    if l.addr_style == addr_style::SOCKADDR {
+        // struct sockaddr_in{,6}: family, then the port in network byte order.
+        ep.family = field::<u16>(ctx, l.daddr)?;
+        ep.port = u16::from_be(field::<u16>(ctx, l.daddr + 2)?);
+        local_port = u16::from_be(field::<u16>(ctx, l.saddr + 2)?);
+        if ep.family == AF_INET {
+            let a: [u8; 4] = field(ctx, l.daddr + 4)?;
+            ep.addr[0] = a[0];
+            ep.addr[1] = a[1];
+            ep.addr[2] = a[2];
+            ep.addr[3] = a[3];
+        } else if ep.family == AF_INET6 {
+            ep.addr = field(ctx, l.daddr + 8)?;
+        } else {
+            return None;
+        }
+    } else {
+        ep.family = field::<u16>(ctx, l.family)?;
+        ep.port = field::<u16>(ctx, l.dport)?;
+        local_port = field::<u16>(ctx, l.sport)?;
+        if ep.family == AF_INET {
+            let a: [u8; 4] = field(ctx, l.daddr)?;
+            ep.addr[0] = a[0];
+            ep.addr[1] = a[1];
+            ep.addr[2] = a[2];
+            ep.addr[3] = a[3];
+        } else if ep.family == AF_INET6 {
+            ep.addr = field(ctx, l.daddr_v6)?;
+        } else {
+            return None;
+        }
+    }
+    if ep.family == AF_INET6 && is_v4_mapped(&ep.addr) {
+        ep.family = AF_INET;
+        ep.addr = [ep.addr[12], ep.addr[13], ep.addr[14], ep.addr[15], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    }
+    Some((ep, local_port))
+}
+
+#[inline(always)]
+fn is_v4_mapped(a: &[u8; 16]) -> bool {
+    a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == 0 && a[4] == 0 && a[5] == 0 && a[6] == 0
+        && a[7] == 0 && a[8] == 0 && a[9] == 0 && a[10] == 0xff && a[11] == 0xff
+}
+
+/// For sockets observer did not see connect (server side, or opened before start): the
+/// ephemeral port is the higher one, so the side with the lower port is the service.
+#[inline(always)]
+fn looks_like_client(remote: &Endpoint, local_port: u16) -> bool {
+    remote.port < local_port
+}
+
+pub fn inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
+    let l = layout(&TP_SET_STATE);
+    if l.enabled == 0 || field::<u16>(ctx, l.protocol)? != IPPROTO_TCP {
+        return None;
+    }
+    let old: i32 = field(ctx, l.oldstate)?;
+    let new: i32 = field(ctx, l.newstate)?;
+    let sk: u64 = field(ctx, l.skaddr)?;
+    if old == TCP_CLOSE && new == TCP_SYN_SENT {
+        // connect(): runs in the caller's context, so pid and comm are the caller's.
+        let (dest, _) = endpoints(ctx, &l)?;
+        let conn = Conn {
+            start_ns: unsafe { bpf_ktime_get_ns() },
+            dest,
+            syn_retransmits: 0,
+            established: 0,
+            pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+            rst_seen: 0,
+            _pad: 0,
+        };
+        if CONNS.insert(&sk, &conn, 0).is_err() {
+            count_lost(lost::CONN_TABLE_FULL);
+        }
+        bump_dest(&dest, dest_counter::ATTEMPTS);
+    } else if old == TCP_SYN_SENT && new == TCP_ESTABLISHED {
+        let conn = CONNS.get_ptr_mut(&sk)?;
+        let conn = unsafe { &mut *conn };
+        conn.established = 1;
+        bump_dest(&conn.dest, dest_counter::ESTABLISHED);
+        emit(conn, outcome::ESTABLISHED, 0);
+    } else if old == TCP_SYN_SENT && new == TCP_CLOSE {
+        if let Some(conn) = CONNS.get_ptr(&sk) {
+            let conn = unsafe { *conn };
+            let error = connect_error(sk, &conn);
+            let (kind, counter) = classify_connect_error(error);
+            bump_dest(&conn.dest, counter);
+            emit(&conn, kind, error);
+        }
+        let _ = CONNS.remove(&sk);
+    } else if new == TCP_CLOSE {
+        let _ = CONNS.remove(&sk);
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn emit(conn: &Conn, kind: u32, error: i32) {
+    let now = unsafe { bpf_ktime_get_ns() };
+    match CONNECT_EVENTS.reserve::<ConnectEvent>(0) {
+        Some(mut entry) => {
+            entry.write(ConnectEvent {
+                ts_ns: now,
+                latency_ns: now.saturating_sub(conn.start_ns),
+                dest: conn.dest,
+                outcome: kind,
+                error,
+                syn_retransmits: conn.syn_retransmits,
+                pid: conn.pid,
+                comm: conn.comm,
+                _pad: 0,
+            });
+            entry.submit(0);
+        }
+        None => count_lost(lost::CONNECT_RINGBUF_FULL),
+    }
+}
+
+/// The errno that ended a connect in SYN_SENT, or 0 when the application closed it.
+/// The kernel writes sk->sk_err before tcp_done() on every failure path (RST, SYN retries
+/// exhausted, ICMP), so it is set when SYN_SENT -> CLOSE fires. Its offset in struct sock
+/// comes from the kernel's BTF.
+#[inline(always)]
+fn connect_error(sk: u64, conn: &Conn) -> i32 {
+    let offset = unsafe { core::ptr::read_volatile(&SOCK_ERR_OFFSET) };
+    let mut error = 0;
+    if offset != u32::MAX {
+        let ptr = (sk as usize + offset as usize) as *const i32;
+        error = unsafe { bpf_probe_read_kernel(ptr) }.unwrap_or(0);
+    }
+    if error == 0 && conn.rst_seen != 0 {
+        error = errno::ECONNREFUSED;
+    }
+    error
+}
+
+pub fn tcp_retransmit_skb(ctx: &TracePointContext) -> Option<()> {
+    let l = layout(&TP_RETRANSMIT);
+    if l.enabled == 0 {
+        return None;
+    }
+    let sk: u64 = field(ctx, l.skaddr)?;
+    let state: i32 = field(ctx, l.state)?;
+    let (remote, local_port) = endpoints(ctx, &l)?;
+    if state == TCP_SYN_SENT {
+        if let Some(conn) = CONNS.get_ptr_mut(&sk) {
+            // The socket lock is held here: a plain add is safe.
+            unsafe { (*conn).syn_retransmits += 1 };
+        }
+        bump_dest(&remote, dest_counter::SYN_RETRANSMITS);
+    } else if CONNS.get_ptr(&sk).is_some() || looks_like_client(&remote, local_port) {
+        bump_dest(&remote, dest_counter::DATA_RETRANSMITS);
+    } else {
+        bump_port(local_port, port_counter::DATA_RETRANSMITS);
+    }
+    Some(())
+}
+
+pub fn tcp_receive_reset(ctx: &TracePointContext) -> Option<()> {
+    let l = layout(&TP_RECV_RESET);
+    if l.enabled == 0 {
+        return None;
+    }
+    let sk: u64 = field(ctx, l.skaddr)?;
+    let (remote, local_port) = endpoints(ctx, &l)?;
+    match CONNS.get_ptr_mut(&sk) {
+        // An RST answering our SYN is a refusal, counted when the socket closes.
+        Some(conn) if unsafe { (*conn).established } == 0 => unsafe { (*conn).rst_seen = 1 },
+        Some(_) => bump_dest(&remote, dest_counter::RESETS_RECEIVED),
+        None if looks_like_client(&remote, local_port) => {
+            bump_dest(&remote, dest_counter::RESETS_RECEIVED)
+        }
+        None => bump_port(local_port, port_counter::RESETS_RECEIVED),
+    }
+    Some(())
+}
+
+pub fn tcp_send_reset(ctx: &TracePointContext) -> Option<()> {
+    let l = layout(&TP_SEND_RESET);
+    if l.enabled == 0 {
+        return None;
+    }
+    // skaddr is NULL for an RST answering a segment that matched no socket.
+    let sk: u64 = field(ctx, l.skaddr).unwrap_or(0);
+    let (remote, local_port) = endpoints(ctx, &l)?;
+    let known = sk != 0 && CONNS.get_ptr(&sk).is_some();
+    if known || looks_like_client(&remote, local_port) {
+        bump_dest(&remote, dest_counter::RESETS_SENT);
+    } else {
+        bump_port(local_port, port_counter::RESETS_SENT);
+    }
+    Some(())
+}
+
+pub fn tcp_retransmit_synack(ctx: &TracePointContext) -> Option<()> {
+    let l = layout(&TP_RETRANS_SYNACK);
+    if l.enabled == 0 {
+        return None;
+    }
+    let (_, local_port) = endpoints(ctx, &l)?;
+    bump_port(local_port, port_counter::SYNACK_RETRANSMITS);
+    Some(())
+}

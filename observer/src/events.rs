@@ -1,0 +1,124 @@
+//! What the probe hands to the layers: plain userspace types, decoupled from the ring buffer
+//! and the kernel maps, so that tests (and later an offline replay) can feed the layers.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::{Duration, SystemTime},
+};
+
+use observer_common::tcp::{AF_INET, ConnectEvent, Endpoint, dest_counter, outcome, port_counter};
+
+pub type DestCounts = [u64; dest_counter::COUNT];
+pub type PortCounts = [u64; port_counter::COUNT];
+
+/// Since-start counters read from the kernel maps at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct TcpSnapshot {
+    pub dests: Vec<(SocketAddr, DestCounts)>,
+    pub ports: Vec<(u16, PortCounts)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Established,
+    Refused,
+    TimedOut,
+    Unreachable,
+    OtherError,
+    Aborted,
+}
+
+impl Outcome {
+    pub fn from_raw(v: u32) -> Option<Outcome> {
+        Some(match v {
+            outcome::ESTABLISHED => Outcome::Established,
+            outcome::REFUSED => Outcome::Refused,
+            outcome::TIMED_OUT => Outcome::TimedOut,
+            outcome::UNREACHABLE => Outcome::Unreachable,
+            outcome::OTHER_ERROR => Outcome::OtherError,
+            outcome::ABORTED => Outcome::Aborted,
+            _ => return None,
+        })
+    }
+}
+
+/// One finished outgoing connect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectRecord {
+    pub at: SystemTime,
+    pub dest: SocketAddr,
+    pub outcome: Outcome,
+    pub latency: Duration,
+    pub error: i32,
+    pub syn_retransmits: u32,
+    pub pid: u32,
+    pub comm: String,
+}
+
+pub fn endpoint_addr(e: &Endpoint) -> SocketAddr {
+    let ip = if e.family == AF_INET {
+        IpAddr::V4(Ipv4Addr::new(e.addr[0], e.addr[1], e.addr[2], e.addr[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(e.addr))
+    };
+    SocketAddr::new(ip, e.port)
+}
+
+/// Decode a ring-buffer record. `None` for a short or unknown record (counted by the caller).
+pub fn decode_connect(bytes: &[u8], mono_to_wall: impl Fn(u64) -> SystemTime) -> Option<ConnectRecord> {
+    if bytes.len() < size_of::<ConnectEvent>() {
+        return None;
+    }
+    // SAFETY: the length is checked, ConnectEvent is plain old data, and the read is unaligned.
+    let ev: ConnectEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let comm_len = ev.comm.iter().position(|&b| b == 0).unwrap_or(ev.comm.len());
+    Some(ConnectRecord {
+        at: mono_to_wall(ev.ts_ns),
+        dest: endpoint_addr(&ev.dest),
+        outcome: Outcome::from_raw(ev.outcome)?,
+        latency: Duration::from_nanos(ev.latency_ns),
+        error: ev.error,
+        syn_retransmits: ev.syn_retransmits,
+        pid: ev.pid,
+        comm: String::from_utf8_lossy(&ev.comm[..comm_len]).into_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use observer_common::tcp::AF_INET6;
+
+    fn raw(ev: &ConnectEvent) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain #[repr(C)] value.
+        unsafe { std::slice::from_raw_parts((ev as *const ConnectEvent).cast::<u8>(), size_of::<ConnectEvent>()) }.to_vec()
+    }
+
+    #[test]
+    fn decodes_v4_and_v6_and_rejects_short_or_unknown_records() {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        let mut ev = ConnectEvent {
+            ts_ns: 5,
+            latency_ns: 1_500_000,
+            dest: Endpoint { addr, port: 443, family: AF_INET },
+            outcome: outcome::REFUSED,
+            error: 111,
+            syn_retransmits: 0,
+            pid: 42,
+            comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+            _pad: 0,
+        };
+        let r = decode_connect(&raw(&ev), |_| SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(r.dest, "10.0.0.2:443".parse().unwrap());
+        assert_eq!((r.outcome, r.comm.as_str(), r.latency), (Outcome::Refused, "curl", Duration::from_micros(1500)));
+
+        ev.dest = Endpoint { addr: "fd00::1".parse::<Ipv6Addr>().unwrap().octets(), port: 53, family: AF_INET6 };
+        let r = decode_connect(&raw(&ev), |_| SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(r.dest, "[fd00::1]:53".parse().unwrap());
+
+        assert!(decode_connect(&raw(&ev)[..10], |_| SystemTime::UNIX_EPOCH).is_none());
+        ev.outcome = 99;
+        assert!(decode_connect(&raw(&ev), |_| SystemTime::UNIX_EPOCH).is_none());
+    }
+}

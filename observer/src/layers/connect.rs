@@ -1,0 +1,350 @@
+//! Layer 2, TCP connect: per-destination outcomes, retransmits, resets and connect latency,
+//! over the sliding window and since start; server-role counters per local port.
+
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use observer_common::tcp::{dest_counter as dc, port_counter};
+use serde::Serialize;
+
+use super::{
+    latency::{LatencySummary, new_histogram, record},
+    window::WindowedCounts,
+};
+use crate::events::{ConnectRecord, DestCounts, Outcome, PortCounts, TcpSnapshot};
+
+/// Latency samples kept per destination per interval; more are counted, not stored.
+const MAX_SAMPLES_PER_INTERVAL: usize = 65_536;
+/// Processes remembered per destination.
+const MAX_PROCESSES: usize = 4;
+
+#[derive(Debug)]
+struct DestState {
+    counts: WindowedCounts<{ dc::COUNT }>,
+    /// Connect latencies (µs) since the last reading, then per closed interval.
+    open_samples: Vec<u64>,
+    samples: VecDeque<(Instant, Vec<u64>)>,
+    latency_total: Option<Histogram<u64>>,
+    last_failure: Option<ConnectRecord>,
+    processes: BTreeSet<String>,
+}
+
+impl DestState {
+    fn new() -> DestState {
+        DestState {
+            counts: WindowedCounts::default(),
+            open_samples: Vec::new(),
+            samples: VecDeque::new(),
+            latency_total: None,
+            last_failure: None,
+            processes: BTreeSet::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ConnectLayer {
+    window: Duration,
+    max_dests: usize,
+    dests: HashMap<SocketAddr, DestState>,
+    ports: HashMap<u16, WindowedCounts<{ port_counter::COUNT }>>,
+    /// Latency samples not kept because an interval had more than the cap.
+    pub samples_dropped: u64,
+}
+
+/// One destination as the presenters and verdicts see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DestView {
+    pub dest: SocketAddr,
+    pub window: Period,
+    pub total: Period,
+    pub last_failure: Option<FailureView>,
+    pub processes: Vec<String>,
+}
+
+/// Counters and connect latency over one period (the window, or since start).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Period {
+    #[serde(flatten)]
+    pub counts: Counts<{ dc::COUNT }>,
+    pub connect_latency_us: LatencySummary,
+}
+
+impl Period {
+    pub fn get(&self, index: usize) -> u64 {
+        self.counts.get(index)
+    }
+    pub fn failures(&self) -> u64 {
+        failures(&self.counts.values)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FailureView {
+    pub outcome: &'static str,
+    pub errno: i32,
+    pub syn_retransmits: u32,
+    pub after_us: u64,
+    pub pid: u32,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PortView {
+    pub port: u16,
+    pub window: Counts<{ port_counter::COUNT }>,
+    pub total: Counts<{ port_counter::COUNT }>,
+}
+
+/// Counters that serialise as a JSON object in the kernel's index order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts<const N: usize> {
+    pub values: [u64; N],
+    pub names: &'static [&'static str; N],
+}
+
+impl<const N: usize> Counts<N> {
+    pub fn get(&self, index: usize) -> u64 {
+        self.values[index]
+    }
+}
+
+impl<const N: usize> Serialize for Counts<N> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(N))?;
+        for (name, v) in self.names.iter().zip(self.values) {
+            m.serialize_entry(name, &v)?;
+        }
+        m.end()
+    }
+}
+
+pub fn failures(c: &DestCounts) -> u64 {
+    c[dc::REFUSED] + c[dc::TIMED_OUT] + c[dc::UNREACHABLE] + c[dc::OTHER_ERROR] + c[dc::ABORTED]
+}
+
+fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Established => "established",
+        Outcome::Refused => "refused",
+        Outcome::TimedOut => "timed_out",
+        Outcome::Unreachable => "unreachable",
+        Outcome::OtherError => "other_error",
+        Outcome::Aborted => "aborted",
+    }
+}
+
+impl ConnectLayer {
+    pub fn new(window: Duration, max_dests: usize) -> ConnectLayer {
+        ConnectLayer { window, max_dests, dests: HashMap::new(), ports: HashMap::new(), samples_dropped: 0 }
+    }
+
+    /// A finished connect from the ring buffer.
+    pub fn on_connect(&mut self, rec: ConnectRecord) {
+        let state = self.dests.entry(rec.dest).or_insert_with(DestState::new);
+        if state.processes.len() < MAX_PROCESSES && !rec.comm.is_empty() {
+            state.processes.insert(format!("{}[{}]", rec.comm, rec.pid));
+        }
+        if rec.outcome == Outcome::Established {
+            let us = u64::try_from(rec.latency.as_micros()).unwrap_or(u64::MAX);
+            if state.open_samples.len() < MAX_SAMPLES_PER_INTERVAL {
+                state.open_samples.push(us);
+            } else {
+                self.samples_dropped += 1;
+            }
+            record(state.latency_total.get_or_insert_with(new_histogram), rec.latency);
+        } else {
+            state.last_failure = Some(rec);
+        }
+    }
+
+    /// A reading of the kernel's since-start counters: closes the current interval.
+    pub fn on_snapshot(&mut self, now: Instant, snap: &TcpSnapshot) {
+        let window = self.window;
+        let seen: HashMap<SocketAddr, &DestCounts> = snap.dests.iter().map(|(a, c)| (*a, c)).collect();
+        for addr in seen.keys() {
+            self.dests.entry(*addr).or_insert_with(DestState::new);
+        }
+        for (addr, state) in self.dests.iter_mut() {
+            state.counts.observe(now, seen.get(addr).copied(), window);
+            state.samples.push_back((now, std::mem::take(&mut state.open_samples)));
+            while state.samples.front().is_some_and(|(at, _)| now.duration_since(*at) >= window) {
+                state.samples.pop_front();
+            }
+        }
+        let ports: HashMap<u16, &PortCounts> = snap.ports.iter().map(|(p, c)| (*p, c)).collect();
+        for p in ports.keys() {
+            self.ports.entry(*p).or_default();
+        }
+        for (p, counts) in self.ports.iter_mut() {
+            counts.observe(now, ports.get(p).copied(), window);
+        }
+        self.forget_idle(now);
+    }
+
+    /// Keep userspace bounded like the kernel table: drop the destinations idle the longest.
+    fn forget_idle(&mut self, now: Instant) {
+        if self.dests.len() <= self.max_dests {
+            return;
+        }
+        let mut by_idle: Vec<(Duration, SocketAddr)> = self
+            .dests
+            .iter()
+            .map(|(a, s)| (s.counts.last_change.map_or(Duration::MAX, |t| now.duration_since(t)), *a))
+            .collect();
+        by_idle.sort_by(|a, b| b.cmp(a));
+        for (_, addr) in by_idle.into_iter().take(self.dests.len() - self.max_dests) {
+            self.dests.remove(&addr);
+        }
+    }
+
+    /// Destinations, the most troubled first: window failures, then since-start failures,
+    /// then window attempts.
+    pub fn destinations(&self) -> Vec<DestView> {
+        let mut views: Vec<DestView> = self.dests.iter().map(|(a, s)| view(*a, s)).collect();
+        views.sort_by(|a, b| {
+            let key = |v: &DestView| {
+                (v.window.failures(), v.total.failures(), v.window.get(dc::ATTEMPTS))
+            };
+            key(b).cmp(&key(a)).then(a.dest.cmp(&b.dest))
+        });
+        views
+    }
+
+    pub fn local_ports(&self) -> Vec<PortView> {
+        let mut v: Vec<PortView> = self
+            .ports
+            .iter()
+            .map(|(p, c)| PortView {
+                port: *p,
+                window: Counts { values: c.window(), names: &port_counter::NAMES },
+                total: Counts { values: c.total(), names: &port_counter::NAMES },
+            })
+            .collect();
+        v.sort_by_key(|p| p.port);
+        v
+    }
+}
+
+fn view(dest: SocketAddr, s: &DestState) -> DestView {
+    let mut window_hist = new_histogram();
+    for us in s.samples.iter().flat_map(|(_, v)| v) {
+        window_hist.saturating_record((*us).max(1));
+    }
+    DestView {
+        dest,
+        window: Period {
+            counts: Counts { values: s.counts.window(), names: &dc::NAMES },
+            connect_latency_us: LatencySummary::of(&window_hist),
+        },
+        total: Period {
+            counts: Counts { values: s.counts.total(), names: &dc::NAMES },
+            connect_latency_us: s.latency_total.as_ref().map(LatencySummary::of).unwrap_or_default(),
+        },
+        last_failure: s.last_failure.as_ref().map(|r| FailureView {
+            outcome: outcome_name(r.outcome),
+            errno: r.error,
+            syn_retransmits: r.syn_retransmits,
+            after_us: u64::try_from(r.latency.as_micros()).unwrap_or(u64::MAX),
+            pid: r.pid,
+            comm: r.comm.clone(),
+        }),
+        processes: s.processes.iter().cloned().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    fn rec(dest: &str, outcome: Outcome, ms: u64) -> ConnectRecord {
+        ConnectRecord {
+            at: SystemTime::UNIX_EPOCH,
+            dest: dest.parse().unwrap(),
+            outcome,
+            latency: Duration::from_millis(ms),
+            error: if outcome == Outcome::Refused { 111 } else { 0 },
+            syn_retransmits: 0,
+            pid: 7,
+            comm: "curl".into(),
+        }
+    }
+
+    fn counts(pairs: &[(usize, u64)]) -> DestCounts {
+        let mut c = [0; dc::COUNT];
+        for &(i, v) in pairs {
+            c[i] = v;
+        }
+        c
+    }
+
+    #[test]
+    fn window_and_totals_follow_kernel_readings_and_latency_follows_events() {
+        let t0 = Instant::now();
+        let mut layer = ConnectLayer::new(Duration::from_secs(2), 100);
+        let ok: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        let bad: SocketAddr = "10.0.0.3:81".parse().unwrap();
+        for ms in [1, 2, 3] {
+            layer.on_connect(rec("10.0.0.2:80", Outcome::Established, ms));
+        }
+        layer.on_connect(rec("10.0.0.3:81", Outcome::Refused, 0));
+        let snap = TcpSnapshot {
+            dests: vec![
+                (ok, counts(&[(dc::ATTEMPTS, 3), (dc::ESTABLISHED, 3)])),
+                (bad, counts(&[(dc::ATTEMPTS, 1), (dc::REFUSED, 1)])),
+            ],
+            ports: vec![(80, [1, 0, 0, 0])],
+        };
+        layer.on_snapshot(t0, &snap);
+        let v = layer.destinations();
+        assert_eq!(v[0].dest, bad, "failing destination sorts first");
+        assert_eq!(v[0].window.get(dc::REFUSED), 1);
+        assert_eq!(v[0].last_failure.as_ref().unwrap().outcome, "refused");
+        assert_eq!(v[1].window.connect_latency_us.count, 3);
+        assert_eq!(v[1].total.connect_latency_us.count, 3);
+        assert!((1_990..=2_010).contains(&v[1].window.connect_latency_us.p50), "{:?}", v[1].window.connect_latency_us);
+        assert_eq!(layer.local_ports()[0].total.get(port_counter::SYNACK_RETRANSMITS), 1);
+
+        // Two quiet seconds later the window is empty, the totals are not.
+        layer.on_snapshot(t0 + Duration::from_secs(1), &snap);
+        layer.on_snapshot(t0 + Duration::from_secs(2), &snap);
+        let v = layer.destinations();
+        let okv = v.iter().find(|d| d.dest == ok).unwrap();
+        assert_eq!(okv.window.get(dc::ATTEMPTS), 0);
+        assert_eq!(okv.window.connect_latency_us.count, 0);
+        assert_eq!(okv.total.get(dc::ESTABLISHED), 3);
+        assert_eq!(okv.total.connect_latency_us.count, 3);
+        assert_eq!(okv.processes, vec!["curl[7]".to_owned()]);
+    }
+
+    #[test]
+    fn counts_serialise_in_kernel_order() {
+        let c = Counts { values: counts(&[(dc::REFUSED, 2)]), names: &dc::NAMES };
+        let s = serde_json::to_string(&c).unwrap();
+        assert!(s.starts_with(r#"{"attempts":0,"established":0,"refused":2,"#), "{s}");
+    }
+
+    #[test]
+    fn userspace_table_is_bounded_and_keeps_the_active() {
+        let t0 = Instant::now();
+        let mut layer = ConnectLayer::new(Duration::from_secs(10), 2);
+        let snap = |n: u64| TcpSnapshot {
+            dests: (1..=3u8)
+                .map(|i| (SocketAddr::from(([10, 0, 0, i], 80)), counts(&[(dc::ATTEMPTS, if i == 1 { n } else { 1 })])))
+                .collect(),
+            ports: vec![],
+        };
+        layer.on_snapshot(t0, &snap(1));
+        layer.on_snapshot(t0 + Duration::from_secs(5), &snap(2));
+        let kept: Vec<SocketAddr> = layer.destinations().iter().map(|d| d.dest).collect();
+        assert_eq!(kept.len(), 2);
+        assert!(kept.contains(&"10.0.0.1:80".parse().unwrap()), "{kept:?}");
+    }
+}

@@ -1,0 +1,5 @@
+//! Everything the user sees is drawn from one [`report::Report`] built per interval.
+
+pub mod json;
+pub mod report;
+pub mod text;

@@ -1,0 +1,55 @@
+//! A plain table per interval for a terminal (the live TUI will replace it there).
+
+use std::{fmt::Write as _, io::Write};
+
+use observer_common::tcp::dest_counter as dc;
+
+use super::report::Report;
+
+pub fn render(r: &Report) -> String {
+    let mut s = String::new();
+    let lost = r.lost.get("total").copied().unwrap_or(0);
+    let _ = writeln!(
+        s,
+        "{} {}  up {:.0}s  window {:.0}s  lost events {}{}",
+        r.ts,
+        r.host,
+        r.uptime_s,
+        r.window_s,
+        lost,
+        if r.is_final { "  (final)" } else { "" }
+    );
+    for d in &r.disabled {
+        let _ = writeln!(s, "  disabled: {} ({}): {}", d.signals, d.source, d.reason);
+    }
+    let _ = writeln!(
+        s,
+        "  {:<42} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>9}",
+        "TCP destination (window)", "tries", "ok", "refus", "t/out", "unrch", "synrtx", "rst-in", "p95 ms"
+    );
+    for d in &r.tcp.destinations {
+        let w = &d.window;
+        let _ = writeln!(
+            s,
+            "  {:<42} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>9.1}",
+            d.dest.to_string(),
+            w.get(dc::ATTEMPTS),
+            w.get(dc::ESTABLISHED),
+            w.get(dc::REFUSED),
+            w.get(dc::TIMED_OUT) + w.get(dc::ABORTED),
+            w.get(dc::UNREACHABLE),
+            w.get(dc::SYN_RETRANSMITS),
+            w.get(dc::RESETS_RECEIVED),
+            w.connect_latency_us.p95 as f64 / 1000.0
+        );
+    }
+    if r.tcp.destinations_omitted > 0 {
+        let _ = writeln!(s, "  … {} more destinations", r.tcp.destinations_omitted);
+    }
+    s
+}
+
+pub fn write(out: &mut impl Write, r: &Report) -> std::io::Result<()> {
+    out.write_all(render(r).as_bytes())?;
+    out.flush()
+}

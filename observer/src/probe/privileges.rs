@@ -1,0 +1,116 @@
+//! Capability and kernel checks that turn "Operation not permitted" into a sentence that
+//! says what to do.
+
+use std::path::Path;
+
+use caps::{CapSet, Capability};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    #[error(
+        "observer needs {missing} to load its eBPF programs; run it as root: `sudo {exe} {args}`, \
+         or grant the capabilities once: `sudo setcap {setcap}+ep {exe}`"
+    )]
+    Missing { missing: String, exe: String, args: String, setcap: String },
+    #[error("cannot read this process's capabilities: {0}")]
+    Read(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(
+        "this kernel ({release}) has no BPF ring buffer, which observer needs (Linux 5.8 or later)"
+    )]
+    NoRingBuf { release: String },
+}
+
+/// What observer needs: BPF and PERFMON to load tracing programs (SYS_ADMIN stands in for both
+/// on kernels before 5.8), NET_ADMIN for TC links, SYS_ADMIN and DAC_READ_SEARCH to mount and
+/// read tracefs.
+const SETCAP: &str = "cap_bpf,cap_perfmon,cap_net_admin,cap_sys_admin,cap_dac_read_search";
+
+pub fn check_capabilities() -> Result<(), PrivilegeError> {
+    let eff = caps::read(None, CapSet::Effective).map_err(|e| PrivilegeError::Read(e.to_string()))?;
+    let admin = eff.contains(&Capability::CAP_SYS_ADMIN);
+    let mut missing = Vec::new();
+    if !eff.contains(&Capability::CAP_BPF) && !admin {
+        missing.push("CAP_BPF");
+    }
+    if !eff.contains(&Capability::CAP_PERFMON) && !admin {
+        missing.push("CAP_PERFMON");
+    }
+    if !eff.contains(&Capability::CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "observer".to_owned());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    Err(PrivilegeError::Missing {
+        missing: missing.join(", "),
+        exe,
+        args: args.join(" "),
+        setcap: SETCAP.to_owned(),
+    })
+}
+
+/// Kernel release and major.minor, from uname.
+pub fn kernel_release() -> (String, (u32, u32)) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    (release.clone(), parse_release(&release))
+}
+
+pub fn parse_release(release: &str) -> (u32, u32) {
+    let mut it = release.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty());
+    let major = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let minor = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (major, minor)
+}
+
+/// Ring buffers are required. BTF is not (offsets come from tracefs), but its absence is said
+/// once, because later layers will want it.
+pub fn check_kernel() -> Result<Vec<String>, KernelError> {
+    let (release, version) = kernel_release();
+    if version < (5, 8) {
+        return Err(KernelError::NoRingBuf { release });
+    }
+    let mut notes = Vec::new();
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        notes.push(format!(
+            "this kernel ({release}) has no BTF (/sys/kernel/btf/vmlinux is missing); observer \
+             runs without it, with offsets from tracefs"
+        ));
+    }
+    Ok(notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kernel_releases() {
+        assert_eq!(parse_release("6.18.44-fc-v657"), (6, 18));
+        assert_eq!(parse_release("5.4.0-150-generic"), (5, 4));
+        assert_eq!(parse_release("garbage"), (0, 0));
+    }
+
+    #[test]
+    fn missing_capabilities_message_names_the_fix() {
+        let e = PrivilegeError::Missing {
+            missing: "CAP_BPF, CAP_NET_ADMIN".into(),
+            exe: "/usr/local/bin/observer".into(),
+            args: "--format json".into(),
+            setcap: SETCAP.into(),
+        };
+        let s = e.to_string();
+        assert!(s.contains("needs CAP_BPF, CAP_NET_ADMIN"), "{s}");
+        assert!(s.contains("`sudo /usr/local/bin/observer --format json`"), "{s}");
+        assert!(s.contains("`sudo setcap cap_bpf,cap_perfmon,cap_net_admin"), "{s}");
+    }
+}
