@@ -60,6 +60,9 @@ async fn run_async(cli: Cli, started: Instant, tracefs: std::path::PathBuf) -> a
         max_ports: cli.max_ports,
         ringbuf_bytes: cli.ringbuf_kib * 1024,
     };
+    // Handlers first: a signal that arrives right after "attached" must still drain and exit 0.
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let (probe, ring) = Probe::start(cfg, &tracefs)?;
     for d in &probe.disabled {
         eprintln!("observer: disabled: {} ({}): {}", d.signals, d.source, d.reason);
@@ -87,8 +90,6 @@ async fn run_async(cli: Cli, started: Instant, tracefs: std::path::PathBuf) -> a
         .map_err(|e| e.into_parts().1)
         .context("cannot poll the connect ring buffer")?;
     let mut state = State { layer: ConnectLayer::new(cli.window(), cli.max_destinations as usize), undecodable: 0 };
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let begin = tokio::time::Instant::now();
     let mut ticks = interval_at(begin + cli.interval(), cli.interval());
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);

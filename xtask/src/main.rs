@@ -1,1 +1,139 @@
-fn main() {}
+//! `cargo xtask`: set up the machine, build unprivileged, run and test privileged.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Xtask {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what a fresh Debian 12 machine needs (idempotent): xtask/setup.sh.
+    Setup,
+    /// Set up, build observer (release) and run it, as root. Arguments go to observer.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, run the unit tests, then the end-to-end tests (as root).
+    Test {
+        /// Only tests whose name contains this (passed to the test harness).
+        filter: Option<String>,
+        /// Skip the unit tests.
+        #[arg(long)]
+        e2e_only: bool,
+    },
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("xtask: {cmd:?}");
+    let status = cmd.current_dir(root()).status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Run a test command, echo its output, and add its `test result:` lines to `tally`.
+fn run_tests(cmd: &mut Command, tally: &mut (u64, u64)) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader};
+    eprintln!("xtask: {cmd:?}");
+    let mut child = cmd
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let num = |word: &str| {
+                rest.split(';')
+                    .find_map(|p| p.trim().strip_suffix(word).and_then(|n| n.trim().rsplit(' ').next()?.parse::<u64>().ok()))
+                    .unwrap_or(0)
+            };
+            tally.0 += num(" passed");
+            tally.1 += num(" failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        println!("tests: {} passed, {} failed", tally.0, tally.1.max(1));
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Privileged steps run through sudo when we are not root already.
+fn privileged(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    if is_root() {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("-E").arg(program);
+        c
+    }
+}
+
+fn setup() -> anyhow::Result<()> {
+    run(Command::new("bash").arg(root().join("xtask/setup.sh")))
+}
+
+fn main() -> anyhow::Result<()> {
+    match Xtask::parse().cmd {
+        Cmd::Setup => setup(),
+        Cmd::Run { args } => {
+            setup()?;
+            run(cargo().args(["build", "--release", "-p", "observer"]))?;
+            run(privileged(root().join("target/release/observer")).args(args))
+        }
+        Cmd::Test { filter, e2e_only } => {
+            setup()?;
+            // Build everything unprivileged first.
+            run(cargo().args(["build", "-p", "observer", "-p", "observer-tests", "--bins"]))?;
+            run(cargo().args(["test", "--no-run", "-p", "observer", "-p", "observer-common", "-p", "observer-tests"]))?;
+            let mut tally = (0, 0);
+            if !e2e_only {
+                let mut unit = cargo();
+                unit.args(["test", "-p", "observer", "-p", "observer-common"]);
+                if let Some(f) = &filter {
+                    unit.args(["--", f]);
+                }
+                run_tests(&mut unit, &mut tally)?;
+            }
+            // Then the namespace tests, privileged, one at a time: each builds its own
+            // namespaces, and the 2-core machine keeps timings honest that way.
+            let mut e2e = privileged(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+            e2e.args(["test", "-p", "observer-tests", "--", "--test-threads=1"]);
+            if let Some(f) = &filter {
+                e2e.arg(f);
+            }
+            run_tests(&mut e2e, &mut tally)?;
+            // One closing line over every run above, for people and for CI.
+            println!("tests: {} passed, {} failed", tally.0, tally.1);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Network namespaces, veth pairs and processes that die with their guard.
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use crate::sh;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(role: &str) -> Netns {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("obs-{role}-{}-{n}", std::process::id());
+        sh(&format!("ip netns add {name}"));
+        let ns = Netns { name };
+        ns.run("ip link set lo up");
+        ns
+    }
+
+    /// The shell prefix that runs a command in this namespace.
+    pub fn prefix(&self) -> String {
+        format!("ip netns exec {} ", self.name)
+    }
+
+    /// Run to completion; panic on failure.
+    pub fn run(&self, cmd: &str) -> String {
+        sh(&format!("{}bash -c {}", self.prefix(), quote(cmd)))
+    }
+
+    /// Run to completion; return (success, stdout+stderr).
+    pub fn try_run(&self, cmd: &str) -> (bool, String) {
+        crate::sh_status(&format!("{}bash -c {}", self.prefix(), quote(cmd)))
+    }
+
+    /// Start a long-running process in this namespace; it is killed when the guard drops.
+    pub fn spawn(&self, cmd: &str) -> Proc {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "bash", "-c", &format!("exec {cmd}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{cmd}`: {e}"));
+        Proc { child, what: cmd.to_owned() }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Kill whatever is left in it, then delete it.
+        let _ = Command::new("bash")
+            .arg("-c")
+            .arg(format!("ip netns pids {0} | xargs -r kill -9; ip netns del {0}", self.name))
+            .status();
+    }
+}
+
+pub fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub what: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two namespaces joined by a veth pair, each end with an IPv4 and an IPv6 address on a
+/// subnet no other test uses.
+pub struct Pair {
+    pub client: Netns,
+    pub server: Netns,
+    /// Subnet index: addresses are 10.77.<net>.1 (client) and 10.77.<net>.2 (server).
+    pub net: u32,
+}
+
+impl Pair {
+    pub fn new(test: &str) -> Pair {
+        let client = Netns::new(&format!("{test}-c"));
+        let server = Netns::new(&format!("{test}-s"));
+        // Unique per process and per pair; tests in one binary run one at a time.
+        let net = (std::process::id() % 200 + NEXT.fetch_add(1, Ordering::Relaxed)) % 250 + 1;
+        let (c, s) = (&client.name, &server.name);
+        let veth = format!("obv{net}x{}", std::process::id() % 10000);
+        sh(&format!(
+            "ip link add {veth}c netns {c} type veth peer name {veth}s netns {s} && \
+             ip -n {c} link set {veth}c name eth0 && ip -n {s} link set {veth}s name eth0 && \
+             ip -n {c} addr add 10.77.{net}.1/24 dev eth0 && ip -n {s} addr add 10.77.{net}.2/24 dev eth0 && \
+             ip -n {c} addr add fd77:{net}::1/64 dev eth0 nodad && ip -n {s} addr add fd77:{net}::2/64 dev eth0 nodad && \
+             ip -n {c} link set eth0 up && ip -n {s} link set eth0 up"
+        ));
+        Pair { client, server, net }
+    }
+
+    pub fn server_ip(&self) -> String {
+        format!("10.77.{}.2", self.net)
+    }
+
+    pub fn server_ip6(&self) -> String {
+        format!("fd77:{}::2", self.net)
+    }
+
+    pub fn client_ip(&self) -> String {
+        format!("10.77.{}.1", self.net)
+    }
+}

@@ -1,0 +1,165 @@
+//! Run the real observer binary in a namespace and read its JSON lines.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::Netns;
+
+/// Path of the observer binary under test: $OBSERVER_BIN, else the workspace's debug build.
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("OBSERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/observer");
+    assert!(p.exists(), "{} is missing: build it first (`cargo xtask test` does)", p.display());
+    p
+}
+
+pub struct Observer {
+    child: Option<Child>,
+    lines: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+    stdout_done: Option<thread::JoinHandle<()>>,
+}
+
+/// One JSON report.
+#[derive(Debug, Clone)]
+pub struct Report(pub Value);
+
+impl Observer {
+    /// Start observer in `ns` with JSON output and wait until its programs are attached.
+    pub fn start(ns: &Netns, args: &[&str]) -> Observer {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(binary())
+            .args(["--format", "json", "--interval", "0.5"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn observer");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("stdout");
+        let sink = lines.clone();
+        let stdout_done = thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("observer printed a line that is not JSON ({e}): {line}"));
+                sink.lock().unwrap().push(v);
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        let err = child.stderr.take().expect("stderr");
+        let err_sink = stderr.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if line.contains("observer: attached") {
+                    let _ = tx.send(());
+                }
+                let mut s = err_sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let mut obs = Observer { child: Some(child), lines, stderr, stdout_done: Some(stdout_done) };
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let status = obs.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            panic!("observer did not attach within 30 s (exit: {status:?}); stderr:\n{}", obs.stderr());
+        }
+        obs
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Reports printed so far.
+    pub fn reports(&self) -> Vec<Report> {
+        self.lines.lock().unwrap().iter().cloned().map(Report).collect()
+    }
+
+    /// Wait until a report satisfies `pred`, up to `timeout`; return it.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Report) -> bool) -> Option<Report> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.reports().into_iter().rev().find(|r| pred(r)) {
+                return Some(r);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGINT, wait for exit 0, and return the final report.
+    pub fn stop(self) -> Report {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGINT) };
+        self.stop_after_signal()
+    }
+
+    /// Wait for exit 0 after a signal the caller sent, and return the final report.
+    pub fn stop_after_signal(mut self) -> Report {
+        let mut child = self.child.take().expect("running");
+        let status = child.wait().expect("wait for observer");
+        if let Some(h) = self.stdout_done.take() {
+            h.join().expect("stdout reader");
+        }
+        assert!(status.success(), "observer exited with {status}; stderr:\n{}", self.stderr());
+        let last = self.reports().pop().expect("observer printed no report");
+        assert_eq!(last.0["final"], Value::Bool(true), "the last line must be the final summary");
+        last
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Report {
+    /// The TCP destination entry for `dest` (as printed, e.g. `10.77.3.2:80`).
+    pub fn dest(&self, dest: &str) -> Option<&Value> {
+        self.0["tcp"]["destinations"].as_array()?.iter().find(|d| d["dest"] == dest)
+    }
+
+    /// A since-start counter of `dest`, 0 when the destination is absent.
+    pub fn total(&self, dest: &str, counter: &str) -> u64 {
+        self.dest(dest).and_then(|d| d["total"][counter].as_u64()).unwrap_or(0)
+    }
+
+    pub fn window(&self, dest: &str, counter: &str) -> u64 {
+        self.dest(dest).and_then(|d| d["window"][counter].as_u64()).unwrap_or(0)
+    }
+
+    pub fn port_total(&self, port: u16, counter: &str) -> u64 {
+        self.0["tcp"]["local_ports"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["port"] == port))
+            .and_then(|p| p["total"][counter].as_u64())
+            .unwrap_or(0)
+    }
+
+    pub fn lost_total(&self) -> u64 {
+        self.0["lost"]["total"].as_u64().expect("lost.total")
+    }
+}

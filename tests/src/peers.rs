@@ -1,0 +1,70 @@
+//! Real servers from Debian packages, configured for one test.
+
+use std::{fs, path::PathBuf};
+
+use crate::{Netns, Proc};
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let p = std::env::temp_dir().join(format!("observer-test-{tag}-{}-{n}", std::process::id()));
+        fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// nginx serving a small page on `addr:port` inside `ns`.
+pub struct Nginx {
+    _proc: Proc,
+    _dir: TempDir,
+}
+
+impl Nginx {
+    pub fn start(ns: &Netns, listen: &str) -> Nginx {
+        let dir = TempDir::new("nginx");
+        let d = dir.0.display();
+        fs::write(dir.0.join("index.html"), "observer test page\n").unwrap();
+        let conf = format!(
+            "user root; worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
+               uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+               server {{ listen {listen}; root {d}; }} }}\n"
+        );
+        fs::write(dir.0.join("nginx.conf"), conf).unwrap();
+        let proc = ns.spawn(&format!("nginx -c {d}/nginx.conf -p {d}"));
+        wait_listening(ns, listen);
+        Nginx { _proc: proc, _dir: dir }
+    }
+}
+
+/// Wait (up to 10 s) until something in `ns` listens on the TCP `addr:port`.
+pub fn wait_listening(ns: &Netns, listen: &str) {
+    let port = listen.rsplit(':').next().unwrap_or(listen);
+    for _ in 0..100 {
+        let (_, out) = ns.try_run(&format!("ss -Htln 'sport = :{port}'"));
+        if !out.trim().is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("nothing listens on {listen} in {} after 10 s", ns.name);
+}
+
+/// The `peer` helper binary of this crate (servers Debian has no package for).
+pub fn peer_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("OBSERVER_PEER_BIN") {
+        return PathBuf::from(p);
+    }
+    // Built beside the tests: `cargo test -p observer-tests` builds this crate's binaries first.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/peer")
+}

@@ -1,0 +1,243 @@
+//! TCP connect layer on real traffic: observer in the client namespace, real peers in the
+//! server namespace, assertions on the destination each scenario targets.
+
+use std::time::Duration;
+
+use observer_tests::{Observer, Pair, peers, require_root, sh, sh_status};
+
+/// Counters that must be zero for a destination that only saw `allowed` kinds of outcome.
+const FAILURES: [&str; 5] = ["refused", "timed_out", "unreachable", "other_errors", "aborted"];
+
+#[test]
+fn closed_port_is_refused_every_time_and_never_a_timeout() {
+    require_root();
+    let pair = Pair::new("refused");
+    let dest = format!("{}:81", pair.server_ip());
+    let obs = Observer::start(&pair.client, &[]);
+    for _ in 0..5 {
+        let (ok, _) = pair.client.try_run(&format!("curl -s --max-time 3 http://{dest}/"));
+        assert!(!ok, "nothing listens on {dest}: curl must fail");
+    }
+    let r = obs.stop();
+    assert_eq!(r.total(&dest, "attempts"), 5, "{:#}", r.0);
+    assert_eq!(r.total(&dest, "refused"), 5, "{:#}", r.0);
+    for c in ["timed_out", "aborted", "syn_retransmits", "established"] {
+        assert_eq!(r.total(&dest, c), 0, "{c}: {:#}", r.0);
+    }
+    let failure = &r.dest(&dest).unwrap()["last_failure"];
+    assert_eq!(failure["outcome"], "refused");
+    assert_eq!(failure["errno"], 111);
+    assert_eq!(failure["comm"], "curl");
+    // The server side answered with RSTs from a port nothing listens on.
+    assert_eq!(r.lost_total(), 0);
+}
+
+#[test]
+fn dropped_syns_are_retransmitted_then_time_out() {
+    require_root();
+    let pair = Pair::new("blackhole");
+    let dest = format!("{}:82", pair.server_ip());
+    pair.server.run("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in tcp dport 82 drop");
+    // Two SYN retries: the kernel gives up after about 7 s instead of 127 s.
+    pair.client.run("sysctl -qw net.ipv4.tcp_syn_retries=2");
+    let obs = Observer::start(&pair.client, &[]);
+    let (ok, out) = pair.client.try_run(&format!("curl -s --connect-timeout 30 http://{dest}/; echo \"curl exit $?\""));
+    assert!(ok && out.contains("curl exit 28"), "curl must time out: {out}");
+    let r = obs.stop();
+    assert_eq!(r.total(&dest, "attempts"), 1, "{:#}", r.0);
+    assert_eq!(r.total(&dest, "timed_out"), 1, "{:#}", r.0);
+    assert!(r.total(&dest, "syn_retransmits") >= 2, "{:#}", r.0);
+    for c in ["refused", "established", "aborted"] {
+        assert_eq!(r.total(&dest, c), 0, "{c}: {:#}", r.0);
+    }
+    assert_eq!(r.dest(&dest).unwrap()["last_failure"]["errno"], 110);
+}
+
+#[test]
+fn client_side_timeout_is_an_abort_with_syn_retransmits() {
+    require_root();
+    let pair = Pair::new("abort");
+    let dest = format!("{}:83", pair.server_ip());
+    pair.server.run("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in tcp dport 83 drop");
+    let obs = Observer::start(&pair.client, &[]);
+    let (ok, _) = pair.client.try_run(&format!("curl -s --connect-timeout 2 http://{dest}/"));
+    assert!(!ok);
+    let r = obs.stop();
+    assert_eq!(r.total(&dest, "aborted"), 1, "{:#}", r.0);
+    assert!(r.total(&dest, "syn_retransmits") >= 1, "{:#}", r.0);
+    assert_eq!(r.total(&dest, "timed_out"), 0, "{:#}", r.0);
+}
+
+#[test]
+fn server_reset_of_an_established_connection_is_a_reset_received() {
+    require_root();
+    let pair = Pair::new("reset");
+    let dest = format!("{}:84", pair.server_ip());
+    let _server = pair.server.spawn(&format!("{} rst-server {dest} 1", peers::peer_bin().display()));
+    peers::wait_listening(&pair.server, &dest);
+    let obs = Observer::start(&pair.client, &[]);
+    let (ok, out) = pair.client.try_run(&format!("curl -sS --max-time 5 http://{dest}/"));
+    assert!(!ok && out.contains("reset"), "curl must see the reset: {out}");
+    let r = obs.stop();
+    assert_eq!(r.total(&dest, "established"), 1, "{:#}", r.0);
+    assert_eq!(r.total(&dest, "resets_received"), 1, "{:#}", r.0);
+    for c in FAILURES {
+        assert_eq!(r.total(&dest, c), 0, "a reset after the handshake is not a connect failure ({c}): {:#}", r.0);
+    }
+}
+
+#[test]
+fn random_data_loss_shows_as_retransmits_for_that_destination_only() {
+    require_root();
+    let pair = Pair::new("loss");
+    let lossy = format!("{}:5201", pair.server_ip());
+    let clean = format!("{}:5202", pair.server_ip());
+    let _s1 = pair.server.spawn(&format!("iperf3 -s -B {} -p 5201", pair.server_ip()));
+    let _s2 = pair.server.spawn(&format!("iperf3 -s -B {} -p 5202", pair.server_ip()));
+    peers::wait_listening(&pair.server, &lossy);
+    peers::wait_listening(&pair.server, &clean);
+    // Drop 10 % of the data segments (not the handshake) that arrive for port 5201.
+    pair.server.run("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in tcp dport 5201 meta length gt 200 numgen random mod 10 == 0 drop");
+    let obs = Observer::start(&pair.client, &[]);
+    // Paced: unthrottled, iperf3 overruns the veth backlog on a small machine, and that loss
+    // is real loss on the clean destination too.
+    pair.client.run(&format!("iperf3 -c {} -p 5202 -t 2 -b 50M >/dev/null", pair.server_ip()));
+    pair.client.run(&format!("iperf3 -c {} -p 5201 -t 2 -b 50M >/dev/null", pair.server_ip()));
+    let r = obs.stop();
+    assert!(r.total(&lossy, "data_retransmits") > 0, "{:#}", r.0);
+    assert_eq!(r.total(&clean, "data_retransmits"), 0, "{:#}", r.0);
+    assert!(r.total(&clean, "established") >= 2, "iperf3 opens a control and a data connection: {:#}", r.0);
+}
+
+#[test]
+fn hundred_healthy_connects_are_all_established_with_a_hundred_latency_samples() {
+    require_root();
+    let pair = Pair::new("healthy");
+    let dest = format!("{}:80", pair.server_ip());
+    let _nginx = peers::Nginx::start(&pair.server, &dest);
+    let obs = Observer::start(&pair.client, &[]);
+    pair.client.run(&format!(
+        "for i in $(seq 100); do curl -sf -o /dev/null http://{dest}/ || exit 1; done"
+    ));
+    let r = obs.stop();
+    assert_eq!(r.total(&dest, "attempts"), 100, "{:#}", r.0);
+    assert_eq!(r.total(&dest, "established"), 100, "{:#}", r.0);
+    for c in FAILURES.iter().chain(&["syn_retransmits", "resets_received"]) {
+        assert_eq!(r.total(&dest, c), 0, "{c}: {:#}", r.0);
+    }
+    let lat = &r.dest(&dest).unwrap()["total"]["connect_latency_us"];
+    assert_eq!(lat["count"], 100, "{lat}");
+    assert!(lat["p50"].as_u64().unwrap() > 0 && lat["p50"].as_u64() <= lat["p99"].as_u64(), "{lat}");
+    assert_eq!(r.lost_total(), 0);
+}
+
+#[test]
+fn ipv6_destinations_are_reported_in_brackets() {
+    require_root();
+    let pair = Pair::new("v6");
+    let listen = format!("[{}]:80", pair.server_ip6());
+    let _nginx = peers::Nginx::start(&pair.server, &listen);
+    let obs = Observer::start(&pair.client, &[]);
+    for _ in 0..3 {
+        pair.client.run(&format!("curl -sf -o /dev/null -g 'http://{listen}/'"));
+    }
+    let (ok, _) = pair.client.try_run(&format!("curl -s -g 'http://[{}]:81/'", pair.server_ip6()));
+    assert!(!ok);
+    let r = obs.stop();
+    assert_eq!(r.total(&listen, "established"), 3, "{:#}", r.0);
+    assert_eq!(r.total(&format!("[{}]:81", pair.server_ip6()), "refused"), 1, "{:#}", r.0);
+}
+
+#[test]
+fn window_counts_forget_old_traffic_but_totals_do_not() {
+    require_root();
+    let pair = Pair::new("window");
+    let dest = format!("{}:85", pair.server_ip());
+    let obs = Observer::start(&pair.client, &["--window", "1"]);
+    let _ = pair.client.try_run(&format!("curl -s http://{dest}/"));
+    let seen = obs.wait_for(Duration::from_secs(5), |r| r.window(&dest, "refused") == 1);
+    assert!(seen.is_some(), "the refusal must show in a window report");
+    let gone = obs.wait_for(Duration::from_secs(5), |r| r.dest(&dest).is_some() && r.window(&dest, "refused") == 0);
+    assert!(gone.is_some(), "after the 1 s window the refusal must leave the window");
+    let r = obs.stop();
+    assert_eq!(r.total(&dest, "refused"), 1);
+}
+
+#[test]
+fn every_line_carries_the_schema_and_the_final_line_comes_with_duration() {
+    require_root();
+    let pair = Pair::new("duration");
+    let out = pair.client.run(&format!("{} --format json --interval 0.2 --duration 1", observer_tests::observer::binary().display()));
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert!(lines.len() >= 4, "about 5 reports in 1 s at 0.2 s: {out}");
+    for l in &lines {
+        assert_eq!(l["schema"], 1);
+        assert!(l["ts"].as_str().unwrap().ends_with('Z'));
+        assert!(l["lost"]["total"].is_u64());
+        assert!(l["tcp"]["destinations"].is_array());
+    }
+    assert_eq!(lines.last().unwrap()["final"], true);
+    assert!(lines[..lines.len() - 1].iter().all(|l| l["final"] == false));
+}
+
+#[test]
+fn without_privileges_it_says_what_is_missing_and_how_to_fix_it() {
+    require_root();
+    let bin = observer_tests::observer::binary();
+    // The binary must be reachable for nobody: copy it somewhere world-readable.
+    let dir = peers::TempDir::new("nopriv");
+    let copy = dir.0.join("observer");
+    std::fs::copy(&bin, &copy).unwrap();
+    sh(&format!("chmod 755 {} {}", dir.0.display(), copy.display()));
+    let (ok, out) = sh_status(&format!(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all {} --format json --duration 1",
+        copy.display()
+    ));
+    assert!(!ok, "must fail without privileges: {out}");
+    assert!(out.contains("observer needs CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN"), "{out}");
+    assert!(out.contains(&format!("sudo {}", copy.display())), "{out}");
+    assert!(out.contains("sudo setcap cap_bpf,cap_perfmon,cap_net_admin"), "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+}
+
+#[test]
+fn bad_flags_get_clap_messages() {
+    let bin = observer_tests::observer::binary();
+    let (ok, out) = sh_status(&format!("{} --interval nope", bin.display()));
+    assert!(!ok && out.contains("not a number of seconds"), "{out}");
+    let (ok, out) = sh_status(&format!("{} --no-such-flag", bin.display()));
+    assert!(!ok && out.contains("unexpected argument"), "{out}");
+}
+
+/// Names of observer's programs as bpftool lists them (15 characters at most).
+fn attached_observer_programs() -> usize {
+    let out = sh("bpftool prog show");
+    out.lines()
+        .filter(|l| {
+            ["inet_sock_set_s", "tcp_retransmit_", "tcp_receive_res", "tcp_send_reset"]
+                .iter()
+                .any(|n| l.contains(&format!("name {n}")))
+        })
+        .count()
+}
+
+#[test]
+fn nothing_stays_loaded_after_sigkill_or_sigterm() {
+    require_root();
+    let pair = Pair::new("kill");
+    let before = attached_observer_programs();
+    let obs = Observer::start(&pair.client, &[]);
+    assert!(attached_observer_programs() > before, "while running, its programs are loaded");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(obs.pid() as i32, libc::SIGKILL) };
+    drop(obs);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(attached_observer_programs(), before, "SIGKILL must leave nothing loaded");
+
+    let obs = Observer::start(&pair.client, &[]);
+    unsafe { libc::kill(obs.pid() as i32, libc::SIGTERM) };
+    let r = obs.stop_after_signal();
+    assert_eq!(r.0["final"], true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(attached_observer_programs(), before, "SIGTERM must leave nothing loaded");
+}
