@@ -7,6 +7,7 @@ use aya_ebpf::{
     maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use observer_common::{
+    dns::DnsCounters,
     lost,
     tcp::{Endpoint, PortCounters, TcpCounters},
 };
@@ -31,6 +32,15 @@ pub static CONNS: LruHashMap<u64, Conn> = LruHashMap::with_max_entries(16384, 0)
 /// Connect outcomes for userspace (latency histograms, evidence).
 #[map]
 pub static CONNECT_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Exact DNS counters per resolver endpoint.
+#[map]
+pub static DNS_RESOLVERS: LruPerCpuHashMap<Endpoint, DnsCounters> =
+    LruPerCpuHashMap::with_max_entries(1024, 0);
+
+/// Bounded copies of DNS messages for userspace.
+#[map]
+pub static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
 
 /// Lost-event counters, indexed by `observer_common::lost`.
 #[map]
@@ -96,3 +106,25 @@ pub fn bump_port(port: u16, index: usize) {
     add_one(unsafe { &raw mut (*entry).c[index] });
 }
 
+
+/// Bump one per-resolver DNS counter, creating the entry on first use.
+#[inline(always)]
+pub fn bump_resolver(resolver: &Endpoint, index: usize) {
+    if index >= observer_common::dns::dns_counter::COUNT {
+        return;
+    }
+    let entry = match DNS_RESOLVERS.get_ptr_mut(resolver) {
+        Some(p) => p,
+        None => {
+            let _ = DNS_RESOLVERS.insert(resolver, &DnsCounters::ZERO, BPF_NOEXIST as u64);
+            match DNS_RESOLVERS.get_ptr_mut(resolver) {
+                Some(p) => p,
+                None => {
+                    count_lost(lost::RESOLVER_TABLE_FULL);
+                    return;
+                }
+            }
+        }
+    };
+    add_one(unsafe { &raw mut (*entry).c[index] });
+}

@@ -56,6 +56,40 @@ pub struct Cli {
     /// counted in `destinations_omitted`.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..), env = "OBSERVER_TOP")]
     pub top: u32,
+
+    /// Watch DNS only on these interfaces (repeat the flag or separate with commas). Default:
+    /// every interface that is up, including ones that come up later.
+    #[arg(long = "interface", value_delimiter = ',', env = "OBSERVER_INTERFACES")]
+    pub interfaces: Vec<String>,
+
+    /// Another UDP port that carries DNS, besides 53 (repeatable, up to 8).
+    #[arg(long = "dns-port", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..), env = "OBSERVER_DNS_PORTS")]
+    pub dns_ports: Vec<u16>,
+
+    /// Seconds after which a DNS query with no response counts as unanswered.
+    #[arg(long, default_value_t = 5.0, value_parser = positive_seconds, env = "OBSERVER_DNS_TIMEOUT")]
+    pub dns_timeout: f64,
+
+    /// At most this many (qname, qtype) entries per report, the most troubled first.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..), env = "OBSERVER_DNS_TOP_NAMES")]
+    pub dns_top_names: u32,
+
+    /// Names kept in memory (the least recently seen go first).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(16..), env = "OBSERVER_MAX_DNS_NAMES")]
+    pub max_dns_names: u32,
+
+    /// Size of the kernel's per-resolver table (LRU).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=65_536), env = "OBSERVER_MAX_RESOLVERS")]
+    pub max_resolvers: u32,
+
+    /// DNS message ring buffer size in KiB (a power of two, at least 4).
+    #[arg(long, default_value_t = 1024, value_parser = ringbuf_kib, env = "OBSERVER_DNS_RINGBUF_KIB")]
+    pub dns_ringbuf_kib: u32,
+
+    /// Also attach an empty TC program beside the DNS ones: the baseline for
+    /// `cargo xtask bench-dns`.
+    #[arg(long, hide = true)]
+    pub tc_baseline: bool,
 }
 
 impl Cli {
@@ -67,6 +101,18 @@ impl Cli {
     }
     pub fn duration(&self) -> Option<Duration> {
         self.duration.map(Duration::from_secs_f64)
+    }
+
+    /// Checks clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.dns_ports.len() > observer_common::dns::MAX_EXTRA_PORTS as usize {
+            return Err(format!(
+                "--dns-port: at most {} extra ports, got {}",
+                observer_common::dns::MAX_EXTRA_PORTS,
+                self.dns_ports.len()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -100,6 +146,17 @@ mod tests {
         assert!(err.to_string().contains("power of two"), "{err}");
         let err = Cli::try_parse_from(["observer", "--max-destinations", "1"]).unwrap_err();
         assert!(err.to_string().contains("16"), "{err}");
+    }
+
+    #[test]
+    fn dns_ports_and_interfaces_take_lists() {
+        let cli = Cli::try_parse_from(["observer", "--dns-port", "5353,5354", "--interface", "lo", "--interface", "eth0"]).unwrap();
+        assert_eq!(cli.dns_ports, [5353, 5354]);
+        assert_eq!(cli.interfaces, ["lo", "eth0"]);
+        assert!(cli.validate().is_ok());
+        let cli = Cli::try_parse_from(["observer", "--dns-port", "1,2,3,4,5,6,7,8,9"]).unwrap();
+        assert!(cli.validate().unwrap_err().contains("at most 8"));
+        assert!(Cli::try_parse_from(["observer", "--dns-port", "0"]).is_err());
     }
 
     #[test]

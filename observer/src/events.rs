@@ -6,10 +6,53 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use observer_common::tcp::{AF_INET, ConnectEvent, Endpoint, dest_counter, outcome, port_counter};
+use observer_common::{
+    dns::{DnsEvent, dns_counter},
+    tcp::{AF_INET, ConnectEvent, Endpoint, dest_counter, outcome, port_counter},
+};
 
 pub type DestCounts = [u64; dest_counter::COUNT];
 pub type PortCounts = [u64; port_counter::COUNT];
+pub type ResolverCounts = [u64; dns_counter::COUNT];
+
+/// Since-start DNS counters per resolver, read from the kernel at one instant.
+#[derive(Debug, Clone, Default)]
+pub struct DnsSnapshot {
+    pub resolvers: Vec<(SocketAddr, ResolverCounts)>,
+}
+
+/// One DNS message seen on the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsMessage {
+    /// Kernel monotonic nanoseconds: latencies are differences of these.
+    pub ts_ns: u64,
+    pub client: SocketAddr,
+    pub resolver: SocketAddr,
+    pub is_response: bool,
+    pub ifindex: u32,
+    /// The DNS payload's full length; `bytes` may be a prefix of it (at most 512).
+    pub dns_len: usize,
+    pub bytes: Vec<u8>,
+}
+
+/// Decode a DNS ring-buffer record. `None` for a short record (counted by the caller).
+pub fn decode_dns(raw: &[u8]) -> Option<DnsMessage> {
+    if raw.len() < size_of::<DnsEvent>() {
+        return None;
+    }
+    // SAFETY: the length is checked, DnsEvent is plain old data, and the read is unaligned.
+    let ev: DnsEvent = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
+    let captured = usize::from(ev.captured).min(ev.data.len());
+    Some(DnsMessage {
+        ts_ns: ev.ts_ns,
+        client: endpoint_addr(&ev.client),
+        resolver: endpoint_addr(&ev.resolver),
+        is_response: ev.is_response != 0,
+        ifindex: ev.ifindex,
+        dns_len: usize::from(ev.dns_len),
+        bytes: ev.data[..captured].to_vec(),
+    })
+}
 
 /// Since-start counters read from the kernel maps at one instant.
 #[derive(Debug, Clone, Default)]

@@ -10,20 +10,24 @@ use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 use observer_common::lost;
 use tokio::{
-    io::unix::AsyncFd,
+    io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
     time::{MissedTickBehavior, interval_at, sleep_until},
 };
 
 use crate::{
     cli::{Cli, Format},
-    events::decode_connect,
-    layers::connect::ConnectLayer,
+    events::{decode_connect, decode_dns},
+    layers::{
+        connect::ConnectLayer,
+        dns::{DnsConfig, DnsLayer},
+    },
     present::{json, report, text},
     probe::{self, Probe, ProbeConfig, privileges, tracefs},
 };
 
 pub fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
+    cli.validate().map_err(anyhow::Error::msg)?;
     privileges::check_capabilities()?;
     for note in privileges::check_kernel()? {
         eprintln!("observer: {note}");
@@ -37,20 +41,39 @@ pub fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
     rt.block_on(run_async(cli, started, tracefs))
 }
 
+/// The layers and what could not be decoded.
 struct State {
-    layer: ConnectLayer,
+    connect: ConnectLayer,
+    dns: DnsLayer,
     undecodable: u64,
 }
 
 impl State {
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+    fn drain_connect(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
             match decode_connect(&item, probe::mono_to_wall) {
-                Some(rec) => self.layer.on_connect(rec),
+                Some(rec) => self.connect.on_connect(rec),
                 None => self.undecodable += 1,
             }
         }
     }
+
+    fn drain_dns(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            match decode_dns(&item) {
+                Some(msg) => self.dns.on_message(msg),
+                None => self.undecodable += 1,
+            }
+        }
+    }
+}
+
+fn poll(ring: RingBuf<MapData>, what: &str) -> anyhow::Result<AsyncFd<RingBuf<MapData>>> {
+    // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the AsyncFd
+    // (which owns the RingBuf) is dropped.
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .with_context(|| format!("cannot poll the {what} ring buffer"))
 }
 
 async fn run_async(cli: Cli, started: Instant, tracefs: std::path::PathBuf) -> anyhow::Result<()> {
@@ -59,17 +82,22 @@ async fn run_async(cli: Cli, started: Instant, tracefs: std::path::PathBuf) -> a
         max_connections: cli.max_connections,
         max_ports: cli.max_ports,
         ringbuf_bytes: cli.ringbuf_kib * 1024,
+        max_resolvers: cli.max_resolvers,
+        dns_ringbuf_bytes: cli.dns_ringbuf_kib * 1024,
+        dns_ports: cli.dns_ports.clone(),
+        interfaces: cli.interfaces.clone(),
+        tc_baseline: cli.tc_baseline,
     };
     // Handlers first: a signal that arrives right after "attached" must still drain and exit 0.
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let (probe, ring) = Probe::start(cfg, &tracefs)?;
+    let (mut probe, rings) = Probe::start(&cfg, &tracefs)?;
     for d in &probe.disabled {
         eprintln!("observer: disabled: {} ({}): {}", d.signals, d.source, d.reason);
     }
     // Tests and scripts wait for this line before they send traffic.
     eprintln!(
-        "observer: attached {} tracepoints in {} ms ({} ms after start): {}",
+        "observer: attached {} in {} ms ({} ms after start): {}",
         probe.attached.len(),
         probe.attach_time.as_millis(),
         started.elapsed().as_millis(),
@@ -84,12 +112,18 @@ async fn run_async(cli: Cli, started: Instant, tracefs: std::path::PathBuf) -> a
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "unknown".to_owned());
-    // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the AsyncFd
-    // (which owns the RingBuf) is dropped.
-    let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .context("cannot poll the connect ring buffer")?;
-    let mut state = State { layer: ConnectLayer::new(cli.window(), cli.max_destinations as usize), undecodable: 0 };
+    let mut connect_ring = poll(rings.connect, "connect")?;
+    let mut dns_ring = poll(rings.dns, "DNS")?;
+    let mut state = State {
+        connect: ConnectLayer::new(cli.window(), cli.max_destinations as usize),
+        dns: DnsLayer::new(DnsConfig {
+            window: cli.window(),
+            unanswered_after: std::time::Duration::from_secs_f64(cli.dns_timeout),
+            max_names: cli.max_dns_names as usize,
+            max_pending: 65_536,
+        }),
+        undecodable: 0,
+    };
     let begin = tokio::time::Instant::now();
     let mut ticks = interval_at(begin + cli.interval(), cli.interval());
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -97,10 +131,13 @@ async fn run_async(cli: Cli, started: Instant, tracefs: std::path::PathBuf) -> a
     let stdout = std::io::stdout();
 
     let emit = |state: &mut State, probe: &Probe, is_final: bool| -> anyhow::Result<()> {
-        state.layer.on_snapshot(Instant::now(), &probe.snapshot());
+        let now = Instant::now();
+        state.connect.on_snapshot(now, &probe.snapshot());
+        state.dns.on_snapshot(now, probe::monotonic_ns(), &probe.dns_snapshot());
         let kernel: Vec<(&'static str, u64)> = lost::NAMES.iter().copied().zip(probe.lost_counts()).collect();
         let user = [
-            ("latency_samples_dropped", state.layer.samples_dropped),
+            ("latency_samples_dropped", state.connect.samples_dropped() + state.dns.samples_dropped()),
+            ("dns_pending_dropped", state.dns.pending_dropped),
             ("undecodable_events", state.undecodable),
         ];
         let meta = report::Meta {
@@ -113,8 +150,10 @@ async fn run_async(cli: Cli, started: Instant, tracefs: std::path::PathBuf) -> a
             kernel_lost: &kernel,
             disabled: &probe.disabled,
             top: cli.top as usize,
+            dns_top_names: cli.dns_top_names as usize,
+            dns_interfaces: probe.dns_interfaces(),
         };
-        let r = report::build(&meta, &state.layer, &user);
+        let r = report::build(&meta, &report::Layers { connect: &state.connect, dns: &state.dns }, &user);
         let mut out = stdout.lock();
         let written = match format {
             Format::Json => json::write_line(&mut out, &r),
@@ -129,13 +168,22 @@ async fn run_async(cli: Cli, started: Instant, tracefs: std::path::PathBuf) -> a
 
     loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
+            guard = connect_ring.readable_mut() => {
                 let mut guard = guard.context("polling the connect ring buffer failed")?;
-                state.drain(guard.get_inner_mut());
+                state.drain_connect(guard.get_inner_mut());
+                guard.clear_ready();
+            }
+            guard = dns_ring.readable_mut() => {
+                let mut guard = guard.context("polling the DNS ring buffer failed")?;
+                state.drain_dns(guard.get_inner_mut());
                 guard.clear_ready();
             }
             _ = ticks.tick() => {
-                state.drain(ring.get_mut());
+                state.drain_connect(connect_ring.get_mut());
+                state.drain_dns(dns_ring.get_mut());
+                for note in probe.refresh_interfaces() {
+                    eprintln!("observer: {note}");
+                }
                 emit(&mut state, &probe, false)?;
             }
             _ = sigint.recv() => break,
@@ -144,9 +192,10 @@ async fn run_async(cli: Cli, started: Instant, tracefs: std::path::PathBuf) -> a
         }
     }
     // Drain what is left, print the final summary, then detach (drop) everything.
-    state.drain(ring.get_mut());
+    state.drain_connect(connect_ring.get_mut());
+    state.drain_dns(dns_ring.get_mut());
     emit(&mut state, &probe, true)?;
-    drop(ring);
+    drop((connect_ring, dns_ring));
     drop(probe);
     let _ = std::io::stderr().flush();
     Ok(())

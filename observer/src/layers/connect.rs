@@ -2,33 +2,27 @@
 //! over the sliding window and since start; server-role counters per local port.
 
 use std::{
-    collections::{BTreeSet, HashMap, VecDeque},
+    collections::{BTreeSet, HashMap},
     net::SocketAddr,
     time::{Duration, Instant},
 };
 
-use hdrhistogram::Histogram;
 use observer_common::tcp::{dest_counter as dc, port_counter};
 use serde::Serialize;
 
 use super::{
-    latency::{LatencySummary, new_histogram, record},
+    latency::{LatencySummary, LatencyWindow},
     window::WindowedCounts,
 };
 use crate::events::{ConnectRecord, DestCounts, Outcome, PortCounts, TcpSnapshot};
 
-/// Latency samples kept per destination per interval; more are counted, not stored.
-const MAX_SAMPLES_PER_INTERVAL: usize = 65_536;
 /// Processes remembered per destination.
 const MAX_PROCESSES: usize = 4;
 
 #[derive(Debug)]
 struct DestState {
     counts: WindowedCounts<{ dc::COUNT }>,
-    /// Connect latencies (µs) since the last reading, then per closed interval.
-    open_samples: Vec<u64>,
-    samples: VecDeque<(Instant, Vec<u64>)>,
-    latency_total: Option<Histogram<u64>>,
+    latency: LatencyWindow,
     last_failure: Option<ConnectRecord>,
     processes: BTreeSet<String>,
 }
@@ -37,9 +31,7 @@ impl DestState {
     fn new() -> DestState {
         DestState {
             counts: WindowedCounts::default(),
-            open_samples: Vec::new(),
-            samples: VecDeque::new(),
-            latency_total: None,
+            latency: LatencyWindow::default(),
             last_failure: None,
             processes: BTreeSet::new(),
         }
@@ -52,8 +44,6 @@ pub struct ConnectLayer {
     max_dests: usize,
     dests: HashMap<SocketAddr, DestState>,
     ports: HashMap<u16, WindowedCounts<{ port_counter::COUNT }>>,
-    /// Latency samples not kept because an interval had more than the cap.
-    pub samples_dropped: u64,
 }
 
 /// One destination as the presenters and verdicts see it.
@@ -141,7 +131,7 @@ fn outcome_name(o: Outcome) -> &'static str {
 
 impl ConnectLayer {
     pub fn new(window: Duration, max_dests: usize) -> ConnectLayer {
-        ConnectLayer { window, max_dests, dests: HashMap::new(), ports: HashMap::new(), samples_dropped: 0 }
+        ConnectLayer { window, max_dests, dests: HashMap::new(), ports: HashMap::new() }
     }
 
     /// A finished connect from the ring buffer.
@@ -151,13 +141,7 @@ impl ConnectLayer {
             state.processes.insert(format!("{}[{}]", rec.comm, rec.pid));
         }
         if rec.outcome == Outcome::Established {
-            let us = u64::try_from(rec.latency.as_micros()).unwrap_or(u64::MAX);
-            if state.open_samples.len() < MAX_SAMPLES_PER_INTERVAL {
-                state.open_samples.push(us);
-            } else {
-                self.samples_dropped += 1;
-            }
-            record(state.latency_total.get_or_insert_with(new_histogram), rec.latency);
+            state.latency.record(rec.latency);
         } else {
             state.last_failure = Some(rec);
         }
@@ -172,10 +156,7 @@ impl ConnectLayer {
         }
         for (addr, state) in self.dests.iter_mut() {
             state.counts.observe(now, seen.get(addr).copied(), window);
-            state.samples.push_back((now, std::mem::take(&mut state.open_samples)));
-            while state.samples.front().is_some_and(|(at, _)| now.duration_since(*at) >= window) {
-                state.samples.pop_front();
-            }
+            state.latency.close(now, window);
         }
         let ports: HashMap<u16, &PortCounts> = snap.ports.iter().map(|(p, c)| (*p, c)).collect();
         for p in ports.keys() {
@@ -201,6 +182,11 @@ impl ConnectLayer {
         for (_, addr) in by_idle.into_iter().take(self.dests.len() - self.max_dests) {
             self.dests.remove(&addr);
         }
+    }
+
+    /// Latency samples left out of window percentiles (over the per-interval cap).
+    pub fn samples_dropped(&self) -> u64 {
+        self.dests.values().map(|d| d.latency.dropped).sum()
     }
 
     /// Destinations, the most troubled first: window failures, then since-start failures,
@@ -232,19 +218,15 @@ impl ConnectLayer {
 }
 
 fn view(dest: SocketAddr, s: &DestState) -> DestView {
-    let mut window_hist = new_histogram();
-    for us in s.samples.iter().flat_map(|(_, v)| v) {
-        window_hist.saturating_record((*us).max(1));
-    }
     DestView {
         dest,
         window: Period {
             counts: Counts { values: s.counts.window(), names: &dc::NAMES },
-            connect_latency_us: LatencySummary::of(&window_hist),
+            connect_latency_us: s.latency.window(),
         },
         total: Period {
             counts: Counts { values: s.counts.total(), names: &dc::NAMES },
-            connect_latency_us: s.latency_total.as_ref().map(LatencySummary::of).unwrap_or_default(),
+            connect_latency_us: s.latency.total(),
         },
         last_failure: s.last_failure.as_ref().map(|r| FailureView {
             outcome: outcome_name(r.outcome),

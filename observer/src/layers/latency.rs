@@ -59,3 +59,51 @@ mod tests {
         assert_eq!(LatencySummary::of(&new_histogram()), LatencySummary::default());
     }
 }
+
+/// Latency over the sliding window and since start. Samples of the current interval are kept
+/// raw (µs) and closed into a bucket at each reading; the window's percentiles come from the
+/// buckets still inside it, the since-start ones from one histogram.
+#[derive(Debug, Default)]
+pub struct LatencyWindow {
+    open: Vec<u64>,
+    buckets: std::collections::VecDeque<(std::time::Instant, Vec<u64>)>,
+    total: Option<Histogram<u64>>,
+    /// Samples not kept for the window because one interval had more than the cap (the
+    /// since-start histogram still has them).
+    pub dropped: u64,
+}
+
+/// Samples kept per key per interval; more are counted in `dropped`.
+const MAX_SAMPLES_PER_INTERVAL: usize = 65_536;
+
+impl LatencyWindow {
+    pub fn record(&mut self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
+        if self.open.len() < MAX_SAMPLES_PER_INTERVAL {
+            self.open.push(us);
+        } else {
+            self.dropped += 1;
+        }
+        record(self.total.get_or_insert_with(new_histogram), d);
+    }
+
+    /// Close the current interval at `now` and forget intervals older than `window`.
+    pub fn close(&mut self, now: std::time::Instant, window: Duration) {
+        self.buckets.push_back((now, std::mem::take(&mut self.open)));
+        while self.buckets.front().is_some_and(|(at, _)| now.duration_since(*at) >= window) {
+            self.buckets.pop_front();
+        }
+    }
+
+    pub fn window(&self) -> LatencySummary {
+        let mut h = new_histogram();
+        for us in self.buckets.iter().flat_map(|(_, v)| v) {
+            h.saturating_record(*us);
+        }
+        LatencySummary::of(&h)
+    }
+
+    pub fn total(&self) -> LatencySummary {
+        self.total.as_ref().map(LatencySummary::of).unwrap_or_default()
+    }
+}

@@ -2,5 +2,6 @@
 //! them knows about the kernel or the screen.
 
 pub mod connect;
+pub mod dns;
 pub mod latency;
 pub mod window;

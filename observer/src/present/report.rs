@@ -6,7 +6,10 @@ use std::{collections::BTreeMap, time::SystemTime};
 use serde::Serialize;
 
 use crate::{
-    layers::connect::{ConnectLayer, DestView, PortView},
+    layers::{
+        connect::{ConnectLayer, DestView, PortView},
+        dns::{Divergence, DnsLayer, NameView, ResolverView},
+    },
     probe::Disabled,
 };
 
@@ -31,6 +34,17 @@ pub struct Report {
     /// Signals this kernel cannot give, with the reason.
     pub disabled: Vec<Disabled>,
     pub tcp: TcpSection,
+    pub dns: DnsSection,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsSection {
+    /// Interfaces the DNS programs are attached to.
+    pub interfaces: Vec<String>,
+    pub resolvers: Vec<ResolverView>,
+    pub names: Vec<NameView>,
+    pub names_omitted: usize,
+    pub divergences: Vec<Divergence>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,9 +65,18 @@ pub struct Meta<'a> {
     pub kernel_lost: &'a [(&'static str, u64)],
     pub disabled: &'a [Disabled],
     pub top: usize,
+    pub dns_top_names: usize,
+    pub dns_interfaces: Vec<String>,
 }
 
-pub fn build(meta: &Meta<'_>, connect: &ConnectLayer, userspace_lost: &[(&'static str, u64)]) -> Report {
+/// The layers a report is built from.
+pub struct Layers<'a> {
+    pub connect: &'a ConnectLayer,
+    pub dns: &'a DnsLayer,
+}
+
+pub fn build(meta: &Meta<'_>, layers: &Layers<'_>, userspace_lost: &[(&'static str, u64)]) -> Report {
+    let connect = layers.connect;
     let mut lost: BTreeMap<&'static str, u64> = BTreeMap::new();
     for (k, v) in meta.kernel_lost.iter().chain(userspace_lost) {
         *lost.entry(k).or_default() += v;
@@ -74,6 +97,20 @@ pub fn build(meta: &Meta<'_>, connect: &ConnectLayer, userspace_lost: &[(&'stati
         lost,
         disabled: meta.disabled.to_vec(),
         tcp: TcpSection { destinations, destinations_omitted: omitted, local_ports: connect.local_ports() },
+        dns: dns_section(meta, layers.dns),
+    }
+}
+
+fn dns_section(meta: &Meta<'_>, dns: &DnsLayer) -> DnsSection {
+    let mut names = dns.names();
+    let names_omitted = names.len().saturating_sub(meta.dns_top_names);
+    names.truncate(meta.dns_top_names);
+    DnsSection {
+        interfaces: meta.dns_interfaces.clone(),
+        resolvers: dns.resolvers(),
+        names,
+        names_omitted,
+        divergences: dns.divergences(),
     }
 }
 

@@ -2,10 +2,12 @@
 
 pub mod btf;
 mod clock;
+pub mod interfaces;
 pub mod privileges;
 pub mod tracefs;
 
 use std::{
+    collections::HashMap,
     path::Path,
     time::{Duration, Instant},
 };
@@ -14,17 +16,18 @@ use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::TracePoint,
+    programs::{SchedClassifier, TcAttachType, TracePoint, tc::SchedClassifierLinkId},
 };
 use observer_common::{
+    dns::{DnsCounters, MAX_EXTRA_PORTS, dns_counter},
     layout::TpLayout,
     lost,
     tcp::{Endpoint, PortCounters, TcpCounters},
 };
-pub use clock::mono_to_wall;
+pub use clock::{mono_to_wall, monotonic_ns};
 use tracefs::Needs;
 
-use crate::events::{DestCounts, PortCounts, TcpSnapshot, endpoint_addr};
+use crate::events::{DestCounts, DnsSnapshot, PortCounts, ResolverCounts, TcpSnapshot, endpoint_addr};
 
 /// A signal observer cannot collect on this kernel, and why.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -88,32 +91,55 @@ const TRACEPOINTS: [TpSpec; 5] = [
     },
 ];
 
-/// Kernel map sizes.
-#[derive(Debug, Clone, Copy)]
+/// Kernel map sizes and what to watch.
+#[derive(Debug, Clone)]
 pub struct ProbeConfig {
     pub max_destinations: u32,
     pub max_connections: u32,
     pub max_ports: u32,
     pub ringbuf_bytes: u32,
+    pub max_resolvers: u32,
+    pub dns_ringbuf_bytes: u32,
+    /// DNS ports besides 53.
+    pub dns_ports: Vec<u16>,
+    /// Watch only these interfaces (empty: all that are up).
+    pub interfaces: Vec<String>,
+    /// Also attach an empty TC program beside the DNS ones (benchmark baseline).
+    pub tc_baseline: bool,
+}
+
+/// The ring buffers the event loop polls.
+pub struct Rings {
+    pub connect: RingBuf<MapData>,
+    pub dns: RingBuf<MapData>,
 }
 
 pub struct Probe {
     // Dropping `ebpf` closes every program and link fd, which detaches them.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     dests: PerCpuHashMap<MapData, Endpoint, TcpCounters>,
     ports: PerCpuHashMap<MapData, u16, PortCounters>,
+    resolvers: PerCpuHashMap<MapData, Endpoint, DnsCounters>,
     lost: PerCpuArray<MapData, u64>,
     pub disabled: Vec<Disabled>,
     pub attached: Vec<String>,
     pub attach_time: Duration,
+    only_interfaces: Vec<String>,
+    tc_baseline: bool,
+    /// Interface name -> (ifindex, links) for the DNS programs.
+    tc_links: HashMap<String, (u32, Vec<(&'static str, SchedClassifierLinkId)>)>,
+    /// Interfaces already reported as not watchable, so each is said once.
+    tc_skipped: HashMap<String, String>,
 }
+
+const DNS_PROGRAMS: [&str; 3] = ["dns_ingress", "dns_egress", "tc_empty"];
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer-ebpf"));
 
 impl Probe {
     /// Load and attach everything this kernel supports. Returns the probe and the connect
     /// ring buffer (for the caller's event loop).
-    pub fn start(cfg: ProbeConfig, tracefs: &Path) -> anyhow::Result<(Probe, RingBuf<MapData>)> {
+    pub fn start(cfg: &ProbeConfig, tracefs: &Path) -> anyhow::Result<(Probe, Rings)> {
         let started = Instant::now();
         let mut disabled = Vec::new();
         let mut layouts = Vec::new();
@@ -149,11 +175,18 @@ impl Probe {
             loader.override_global(spec.global, layout, true);
         }
         loader.override_global("SOCK_ERR_OFFSET", &sk_err, true);
+        let mut extra_ports = [0u16; MAX_EXTRA_PORTS as usize];
+        for (slot, port) in extra_ports.iter_mut().zip(&cfg.dns_ports) {
+            *slot = *port;
+        }
+        loader.override_global("DNS_EXTRA_PORTS", &extra_ports, true);
         loader
             .map_max_entries("TCP_DESTS", cfg.max_destinations)
             .map_max_entries("TCP_PORTS", cfg.max_ports)
             .map_max_entries("CONNS", cfg.max_connections)
-            .map_max_entries("CONNECT_EVENTS", cfg.ringbuf_bytes);
+            .map_max_entries("CONNECT_EVENTS", cfg.ringbuf_bytes)
+            .map_max_entries("DNS_RESOLVERS", cfg.max_resolvers)
+            .map_max_entries("DNS_EVENTS", cfg.dns_ringbuf_bytes);
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .context("loading observer's eBPF object into the kernel failed")?;
@@ -168,8 +201,15 @@ impl Probe {
                 Err(e) => disabled.push(disable(spec, format!("attach failed: {e:#}"))),
             }
         }
-        if attached.is_empty() {
-            anyhow::bail!("no tracepoint could be attached; see the lines above for each one");
+        for name in DNS_PROGRAMS {
+            if name == "tc_empty" && !cfg.tc_baseline {
+                continue;
+            }
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the eBPF object"))?
+                .try_into()?;
+            prog.load().with_context(|| format!("the verifier rejected {name}"))?;
         }
 
         let take = |ebpf: &mut Ebpf, name: &str| {
@@ -177,10 +217,122 @@ impl Probe {
         };
         let dests = PerCpuHashMap::try_from(take(&mut ebpf, "TCP_DESTS")?)?;
         let ports = PerCpuHashMap::try_from(take(&mut ebpf, "TCP_PORTS")?)?;
+        let resolvers = PerCpuHashMap::try_from(take(&mut ebpf, "DNS_RESOLVERS")?)?;
         let lost = PerCpuArray::try_from(take(&mut ebpf, "LOST")?)?;
-        let ring = RingBuf::try_from(take(&mut ebpf, "CONNECT_EVENTS")?)?;
-        let probe = Probe { _ebpf: ebpf, dests, ports, lost, disabled, attached, attach_time: started.elapsed() };
-        Ok((probe, ring))
+        let rings = Rings {
+            connect: RingBuf::try_from(take(&mut ebpf, "CONNECT_EVENTS")?)?,
+            dns: RingBuf::try_from(take(&mut ebpf, "DNS_EVENTS")?)?,
+        };
+        let mut probe = Probe {
+            ebpf,
+            dests,
+            ports,
+            resolvers,
+            lost,
+            disabled,
+            attached,
+            attach_time: Duration::ZERO,
+            only_interfaces: cfg.interfaces.clone(),
+            tc_baseline: cfg.tc_baseline,
+            tc_links: HashMap::new(),
+            tc_skipped: HashMap::new(),
+        };
+        for note in probe.refresh_interfaces() {
+            eprintln!("observer: {note}");
+        }
+        if !probe.tc_links.is_empty() {
+            probe.attached.push(format!("tc:dns on {}", probe.dns_interfaces().join(",")));
+        }
+        if probe.attached.is_empty() {
+            anyhow::bail!("nothing could be attached; see the lines above for each program");
+        }
+        probe.attach_time = started.elapsed();
+        Ok((probe, rings))
+    }
+
+    /// Attach the DNS programs to interfaces that came up since the last call, and forget
+    /// the ones that went away. Returns lines to tell the user.
+    pub fn refresh_interfaces(&mut self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let (watch, skipped) = interfaces::scan(Path::new("/sys/class/net"), &self.only_interfaces);
+        for (name, reason) in skipped {
+            if self.tc_skipped.get(&name) != Some(&reason) {
+                notes.push(format!("DNS is not watched on {name}: {reason}"));
+                self.tc_skipped.insert(name, reason);
+            }
+        }
+        // Gone, or replaced by a new device with the same name: the kernel already dropped
+        // those links with the device; detach our handles (errors are expected then).
+        let current: HashMap<&str, u32> = watch.iter().map(|i| (i.name.as_str(), i.ifindex)).collect();
+        let stale: Vec<String> = self
+            .tc_links
+            .iter()
+            .filter(|(name, (idx, _))| current.get(name.as_str()) != Some(idx))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some((_, links)) = self.tc_links.remove(&name) {
+                for (prog, link) in links {
+                    if let Some(Ok(p)) = self.ebpf.program_mut(prog).map(<&mut SchedClassifier>::try_from) {
+                        let _ = p.detach(link);
+                    }
+                }
+            }
+        }
+        for iface in watch {
+            if self.tc_links.contains_key(&iface.name) {
+                continue;
+            }
+            let mut hooks = vec![("dns_egress", TcAttachType::Egress)];
+            if iface.hooks == interfaces::Hooks::Both {
+                hooks.push(("dns_ingress", TcAttachType::Ingress));
+            }
+            if self.tc_baseline {
+                hooks.push(("tc_empty", TcAttachType::Egress));
+                if iface.hooks == interfaces::Hooks::Both {
+                    hooks.push(("tc_empty", TcAttachType::Ingress));
+                }
+            }
+            let mut links = Vec::new();
+            for (prog, hook) in hooks {
+                let attached = self
+                    .ebpf
+                    .program_mut(prog)
+                    .context("program missing")
+                    .and_then(|p| Ok(<&mut SchedClassifier>::try_from(p)?))
+                    .and_then(|p| Ok(p.attach(&iface.name, hook)?));
+                match attached {
+                    Ok(link) => links.push((prog, link)),
+                    Err(e) => notes.push(format!("cannot watch DNS on {} ({hook:?}): {e:#}", iface.name)),
+                }
+            }
+            if !links.is_empty() {
+                self.tc_links.insert(iface.name.clone(), (iface.ifindex, links));
+            }
+        }
+        notes
+    }
+
+    /// Interfaces the DNS programs are attached to.
+    pub fn dns_interfaces(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.tc_links.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Since-start DNS counters per resolver.
+    pub fn dns_snapshot(&self) -> DnsSnapshot {
+        let mut snap = DnsSnapshot::default();
+        for (key, per_cpu) in self.resolvers.iter().flatten() {
+            let mut sum: ResolverCounts = [0; dns_counter::COUNT];
+            for v in per_cpu.iter() {
+                for (s, c) in sum.iter_mut().zip(v.c) {
+                    *s += c;
+                }
+            }
+            snap.resolvers.push((endpoint_addr(&key), sum));
+        }
+        snap
     }
 
     /// Since-start counters for every destination and local port the kernel still holds.

@@ -1,0 +1,459 @@
+//! Layer 1, DNS: per resolver and per (qname, qtype), from every DNS message on the wire.
+//!
+//! The kernel counts queries and responses by rcode exactly (those survive ring-buffer
+//! overflow). Userspace parses each copied message with simple-dns, matches a response to its
+//! query by client, resolver, id and qname, and adds what needs both halves: latency,
+//! unanswered queries, NODATA, answer sets, malformed messages and divergent resolvers.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use observer_common::dns::dns_counter as kc;
+use serde::Serialize;
+use simple_dns::{Packet, PacketFlag, RCODE, rdata::RData};
+
+use super::{
+    connect::Counts,
+    latency::{LatencySummary, LatencyWindow},
+    window::WindowedCounts,
+};
+use crate::events::{DnsMessage, DnsSnapshot};
+
+/// Per-resolver counters that only userspace can know.
+pub mod resolver_counter {
+    pub const UNANSWERED: usize = 0;
+    pub const MALFORMED: usize = 1;
+    pub const NODATA: usize = 2;
+    /// Responses with no query seen (sent before observer started, or the query was lost).
+    pub const UNMATCHED_RESPONSES: usize = 3;
+    /// Messages over 512 bytes: only their first 512 bytes are copied, so they are matched by
+    /// client, resolver and id, and not parsed further.
+    pub const OVERSIZE: usize = 4;
+    pub const COUNT: usize = 5;
+    pub const NAMES: [&str; COUNT] = ["unanswered", "malformed", "nodata", "unmatched_responses", "oversize"];
+}
+use resolver_counter as rc;
+
+/// Per-(qname, qtype) counters, from parsed messages.
+pub mod name_counter {
+    pub const QUERIES: usize = 0;
+    pub const NOERROR: usize = 1;
+    pub const NXDOMAIN: usize = 2;
+    pub const SERVFAIL: usize = 3;
+    pub const REFUSED: usize = 4;
+    pub const OTHER_RCODE: usize = 5;
+    pub const NODATA: usize = 6;
+    pub const TRUNCATED: usize = 7;
+    pub const UNANSWERED: usize = 8;
+    pub const COUNT: usize = 9;
+    pub const NAMES: [&str; COUNT] = [
+        "queries", "noerror", "nxdomain", "servfail", "refused", "other_rcode", "nodata", "truncated", "unanswered",
+    ];
+}
+use name_counter as nc;
+
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    pub window: Duration,
+    /// A query with no response after this long is unanswered.
+    pub unanswered_after: Duration,
+    /// Names kept (the least recently seen go first).
+    pub max_names: usize,
+    /// Queries waiting for a response, at most; more are counted in `pending_dropped`.
+    pub max_pending: usize,
+}
+
+type PendingKey = (SocketAddr, SocketAddr, u16);
+
+#[derive(Debug, Clone)]
+struct Pending {
+    ts_ns: u64,
+    qname: String,
+    qtype: String,
+}
+
+#[derive(Debug, Default)]
+struct ResolverState {
+    kernel: WindowedCounts<{ kc::COUNT }>,
+    user_total: [u64; rc::COUNT],
+    user: WindowedCounts<{ rc::COUNT }>,
+    latency: LatencyWindow,
+}
+
+#[derive(Debug, Default)]
+struct NameState {
+    total: [u64; nc::COUNT],
+    counts: WindowedCounts<{ nc::COUNT }>,
+    latency: LatencyWindow,
+    answers: BTreeSet<String>,
+    resolvers: BTreeSet<SocketAddr>,
+    last_seen: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct DnsLayer {
+    cfg: DnsConfig,
+    resolvers: HashMap<SocketAddr, ResolverState>,
+    names: HashMap<(String, String), NameState>,
+    pending: HashMap<PendingKey, Vec<Pending>>,
+    pending_len: usize,
+    /// Latest address answer per (qname, qtype) per resolver, for divergence.
+    answers: HashMap<(String, String), HashMap<SocketAddr, (Instant, BTreeSet<IpAddr>)>>,
+    /// The time of the last reading, stamped on answers seen since.
+    now: Option<Instant>,
+    pub pending_dropped: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResolverView {
+    pub resolver: SocketAddr,
+    pub window: DnsPeriod,
+    pub total: DnsPeriod,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DnsPeriod {
+    #[serde(flatten)]
+    pub kernel: Counts<{ kc::COUNT }>,
+    #[serde(flatten)]
+    pub parsed: Counts<{ rc::COUNT }>,
+    pub latency_us: LatencySummary,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NameView {
+    pub qname: String,
+    pub qtype: String,
+    pub window: NamePeriod,
+    pub total: NamePeriod,
+    /// The last answer: addresses and CNAME targets.
+    pub answers: Vec<String>,
+    pub resolvers: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NamePeriod {
+    #[serde(flatten)]
+    pub counts: Counts<{ nc::COUNT }>,
+    pub latency_us: LatencySummary,
+}
+
+impl NamePeriod {
+    /// Error rcodes and unanswered queries: what makes a name troubled.
+    pub fn trouble(&self) -> u64 {
+        let c = &self.counts;
+        c.get(nc::NXDOMAIN) + c.get(nc::SERVFAIL) + c.get(nc::REFUSED) + c.get(nc::UNANSWERED)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Divergence {
+    pub qname: String,
+    pub qtype: String,
+    pub answers: Vec<ResolverAnswer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResolverAnswer {
+    pub resolver: SocketAddr,
+    pub addresses: Vec<IpAddr>,
+}
+
+/// The question, and for a response what came back.
+struct Parsed {
+    id: u16,
+    qname: Option<(String, String)>,
+    rcode: usize,
+    truncated: bool,
+    addresses: BTreeSet<IpAddr>,
+    answers: BTreeSet<String>,
+    nodata: bool,
+}
+
+/// Parse one message. Hostile input (compression loops, names over 255 bytes, bad label
+/// lengths, truncated headers) is an error from simple-dns, never a panic.
+fn parse(bytes: &[u8]) -> Result<Parsed, simple_dns::SimpleDnsError> {
+    let p = Packet::parse(bytes)?;
+    let qname = p
+        .questions
+        .first()
+        .map(|q| (q.qname.to_string().trim_end_matches('.').to_ascii_lowercase(), qtype_name(q.qtype)));
+    let rcode = match p.rcode() {
+        RCODE::NoError => nc::NOERROR,
+        RCODE::NameError => nc::NXDOMAIN,
+        RCODE::ServerFailure => nc::SERVFAIL,
+        RCODE::Refused => nc::REFUSED,
+        _ => nc::OTHER_RCODE,
+    };
+    let mut addresses = BTreeSet::new();
+    let mut answers = BTreeSet::new();
+    for rr in &p.answers {
+        match &rr.rdata {
+            RData::A(a) => {
+                let ip = IpAddr::V4(Ipv4Addr::from(a.address));
+                addresses.insert(ip);
+                answers.insert(ip.to_string());
+            }
+            RData::AAAA(a) => {
+                let ip = IpAddr::V6(Ipv6Addr::from(a.address));
+                addresses.insert(ip);
+                answers.insert(ip.to_string());
+            }
+            RData::CNAME(c) => {
+                answers.insert(format!("CNAME {}", c.0.to_string().trim_end_matches('.')));
+            }
+            _ => {}
+        }
+    }
+    let asked_addresses = qname.as_ref().is_some_and(|(_, t)| t == "A" || t == "AAAA");
+    let nodata = rcode == nc::NOERROR
+        && if asked_addresses { addresses.is_empty() } else { p.answers.is_empty() };
+    Ok(Parsed {
+        id: p.id(),
+        qname,
+        rcode,
+        truncated: p.has_flags(PacketFlag::TRUNCATION),
+        addresses,
+        answers,
+        nodata,
+    })
+}
+
+fn qtype_name(q: simple_dns::QTYPE) -> String {
+    match q {
+        simple_dns::QTYPE::TYPE(t) => format!("{t:?}"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn dns_id(bytes: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes([*bytes.first()?, *bytes.get(1)?]))
+}
+
+impl DnsLayer {
+    pub fn new(cfg: DnsConfig) -> DnsLayer {
+        DnsLayer {
+            cfg,
+            resolvers: HashMap::new(),
+            names: HashMap::new(),
+            pending: HashMap::new(),
+            pending_len: 0,
+            answers: HashMap::new(),
+            now: None,
+            pending_dropped: 0,
+        }
+    }
+
+    fn bump_resolver(&mut self, resolver: SocketAddr, counter: usize) {
+        self.resolvers.entry(resolver).or_default().user_total[counter] += 1;
+    }
+
+    fn name(&mut self, key: (String, String)) -> &mut NameState {
+        let now = self.now;
+        let n = self.names.entry(key).or_default();
+        n.last_seen = now.or(n.last_seen);
+        n
+    }
+
+    pub fn on_message(&mut self, msg: DnsMessage) {
+        self.resolvers.entry(msg.resolver).or_default();
+        let oversize = msg.dns_len > msg.bytes.len();
+        let parsed = match parse(&msg.bytes) {
+            Ok(p) => Some(p),
+            Err(_) if oversize => None,
+            Err(_) => {
+                self.bump_resolver(msg.resolver, rc::MALFORMED);
+                return;
+            }
+        };
+        if oversize {
+            self.bump_resolver(msg.resolver, rc::OVERSIZE);
+        }
+        let Some(id) = parsed.as_ref().map(|p| p.id).or_else(|| dns_id(&msg.bytes)) else { return };
+        let key = (msg.client, msg.resolver, id);
+        if !msg.is_response {
+            let Some((qname, qtype)) = parsed.and_then(|p| p.qname) else { return };
+            self.name((qname.clone(), qtype.clone())).total[nc::QUERIES] += 1;
+            if self.pending_len >= self.cfg.max_pending {
+                self.pending_dropped += 1;
+                return;
+            }
+            self.pending.entry(key).or_default().push(Pending { ts_ns: msg.ts_ns, qname, qtype });
+            self.pending_len += 1;
+            return;
+        }
+        // A response: find its query by client, resolver, id and (when parsed) qname.
+        let question = parsed.as_ref().and_then(|p| p.qname.clone());
+        let matched = self.pending.get_mut(&key).and_then(|waiting| {
+            let at = match &question {
+                Some((q, t)) => waiting.iter().position(|p| &p.qname == q && &p.qtype == t),
+                None => (!waiting.is_empty()).then_some(0),
+            }?;
+            Some(waiting.remove(at))
+        });
+        if self.pending.get(&key).is_some_and(Vec::is_empty) {
+            self.pending.remove(&key);
+        }
+        let Some(query) = matched else {
+            self.bump_resolver(msg.resolver, rc::UNMATCHED_RESPONSES);
+            return;
+        };
+        self.pending_len -= 1;
+        let latency = Duration::from_nanos(msg.ts_ns.saturating_sub(query.ts_ns));
+        self.resolvers.entry(msg.resolver).or_default().latency.record(latency);
+        let Some(p) = parsed else {
+            self.name((query.qname, query.qtype)).latency.record(latency);
+            return;
+        };
+        if p.nodata {
+            self.bump_resolver(msg.resolver, rc::NODATA);
+        }
+        let name_key = (query.qname, query.qtype);
+        if !p.addresses.is_empty() {
+            let stamp = self.now.unwrap_or_else(Instant::now);
+            self.answers.entry(name_key.clone()).or_default().insert(msg.resolver, (stamp, p.addresses.clone()));
+        }
+        let n = self.name(name_key);
+        n.latency.record(latency);
+        n.total[p.rcode] += 1;
+        if p.nodata {
+            n.total[nc::NODATA] += 1;
+        }
+        if p.truncated {
+            n.total[nc::TRUNCATED] += 1;
+        }
+        if p.rcode == nc::NOERROR {
+            n.answers = p.answers;
+        }
+        n.resolvers.insert(msg.resolver);
+    }
+
+    /// A reading of the kernel's counters at `now` (`now_ns` on the kernel's monotonic
+    /// clock): expire unanswered queries and close the interval.
+    pub fn on_snapshot(&mut self, now: Instant, now_ns: u64, snap: &DnsSnapshot) {
+        self.now = Some(now);
+        let timeout = u64::try_from(self.cfg.unanswered_after.as_nanos()).unwrap_or(u64::MAX);
+        let mut expired = Vec::new();
+        self.pending.retain(|(_, resolver, _), waiting| {
+            waiting.retain(|p| {
+                let late = now_ns.saturating_sub(p.ts_ns) >= timeout;
+                if late {
+                    expired.push((*resolver, p.qname.clone(), p.qtype.clone()));
+                }
+                !late
+            });
+            !waiting.is_empty()
+        });
+        self.pending_len -= expired.len();
+        for (resolver, qname, qtype) in expired {
+            self.bump_resolver(resolver, rc::UNANSWERED);
+            self.name((qname, qtype)).total[nc::UNANSWERED] += 1;
+        }
+
+        let window = self.cfg.window;
+        let kernel: HashMap<SocketAddr, _> = snap.resolvers.iter().map(|(a, c)| (*a, c)).collect();
+        for a in kernel.keys() {
+            self.resolvers.entry(*a).or_default();
+        }
+        for (addr, r) in self.resolvers.iter_mut() {
+            r.kernel.observe(now, kernel.get(addr).copied(), window);
+            let user = r.user_total;
+            r.user.observe(now, Some(&user), window);
+            r.latency.close(now, window);
+        }
+        for n in self.names.values_mut() {
+            let total = n.total;
+            n.counts.observe(now, Some(&total), window);
+            n.latency.close(now, window);
+        }
+        if self.names.len() > self.cfg.max_names {
+            let mut by_age: Vec<(Option<Instant>, (String, String))> =
+                self.names.iter().map(|(k, n)| (n.last_seen, k.clone())).collect();
+            by_age.sort();
+            for (_, k) in by_age.into_iter().take(self.names.len() - self.cfg.max_names) {
+                self.names.remove(&k);
+            }
+        }
+        for per_resolver in self.answers.values_mut() {
+            per_resolver.retain(|_, (at, _)| now.duration_since(*at) < window);
+        }
+        self.answers.retain(|_, m| !m.is_empty());
+    }
+
+    pub fn resolvers(&self) -> Vec<ResolverView> {
+        let period = |kernel: [u64; kc::COUNT], parsed: [u64; rc::COUNT], latency_us| DnsPeriod {
+            kernel: Counts { values: kernel, names: &kc::NAMES },
+            parsed: Counts { values: parsed, names: &rc::NAMES },
+            latency_us,
+        };
+        let mut v: Vec<ResolverView> = self
+            .resolvers
+            .iter()
+            .map(|(a, r)| ResolverView {
+                resolver: *a,
+                window: period(r.kernel.window(), r.user.window(), r.latency.window()),
+                total: period(r.kernel.total(), r.user.total(), r.latency.total()),
+            })
+            .collect();
+        v.sort_by_key(|r| r.resolver);
+        v
+    }
+
+    /// All names, the most troubled first (error rcodes and unanswered in the window), then
+    /// the busiest.
+    pub fn names(&self) -> Vec<NameView> {
+        let mut v: Vec<NameView> = self
+            .names
+            .iter()
+            .map(|((qname, qtype), n)| NameView {
+                qname: qname.clone(),
+                qtype: qtype.clone(),
+                window: NamePeriod {
+                    counts: Counts { values: n.counts.window(), names: &nc::NAMES },
+                    latency_us: n.latency.window(),
+                },
+                total: NamePeriod { counts: Counts { values: n.total, names: &nc::NAMES }, latency_us: n.latency.total() },
+                answers: n.answers.iter().cloned().collect(),
+                resolvers: n.resolvers.iter().copied().collect(),
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            let key = |n: &NameView| (n.window.trouble(), n.window.counts.get(nc::QUERIES), n.total.counts.get(nc::QUERIES));
+            key(b).cmp(&key(a)).then_with(|| (&a.qname, &a.qtype).cmp(&(&b.qname, &b.qtype)))
+        });
+        v
+    }
+
+    /// Names for which two resolvers gave disjoint address sets within the window.
+    pub fn divergences(&self) -> Vec<Divergence> {
+        let mut out = Vec::new();
+        for ((qname, qtype), per_resolver) in &self.answers {
+            let mut rs: Vec<(&SocketAddr, &BTreeSet<IpAddr>)> = per_resolver.iter().map(|(r, (_, a))| (r, a)).collect();
+            rs.sort();
+            let disjoint = rs.iter().enumerate().any(|(i, (_, a))| rs[i + 1..].iter().any(|(_, b)| a.is_disjoint(b)));
+            if disjoint {
+                out.push(Divergence {
+                    qname: qname.clone(),
+                    qtype: qtype.clone(),
+                    answers: rs
+                        .into_iter()
+                        .map(|(r, a)| ResolverAnswer { resolver: *r, addresses: a.iter().copied().collect() })
+                        .collect(),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.qname, &a.qtype).cmp(&(&b.qname, &b.qtype)));
+        out
+    }
+
+    pub fn samples_dropped(&self) -> u64 {
+        self.resolvers.values().map(|r| r.latency.dropped).sum::<u64>()
+            + self.names.values().map(|n| n.latency.dropped).sum::<u64>()
+    }
+}
+
+#[cfg(test)]
+mod tests;

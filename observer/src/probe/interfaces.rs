@@ -1,0 +1,106 @@
+//! Which interfaces the DNS programs watch: every interface that is up (or the ones named
+//! with `--interface`), including ones that appear after start.
+
+use std::{fs, path::Path};
+
+/// Where to hook an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hooks {
+    /// Ingress and egress.
+    Both,
+    /// Loopback: a packet crosses egress and then ingress of the same device, so one hook
+    /// sees it once.
+    EgressOnly,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Iface {
+    pub name: String,
+    pub ifindex: u32,
+    pub hooks: Hooks,
+}
+
+const ARPHRD_ETHER: u32 = 1;
+const ARPHRD_LOOPBACK: u32 = 772;
+const IFF_UP: u32 = 0x1;
+
+fn read_number(path: &Path) -> Option<u32> {
+    let s = fs::read_to_string(path).ok()?;
+    let s = s.trim();
+    match s.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// What to do with one interface, from its sysfs `type` and `flags`.
+pub fn hooks_for(kind: u32, flags: u32) -> Result<Hooks, String> {
+    if flags & IFF_UP == 0 {
+        return Err("down".to_owned());
+    }
+    match kind {
+        ARPHRD_ETHER => Ok(Hooks::Both),
+        ARPHRD_LOOPBACK => Ok(Hooks::EgressOnly),
+        // The DNS program expects an Ethernet header; tun, wireguard and the like have none.
+        other => Err(format!("link type {other} has no Ethernet header; not watched")),
+    }
+}
+
+/// Interfaces to watch now, and the ones skipped with the reason (down ones are not listed).
+pub fn scan(sysfs_net: &Path, only: &[String]) -> (Vec<Iface>, Vec<(String, String)>) {
+    let mut watch = Vec::new();
+    let mut skipped = Vec::new();
+    let Ok(entries) = fs::read_dir(sysfs_net) else { return (watch, skipped) };
+    let mut names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    for name in names {
+        if !only.is_empty() && !only.contains(&name) {
+            continue;
+        }
+        let dir = sysfs_net.join(&name);
+        let (Some(kind), Some(flags), Some(ifindex)) =
+            (read_number(&dir.join("type")), read_number(&dir.join("flags")), read_number(&dir.join("ifindex")))
+        else {
+            continue;
+        };
+        match hooks_for(kind, flags) {
+            Ok(hooks) => watch.push(Iface { name, ifindex, hooks }),
+            Err(reason) if reason != "down" => skipped.push((name, reason)),
+            Err(_) => {}
+        }
+    }
+    (watch, skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_hooked_once_and_odd_links_are_explained() {
+        assert_eq!(hooks_for(1, 0x1003), Ok(Hooks::Both));
+        assert_eq!(hooks_for(772, 0x9), Ok(Hooks::EgressOnly));
+        assert_eq!(hooks_for(1, 0x1002), Err("down".to_owned()));
+        assert!(hooks_for(65534, 0x1).unwrap_err().contains("no Ethernet header"));
+    }
+
+    #[test]
+    fn scans_a_sysfs_like_tree_and_honours_the_filter() {
+        let dir = std::env::temp_dir().join(format!("observer-ifaces-{}", std::process::id()));
+        for (name, kind, flags, idx) in [("eth0", "1", "0x1003", "2"), ("lo", "772", "0x9", "1"), ("wg0", "65534", "0x1", "5"), ("eth1", "1", "0x1002", "3")] {
+            let d = dir.join(name);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("type"), kind).unwrap();
+            fs::write(d.join("flags"), flags).unwrap();
+            fs::write(d.join("ifindex"), idx).unwrap();
+        }
+        let (watch, skipped) = scan(&dir, &[]);
+        let names: Vec<&str> = watch.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["eth0", "lo"]);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].0, "wg0");
+        let (watch, _) = scan(&dir, &["lo".to_owned()]);
+        assert_eq!(watch, vec![Iface { name: "lo".into(), ifindex: 1, hooks: Hooks::EgressOnly }]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
