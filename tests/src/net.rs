@@ -52,8 +52,20 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// Point this namespace's resolver (glibc, getaddrinfo) at `ip`: `ip netns exec` bind-mounts
+    /// /etc/netns/<name>/resolv.conf over /etc/resolv.conf.
+    pub fn set_resolver(&self, ip: &str) {
+        let dir = format!("/etc/netns/{}", self.name);
+        std::fs::create_dir_all(&dir).expect("create /etc/netns dir");
+        std::fs::write(format!("{dir}/resolv.conf"), format!("nameserver {ip}\noptions timeout:2 attempts:1\n"))
+            .expect("write resolv.conf");
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
         // Kill whatever is left in it, then delete it.
         let _ = Command::new("bash")
             .arg("-c")
@@ -112,6 +124,13 @@ impl Pair {
 
     pub fn server_ip6(&self) -> String {
         format!("fd77:{}::2", self.net)
+    }
+
+    /// Give the server another IPv4 address, 10.77.<net>.<last>, and return it.
+    pub fn add_server_ip(&self, last: u8) -> String {
+        let ip = format!("10.77.{}.{last}", self.net);
+        self.server.run(&format!("ip addr add {ip}/24 dev eth0"));
+        ip
     }
 
     pub fn client_ip(&self) -> String {

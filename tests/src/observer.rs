@@ -159,6 +159,21 @@ impl Report {
             .unwrap_or(0)
     }
 
+    /// The DNS resolver entry for `resolver` (e.g. `10.77.3.2:53`).
+    pub fn resolver(&self, resolver: &str) -> Option<&Value> {
+        self.0["dns"]["resolvers"].as_array()?.iter().find(|r| r["resolver"] == resolver)
+    }
+
+    /// A since-start DNS counter of a resolver, 0 when absent.
+    pub fn resolver_total(&self, resolver: &str, counter: &str) -> u64 {
+        self.resolver(resolver).and_then(|r| r["total"][counter].as_u64()).unwrap_or(0)
+    }
+
+    /// The DNS name entry for (qname, qtype).
+    pub fn name(&self, qname: &str, qtype: &str) -> Option<&Value> {
+        self.0["dns"]["names"].as_array()?.iter().find(|n| n["qname"] == qname && n["qtype"] == qtype)
+    }
+
     pub fn lost_total(&self) -> u64 {
         self.0["lost"]["total"].as_u64().expect("lost.total")
     }

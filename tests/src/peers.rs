@@ -68,3 +68,52 @@ pub fn peer_bin() -> PathBuf {
     // Built beside the tests: `cargo test -p observer-tests` builds this crate's binaries first.
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/peer")
 }
+
+/// dnsmasq answering on `ip:port` inside `ns`, with no upstream unless `args` give one.
+pub struct Dnsmasq {
+    _proc: Proc,
+    _dir: TempDir,
+    pub addr: String,
+}
+
+/// The root zone's trust anchor (KSK-2017): a validating dnsmasq in front of an unsigned
+/// upstream cannot build a chain of trust and answers SERVFAIL, as a real resolver would.
+pub const ROOT_TRUST_ANCHOR: &str =
+    "--trust-anchor=.,20326,8,2,E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D";
+
+impl Dnsmasq {
+    pub fn start(ns: &Netns, ip: &str, port: u16, args: &[&str]) -> Dnsmasq {
+        let dir = TempDir::new("dnsmasq");
+        let d = dir.0.display();
+        let cmd = format!(
+            "dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces --listen-address={ip} \
+             --port {port} --pid-file={d}/pid --log-facility={d}/log {} {}",
+            // No cache, so every query reaches the resolver's logic; DNSSEC validation needs one.
+            if args.contains(&"--dnssec") { "" } else { "--cache-size=0" },
+            args.join(" ")
+        );
+        let proc = ns.spawn(&cmd);
+        let addr = if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") };
+        wait_udp(ns, port);
+        Dnsmasq { _proc: proc, _dir: dir, addr }
+    }
+}
+
+/// Wait (up to 10 s) until something in `ns` has a UDP socket on `port`.
+pub fn wait_udp(ns: &Netns, port: u16) {
+    for _ in 0..100 {
+        let (_, out) = ns.try_run(&format!("ss -Huln 'sport = :{port}'"));
+        if !out.trim().is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("nothing listens on UDP port {port} in {} after 10 s", ns.name);
+}
+
+/// `dig` one query, one try, and return its status word (NOERROR, NXDOMAIN, …) or "" when
+/// no answer came.
+pub fn dig_status(ns: &Netns, server: &str, port: u16, name: &str, extra: &str) -> String {
+    let (_, out) = ns.try_run(&format!("dig +tries=1 +retry=0 +timeout=2 -p {port} @{server} {name} {extra}"));
+    out.split("status: ").nth(1).and_then(|s| s.split(',').next()).unwrap_or("").to_owned()
+}

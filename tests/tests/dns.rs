@@ -1,0 +1,198 @@
+//! DNS layer on real traffic: dnsmasq resolvers in the server namespace, dig and getaddrinfo
+//! clients in the client namespace, observer beside the clients.
+
+use std::time::Duration;
+
+use observer_tests::{
+    Observer, Pair,
+    peers::{self, Dnsmasq, ROOT_TRUST_ANCHOR, dig_status},
+    require_root,
+};
+
+/// A resolver with a local record, an NXDOMAIN zone, and REFUSED for everything else; a
+/// second, validating one in front of it answers SERVFAIL.
+struct Resolvers {
+    main: Dnsmasq,
+    validating: Dnsmasq,
+    validating_ip: String,
+}
+
+fn resolvers(pair: &Pair) -> Resolvers {
+    let main = Dnsmasq::start(&pair.server, &pair.server_ip(), 53, &["--address=/healthy.test/10.1.1.1", "--address=/nx.test/"]);
+    let vip = pair.add_server_ip(3);
+    let validating = Dnsmasq::start(&pair.server, &vip, 53, &[&format!("--server={}", pair.server_ip()), "--dnssec", ROOT_TRUST_ANCHOR]);
+    // Each rcode really comes back from the real resolver before observer is asked about it.
+    let c = &pair.client;
+    assert_eq!(dig_status(c, &pair.server_ip(), 53, "healthy.test", ""), "NOERROR");
+    assert_eq!(dig_status(c, &pair.server_ip(), 53, "nx.test", ""), "NXDOMAIN");
+    assert_eq!(dig_status(c, &pair.server_ip(), 53, "other.test", ""), "REFUSED");
+    assert_eq!(dig_status(c, &vip, 53, "healthy.test", ""), "SERVFAIL");
+    Resolvers { main, validating, validating_ip: vip }
+}
+
+#[test]
+fn rcodes_from_real_resolvers_are_counted_exactly_per_resolver_and_per_name() {
+    require_root();
+    let pair = Pair::new("dns-rcodes");
+    let r = resolvers(&pair);
+    pair.client.set_resolver(&pair.server_ip());
+    let obs = Observer::start(&pair.client, &[]);
+    let c = &pair.client;
+    for _ in 0..3 {
+        assert_eq!(dig_status(c, &pair.server_ip(), 53, "healthy.test", ""), "NOERROR");
+        assert_eq!(dig_status(c, &pair.server_ip(), 53, "nx.test", ""), "NXDOMAIN");
+        assert_eq!(dig_status(c, &pair.server_ip(), 53, "other.test", ""), "REFUSED");
+        assert_eq!(dig_status(c, &r.validating_ip, 53, "healthy.test", ""), "SERVFAIL");
+    }
+    // getaddrinfo through glibc, with the namespace's resolv.conf.
+    let out = c.run("getent ahostsv4 healthy.test");
+    assert!(out.contains("10.1.1.1"), "{out}");
+    let rep = obs.stop();
+    let main = &r.main.addr;
+    assert_eq!(rep.resolver_total(main, "queries"), 10, "{:#}", rep.0["dns"]);
+    assert_eq!(rep.resolver_total(main, "responses"), 10);
+    assert_eq!(rep.resolver_total(main, "noerror"), 4);
+    assert_eq!(rep.resolver_total(main, "nxdomain"), 3);
+    assert_eq!(rep.resolver_total(main, "refused"), 3);
+    assert_eq!(rep.resolver_total(main, "servfail"), 0);
+    assert_eq!(rep.resolver_total(main, "unanswered"), 0);
+    assert_eq!(rep.resolver(main).unwrap()["total"]["latency_us"]["count"], 10);
+    let v = &r.validating.addr;
+    // The validating resolver also asks the main one for DNSSEC records (from the server
+    // namespace, not seen here): only what the client sent counts for it.
+    assert_eq!(rep.resolver_total(v, "queries"), 3, "{:#}", rep.0["dns"]);
+    assert_eq!(rep.resolver_total(v, "servfail"), 3);
+    let healthy = rep.name("healthy.test", "A").expect("healthy.test A");
+    assert_eq!(healthy["total"]["queries"], 7);
+    assert_eq!(healthy["total"]["noerror"], 4);
+    assert_eq!(healthy["total"]["servfail"], 3);
+    assert_eq!(healthy["answers"], serde_json::json!(["10.1.1.1"]));
+    assert_eq!(rep.name("nx.test", "A").unwrap()["total"]["nxdomain"], 3);
+    assert_eq!(rep.lost_total(), 0);
+}
+
+#[test]
+fn a_silent_resolver_leaves_its_queries_unanswered() {
+    require_root();
+    let pair = Pair::new("dns-silent");
+    let _dns = Dnsmasq::start(&pair.server, &pair.server_ip(), 53, &["--address=/healthy.test/10.1.1.1"]);
+    pair.server.run("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in udp dport 53 drop");
+    let obs = Observer::start(&pair.client, &["--dns-timeout", "1"]);
+    for _ in 0..3 {
+        assert_eq!(dig_status(&pair.client, &pair.server_ip(), 53, "healthy.test", ""), "");
+    }
+    let resolver = format!("{}:53", pair.server_ip());
+    let seen = obs.wait_for(Duration::from_secs(5), |r| r.resolver_total(&resolver, "unanswered") == 3);
+    let rep = obs.stop();
+    assert!(seen.is_some(), "3 unanswered queries expected: {:#}", rep.0["dns"]);
+    assert_eq!(rep.resolver_total(&resolver, "queries"), 3);
+    assert_eq!(rep.resolver_total(&resolver, "responses"), 0);
+    assert_eq!(rep.name("healthy.test", "A").unwrap()["total"]["unanswered"], 3);
+}
+
+#[test]
+fn two_resolvers_with_disjoint_answers_are_reported_as_diverging() {
+    require_root();
+    let pair = Pair::new("dns-split");
+    let b_ip = pair.add_server_ip(4);
+    let a = Dnsmasq::start(&pair.server, &pair.server_ip(), 53, &["--address=/split.test/10.0.0.101", "--address=/same.test/10.0.0.7"]);
+    let b = Dnsmasq::start(&pair.server, &b_ip, 53, &["--address=/split.test/10.0.0.102", "--address=/same.test/10.0.0.7"]);
+    let obs = Observer::start(&pair.client, &[]);
+    for ip in [pair.server_ip(), b_ip.clone()] {
+        assert_eq!(dig_status(&pair.client, &ip, 53, "split.test", ""), "NOERROR");
+        assert_eq!(dig_status(&pair.client, &ip, 53, "same.test", ""), "NOERROR");
+    }
+    let rep = obs.stop();
+    let d = rep.0["dns"]["divergences"].as_array().expect("divergences");
+    assert_eq!(d.len(), 1, "only split.test diverges: {d:?}");
+    assert_eq!(d[0]["qname"], "split.test");
+    assert_eq!(d[0]["qtype"], "A");
+    let shown: Vec<String> = d[0]["answers"].as_array().unwrap().iter().map(|x| format!("{} {}", x["resolver"], x["addresses"])).collect();
+    assert_eq!(shown, [format!("\"{}\" [\"10.0.0.101\"]", a.addr), format!("\"{}\" [\"10.0.0.102\"]", b.addr)]);
+}
+
+#[test]
+fn a_resolver_that_answers_in_400_ms_has_a_p95_of_400_ms_and_the_healthy_one_does_not() {
+    require_root();
+    let pair = Pair::new("dns-slow");
+    let real = Dnsmasq::start(&pair.server, &pair.server_ip(), 53, &["--address=/healthy.test/10.1.1.1"]);
+    let slow_ip = pair.add_server_ip(5);
+    let _slow = pair.server.spawn(&format!("{} dns-delay {slow_ip}:53 {} 400", peers::peer_bin().display(), real.addr));
+    peers::wait_udp(&pair.server, 53);
+    let obs = Observer::start(&pair.client, &[]);
+    for _ in 0..5 {
+        assert_eq!(dig_status(&pair.client, &slow_ip, 53, "healthy.test", ""), "NOERROR");
+        assert_eq!(dig_status(&pair.client, &pair.server_ip(), 53, "healthy.test", ""), "NOERROR");
+    }
+    let rep = obs.stop();
+    let slow = &rep.resolver(&format!("{slow_ip}:53")).unwrap()["total"]["latency_us"];
+    let fast = &rep.resolver(&real.addr).unwrap()["total"]["latency_us"];
+    assert_eq!(slow["count"], 5, "{slow}");
+    assert!(slow["p95"].as_u64().unwrap() >= 400_000, "{slow}");
+    assert!(fast["p95"].as_u64().unwrap() < 100_000, "{fast}");
+}
+
+#[test]
+fn a_burst_of_malformed_messages_is_counted_and_observer_stays_up() {
+    require_root();
+    let pair = Pair::new("dns-junk");
+    // Nothing listens there: no resolver answers the junk, so every message is ours to count.
+    let target = format!("{}:53", pair.server_ip());
+    let obs = Observer::start(&pair.client, &[]);
+    pair.client.run(&format!("{} dns-junk {target} 200", peers::peer_bin().display()));
+    let seen = obs.wait_for(Duration::from_secs(5), |r| r.resolver_total(&target, "malformed") == 200);
+    let rep = obs.stop();
+    assert!(seen.is_some(), "200 malformed expected: {:#}", rep.0["dns"]);
+    assert_eq!(rep.resolver_total(&target, "malformed"), 200);
+    // The kernel counts the well-formed headers as queries; none of them parse into a name.
+    assert_eq!(rep.resolver_total(&target, "queries"), 200);
+    assert!(rep.0["dns"]["names"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn dns_over_tcp_is_counted() {
+    require_root();
+    let pair = Pair::new("dns-tcp");
+    let dns = Dnsmasq::start(&pair.server, &pair.server_ip(), 53, &["--address=/healthy.test/10.1.1.1"]);
+    let obs = Observer::start(&pair.client, &[]);
+    assert_eq!(dig_status(&pair.client, &pair.server_ip(), 53, "healthy.test", "+tcp"), "NOERROR");
+    let rep = obs.stop();
+    assert!(rep.resolver_total(&dns.addr, "tcp_segments") >= 2, "{:#}", rep.0["dns"]);
+    assert_eq!(rep.resolver_total(&dns.addr, "queries"), 0, "UDP counters stay UDP");
+}
+
+#[test]
+fn an_extra_dns_port_and_ipv6_are_watched() {
+    require_root();
+    let pair = Pair::new("dns-port");
+    let dns = Dnsmasq::start(&pair.server, &pair.server_ip6(), 5353, &["--address=/healthy.test/10.1.1.1"]);
+    let obs = Observer::start(&pair.client, &["--dns-port", "5353"]);
+    assert_eq!(dig_status(&pair.client, &pair.server_ip6(), 5353, "healthy.test", ""), "NOERROR");
+    let rep = obs.stop();
+    assert_eq!(dns.addr, format!("[{}]:5353", pair.server_ip6()));
+    assert_eq!(rep.resolver_total(&dns.addr, "noerror"), 1, "{:#}", rep.0["dns"]);
+}
+
+#[test]
+fn an_interface_that_comes_up_later_is_watched_too() {
+    require_root();
+    let pair = Pair::new("dns-late");
+    let obs = Observer::start(&pair.client, &[]);
+    let net = pair.net;
+    // A second link, created after observer attached.
+    let (c, s) = (&pair.client.name, &pair.server.name);
+    observer_tests::sh(&format!(
+        "ip link add late{net} netns {c} type veth peer name latep{net} netns {s} && \
+         ip -n {c} addr add 10.78.{net}.1/24 dev late{net} && ip -n {s} addr add 10.78.{net}.2/24 dev latep{net} && \
+         ip -n {c} link set late{net} up && ip -n {s} link set latep{net} up"
+    ));
+    let _dns = Dnsmasq::start(&pair.server, &format!("10.78.{net}.2"), 53, &["--address=/healthy.test/10.1.1.1"]);
+    let iface = format!("late{net}");
+    let attached = obs.wait_for(Duration::from_secs(5), |r| {
+        r.0["dns"]["interfaces"].as_array().is_some_and(|a| a.iter().any(|i| i == iface.as_str()))
+    });
+    assert!(attached.is_some(), "{iface} must be picked up");
+    assert_eq!(dig_status(&pair.client, &format!("10.78.{net}.2"), 53, "healthy.test", ""), "NOERROR");
+    let rep = obs.stop();
+    assert_eq!(rep.resolver_total(&format!("10.78.{net}.2:53"), "noerror"), 1, "{:#}", rep.0["dns"]);
+}
