@@ -72,9 +72,10 @@ impl Observer {
             }
         });
         let mut obs = Observer { child: Some(child), lines, stderr, stdout_done: Some(stdout_done) };
+        // Disconnected (stderr closed: observer exited) or 30 s without the line.
         if rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            let status = obs.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            panic!("observer did not attach within 30 s (exit: {status:?}); stderr:\n{}", obs.stderr());
+            let status = obs.child.as_mut().and_then(|c| c.wait().ok());
+            panic!("observer did not attach (exit: {status:?}); stderr:\n{}", obs.stderr());
         }
         obs
     }

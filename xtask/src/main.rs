@@ -32,6 +32,11 @@ enum Cmd {
         #[arg(long)]
         e2e_only: bool,
     },
+    /// DNS load benchmark (prints figures; not a test). Rates in queries per second.
+    BenchDns {
+        #[arg(default_values_t = [10_000u64, 50_000, 100_000])]
+        rates: Vec<u64>,
+    },
 }
 
 fn root() -> PathBuf {
@@ -108,6 +113,15 @@ fn main() -> anyhow::Result<()> {
             setup()?;
             run(cargo().args(["build", "--release", "-p", "observer"]))?;
             run(privileged(root().join("target/release/observer")).args(args))
+        }
+        Cmd::BenchDns { rates } => {
+            setup()?;
+            run(cargo().args(["build", "--release", "-p", "observer", "-p", "observer-tests", "--bins"]))?;
+            let bin = root().join("target/release");
+            run(privileged(bin.join("bench_dns"))
+                .args(rates.iter().map(u64::to_string))
+                .env("OBSERVER_BIN", bin.join("observer"))
+                .env("OBSERVER_PEER_BIN", bin.join("peer")))
         }
         Cmd::Test { filter, e2e_only } => {
             setup()?;
