@@ -1,7 +1,7 @@
 //! Command line. Every flag can also come from an `OBSERVER_*` environment variable; the
 //! flag wins.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
 
@@ -11,18 +11,39 @@ pub enum Format {
     Auto,
     /// One JSON object per interval, one per line.
     Json,
-    /// A plain table per interval, for a terminal.
+    /// A plain table per interval.
     Text,
+    /// One JSON object per verdict change, one per line.
+    Events,
+    /// The live terminal view (the default on a terminal).
+    Tui,
 }
 
 /// Passive network triage: which layer is failing (DNS, TCP/TLS, routing, L7), per
 /// destination, from real traffic. Needs root (or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN).
+///
+/// The TUI starts on a terminal; elsewhere it prints JSON lines. Keys in the TUI: Tab or 1-4
+/// choose a layer, Up/Down a destination, Enter drills down, Esc goes back, p pauses,
+/// c copies the evidence (to a file, and to the clipboard through OSC 52), q quits.
 #[derive(Debug, Parser)]
 #[command(name = "observer", version, about, long_about = None)]
 pub struct Cli {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Auto, env = "OBSERVER_FORMAT")]
     pub format: Format,
+
+    /// Verdict thresholds from this TOML file (see --print-config).
+    #[arg(long, env = "OBSERVER_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Override one threshold, e.g. `--set dns.p95_ms=300` (repeatable; beats --config).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub set: Vec<String>,
+
+    /// Print the verdict thresholds (the defaults, or the result of --config and --set) as
+    /// TOML, and exit.
+    #[arg(long)]
+    pub print_config: bool,
 
     /// Seconds between reports.
     #[arg(long, default_value_t = 1.0, value_parser = positive_seconds, env = "OBSERVER_INTERVAL")]

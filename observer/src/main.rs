@@ -1,11 +1,13 @@
 //! observer: see which network layer is failing on this host, from passive evidence.
 
 mod cli;
+mod config;
 mod events;
 mod layers;
 mod present;
 mod probe;
 mod run;
+mod verdict;
 
 use std::{process::ExitCode, time::Instant};
 
@@ -15,6 +17,22 @@ fn main() -> ExitCode {
     let started = Instant::now();
     // Bad flags: clap prints its message and exits 2.
     let cli = cli::Cli::parse();
+    if cli.print_config {
+        return match config::load(cli.config.as_deref(), &cli.set) {
+            Ok(cfg) if cli.config.is_none() && cli.set.is_empty() && cfg == config::Config::default() => {
+                print!("{}", config::DEFAULT_TOML);
+                ExitCode::SUCCESS
+            }
+            Ok(cfg) => {
+                print!("{}", toml::to_string(&cfg).expect("config serialises"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("observer: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run::run(cli, started) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

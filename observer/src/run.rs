@@ -17,17 +17,27 @@ use tokio::{
 
 use crate::{
     cli::{Cli, Format},
+    config::{self, Config},
     events::{decode_connect, decode_dns},
     layers::{
         connect::ConnectLayer,
         dns::{DnsConfig, DnsLayer},
+        window::WindowedCounts,
     },
-    present::{json, report, text},
+    present::{
+        events, json,
+        report::{self, Report},
+        text,
+        tui::{Input, Tui},
+    },
     probe::{self, Probe, ProbeConfig, privileges, tracefs},
+    verdict::{self, Change, Tracker},
 };
 
 pub fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
     cli.validate().map_err(anyhow::Error::msg)?;
+    // Config errors come before privilege errors: both are the user's to fix, this one first.
+    let config = config::load(cli.config.as_deref(), &cli.set)?;
     privileges::check_capabilities()?;
     for note in privileges::check_kernel()? {
         eprintln!("observer: {note}");
@@ -38,7 +48,7 @@ pub fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(run_async(cli, started, tracefs))
+    rt.block_on(run_async(cli, config, started, tracefs))
 }
 
 /// The layers and what could not be decoded.
@@ -46,9 +56,102 @@ struct State {
     connect: ConnectLayer,
     dns: DnsLayer,
     undecodable: u64,
+    /// All lost events, windowed: verdict confidence drops while any were lost recently.
+    lost: WindowedCounts<1>,
+    tracker: Tracker,
+}
+
+/// What every report needs besides the layers.
+struct Context<'a> {
+    cli: &'a Cli,
+    config: &'a Config,
+    host: &'a str,
+    started: Instant,
+}
+
+enum Sink {
+    Json,
+    Text,
+    Events,
+    Tui(Box<Tui>),
+}
+
+impl Sink {
+    fn emit(&mut self, r: Report, changes: Vec<Change>, is_final: bool) -> anyhow::Result<()> {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        let written = match self {
+            Sink::Json => json::write_line(&mut out, &r),
+            Sink::Text => text::write(&mut out, &r),
+            Sink::Events if is_final => events::write_final(&mut out, &r),
+            Sink::Events => events::write_changes(&mut out, &r, &changes),
+            Sink::Tui(tui) => {
+                drop(out);
+                tui.app.update(r, changes);
+                return tui.draw();
+            }
+        };
+        match written {
+            // A closed pipe (`| head`) is a normal way to stop.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other.context("cannot write to stdout"),
+        }
+    }
+}
+
+/// The next key press when the TUI runs; never ready otherwise.
+async fn next_input(sink: &mut Sink) -> Option<Input> {
+    match sink {
+        Sink::Tui(tui) => tui.next_input().await,
+        _ => std::future::pending().await,
+    }
 }
 
 impl State {
+    /// Close the interval: read the kernel counters, evaluate the verdicts, build the report.
+    fn report(&mut self, ctx: &Context<'_>, probe: &Probe, is_final: bool) -> (Report, Vec<Change>) {
+        let cli = ctx.cli;
+        let now = Instant::now();
+        let window = cli.window();
+        self.connect.on_snapshot(now, &probe.snapshot());
+        self.dns.on_snapshot(now, probe::monotonic_ns(), &probe.dns_snapshot());
+        let kernel: Vec<(&'static str, u64)> = lost::NAMES.iter().copied().zip(probe.lost_counts()).collect();
+        let user = [
+            ("latency_samples_dropped", self.connect.samples_dropped() + self.dns.samples_dropped()),
+            ("dns_pending_dropped", self.dns.pending_dropped),
+            ("undecodable_events", self.undecodable),
+        ];
+        let lost_total: u64 = kernel.iter().chain(&user).map(|(_, v)| v).sum();
+        self.lost.observe(now, Some(&[lost_total]), window);
+        let views = report::Views::of(&report::Layers { connect: &self.connect, dns: &self.dns });
+        let inputs = verdict::Inputs {
+            window_s: window.as_secs_f64(),
+            dns_timeout_s: cli.dns_timeout,
+            resolvers: &views.resolvers,
+            names: &views.names,
+            divergences: &views.divergences,
+            destinations: &views.destinations,
+            lost_in_window: self.lost.window()[0],
+        };
+        let verdicts = verdict::evaluate(&inputs, ctx.config);
+        let meta = report::Meta {
+            now: SystemTime::now(),
+            host: ctx.host,
+            uptime_s: ctx.started.elapsed().as_secs_f64(),
+            interval_s: cli.interval,
+            window_s: window.as_secs_f64(),
+            is_final,
+            kernel_lost: &kernel,
+            disabled: &probe.disabled,
+            top: cli.top as usize,
+            dns_top_names: cli.dns_top_names as usize,
+            dns_interfaces: probe.dns_interfaces(),
+        };
+        let r = report::build(&meta, views, self.connect.local_ports(), verdicts, &user);
+        let changes = self.tracker.update(&r.ts, &r.verdicts);
+        (r, changes)
+    }
+
     fn drain_connect(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
             match decode_connect(&item, probe::mono_to_wall) {
@@ -76,7 +179,7 @@ fn poll(ring: RingBuf<MapData>, what: &str) -> anyhow::Result<AsyncFd<RingBuf<Ma
         .with_context(|| format!("cannot poll the {what} ring buffer"))
 }
 
-async fn run_async(cli: Cli, started: Instant, tracefs: std::path::PathBuf) -> anyhow::Result<()> {
+async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::path::PathBuf) -> anyhow::Result<()> {
     let cfg = ProbeConfig {
         max_destinations: cli.max_destinations,
         max_connections: cli.max_connections,
@@ -105,7 +208,7 @@ async fn run_async(cli: Cli, started: Instant, tracefs: std::path::PathBuf) -> a
     );
 
     let format = match cli.format {
-        Format::Auto if std::io::stdout().is_terminal() => Format::Text,
+        Format::Auto if std::io::stdout().is_terminal() => Format::Tui,
         Format::Auto => Format::Json,
         f => f,
     };
@@ -123,48 +226,23 @@ async fn run_async(cli: Cli, started: Instant, tracefs: std::path::PathBuf) -> a
             max_pending: 65_536,
         }),
         undecodable: 0,
+        lost: WindowedCounts::default(),
+        tracker: Tracker::new(200),
     };
+    let mut sink = match format {
+        Format::Tui => Sink::Tui(Box::new(Tui::start()?)),
+        Format::Events => Sink::Events,
+        Format::Text => Sink::Text,
+        _ => Sink::Json,
+    };
+    if let Sink::Tui(tui) = &mut sink {
+        tui.draw()?;
+    }
     let begin = tokio::time::Instant::now();
     let mut ticks = interval_at(begin + cli.interval(), cli.interval());
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let deadline = cli.duration().map(|d| begin + d);
-    let stdout = std::io::stdout();
-
-    let emit = |state: &mut State, probe: &Probe, is_final: bool| -> anyhow::Result<()> {
-        let now = Instant::now();
-        state.connect.on_snapshot(now, &probe.snapshot());
-        state.dns.on_snapshot(now, probe::monotonic_ns(), &probe.dns_snapshot());
-        let kernel: Vec<(&'static str, u64)> = lost::NAMES.iter().copied().zip(probe.lost_counts()).collect();
-        let user = [
-            ("latency_samples_dropped", state.connect.samples_dropped() + state.dns.samples_dropped()),
-            ("dns_pending_dropped", state.dns.pending_dropped),
-            ("undecodable_events", state.undecodable),
-        ];
-        let meta = report::Meta {
-            now: SystemTime::now(),
-            host: &host,
-            uptime_s: started.elapsed().as_secs_f64(),
-            interval_s: cli.interval,
-            window_s: cli.window().as_secs_f64(),
-            is_final,
-            kernel_lost: &kernel,
-            disabled: &probe.disabled,
-            top: cli.top as usize,
-            dns_top_names: cli.dns_top_names as usize,
-            dns_interfaces: probe.dns_interfaces(),
-        };
-        let r = report::build(&meta, &report::Layers { connect: &state.connect, dns: &state.dns }, &user);
-        let mut out = stdout.lock();
-        let written = match format {
-            Format::Json => json::write_line(&mut out, &r),
-            _ => text::write(&mut out, &r),
-        };
-        match written {
-            // A closed pipe (`| head`) is a normal way to stop.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-            other => other.context("cannot write to stdout"),
-        }
-    };
+    let ctx = Context { cli: &cli, config: &config, host: &host, started };
 
     loop {
         tokio::select! {
@@ -182,19 +260,40 @@ async fn run_async(cli: Cli, started: Instant, tracefs: std::path::PathBuf) -> a
                 state.drain_connect(connect_ring.get_mut());
                 state.drain_dns(dns_ring.get_mut());
                 for note in probe.refresh_interfaces() {
-                    eprintln!("observer: {note}");
+                    if let Sink::Tui(tui) = &mut sink {
+                        tui.app.status = Some(note);
+                    } else {
+                        eprintln!("observer: {note}");
+                    }
                 }
-                emit(&mut state, &probe, false)?;
+                let (report, changes) = state.report(&ctx, &probe, false);
+                sink.emit(report, changes, false)?;
+            }
+            input = next_input(&mut sink) => {
+                let quit = match (input, &mut sink) {
+                    (Some(Input::Action(a)), Sink::Tui(tui)) => tui.apply(a)?,
+                    (Some(Input::Redraw), Sink::Tui(tui)) => { tui.draw()?; false }
+                    _ => false,
+                };
+                if quit {
+                    break;
+                }
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
         }
     }
-    // Drain what is left, print the final summary, then detach (drop) everything.
+    // Drain what is left, print the final summary, then detach (drop) everything. The TUI
+    // restores the terminal first so that the summary lands on the normal screen.
     state.drain_connect(connect_ring.get_mut());
     state.drain_dns(dns_ring.get_mut());
-    emit(&mut state, &probe, true)?;
+    let (report, changes) = state.report(&ctx, &probe, true);
+    if let Sink::Tui(tui) = sink {
+        drop(tui);
+        sink = Sink::Text;
+    }
+    sink.emit(report, changes, true)?;
     drop((connect_ring, dns_ring));
     drop(probe);
     let _ = std::io::stderr().flush();

@@ -16,7 +16,11 @@ pub fn record(h: &mut Histogram<u64>, d: Duration) {
     h.saturating_record(us);
 }
 
-/// Percentiles in microseconds (the JSON field name carries the unit).
+/// Upper bounds (µs) of the histogram buckets; the last bucket holds everything above.
+pub const BUCKET_BOUNDS_US: [u64; 7] = [1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000];
+
+/// Percentiles in microseconds (the JSON field name carries the unit), and a coarse histogram:
+/// samples up to 1, 5, 10, 50, 100, 500 and 1000 ms, then above.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct LatencySummary {
     pub count: u64,
@@ -24,6 +28,7 @@ pub struct LatencySummary {
     pub p95: u64,
     pub p99: u64,
     pub max: u64,
+    pub histogram: [u64; 8],
 }
 
 impl LatencySummary {
@@ -31,7 +36,15 @@ impl LatencySummary {
         if h.is_empty() {
             return LatencySummary::default();
         }
+        let mut histogram = [0u64; 8];
+        for v in h.iter_recorded() {
+            // Compare the bucket's lowest equivalent value: 5 ms recorded is "up to 5 ms".
+            let value = h.lowest_equivalent(v.value_iterated_to());
+            let at = BUCKET_BOUNDS_US.iter().position(|b| value <= *b).unwrap_or(7);
+            histogram[at] += v.count_at_value();
+        }
         LatencySummary {
+            histogram,
             count: h.len(),
             p50: h.value_at_quantile(0.50),
             p95: h.value_at_quantile(0.95),
@@ -56,6 +69,9 @@ mod tests {
         assert!((49_900..=50_100).contains(&s.p50), "{s:?}");
         assert!((94_900..=95_100).contains(&s.p95), "{s:?}");
         assert!((99_900..=100_100).contains(&s.max), "{s:?}");
+        // 1 ms | 2-5 ms | 6-10 ms | 11-50 ms.
+        assert_eq!(s.histogram[..4], [1, 4, 5, 40]);
+        assert_eq!(s.histogram.iter().sum::<u64>(), 100);
         assert_eq!(LatencySummary::of(&new_histogram()), LatencySummary::default());
     }
 }

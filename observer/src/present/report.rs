@@ -11,6 +11,7 @@ use crate::{
         dns::{Divergence, DnsLayer, NameView, ResolverView},
     },
     probe::Disabled,
+    verdict::{Cause, Verdicts},
 };
 
 /// Bumped when a field changes meaning or goes away; new fields do not bump it.
@@ -33,6 +34,10 @@ pub struct Report {
     pub lost: BTreeMap<&'static str, u64>,
     /// Signals this kernel cannot give, with the reason.
     pub disabled: Vec<Disabled>,
+    /// Per layer: healthy, suspect or no-signal, with rules, evidence and destinations.
+    pub verdicts: Verdicts,
+    /// The first suspect layer in triage order, or null when none is suspect.
+    pub cause: Option<Cause>,
     pub tcp: TcpSection,
     pub dns: DnsSection,
 }
@@ -75,17 +80,44 @@ pub struct Layers<'a> {
     pub dns: &'a DnsLayer,
 }
 
-pub fn build(meta: &Meta<'_>, layers: &Layers<'_>, userspace_lost: &[(&'static str, u64)]) -> Report {
-    let connect = layers.connect;
+/// Everything a report holds, before verdicts: built once per interval.
+pub struct Views {
+    pub destinations: Vec<DestView>,
+    pub resolvers: Vec<ResolverView>,
+    pub names: Vec<NameView>,
+    pub divergences: Vec<Divergence>,
+}
+
+impl Views {
+    pub fn of(layers: &Layers<'_>) -> Views {
+        Views {
+            destinations: layers.connect.destinations(),
+            resolvers: layers.dns.resolvers(),
+            names: layers.dns.names(),
+            divergences: layers.dns.divergences(),
+        }
+    }
+}
+
+pub fn build(
+    meta: &Meta<'_>,
+    views: Views,
+    local_ports: Vec<PortView>,
+    verdicts: (Verdicts, Option<Cause>),
+    userspace_lost: &[(&'static str, u64)],
+) -> Report {
     let mut lost: BTreeMap<&'static str, u64> = BTreeMap::new();
     for (k, v) in meta.kernel_lost.iter().chain(userspace_lost) {
         *lost.entry(k).or_default() += v;
     }
     let total = lost.values().sum();
     lost.insert("total", total);
-    let mut destinations = connect.destinations();
+    let mut destinations = views.destinations;
     let omitted = destinations.len().saturating_sub(meta.top);
     destinations.truncate(meta.top);
+    let mut names = views.names;
+    let names_omitted = names.len().saturating_sub(meta.dns_top_names);
+    names.truncate(meta.dns_top_names);
     Report {
         schema: SCHEMA_VERSION,
         ts: humantime::format_rfc3339_millis(meta.now).to_string(),
@@ -96,21 +128,16 @@ pub fn build(meta: &Meta<'_>, layers: &Layers<'_>, userspace_lost: &[(&'static s
         is_final: meta.is_final,
         lost,
         disabled: meta.disabled.to_vec(),
-        tcp: TcpSection { destinations, destinations_omitted: omitted, local_ports: connect.local_ports() },
-        dns: dns_section(meta, layers.dns),
-    }
-}
-
-fn dns_section(meta: &Meta<'_>, dns: &DnsLayer) -> DnsSection {
-    let mut names = dns.names();
-    let names_omitted = names.len().saturating_sub(meta.dns_top_names);
-    names.truncate(meta.dns_top_names);
-    DnsSection {
-        interfaces: meta.dns_interfaces.clone(),
-        resolvers: dns.resolvers(),
-        names,
-        names_omitted,
-        divergences: dns.divergences(),
+        verdicts: verdicts.0,
+        cause: verdicts.1,
+        tcp: TcpSection { destinations, destinations_omitted: omitted, local_ports },
+        dns: DnsSection {
+            interfaces: meta.dns_interfaces.clone(),
+            resolvers: views.resolvers,
+            names,
+            names_omitted,
+            divergences: views.divergences,
+        },
     }
 }
 

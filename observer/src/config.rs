@@ -1,0 +1,201 @@
+//! Verdict thresholds: defaults < TOML file (`--config`, `OBSERVER_CONFIG`) < `--set key=value`.
+//! Unknown keys are errors, so a typo never silently keeps a default.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The defaults, with the reason for each. `observer --print-config` prints this; a unit test
+/// keeps it equal to `Config::default()`.
+pub const DEFAULT_TOML: &str = r#"# observer verdict thresholds. Every value here is the default; see ../shared/TRIAGE.md.
+# All figures are over the sliding window (--window, 10 s by default).
+
+[dns]
+# Error rcodes (NXDOMAIN, SERVFAIL, REFUSED) make a resolver suspect when they are at least
+# this share of its responses ...
+error_share = 0.05
+# ... and at least this many.
+min_errors = 1
+# Queries with no response within --dns-timeout.
+min_unanswered = 1
+# Lookup p95 at or above this is a red flag (a healthy baseline is under 100-200 ms).
+p95_ms = 200.0
+# Lookup p95 at or above this many times the resolver's own since-start median ...
+baseline_factor = 5.0
+# ... counts only when the p95 is also at least this (microsecond noise is not a regression).
+baseline_floor_ms = 20.0
+# Latency rules need at least this many lookups in the window.
+min_latency_samples = 3
+# Two resolvers giving disjoint address sets for one name.
+divergence = true
+
+[tcp]
+# Connects answered by RST.
+min_refused = 1
+# Connects that timed out (SYN retries exhausted) or got host/network unreachable.
+min_timed_out = 1
+# SYN retransmits: the first sign of a blackhole, long before the kernel gives up.
+min_syn_retransmits = 1
+# Connect success (established / finished) below this ratio ...
+success_ratio = 0.999
+# ... over at least this many finished connects.
+min_attempts = 1
+# Resets received on established connections.
+min_resets = 1
+"#;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub dns: DnsThresholds,
+    pub tcp: TcpThresholds,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsThresholds {
+    pub error_share: f64,
+    pub min_errors: u64,
+    pub min_unanswered: u64,
+    pub p95_ms: f64,
+    pub baseline_factor: f64,
+    pub baseline_floor_ms: f64,
+    pub min_latency_samples: u64,
+    pub divergence: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpThresholds {
+    pub min_refused: u64,
+    pub min_timed_out: u64,
+    pub min_syn_retransmits: u64,
+    pub success_ratio: f64,
+    pub min_attempts: u64,
+    pub min_resets: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { dns: DnsThresholds::default(), tcp: TcpThresholds::default() }
+    }
+}
+
+impl Default for DnsThresholds {
+    fn default() -> Self {
+        DnsThresholds {
+            error_share: 0.05,
+            min_errors: 1,
+            min_unanswered: 1,
+            p95_ms: 200.0,
+            baseline_factor: 5.0,
+            baseline_floor_ms: 20.0,
+            min_latency_samples: 3,
+            divergence: true,
+        }
+    }
+}
+
+impl Default for TcpThresholds {
+    fn default() -> Self {
+        TcpThresholds {
+            min_refused: 1,
+            min_timed_out: 1,
+            min_syn_retransmits: 1,
+            success_ratio: 0.999,
+            min_attempts: 1,
+            min_resets: 1,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("--set {0}: expected SECTION.KEY=VALUE, for example dns.p95_ms=300")]
+    SetSyntax(String),
+    #[error("--set {setting}: {message}")]
+    Set { setting: String, message: String },
+}
+
+/// Load the file (if any), apply `--set` overrides, and check every key and type.
+pub fn load(file: Option<&Path>, sets: &[String]) -> Result<Config, ConfigError> {
+    let (mut table, origin) = match file {
+        Some(path) => {
+            let p = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+            let table: toml::Table =
+                toml::from_str(&text).map_err(|e| ConfigError::Parse { path: p.clone(), message: e.to_string() })?;
+            (table, p)
+        }
+        None => (toml::Table::new(), "defaults".to_owned()),
+    };
+    for setting in sets {
+        let (key, value) = setting.split_once('=').ok_or_else(|| ConfigError::SetSyntax(setting.clone()))?;
+        let (section, field) = key.trim().split_once('.').ok_or_else(|| ConfigError::SetSyntax(setting.clone()))?;
+        // Parse the value as TOML so that numbers, booleans and strings keep their types.
+        let parsed: toml::Table = toml::from_str(&format!("v = {}", value.trim()))
+            .map_err(|e| ConfigError::Set { setting: setting.clone(), message: e.to_string() })?;
+        let entry = table.entry(section.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(section_table) = entry.as_table_mut() else {
+            return Err(ConfigError::Set { setting: setting.clone(), message: format!("`{section}` is not a section") });
+        };
+        section_table.insert(field.to_owned(), parsed["v"].clone());
+    }
+    let merged = toml::to_string(&table).expect("a TOML table serialises");
+    let cfg: Config = toml::from_str(&merged).map_err(|e| {
+        if sets.is_empty() {
+            ConfigError::Parse { path: origin.clone(), message: e.to_string() }
+        } else {
+            ConfigError::Set { setting: sets.join(" "), message: format!("{e} (after applying {origin})") }
+        }
+    })?;
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_defaults_are_the_defaults() {
+        let parsed: Config = toml::from_str(DEFAULT_TOML).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn file_then_set_overrides_in_that_order() {
+        let dir = std::env::temp_dir().join(format!("observer-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "[dns]\np95_ms = 300.0\nmin_errors = 4\n").unwrap();
+        let cfg = load(Some(&f), &["dns.min_errors=7".into(), "tcp.success_ratio=0.99".into()]).unwrap();
+        assert_eq!(cfg.dns.p95_ms, 300.0);
+        assert_eq!(cfg.dns.min_errors, 7);
+        assert_eq!(cfg.tcp.success_ratio, 0.99);
+        assert_eq!(cfg.tcp.min_refused, 1, "untouched keys keep their defaults");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_that_name_them() {
+        let e = load(None, &["dns.p95ms=3".into()]).unwrap_err().to_string();
+        assert!(e.contains("p95ms"), "{e}");
+        let e = load(None, &["dns.p95_ms=fast".into()]).unwrap_err().to_string();
+        assert!(e.contains("--set dns.p95_ms=fast"), "{e}");
+        let e = load(None, &["p95_ms=3".into()]).unwrap_err().to_string();
+        assert!(e.contains("SECTION.KEY=VALUE"), "{e}");
+        let dir = std::env::temp_dir().join(format!("observer-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("bad.toml");
+        std::fs::write(&f, "[tcp]\nmin_refused = \"one\"\n").unwrap();
+        let e = load(Some(&f), &[]).unwrap_err().to_string();
+        assert!(e.contains("bad.toml") && e.contains("min_refused"), "{e}");
+        let e = load(Some(&dir.join("missing.toml")), &[]).unwrap_err().to_string();
+        assert!(e.contains("cannot read config file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

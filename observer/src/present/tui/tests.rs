@@ -1,0 +1,240 @@
+//! TUI frames from fixed reports, drawn on ratatui's TestBackend and compared with insta
+//! snapshots (`observer/src/present/tui/snapshots/`). The reports come from the real layers
+//! and the real verdict engine, fed with synthetic events.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant, SystemTime},
+};
+
+use crossterm::event::{KeyCode, KeyModifiers};
+use observer_common::{dns::dns_counter as kc, tcp::dest_counter as dc};
+use ratatui::{Terminal, backend::TestBackend};
+use simple_dns::{CLASS, Name, Packet, Question, RCODE, ResourceRecord, TYPE, rdata::{A, RData}};
+
+use super::{app::evidence_text, *};
+use crate::{
+    config::Config,
+    events::{ConnectRecord, DnsMessage, DnsSnapshot, Outcome, TcpSnapshot},
+    layers::{
+        connect::ConnectLayer,
+        dns::{DnsConfig, DnsLayer},
+    },
+    present::report::{self, Layers, Meta, Report, Views},
+    verdict::{self, Inputs, Tracker},
+};
+
+#[derive(Clone, Copy)]
+enum Scenario {
+    Healthy,
+    DnsFailing,
+    ConnectFailing,
+    BothFailing,
+}
+
+const RESOLVER: &str = "10.0.0.2:53";
+const CLIENT: &str = "10.0.0.10:41000";
+const API: &str = "10.0.0.5:443";
+const DB: &str = "10.1.2.3:5432";
+
+fn dns_msg(ts_ms: u64, id: u16, response: Option<RCODE>) -> DnsMessage {
+    let name = "api.example.com";
+    let mut p = if response.is_some() { Packet::new_reply(id) } else { Packet::new_query(id) };
+    p.questions.push(Question::new(Name::new_unchecked(name), TYPE::A.into(), CLASS::IN.into(), false));
+    if let Some(rcode) = response {
+        *p.rcode_mut() = rcode;
+        if rcode == RCODE::NoError {
+            p.answers.push(ResourceRecord::new(Name::new_unchecked(name), CLASS::IN, 60, RData::A(A { address: u32::from_be_bytes([10, 0, 0, 5]) })));
+        }
+    }
+    let bytes = p.build_bytes_vec().unwrap();
+    DnsMessage {
+        ts_ns: ts_ms * 1_000_000,
+        client: CLIENT.parse().unwrap(),
+        resolver: RESOLVER.parse().unwrap(),
+        is_response: response.is_some(),
+        ifindex: 2,
+        dns_len: bytes.len(),
+        bytes,
+    }
+}
+
+fn connect(dest: &str, outcome: Outcome, latency_us: u64) -> ConnectRecord {
+    ConnectRecord {
+        at: SystemTime::UNIX_EPOCH,
+        dest: dest.parse().unwrap(),
+        outcome,
+        latency: Duration::from_micros(latency_us),
+        error: if outcome == Outcome::Refused { 111 } else { 0 },
+        syn_retransmits: 0,
+        pid: 4121,
+        comm: "api-client".into(),
+    }
+}
+
+fn counts<const N: usize>(pairs: &[(usize, u64)]) -> [u64; N] {
+    let mut v = [0; N];
+    for &(i, n) in pairs {
+        v[i] = n;
+    }
+    v
+}
+
+/// The report at the end of a scenario, with the verdict changes that led to it.
+fn build(s: Scenario) -> (Report, Vec<verdict::Change>) {
+    let t0 = Instant::now();
+    let window = Duration::from_secs(10);
+    let mut connect_layer = ConnectLayer::new(window, 100);
+    let mut dns = DnsLayer::new(DnsConfig { window, unanswered_after: Duration::from_secs(5), max_names: 100, max_pending: 100 });
+    let dns_failing = matches!(s, Scenario::DnsFailing | Scenario::BothFailing);
+    let tcp_failing = matches!(s, Scenario::ConnectFailing | Scenario::BothFailing);
+
+    // 40 lookups, 12 of them SERVFAIL when DNS fails; 3 ms each.
+    for i in 0..40u16 {
+        let rcode = if dns_failing && i % 10 < 3 { RCODE::ServerFailure } else { RCODE::NoError };
+        dns.on_message(dns_msg(u64::from(i) * 10, i, None));
+        dns.on_message(dns_msg(u64::from(i) * 10 + 3, i, Some(rcode)));
+    }
+    let servfail = if dns_failing { 12 } else { 0 };
+    let dns_snap = DnsSnapshot {
+        resolvers: vec![(
+            RESOLVER.parse().unwrap(),
+            counts(&[(kc::QUERIES, 40), (kc::RESPONSES, 40), (kc::NOERROR, 40 - servfail), (kc::SERVFAIL, servfail)]),
+        )],
+    };
+    for i in 0..20u64 {
+        connect_layer.on_connect(connect(API, Outcome::Established, 800 + i * 20));
+    }
+    let mut tcp = TcpSnapshot { dests: vec![(API.parse().unwrap(), counts(&[(dc::ATTEMPTS, 20), (dc::ESTABLISHED, 20)]))], ports: vec![] };
+    if tcp_failing {
+        for _ in 0..5 {
+            connect_layer.on_connect(connect(DB, Outcome::Refused, 250));
+        }
+        tcp.dests.push((DB.parse::<SocketAddr>().unwrap(), counts(&[(dc::ATTEMPTS, 5), (dc::REFUSED, 5)])));
+    }
+    connect_layer.on_snapshot(t0, &tcp);
+    dns.on_snapshot(t0, 1_000_000_000, &dns_snap);
+
+    let views = Views::of(&Layers { connect: &connect_layer, dns: &dns });
+    let inputs = Inputs {
+        window_s: 10.0,
+        dns_timeout_s: 5.0,
+        resolvers: &views.resolvers,
+        names: &views.names,
+        divergences: &views.divergences,
+        destinations: &views.destinations,
+        lost_in_window: 0,
+    };
+    let verdicts = verdict::evaluate(&inputs, &Config::default());
+    let lost = [("connect_ringbuf_full", 0u64)];
+    let meta = Meta {
+        now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_540_931),
+        host: "web-3",
+        uptime_s: 83.0,
+        interval_s: 1.0,
+        window_s: 10.0,
+        is_final: false,
+        kernel_lost: &lost,
+        disabled: &[],
+        top: 100,
+        dns_top_names: 20,
+        dns_interfaces: vec!["eth0".into(), "lo".into()],
+    };
+    let r = report::build(&meta, views, connect_layer.local_ports(), verdicts, &[]);
+    let changes = Tracker::new(10).update(&r.ts, &r.verdicts);
+    (r, changes)
+}
+
+fn app(s: Scenario) -> App {
+    let (r, changes) = build(s);
+    let mut app = App::new();
+    app.update(r, changes);
+    app
+}
+
+fn frame(app: &App, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| render::draw(f, app)).unwrap();
+    t.backend().to_string()
+}
+
+#[test]
+fn healthy_80x24() {
+    insta::assert_snapshot!(frame(&app(Scenario::Healthy), 80, 24));
+}
+
+#[test]
+fn dns_failing_80x24() {
+    insta::assert_snapshot!(frame(&app(Scenario::DnsFailing), 80, 24));
+}
+
+#[test]
+fn connect_failing_80x24() {
+    insta::assert_snapshot!(frame(&app(Scenario::ConnectFailing), 80, 24));
+}
+
+#[test]
+fn both_failing_80x24() {
+    insta::assert_snapshot!(frame(&app(Scenario::BothFailing), 80, 24));
+}
+
+#[test]
+fn both_failing_uses_a_large_terminal() {
+    insta::assert_snapshot!(frame(&app(Scenario::BothFailing), 140, 40));
+}
+
+#[test]
+fn drill_down_into_the_refused_destination() {
+    let mut a = app(Scenario::ConnectFailing);
+    a.handle(Action::Panel(1));
+    // Destinations sort the failing one first.
+    assert_eq!(a.handle(Action::Enter), Effect::None);
+    assert_eq!(a.drill.as_deref(), Some("tcp 10.1.2.3:5432"));
+    insta::assert_snapshot!(frame(&a, 80, 24));
+    a.handle(Action::Back);
+    assert!(a.drill.is_none());
+}
+
+#[test]
+fn verdicts_drive_the_panels_in_triage_order() {
+    let (r, _) = build(Scenario::BothFailing);
+    let cause = r.cause.as_ref().expect("a cause");
+    assert_eq!(cause.layer, crate::verdict::Layer::Dns, "DNS comes first in triage order");
+    assert_eq!(cause.also_suspect, [crate::verdict::Layer::TcpTls], "the refused DB is not explained by DNS");
+}
+
+#[test]
+fn keys_map_to_actions() {
+    let none = KeyModifiers::NONE;
+    assert_eq!(key_action(KeyCode::Char('q'), none), Some(Action::Quit));
+    assert_eq!(key_action(KeyCode::Char('c'), KeyModifiers::CONTROL), Some(Action::Quit));
+    assert_eq!(key_action(KeyCode::Char('c'), none), Some(Action::Copy));
+    assert_eq!(key_action(KeyCode::Char('3'), none), Some(Action::Panel(2)));
+    assert_eq!(key_action(KeyCode::Tab, none), Some(Action::NextPanel));
+    assert_eq!(key_action(KeyCode::Esc, none), Some(Action::Back));
+    assert_eq!(key_action(KeyCode::Char('x'), none), None);
+}
+
+#[test]
+fn pause_freezes_the_view_and_resume_shows_the_newest() {
+    let mut a = app(Scenario::Healthy);
+    a.handle(Action::Pause);
+    let (failing, changes) = build(Scenario::ConnectFailing);
+    a.update(failing, changes);
+    assert!(a.report.as_ref().unwrap().cause.is_none(), "paused: still the healthy report");
+    assert_eq!(a.timeline.len(), 4, "the timeline keeps recording while paused");
+    a.handle(Action::Pause);
+    assert!(a.report.as_ref().unwrap().cause.is_some());
+}
+
+#[test]
+fn copied_evidence_is_stamped_and_complete() {
+    let mut a = app(Scenario::BothFailing);
+    let Effect::Copy(text) = a.handle(Action::Copy) else { panic!("copy expected") };
+    let stamp = format!("[{} web-3]", a.report.as_ref().unwrap().ts);
+    assert!(text.lines().all(|l| l.starts_with(&stamp)), "{text}");
+    assert!(text.contains("likely cause: DNS (confidence high); also suspect: TCP/TLS"), "{text}");
+    assert!(text.contains("DNS: 12/40 responses from 10.0.0.2:53 were errors (12 SERVFAIL)"), "{text}");
+    assert!(text.contains("TCP: 5/5 connects to 10.1.2.3:5432 refused"), "{text}");
+    assert_eq!(evidence_text(a.report.as_ref().unwrap()), text);
+}

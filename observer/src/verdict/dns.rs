@@ -1,0 +1,136 @@
+//! Layer 1 rules: error rcodes, unanswered queries, slow lookups (absolute and against the
+//! resolver's own baseline), and resolvers that disagree.
+
+use observer_common::dns::dns_counter as kc;
+
+use super::{Hit, Inputs, Verdict, ms, secs};
+use crate::{
+    config::DnsThresholds,
+    layers::dns::{name_counter as nc, resolver_counter as rc},
+};
+
+pub fn evaluate(inputs: &Inputs<'_>, t: &DnsThresholds) -> Verdict {
+    let w = secs(inputs.window_s);
+    let mut hits = Vec::new();
+    let mut had_signal = !inputs.divergences.is_empty();
+    for r in inputs.resolvers {
+        let win = &r.window;
+        let queries = win.kernel.get(kc::QUERIES);
+        let responses = win.kernel.get(kc::RESPONSES);
+        let unanswered = win.parsed.get(rc::UNANSWERED);
+        if queries + responses + unanswered == 0 {
+            continue;
+        }
+        had_signal = true;
+        let dest = r.resolver.to_string();
+        let (nx, sf, rf) = (win.kernel.get(kc::NXDOMAIN), win.kernel.get(kc::SERVFAIL), win.kernel.get(kc::REFUSED));
+        let errors = nx + sf + rf;
+        if errors >= t.min_errors && responses > 0 && errors as f64 / responses as f64 >= t.error_share {
+            let mut kinds = Vec::new();
+            for (n, word) in [(sf, "SERVFAIL"), (nx, "NXDOMAIN"), (rf, "REFUSED")] {
+                if n > 0 {
+                    kinds.push(format!("{n} {word}"));
+                }
+            }
+            let names = troubled_names(inputs, r.resolver);
+            hits.push(Hit {
+                rule: "dns.error_rcodes",
+                destination: dest.clone(),
+                evidence: Some(format!(
+                    "DNS: {errors}/{responses} responses from {dest} were errors ({}) in the last {w}{names}",
+                    kinds.join(", ")
+                )),
+            });
+        }
+        if unanswered >= t.min_unanswered {
+            hits.push(Hit {
+                rule: "dns.unanswered",
+                destination: dest.clone(),
+                evidence: Some(format!(
+                    "DNS: {unanswered} queries to {dest} unanswered (no response within {}) in the last {w}",
+                    secs(inputs.dns_timeout_s)
+                )),
+            });
+        }
+        let lat = &win.latency_us;
+        let baseline = r.total.latency_us.p50;
+        if lat.count >= t.min_latency_samples {
+            let p95_ms = lat.p95 as f64 / 1000.0;
+            let baseline_text = if baseline > 0 { format!(" (baseline {})", ms(baseline)) } else { String::new() };
+            if p95_ms >= t.p95_ms {
+                hits.push(Hit {
+                    rule: "dns.slow",
+                    destination: dest.clone(),
+                    evidence: Some(format!(
+                        "DNS: p95 lookup {} from {dest} over {} lookups in the last {w}{baseline_text}",
+                        ms(lat.p95),
+                        lat.count
+                    )),
+                });
+            } else if baseline > 0
+                && p95_ms >= t.baseline_floor_ms
+                && lat.p95 as f64 >= t.baseline_factor * baseline as f64
+            {
+                hits.push(Hit {
+                    rule: "dns.slower_than_baseline",
+                    destination: dest.clone(),
+                    evidence: Some(format!(
+                        "DNS: p95 lookup {} from {dest} in the last {w}, {:.0}x its baseline {}",
+                        ms(lat.p95),
+                        lat.p95 as f64 / baseline as f64,
+                        ms(baseline)
+                    )),
+                });
+            }
+        }
+    }
+    if t.divergence {
+        for d in inputs.divergences {
+            let sides: Vec<String> = d
+                .answers
+                .iter()
+                .map(|a| {
+                    let addrs: Vec<String> = a.addresses.iter().map(|x| x.to_string()).collect();
+                    format!("{} says [{}]", a.resolver, addrs.join(", "))
+                })
+                .collect();
+            let who: Vec<String> = d.answers.iter().map(|a| a.resolver.to_string()).collect();
+            for r in &who {
+                hits.push(Hit { rule: "dns.divergence", destination: r.clone(), evidence: None });
+            }
+            hits.push(Hit {
+                rule: "dns.divergence",
+                destination: who[0].clone(),
+                evidence: Some(format!(
+                    "DNS answers differ between {} for {} ({}): {}",
+                    who.join(" and "),
+                    d.qname,
+                    d.qtype,
+                    sides.join("; ")
+                )),
+            });
+        }
+    }
+    Verdict::from_hits(hits, had_signal, "no DNS messages in the window")
+}
+
+/// "; names: a.example (3 SERVFAIL)" for the names this resolver answered with errors.
+fn troubled_names(inputs: &Inputs<'_>, resolver: std::net::SocketAddr) -> String {
+    let mut parts = Vec::new();
+    for n in inputs.names.iter().filter(|n| n.resolvers.contains(&resolver)) {
+        let c = &n.window.counts;
+        let mut kinds = Vec::new();
+        for (i, word) in [(nc::SERVFAIL, "SERVFAIL"), (nc::NXDOMAIN, "NXDOMAIN"), (nc::REFUSED, "REFUSED")] {
+            if c.get(i) > 0 {
+                kinds.push(format!("{} {word}", c.get(i)));
+            }
+        }
+        if !kinds.is_empty() {
+            parts.push(format!("{} {} ({})", n.qname, n.qtype, kinds.join(", ")));
+        }
+        if parts.len() == 3 {
+            break;
+        }
+    }
+    if parts.is_empty() { String::new() } else { format!("; names: {}", parts.join(", ")) }
+}

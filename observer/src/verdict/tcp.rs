@@ -1,0 +1,98 @@
+//! Layer 2 rules (TCP half): refused and timed-out connects, SYN retries, connect success
+//! below the ratio, and resets on established connections.
+
+use observer_common::tcp::dest_counter as dc;
+
+use super::{Hit, Inputs, Verdict, secs};
+use crate::{config::TcpThresholds, layers::connect::DestView};
+
+fn process(d: &DestView) -> String {
+    match d.processes.first() {
+        Some(p) => format!("; process {p}"),
+        None => String::new(),
+    }
+}
+
+pub fn evaluate(inputs: &Inputs<'_>, t: &TcpThresholds) -> Verdict {
+    let w = secs(inputs.window_s);
+    let mut hits = Vec::new();
+    let mut had_signal = false;
+    for d in inputs.destinations {
+        let c = &d.window;
+        let attempts = c.get(dc::ATTEMPTS);
+        if c.counts.values.iter().all(|&v| v == 0) {
+            continue;
+        }
+        had_signal = true;
+        let dest = d.dest.to_string();
+        let refused = c.get(dc::REFUSED);
+        let timed_out = c.get(dc::TIMED_OUT) + c.get(dc::UNREACHABLE);
+        let syn = c.get(dc::SYN_RETRANSMITS);
+        let established = c.get(dc::ESTABLISHED);
+        let mut said = false;
+        if refused >= t.min_refused {
+            said = true;
+            hits.push(Hit {
+                rule: "tcp.refused",
+                destination: dest.clone(),
+                evidence: Some(format!(
+                    "TCP: {refused}/{attempts} connects to {dest} refused in the last {w} (RST answered the SYN: no listener, wrong port, or stale DNS){}",
+                    process(d)
+                )),
+            });
+        }
+        if timed_out >= t.min_timed_out {
+            said = true;
+            let unreachable = c.get(dc::UNREACHABLE);
+            let how = if unreachable > 0 { format!(", {unreachable} host/network unreachable") } else { String::new() };
+            hits.push(Hit {
+                rule: "tcp.timed_out",
+                destination: dest.clone(),
+                evidence: Some(format!(
+                    "TCP: {timed_out}/{attempts} connects to {dest} timed out in the last {w} after {syn} SYN retransmits{how} (path or filtering){}",
+                    process(d)
+                )),
+            });
+        }
+        if syn >= t.min_syn_retransmits {
+            hits.push(Hit {
+                rule: "tcp.syn_retries",
+                destination: dest.clone(),
+                evidence: (!said).then(|| {
+                    format!(
+                        "TCP: {syn} SYN retransmits to {dest} in the last {w} ({attempts} connects started, {established} established): SYNs or SYN-ACKs are lost{}",
+                        process(d)
+                    )
+                }),
+            });
+            said = true;
+        }
+        let finished = established + refused + timed_out + c.get(dc::OTHER_ERROR);
+        if finished >= t.min_attempts && finished > 0 && (established as f64 / finished as f64) < t.success_ratio {
+            hits.push(Hit {
+                rule: "tcp.success_ratio",
+                destination: dest.clone(),
+                evidence: (!said).then(|| {
+                    format!(
+                        "TCP: connect success to {dest} is {:.1} % ({established}/{finished}) in the last {w}, below {:.1} %{}",
+                        established as f64 * 100.0 / finished as f64,
+                        t.success_ratio * 100.0,
+                        process(d)
+                    )
+                }),
+            });
+        }
+        let resets = c.get(dc::RESETS_RECEIVED);
+        if resets >= t.min_resets {
+            hits.push(Hit {
+                rule: "tcp.resets",
+                destination: dest.clone(),
+                evidence: Some(format!(
+                    "TCP: {resets} resets received from {dest} on established connections in the last {w}{}",
+                    process(d)
+                )),
+            });
+        }
+    }
+    Verdict::from_hits(hits, had_signal, "no TCP connects or TCP events in the window")
+}
