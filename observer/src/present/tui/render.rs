@@ -140,7 +140,7 @@ fn draw_panel(f: &mut Frame, area: Rect, app: &App, r: &Report, layer: Layer, fo
     if v.evidence.is_empty() {
         let text = match (&v.note, v.verdict) {
             (Some(n), _) => n.clone(),
-            (None, State::Healthy) => format!("no rule fired; {} in the window", plural(table.len().saturating_sub(1), "destination")),
+            (None, State::Healthy) => format!("no rule fired; {} in the window", plural(rows(r, layer).len(), "destination")),
             _ => String::new(),
         };
         evidence.push(Line::styled(text, Style::default().fg(Color::DarkGray)));
