@@ -7,7 +7,7 @@ use clap::{Parser, ValueEnum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// `text` on a terminal, `json` otherwise.
+    /// The TUI on a terminal, `json` otherwise.
     Auto,
     /// One JSON object per interval, one per line.
     Json,
@@ -26,7 +26,7 @@ pub enum Format {
 /// choose a layer, Up/Down a destination, Enter drills down, Esc goes back, p pauses,
 /// c copies the evidence (to a file, and to the clipboard through OSC 52), q quits.
 #[derive(Debug, Parser)]
-#[command(name = "observer", version, about, long_about = None)]
+#[command(name = "observer", version)]
 pub struct Cli {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Auto, env = "OBSERVER_FORMAT")]
@@ -178,6 +178,12 @@ mod tests {
         let cli = Cli::try_parse_from(["observer", "--dns-port", "1,2,3,4,5,6,7,8,9"]).unwrap();
         assert!(cli.validate().unwrap_err().contains("at most 8"));
         assert!(Cli::try_parse_from(["observer", "--dns-port", "0"]).is_err());
+    }
+
+    #[test]
+    fn help_text() {
+        use clap::CommandFactory;
+        insta::assert_snapshot!(Cli::command().term_width(100).render_long_help().to_string());
     }
 
     #[test]

@@ -44,7 +44,7 @@ min_attempts = 1
 min_resets = 1
 "#;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub dns: DnsThresholds,
@@ -73,12 +73,6 @@ pub struct TcpThresholds {
     pub success_ratio: f64,
     pub min_attempts: u64,
     pub min_resets: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config { dns: DnsThresholds::default(), tcp: TcpThresholds::default() }
-    }
 }
 
 impl Default for DnsThresholds {

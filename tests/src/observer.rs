@@ -37,11 +37,17 @@ pub struct Report(pub Value);
 impl Observer {
     /// Start observer in `ns` with JSON output and wait until its programs are attached.
     pub fn start(ns: &Netns, args: &[&str]) -> Observer {
+        Observer::start_with_env(ns, args, &[])
+    }
+
+    /// Like [`Observer::start`], with extra environment variables.
+    pub fn start_with_env(ns: &Netns, args: &[&str], env: &[(&str, &str)]) -> Observer {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns.name])
             .arg(binary())
             .args(["--format", "json", "--interval", "0.5"])
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -196,3 +196,15 @@ fn an_interface_that_comes_up_later_is_watched_too() {
     let rep = obs.stop();
     assert_eq!(rep.resolver_total(&format!("10.78.{net}.2:53"), "noerror"), 1, "{:#}", rep.0["dns"]);
 }
+
+#[test]
+fn the_interface_flag_restricts_what_is_watched() {
+    require_root();
+    let pair = Pair::new("dns-only-lo");
+    let dns = Dnsmasq::start(&pair.server, &pair.server_ip(), 53, &["--address=/healthy.test/10.1.1.1"]);
+    let obs = Observer::start(&pair.client, &["--interface", "lo"]);
+    assert_eq!(dig_status(&pair.client, &pair.server_ip(), 53, "healthy.test", ""), "NOERROR");
+    let rep = obs.stop();
+    assert_eq!(rep.0["dns"]["interfaces"], serde_json::json!(["lo"]));
+    assert!(rep.resolver(&dns.addr).is_none(), "eth0 is not watched: {:#}", rep.0["dns"]);
+}

@@ -214,7 +214,7 @@ fn attached_observer_programs() -> usize {
     let out = sh("bpftool prog show");
     out.lines()
         .filter(|l| {
-            ["inet_sock_set_s", "tcp_retransmit_", "tcp_receive_res", "tcp_send_reset"]
+            ["inet_sock_set_s", "tcp_retransmit_", "tcp_receive_res", "tcp_send_reset", "dns_ingress", "dns_egress"]
                 .iter()
                 .any(|n| l.contains(&format!("name {n}")))
         })
@@ -240,4 +240,29 @@ fn nothing_stays_loaded_after_sigkill_or_sigterm() {
     assert_eq!(r.0["final"], true);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(attached_observer_programs(), before, "SIGTERM must leave nothing loaded");
+}
+
+#[test]
+fn a_missing_tracepoint_disables_only_its_signals_with_one_line() {
+    require_root();
+    let pair = Pair::new("notp");
+    // A copy of the format files without tcp:tcp_send_reset.
+    let dir = peers::TempDir::new("formats");
+    for tp in ["sock/inet_sock_set_state", "tcp/tcp_retransmit_skb", "tcp/tcp_receive_reset", "tcp/tcp_retransmit_synack"] {
+        let to = dir.0.join("events").join(tp);
+        std::fs::create_dir_all(&to).unwrap();
+        let text = pair.client.run(&format!("mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; cat /sys/kernel/tracing/events/{tp}/format"));
+        std::fs::write(to.join("format"), text).unwrap();
+    }
+    let dest = format!("{}:81", pair.server_ip());
+    let obs = Observer::start_with_env(&pair.client, &[], &[("OBSERVER_TRACEFS_FORMATS", dir.0.to_str().unwrap())]);
+    let stderr = obs.stderr();
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("disabled:")).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].starts_with("observer: disabled: resets sent (tcp:tcp_send_reset): tracepoint not available"), "{stderr}");
+    let _ = pair.client.try_run(&format!("curl -s --max-time 2 http://{dest}/"));
+    let r = obs.stop();
+    assert_eq!(r.total(&dest, "refused"), 1, "the other signals keep working: {:#}", r.0);
+    assert_eq!(r.0["disabled"][0]["source"], "tcp:tcp_send_reset");
+    assert_eq!(r.port_total(81, "resets_sent"), 0, "resets sent are not counted without the tracepoint");
 }

@@ -67,6 +67,10 @@ pub struct DnsConfig {
 }
 
 type PendingKey = (SocketAddr, SocketAddr, u16);
+/// (qname, qtype), the qname lower-cased without the trailing dot.
+type NameKey = (String, String);
+/// When a resolver last answered a name, and with which addresses.
+type AnswerSet = (Instant, BTreeSet<IpAddr>);
 
 #[derive(Debug, Clone)]
 struct Pending {
@@ -97,11 +101,11 @@ struct NameState {
 pub struct DnsLayer {
     cfg: DnsConfig,
     resolvers: HashMap<SocketAddr, ResolverState>,
-    names: HashMap<(String, String), NameState>,
+    names: HashMap<NameKey, NameState>,
     pending: HashMap<PendingKey, Vec<Pending>>,
     pending_len: usize,
     /// Latest address answer per (qname, qtype) per resolver, for divergence.
-    answers: HashMap<(String, String), HashMap<SocketAddr, (Instant, BTreeSet<IpAddr>)>>,
+    answers: HashMap<NameKey, HashMap<SocketAddr, AnswerSet>>,
     /// The time of the last reading, stamped on answers seen since.
     now: Option<Instant>,
     pub pending_dropped: u64,

@@ -127,10 +127,13 @@ pub struct Probe {
     only_interfaces: Vec<String>,
     tc_baseline: bool,
     /// Interface name -> (ifindex, links) for the DNS programs.
-    tc_links: HashMap<String, (u32, Vec<(&'static str, SchedClassifierLinkId)>)>,
+    tc_links: HashMap<String, (u32, Vec<TcLink>)>,
     /// Interfaces already reported as not watchable, so each is said once.
     tc_skipped: HashMap<String, String>,
 }
+
+/// A DNS program attached to one hook of an interface.
+type TcLink = (&'static str, SchedClassifierLinkId);
 
 const DNS_PROGRAMS: [&str; 3] = ["dns_ingress", "dns_egress", "tc_empty"];
 
@@ -143,8 +146,12 @@ impl Probe {
         let started = Instant::now();
         let mut disabled = Vec::new();
         let mut layouts = Vec::new();
+        // Tests point this at a copy with a tracepoint missing, to exercise the kernel-without-
+        // a-tracepoint path on a kernel that has them all. Attaching still uses the real tracefs.
+        let formats = std::env::var_os("OBSERVER_TRACEFS_FORMATS").map(std::path::PathBuf::from);
+        let formats = formats.as_deref().unwrap_or(tracefs);
         for spec in &TRACEPOINTS {
-            let layout = tracefs::read_format(tracefs, spec.category, spec.name)
+            let layout = tracefs::read_format(formats, spec.category, spec.name)
                 .map_err(|e| format!("tracepoint not available ({e})"))
                 .and_then(|text| tracefs::build_layout(&tracefs::parse_format(&text), spec.needs));
             match layout {

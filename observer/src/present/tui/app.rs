@@ -119,10 +119,10 @@ impl App {
             Action::Back => self.drill = None,
             Action::Pause => {
                 self.paused = !self.paused;
-                if !self.paused {
-                    if let Some(r) = self.latest.take() {
-                        self.report = Some(r);
-                    }
+                if !self.paused
+                    && let Some(r) = self.latest.take()
+                {
+                    self.report = Some(r);
                 }
             }
             Action::Copy => {

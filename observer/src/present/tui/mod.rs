@@ -77,10 +77,10 @@ impl Tui {
                     Event::Resize(..) => Some(Input::Redraw),
                     _ => None,
                 };
-                if let Some(i) = input {
-                    if tx.send(i).is_err() {
-                        break;
-                    }
+                if let Some(i) = input
+                    && tx.send(i).is_err()
+                {
+                    break;
                 }
             }
         });

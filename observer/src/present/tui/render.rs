@@ -283,8 +283,16 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-/// (name, window, total) rows and the latency of one destination.
-fn detail(r: &Report, key: &str) -> Option<(Vec<(&'static str, u64, u64)>, LatencySummary, LatencySummary, Vec<String>)> {
+/// What the drill-down shows for one destination.
+struct Detail {
+    /// (counter, window, total)
+    counters: Vec<(&'static str, u64, u64)>,
+    window: LatencySummary,
+    total: LatencySummary,
+    notes: Vec<String>,
+}
+
+fn detail(r: &Report, key: &str) -> Option<Detail> {
     if let Some(addr) = key.strip_prefix("tcp ") {
         let d = r.tcp.destinations.iter().find(|d| d.dest.to_string() == addr)?;
         let rows = dc::NAMES.iter().enumerate().map(|(i, n)| (*n, d.window.get(i), d.total.get(i))).collect();
@@ -303,7 +311,7 @@ fn detail(r: &Report, key: &str) -> Option<(Vec<(&'static str, u64, u64)>, Laten
         if !d.processes.is_empty() {
             extra.push(format!("processes: {}", d.processes.join(", ")));
         }
-        return Some((rows, d.window.connect_latency_us, d.total.connect_latency_us, extra));
+        return Some(Detail { counters: rows, window: d.window.connect_latency_us, total: d.total.connect_latency_us, notes: extra });
     }
     let addr = key.strip_prefix("dns ")?;
     let x = r.dns.resolvers.iter().find(|x| x.resolver.to_string() == addr)?;
@@ -318,7 +326,7 @@ fn detail(r: &Report, key: &str) -> Option<(Vec<(&'static str, u64, u64)>, Laten
         .take(3)
         .map(|n| format!("{} {}: {}", n.qname, n.qtype, n.answers.join(", ")))
         .collect();
-    Some((rows, x.window.latency_us, x.total.latency_us, names))
+    Some(Detail { counters: rows, window: x.window.latency_us, total: x.total.latency_us, notes: names })
 }
 
 fn draw_drill(f: &mut Frame, area: Rect, app: &App, r: &Report, key: &str) {
@@ -327,7 +335,7 @@ fn draw_drill(f: &mut Frame, area: Rect, app: &App, r: &Report, key: &str) {
     let block = Block::default().borders(Borders::ALL).title(format!(" {layer_title} › {addr}  (Esc back) "));
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let Some((counters, win, total, extra)) = detail(r, key) else {
+    let Some(Detail { counters, window: win, total, notes: extra }) = detail(r, key) else {
         f.render_widget(Paragraph::new("this destination left the report (idle or evicted)"), inner);
         return;
     };
