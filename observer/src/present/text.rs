@@ -1,10 +1,11 @@
-//! A plain table per interval for a terminal (the live TUI will replace it there).
+//! A plain text report per interval (`--format text`), and the final summary after the TUI.
 
 use std::{fmt::Write as _, io::Write};
 
 use observer_common::tcp::dest_counter as dc;
 
 use super::report::Report;
+use crate::verdict::Layer;
 
 pub fn render(r: &Report) -> String {
     let mut s = String::new();
@@ -21,6 +22,24 @@ pub fn render(r: &Report) -> String {
     );
     for d in &r.disabled {
         let _ = writeln!(s, "  disabled: {} ({}): {}", d.signals, d.source, d.reason);
+    }
+    let verdicts: Vec<String> = Layer::ALL
+        .iter()
+        .map(|l| format!("{} {}", l.key(), r.verdicts.get(*l).verdict.word()))
+        .collect();
+    let _ = writeln!(s, "  verdicts: {}", verdicts.join(", "));
+    match &r.cause {
+        Some(c) => {
+            let _ = writeln!(s, "  likely cause: {} (confidence {})", c.layer.title(), c.confidence);
+            for l in Layer::ALL {
+                for e in &r.verdicts.get(l).evidence {
+                    let _ = writeln!(s, "    {e}");
+                }
+            }
+        }
+        None => {
+            let _ = writeln!(s, "  no suspect layer");
+        }
     }
     let _ = writeln!(
         s,
