@@ -54,77 +54,70 @@ pub fn count_lost(index: u32) {
     }
 }
 
-#[inline(always)]
-fn add_one(slot: *mut u64) {
-    // This CPU's own slot. A softirq could in theory interrupt a process-context program
-    // between the load and the store; that window is two instructions wide.
-    unsafe { *slot += 1 };
+/// A map value that is an array of N counters.
+pub trait Counters<const N: usize>: 'static {
+    const ZERO: Self;
+    fn counters(&mut self) -> &mut [u64; N];
 }
 
-/// Bump one per-destination counter, creating the entry on first use.
+impl Counters<{ observer_common::tcp::dest_counter::COUNT }> for TcpCounters {
+    const ZERO: Self = TcpCounters::ZERO;
+    fn counters(&mut self) -> &mut [u64; observer_common::tcp::dest_counter::COUNT] {
+        &mut self.c
+    }
+}
+
+impl Counters<{ observer_common::tcp::port_counter::COUNT }> for PortCounters {
+    const ZERO: Self = PortCounters::ZERO;
+    fn counters(&mut self) -> &mut [u64; observer_common::tcp::port_counter::COUNT] {
+        &mut self.c
+    }
+}
+
+impl Counters<{ observer_common::dns::dns_counter::COUNT }> for DnsCounters {
+    const ZERO: Self = DnsCounters::ZERO;
+    fn counters(&mut self) -> &mut [u64; observer_common::dns::dns_counter::COUNT] {
+        &mut self.c
+    }
+}
+
+/// Bump counter `index` of `key`, creating the entry on first use; a full table is counted
+/// in `lost_index`.
 #[inline(always)]
-pub fn bump_dest(dest: &Endpoint, index: usize) {
-    if index >= observer_common::tcp::dest_counter::COUNT {
+fn bump<K, V: Counters<N>, const N: usize>(map: &LruPerCpuHashMap<K, V>, key: &K, index: usize, lost_index: u32) {
+    if index >= N {
         return;
     }
-    let entry = match TCP_DESTS.get_ptr_mut(dest) {
+    let entry = match map.get_ptr_mut(key) {
         Some(p) => p,
         None => {
             // EEXIST means another CPU created it first, which is fine.
-            let _ = TCP_DESTS.insert(dest, &TcpCounters::ZERO, BPF_NOEXIST as u64);
-            match TCP_DESTS.get_ptr_mut(dest) {
+            let _ = map.insert(key, &V::ZERO, BPF_NOEXIST as u64);
+            match map.get_ptr_mut(key) {
                 Some(p) => p,
                 None => {
-                    count_lost(lost::DEST_TABLE_FULL);
+                    count_lost(lost_index);
                     return;
                 }
             }
         }
     };
-    add_one(unsafe { &raw mut (*entry).c[index] });
+    // This CPU's own slot. A softirq could in theory interrupt a process-context program
+    // between the load and the store; that window is two instructions wide.
+    unsafe { (*entry).counters()[index] += 1 };
 }
 
-/// Bump one per-local-port counter, creating the entry on first use.
+#[inline(always)]
+pub fn bump_dest(dest: &Endpoint, index: usize) {
+    bump(&TCP_DESTS, dest, index, lost::DEST_TABLE_FULL);
+}
+
 #[inline(always)]
 pub fn bump_port(port: u16, index: usize) {
-    if index >= observer_common::tcp::port_counter::COUNT {
-        return;
-    }
-    let entry = match TCP_PORTS.get_ptr_mut(&port) {
-        Some(p) => p,
-        None => {
-            let _ = TCP_PORTS.insert(&port, &PortCounters::ZERO, BPF_NOEXIST as u64);
-            match TCP_PORTS.get_ptr_mut(&port) {
-                Some(p) => p,
-                None => {
-                    count_lost(lost::PORT_TABLE_FULL);
-                    return;
-                }
-            }
-        }
-    };
-    add_one(unsafe { &raw mut (*entry).c[index] });
+    bump(&TCP_PORTS, &port, index, lost::PORT_TABLE_FULL);
 }
 
-
-/// Bump one per-resolver DNS counter, creating the entry on first use.
 #[inline(always)]
 pub fn bump_resolver(resolver: &Endpoint, index: usize) {
-    if index >= observer_common::dns::dns_counter::COUNT {
-        return;
-    }
-    let entry = match DNS_RESOLVERS.get_ptr_mut(resolver) {
-        Some(p) => p,
-        None => {
-            let _ = DNS_RESOLVERS.insert(resolver, &DnsCounters::ZERO, BPF_NOEXIST as u64);
-            match DNS_RESOLVERS.get_ptr_mut(resolver) {
-                Some(p) => p,
-                None => {
-                    count_lost(lost::RESOLVER_TABLE_FULL);
-                    return;
-                }
-            }
-        }
-    };
-    add_one(unsafe { &raw mut (*entry).c[index] });
+    bump(&DNS_RESOLVERS, resolver, index, lost::RESOLVER_TABLE_FULL);
 }

@@ -39,6 +39,13 @@ impl Netns {
         crate::sh_status(&format!("{}bash -c {}", self.prefix(), quote(cmd)))
     }
 
+    /// Drop inbound packets that match an nft expression, e.g. `tcp dport 82`.
+    pub fn nft_drop_input(&self, expr: &str) {
+        self.run(&format!(
+            "nft add table inet obs && nft add chain inet obs in '{{ type filter hook input priority 0; }}' && nft add rule inet obs in {expr} drop"
+        ));
+    }
+
     /// Start a long-running process in this namespace; it is killed when the guard drops.
     pub fn spawn(&self, cmd: &str) -> Proc {
         let child = Command::new("ip")

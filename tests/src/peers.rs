@@ -50,14 +50,19 @@ impl Nginx {
 /// Wait (up to 10 s) until something in `ns` listens on the TCP `addr:port`.
 pub fn wait_listening(ns: &Netns, listen: &str) {
     let port = listen.rsplit(':').next().unwrap_or(listen);
+    wait_socket(ns, "-Htln", port, &format!("TCP {listen}"));
+}
+
+/// Wait (up to 10 s) until `ss FLAGS 'sport = :PORT'` in `ns` lists a socket.
+fn wait_socket(ns: &Netns, flags: &str, port: &str, what: &str) {
     for _ in 0..100 {
-        let (_, out) = ns.try_run(&format!("ss -Htln 'sport = :{port}'"));
+        let (_, out) = ns.try_run(&format!("ss {flags} 'sport = :{port}'"));
         if !out.trim().is_empty() {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    panic!("nothing listens on {listen} in {} after 10 s", ns.name);
+    panic!("nothing listens on {what} in {} after 10 s", ns.name);
 }
 
 /// The `peer` helper binary of this crate (servers Debian has no package for).
@@ -101,14 +106,7 @@ impl Dnsmasq {
 
 /// Wait (up to 10 s) until something in `ns` has a UDP socket on `port`.
 pub fn wait_udp(ns: &Netns, port: u16) {
-    for _ in 0..100 {
-        let (_, out) = ns.try_run(&format!("ss -Huln 'sport = :{port}'"));
-        if !out.trim().is_empty() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("nothing listens on UDP port {port} in {} after 10 s", ns.name);
+    wait_socket(ns, "-Huln", &port.to_string(), &format!("UDP port {port}"));
 }
 
 /// `dig` one query, one try, and return its status word (NOERROR, NXDOMAIN, …) or "" when

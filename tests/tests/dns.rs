@@ -76,7 +76,7 @@ fn a_silent_resolver_leaves_its_queries_unanswered() {
     require_root();
     let pair = Pair::new("dns-silent");
     let _dns = Dnsmasq::start(&pair.server, &pair.server_ip(), 53, &["--address=/healthy.test/10.1.1.1"]);
-    pair.server.run("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in udp dport 53 drop");
+    pair.server.nft_drop_input("udp dport 53");
     let obs = Observer::start(&pair.client, &["--dns-timeout", "1"]);
     for _ in 0..3 {
         assert_eq!(dig_status(&pair.client, &pair.server_ip(), 53, "healthy.test", ""), "");

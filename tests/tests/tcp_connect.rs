@@ -37,7 +37,7 @@ fn dropped_syns_are_retransmitted_then_time_out() {
     require_root();
     let pair = Pair::new("blackhole");
     let dest = format!("{}:82", pair.server_ip());
-    pair.server.run("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in tcp dport 82 drop");
+    pair.server.nft_drop_input("tcp dport 82");
     // Two SYN retries: the kernel gives up after about 7 s instead of 127 s.
     pair.client.run("sysctl -qw net.ipv4.tcp_syn_retries=2");
     let obs = Observer::start(&pair.client, &[]);
@@ -58,7 +58,7 @@ fn client_side_timeout_is_an_abort_with_syn_retransmits() {
     require_root();
     let pair = Pair::new("abort");
     let dest = format!("{}:83", pair.server_ip());
-    pair.server.run("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in tcp dport 83 drop");
+    pair.server.nft_drop_input("tcp dport 83");
     let obs = Observer::start(&pair.client, &[]);
     let (ok, _) = pair.client.try_run(&format!("curl -s --connect-timeout 2 http://{dest}/"));
     assert!(!ok);
@@ -97,7 +97,7 @@ fn random_data_loss_shows_as_retransmits_for_that_destination_only() {
     peers::wait_listening(&pair.server, &lossy);
     peers::wait_listening(&pair.server, &clean);
     // Drop 10 % of the data segments (not the handshake) that arrive for port 5201.
-    pair.server.run("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in tcp dport 5201 meta length gt 200 numgen random mod 10 == 0 drop");
+    pair.server.nft_drop_input("tcp dport 5201 meta length gt 200 numgen random mod 10 == 0");
     let obs = Observer::start(&pair.client, &[]);
     // Paced: unthrottled, iperf3 overruns the veth backlog on a small machine, and that loss
     // is real loss on the clean destination too.

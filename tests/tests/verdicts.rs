@@ -52,7 +52,7 @@ fn servfail_from_a_real_resolver_makes_dns_suspect() {
 fn an_unanswered_resolver_makes_dns_suspect() {
     require_root();
     let pair = Pair::new("v-silent");
-    pair.server.run("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in udp dport 53 drop");
+    pair.server.nft_drop_input("udp dport 53");
     let obs = Observer::start(&pair.client, &["--dns-timeout", "1"]);
     let start = Instant::now();
     let client = pair.client.spawn(&format!("dig +tries=1 +retry=0 +timeout=3 @{} api.test", pair.server_ip()));
@@ -82,7 +82,7 @@ fn a_syn_blackhole_makes_tcp_suspect_before_the_kernel_gives_up() {
     require_root();
     let pair = Pair::new("v-blackhole");
     let dest = format!("{}:82", pair.server_ip());
-    pair.server.run("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in tcp dport 82 drop");
+    pair.server.nft_drop_input("tcp dport 82");
     let obs = Observer::start(&pair.client, &[]);
     let start = Instant::now();
     let client = pair.client.spawn(&format!("curl -s --connect-timeout 4 http://{dest}/"));

@@ -19,7 +19,7 @@ use aya::{
     programs::{SchedClassifier, TcAttachType, TracePoint, tc::SchedClassifierLinkId},
 };
 use observer_common::{
-    dns::{DnsCounters, MAX_EXTRA_PORTS, dns_counter},
+    dns::{DnsCounters, MAX_EXTRA_PORTS},
     layout::TpLayout,
     lost,
     tcp::{Endpoint, PortCounters, TcpCounters},
@@ -27,7 +27,7 @@ use observer_common::{
 pub use clock::{mono_to_wall, monotonic_ns};
 use tracefs::Needs;
 
-use crate::events::{DestCounts, DnsSnapshot, PortCounts, ResolverCounts, TcpSnapshot, endpoint_addr};
+use crate::events::{DnsSnapshot, TcpSnapshot, endpoint_addr};
 
 /// A signal observer cannot collect on this kernel, and why.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -331,13 +331,7 @@ impl Probe {
     pub fn dns_snapshot(&self) -> DnsSnapshot {
         let mut snap = DnsSnapshot::default();
         for (key, per_cpu) in self.resolvers.iter().flatten() {
-            let mut sum: ResolverCounts = [0; dns_counter::COUNT];
-            for v in per_cpu.iter() {
-                for (s, c) in sum.iter_mut().zip(v.c) {
-                    *s += c;
-                }
-            }
-            snap.resolvers.push((endpoint_addr(&key), sum));
+            snap.resolvers.push((endpoint_addr(&key), sum_cpus(per_cpu.iter().map(|v| &v.c))));
         }
         snap
     }
@@ -347,22 +341,10 @@ impl Probe {
         let mut snap = TcpSnapshot::default();
         // Entries can be evicted while we iterate; a failed lookup just skips that entry.
         for (key, per_cpu) in self.dests.iter().flatten() {
-            let mut sum: DestCounts = [0; observer_common::tcp::dest_counter::COUNT];
-            for v in per_cpu.iter() {
-                for (s, c) in sum.iter_mut().zip(v.c) {
-                    *s += c;
-                }
-            }
-            snap.dests.push((endpoint_addr(&key), sum));
+            snap.dests.push((endpoint_addr(&key), sum_cpus(per_cpu.iter().map(|v| &v.c))));
         }
         for (port, per_cpu) in self.ports.iter().flatten() {
-            let mut sum: PortCounts = [0; observer_common::tcp::port_counter::COUNT];
-            for v in per_cpu.iter() {
-                for (s, c) in sum.iter_mut().zip(v.c) {
-                    *s += c;
-                }
-            }
-            snap.ports.push((port, sum));
+            snap.ports.push((port, sum_cpus(per_cpu.iter().map(|v| &v.c))));
         }
         snap
     }
@@ -377,6 +359,17 @@ impl Probe {
         }
         out
     }
+}
+
+/// Per-CPU counter arrays summed into one.
+fn sum_cpus<'a, const N: usize>(per_cpu: impl Iterator<Item = &'a [u64; N]>) -> [u64; N] {
+    let mut sum = [0u64; N];
+    for values in per_cpu {
+        for (s, v) in sum.iter_mut().zip(values) {
+            *s += v;
+        }
+    }
+    sum
 }
 
 fn disable(spec: &TpSpec, reason: String) -> Disabled {
