@@ -195,6 +195,7 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let (mut probe, rings) = Probe::start(&cfg, &tracefs)?;
+    privileges::drop_after_attach()?;
     for d in &probe.disabled {
         eprintln!("observer: disabled: {} ({}): {}", d.signals, d.source, d.reason);
     }

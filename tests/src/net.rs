@@ -42,7 +42,7 @@ impl Netns {
     /// Drop inbound packets that match an nft expression, e.g. `tcp dport 82`.
     pub fn nft_drop_input(&self, expr: &str) {
         self.run(&format!(
-            "nft add table inet obs && nft add chain inet obs in '{{ type filter hook input priority 0; }}' && nft add rule inet obs in {expr} drop"
+            "nft add table inet obs && nft add chain inet obs in '{{ type filter hook input priority 0; }}' && nft add rule inet obs in \"{expr} drop\""
         ));
     }
 

@@ -28,7 +28,7 @@ fn closed_port_is_refused_every_time_and_never_a_timeout() {
     assert_eq!(failure["outcome"], "refused");
     assert_eq!(failure["errno"], 111);
     assert_eq!(failure["comm"], "curl");
-    // The server side answered with RSTs from a port nothing listens on.
+    assert_eq!(r.port_total(81, "resets_sent"), 5, "the server side answered with RSTs: {:#}", r.0["tcp"]["local_ports"]);
     assert_eq!(r.lost_total(), 0);
 }
 
@@ -84,6 +84,23 @@ fn server_reset_of_an_established_connection_is_a_reset_received() {
     for c in FAILURES {
         assert_eq!(r.total(&dest, c), 0, "a reset after the handshake is not a connect failure ({c}): {:#}", r.0);
     }
+}
+
+#[test]
+fn lost_syn_acks_are_retransmitted_by_the_server_per_local_port() {
+    require_root();
+    let pair = Pair::new("synack");
+    let dest = format!("{}:86", pair.server_ip());
+    let _server = pair.server.spawn(&format!("{} rst-server {dest} 1", peers::peer_bin().display()));
+    peers::wait_listening(&pair.server, &dest);
+    // The client never sees a SYN-ACK: the server retransmits it, the client its SYN.
+    pair.client.nft_drop_input("tcp sport 86 tcp flags & (syn | ack) == syn | ack");
+    let obs = Observer::start(&pair.client, &[]);
+    let (ok, _) = pair.client.try_run(&format!("curl -s --connect-timeout 3 http://{dest}/"));
+    assert!(!ok);
+    let r = obs.stop();
+    assert!(r.port_total(86, "synack_retransmits") >= 1, "{:#}", r.0["tcp"]["local_ports"]);
+    assert!(r.total(&dest, "syn_retransmits") >= 1, "{:#}", r.0);
 }
 
 #[test]
@@ -198,6 +215,35 @@ fn without_privileges_it_says_what_is_missing_and_how_to_fix_it() {
     assert!(out.contains(&format!("sudo {}", copy.display())), "{out}");
     assert!(out.contains("sudo setcap cap_bpf,cap_perfmon,cap_net_admin"), "{out}");
     assert!(!out.contains("panicked"), "{out}");
+
+    // The setcap line it printed is enough: nobody, in a namespace of its own (where tracefs
+    // is not mounted), attaches and reports.
+    let line = out.split("`sudo setcap ").nth(1).and_then(|s| s.split('`').next()).expect("setcap line");
+    sh(&format!("setcap {line}"));
+    let pair = Pair::new("setcap");
+    let out = pair.client.run(&format!(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups {} --format json --duration 1 2>&1",
+        copy.display()
+    ));
+    assert!(out.contains("observer: attached 6 "), "{out}");
+    assert!(out.lines().last().unwrap_or("").contains("\"final\":true"), "{out}");
+}
+
+#[test]
+fn capabilities_are_dropped_after_attach() {
+    require_root();
+    let pair = Pair::new("capdrop");
+    let obs = Observer::start(&pair.client, &[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", obs.pid())).unwrap();
+    let cap = |name: &str| {
+        let hex = status.lines().find_map(|l| l.strip_prefix(name)).unwrap().trim();
+        u64::from_str_radix(hex, 16).unwrap()
+    };
+    // CAP_NET_ADMIN is bit 12, CAP_BPF bit 39.
+    let kept = (1u64 << 12) | (1u64 << 39);
+    assert_eq!(cap("CapEff:"), kept, "{status}");
+    assert_eq!(cap("CapPrm:"), kept, "{status}");
+    obs.stop();
 }
 
 #[test]

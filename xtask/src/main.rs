@@ -32,6 +32,8 @@ enum Cmd {
         #[arg(long)]
         e2e_only: bool,
     },
+    /// clippy on the host crates, warnings as errors (the kernel crate builds inside them).
+    Lint,
     /// DNS load benchmark (prints figures; not a test). Rates in queries per second.
     BenchDns {
         #[arg(default_values_t = [10_000u64, 50_000, 100_000])]
@@ -114,6 +116,10 @@ fn main() -> anyhow::Result<()> {
             run(cargo().args(["build", "--release", "-p", "observer"]))?;
             run(privileged(root().join("target/release/observer")).args(args))
         }
+        Cmd::Lint => run(cargo().args([
+            "clippy", "-p", "observer", "-p", "observer-common", "-p", "observer-tests", "-p", "xtask",
+            "--all-targets", "--", "-D", "warnings",
+        ])),
         Cmd::BenchDns { rates } => {
             setup()?;
             run(cargo().args(["build", "--release", "-p", "observer", "-p", "observer-tests", "--bins"]))?;

@@ -12,7 +12,7 @@ pub enum PrivilegeError {
          or grant the capabilities once: `sudo setcap {setcap}+ep {exe}`"
     )]
     Missing { missing: String, exe: String, args: String, setcap: String },
-    #[error("cannot read this process's capabilities: {0}")]
+    #[error("cannot read or change this process's capabilities: {0}")]
     Read(String),
 }
 
@@ -55,6 +55,20 @@ pub fn check_capabilities() -> Result<(), PrivilegeError> {
         args: args.join(" "),
         setcap: SETCAP.to_owned(),
     })
+}
+
+/// Once everything is attached, keep only what attaching to interfaces that come up later
+/// needs (CAP_NET_ADMIN, CAP_BPF); reading maps and ring buffers needs none.
+pub fn drop_after_attach() -> Result<(), PrivilegeError> {
+    let keep: caps::CapsHashSet = [Capability::CAP_NET_ADMIN, Capability::CAP_BPF].into_iter().collect();
+    let have = caps::read(None, CapSet::Permitted).map_err(|e| PrivilegeError::Read(e.to_string()))?;
+    let keep: caps::CapsHashSet = keep.intersection(&have).copied().collect();
+    let set = |which| caps::set(None, which, &keep).map_err(|e| PrivilegeError::Read(e.to_string()));
+    // Effective first: it must stay a subset of permitted at every step.
+    set(CapSet::Effective)?;
+    set(CapSet::Permitted)?;
+    caps::clear(None, CapSet::Inheritable).map_err(|e| PrivilegeError::Read(e.to_string()))?;
+    Ok(())
 }
 
 /// Kernel release and major.minor, from uname.
