@@ -208,3 +208,25 @@ fn the_interface_flag_restricts_what_is_watched() {
     assert_eq!(rep.0["dns"]["interfaces"], serde_json::json!(["lo"]));
     assert!(rep.resolver(&dns.addr).is_none(), "eth0 is not watched: {:#}", rep.0["dns"]);
 }
+
+#[test]
+fn kernel_counts_stay_exact_when_the_ring_buffer_overflows() {
+    require_root();
+    let pair = Pair::new("dns-overflow");
+    let target = format!("{}:53", pair.server_ip());
+    // A 4 KiB ring holds about seven messages: a burst must overflow it.
+    let obs = Observer::start(&pair.client, &["--dns-ringbuf-kib", "4"]);
+    let out = pair.client.run(&format!("{} dns-flood {target} 20000 1", peers::peer_bin().display()));
+    let sent: u64 = out.split_whitespace().next().and_then(|s| s.parse().ok()).expect("sent count");
+    let failed: u64 = out.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("failed count");
+    assert_eq!(failed, 0, "every send went out: {out}");
+    let seen = obs.wait_for(Duration::from_secs(5), |r| r.resolver_total(&target, "queries") == sent);
+    let rep = obs.stop();
+    assert!(seen.is_some(), "kernel must count all {sent} queries: {:#}", rep.0["dns"]["resolvers"]);
+    let dropped = rep.0["lost"]["dns_ringbuf_full"].as_u64().unwrap();
+    assert!(dropped > 0, "the tiny ring must have overflowed: {:#}", rep.0["lost"]);
+    assert_eq!(rep.resolver_total(&target, "queries"), sent);
+    // Every message either reached userspace or was counted as lost.
+    let parsed = rep.name("bench.test", "A").unwrap()["total"]["queries"].as_u64().unwrap();
+    assert_eq!(parsed + dropped, sent, "parsed {parsed} + dropped {dropped} != sent {sent}");
+}
