@@ -27,7 +27,6 @@ pub struct TpLayout {
     pub oldstate: u16,
     pub newstate: u16,
     pub protocol: u16,
-    pub error: u16,
     pub sport: u16,
     pub dport: u16,
     pub family: u16,
@@ -35,7 +34,6 @@ pub struct TpLayout {
     pub daddr: u16,
     pub saddr_v6: u16,
     pub daddr_v6: u16,
-    pub _pad: u16,
 }
 
 impl TpLayout {
@@ -47,7 +45,6 @@ impl TpLayout {
         oldstate: ABSENT,
         newstate: ABSENT,
         protocol: ABSENT,
-        error: ABSENT,
         sport: ABSENT,
         dport: ABSENT,
         family: ABSENT,
@@ -55,6 +52,5 @@ impl TpLayout {
         daddr: ABSENT,
         saddr_v6: ABSENT,
         daddr_v6: ABSENT,
-        _pad: 0,
     };
 }

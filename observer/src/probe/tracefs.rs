@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use observer_common::layout::{ABSENT, TpLayout, addr_style};
+use observer_common::layout::{TpLayout, addr_style};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TracefsError {
@@ -98,13 +98,12 @@ pub struct Needs {
     pub state: bool,
     pub set_state: bool,
     pub protocol: bool,
-    pub error: bool,
     pub addresses: bool,
 }
 
 impl Needs {
     pub const NONE: Needs =
-        Needs { skaddr: false, state: false, set_state: false, protocol: false, error: false, addresses: false };
+        Needs { skaddr: false, state: false, set_state: false, protocol: false, addresses: false };
 }
 
 /// Build a [`TpLayout`] from parsed fields, or say which field is missing or has an
@@ -131,9 +130,6 @@ pub fn build_layout(fields: &HashMap<String, Field>, needs: Needs) -> Result<TpL
     if needs.protocol {
         l.protocol = get("protocol", 2)?;
     }
-    if needs.error {
-        l.error = get("error", 4)?;
-    }
     if needs.addresses {
         if fields.contains_key("sport") {
             l.addr_style = addr_style::SPLIT;
@@ -151,7 +147,6 @@ pub fn build_layout(fields: &HashMap<String, Field>, needs: Needs) -> Result<TpL
             l.daddr = get("daddr", 28)?;
         }
     }
-    debug_assert!(l.saddr != ABSENT || !needs.addresses);
     l.enabled = 1;
     Ok(l)
 }
@@ -217,8 +212,8 @@ print fmt: \"family=%s\"
     #[test]
     fn missing_or_resized_fields_are_named() {
         let f = parse_format(SEND_RESET_610);
-        let err = build_layout(&f, Needs { error: true, ..Needs::NONE }).unwrap_err();
-        assert_eq!(err, "no field `error`");
+        let err = build_layout(&f, Needs { protocol: true, ..Needs::NONE }).unwrap_err();
+        assert_eq!(err, "no field `protocol`");
         let odd = SET_STATE.replace("size:4;\tsigned:1;\n\tfield:int newstate", "size:8;\tsigned:1;\n\tfield:int newstate");
         let err = build_layout(&parse_format(&odd), Needs { set_state: true, ..Needs::NONE }).unwrap_err();
         assert_eq!(err, "field `oldstate` is 8 bytes, expected 4");
