@@ -119,6 +119,8 @@ impl State {
         let user = [
             ("latency_samples_dropped", self.connect.samples_dropped() + self.dns.samples_dropped()),
             ("dns_pending_dropped", self.dns.pending_dropped),
+            ("tcp_table_evictions", self.connect.evictions),
+            ("resolver_table_evictions", self.dns.evictions),
             ("undecodable_events", self.undecodable),
         ];
         let lost_total: u64 = kernel.iter().chain(&user).map(|(_, v)| v).sum();

@@ -312,3 +312,23 @@ fn a_missing_tracepoint_disables_only_its_signals_with_one_line() {
     assert_eq!(r.0["disabled"][0]["source"], "tcp:tcp_send_reset");
     assert_eq!(r.port_total(81, "resets_sent"), 0, "resets sent are not counted without the tracepoint");
 }
+
+#[test]
+fn a_full_kernel_table_shows_its_evictions_in_lost() {
+    require_root();
+    let pair = Pair::new("evict");
+    let obs = Observer::start(&pair.client, &["--max-destinations", "16"]);
+    // 64 destinations (ports), paced so that observer reads the table between them.
+    for port in 2000..2064 {
+        let _ = pair.client.try_run(&format!("curl -s --max-time 1 http://{}:{port}/", pair.server_ip()));
+        if port % 8 == 7 {
+            std::thread::sleep(Duration::from_millis(600));
+        }
+    }
+    let r = obs.stop();
+    let evictions = r.0["lost"]["tcp_table_evictions"].as_u64().unwrap();
+    assert!(evictions > 0, "{:#}", r.0["lost"]);
+    assert!(r.lost_total() >= evictions);
+    let shown = r.0["tcp"]["destinations"].as_array().unwrap().len();
+    assert!(shown <= 16, "userspace stays bounded like the kernel table: {shown}");
+}

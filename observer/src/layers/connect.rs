@@ -44,6 +44,8 @@ pub struct ConnectLayer {
     max_dests: usize,
     dests: HashMap<SocketAddr, DestState>,
     ports: HashMap<u16, WindowedCounts<{ port_counter::COUNT }>>,
+    /// Kernel table entries seen evicted (LRU): their last increments are lost.
+    pub evictions: u64,
 }
 
 /// One destination as the presenters and verdicts see it.
@@ -131,7 +133,7 @@ fn outcome_name(o: Outcome) -> &'static str {
 
 impl ConnectLayer {
     pub fn new(window: Duration, max_dests: usize) -> ConnectLayer {
-        ConnectLayer { window, max_dests, dests: HashMap::new(), ports: HashMap::new() }
+        ConnectLayer { window, max_dests, dests: HashMap::new(), ports: HashMap::new(), evictions: 0 }
     }
 
     /// A finished connect from the ring buffer.
@@ -155,7 +157,9 @@ impl ConnectLayer {
             self.dests.entry(*addr).or_insert_with(DestState::new);
         }
         for (addr, state) in self.dests.iter_mut() {
-            state.counts.observe(now, seen.get(addr).copied(), window);
+            if state.counts.observe(now, seen.get(addr).copied(), window) {
+                self.evictions += 1;
+            }
             state.latency.close(now, window);
         }
         let ports: HashMap<u16, &PortCounts> = snap.ports.iter().map(|(p, c)| (*p, c)).collect();
@@ -163,12 +167,16 @@ impl ConnectLayer {
             self.ports.entry(*p).or_default();
         }
         for (p, counts) in self.ports.iter_mut() {
-            counts.observe(now, ports.get(p).copied(), window);
+            if counts.observe(now, ports.get(p).copied(), window) {
+                self.evictions += 1;
+            }
         }
         self.forget_idle(now);
     }
 
-    /// Keep userspace bounded like the kernel table: drop the destinations idle the longest.
+    /// Keep userspace bounded like the kernel table: drop the destinations idle the longest,
+    /// among those the kernel no longer holds. (Forgetting one it still holds would count its
+    /// since-start value a second time when it shows up again.)
     fn forget_idle(&mut self, now: Instant) {
         if self.dests.len() <= self.max_dests {
             return;
@@ -176,10 +184,12 @@ impl ConnectLayer {
         let mut by_idle: Vec<(Duration, SocketAddr)> = self
             .dests
             .iter()
+            .filter(|(_, s)| !s.counts.in_kernel())
             .map(|(a, s)| (s.counts.last_change.map_or(Duration::MAX, |t| now.duration_since(t)), *a))
             .collect();
         by_idle.sort_by(|a, b| b.cmp(a));
-        for (_, addr) in by_idle.into_iter().take(self.dests.len() - self.max_dests) {
+        let excess = self.dests.len() - self.max_dests;
+        for (_, addr) in by_idle.into_iter().take(excess) {
             self.dests.remove(&addr);
         }
     }
@@ -314,19 +324,22 @@ mod tests {
     }
 
     #[test]
-    fn userspace_table_is_bounded_and_keeps_the_active() {
+    fn userspace_forgets_only_what_the_kernel_evicted_and_counts_evictions() {
         let t0 = Instant::now();
         let mut layer = ConnectLayer::new(Duration::from_secs(10), 2);
-        let snap = |n: u64| TcpSnapshot {
-            dests: (1..=3u8)
-                .map(|i| (SocketAddr::from(([10, 0, 0, i], 80)), counts(&[(dc::ATTEMPTS, if i == 1 { n } else { 1 })])))
-                .collect(),
+        let snap = |ids: &[u8]| TcpSnapshot {
+            dests: ids.iter().map(|i| (SocketAddr::from(([10, 0, 0, *i], 80)), counts(&[(dc::ATTEMPTS, 1)]))).collect(),
             ports: vec![],
         };
-        layer.on_snapshot(t0, &snap(1));
-        layer.on_snapshot(t0 + Duration::from_secs(5), &snap(2));
+        layer.on_snapshot(t0, &snap(&[1, 2, 3]));
+        assert_eq!(layer.destinations().len(), 3, "all three are still in the kernel");
+        // The kernel evicted 10.0.0.2: userspace may now forget it, and counts the eviction.
+        layer.on_snapshot(t0 + Duration::from_secs(1), &snap(&[1, 3]));
         let kept: Vec<SocketAddr> = layer.destinations().iter().map(|d| d.dest).collect();
         assert_eq!(kept.len(), 2);
-        assert!(kept.contains(&"10.0.0.1:80".parse().unwrap()), "{kept:?}");
+        assert!(!kept.contains(&"10.0.0.2:80".parse().unwrap()), "{kept:?}");
+        assert_eq!(layer.evictions, 1);
+        // Nothing is counted twice: 10.0.0.1 and 10.0.0.3 still total 1 attempt each.
+        assert!(layer.destinations().iter().all(|d| d.total.get(dc::ATTEMPTS) == 1));
     }
 }

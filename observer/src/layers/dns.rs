@@ -109,6 +109,8 @@ pub struct DnsLayer {
     /// The time of the last reading, stamped on answers seen since.
     now: Option<Instant>,
     pub pending_dropped: u64,
+    /// Resolver entries seen evicted from the kernel table (LRU).
+    pub evictions: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -248,6 +250,7 @@ impl DnsLayer {
             answers: HashMap::new(),
             now: None,
             pending_dropped: 0,
+            evictions: 0,
         }
     }
 
@@ -363,7 +366,9 @@ impl DnsLayer {
             self.resolvers.entry(*a).or_default();
         }
         for (addr, r) in self.resolvers.iter_mut() {
-            r.kernel.observe(now, kernel.get(addr).copied(), window);
+            if r.kernel.observe(now, kernel.get(addr).copied(), window) {
+                self.evictions += 1;
+            }
             let user = r.user_total;
             r.user.observe(now, Some(&user), window);
             r.latency.close(now, window);

@@ -25,9 +25,12 @@ impl<const N: usize> Default for WindowedCounts<N> {
 impl<const N: usize> WindowedCounts<N> {
     /// Record a since-start reading taken at `now`. `None` means the kernel no longer holds the
     /// key (evicted): nothing happened this interval, and a later reading starts from zero.
-    pub fn observe(&mut self, now: Instant, reading: Option<&[u64; N]>, window: Duration) {
+    ///
+    /// Returns true when the reading shows an eviction (the key vanished, or came back with
+    /// lower counters): increments made between the last reading and the eviction are lost.
+    pub fn observe(&mut self, now: Instant, reading: Option<&[u64; N]>, window: Duration) -> bool {
         let mut delta = [0u64; N];
-        match reading {
+        let evicted = match reading {
             Some(cur) => {
                 // A counter that went down means the entry was evicted and created again.
                 let restarted = cur.iter().zip(&self.last_reading).any(|(c, l)| c < l);
@@ -35,9 +38,14 @@ impl<const N: usize> WindowedCounts<N> {
                     delta[i] = if restarted { cur[i] } else { cur[i] - self.last_reading[i] };
                 }
                 self.last_reading = *cur;
+                restarted
             }
-            None => self.last_reading = [0; N],
-        }
+            None => {
+                let had = self.last_reading.iter().any(|&v| v > 0);
+                self.last_reading = [0; N];
+                had
+            }
+        };
         if delta.iter().any(|&d| d > 0) {
             self.last_change = Some(now);
         }
@@ -52,6 +60,12 @@ impl<const N: usize> WindowedCounts<N> {
                 break;
             }
         }
+        evicted
+    }
+
+    /// True when the kernel held this key at the last reading.
+    pub fn in_kernel(&self) -> bool {
+        self.last_reading.iter().any(|&v| v > 0)
     }
 
     pub fn total(&self) -> [u64; N] {
@@ -93,12 +107,13 @@ mod tests {
     fn eviction_and_recreation_do_not_lose_or_double_count() {
         let t0 = Instant::now();
         let mut w = WindowedCounts::<1>::default();
-        w.observe(t0, Some(&[10]), W);
-        w.observe(t0 + Duration::from_secs(1), None, W);
-        w.observe(t0 + Duration::from_secs(2), Some(&[4]), W);
+        assert!(!w.observe(t0, Some(&[10]), W));
+        assert!(w.observe(t0 + Duration::from_secs(1), None, W), "vanished: an eviction");
+        assert!(!w.observe(t0 + Duration::from_secs(2), None, W), "still gone: not a second one");
+        assert!(!w.observe(t0 + Duration::from_secs(2), Some(&[4]), W));
         assert_eq!(w.total(), [14]);
         // Recreated between readings without a gap: the lower value gives it away.
-        w.observe(t0 + Duration::from_secs(3), Some(&[1]), W);
+        assert!(w.observe(t0 + Duration::from_secs(3), Some(&[1]), W));
         assert_eq!(w.total(), [15]);
     }
 }
