@@ -157,9 +157,9 @@ fn the_tui_under_tmux_shows_tcp_suspect_with_the_destination() {
     let session = format!("observer-test-{}", std::process::id());
     let bin = observer_tests::observer::binary();
     let evidence = peers::TempDir::new("evidence");
-    // 100x30: a common small terminal. The session ends when observer exits.
+    // 100x30, UTF-8 whatever the locale (-u). The session ends 30 s after observer exits.
     sh(&format!(
-        "tmux new-session -d -s {session} -x 100 -y 30 'OBSERVER_EVIDENCE_DIR={} {}{}; sleep 30'",
+        "tmux -u new-session -d -s {session} -x 100 -y 30 'OBSERVER_EVIDENCE_DIR={} {}{}; sleep 30'",
         evidence.0.display(),
         pair.client.prefix(),
         bin.display()
