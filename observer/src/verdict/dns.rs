@@ -95,20 +95,12 @@ pub fn evaluate(inputs: &Inputs<'_>, t: &DnsThresholds) -> Verdict {
                 })
                 .collect();
             let who: Vec<String> = d.answers.iter().map(|a| a.resolver.to_string()).collect();
-            for r in &who {
-                hits.push(Hit { rule: "dns.divergence", destination: r.clone(), evidence: None });
+            let line = format!("DNS answers differ between {} for {} ({}): {}", who.join(" and "), d.qname, d.qtype, sides.join("; "));
+            // One evidence line for the pair; every resolver involved is a destination.
+            let mut evidence = Some(line);
+            for r in who {
+                hits.push(Hit { rule: "dns.divergence", destination: r, evidence: evidence.take() });
             }
-            hits.push(Hit {
-                rule: "dns.divergence",
-                destination: who[0].clone(),
-                evidence: Some(format!(
-                    "DNS answers differ between {} for {} ({}): {}",
-                    who.join(" and "),
-                    d.qname,
-                    d.qtype,
-                    sides.join("; ")
-                )),
-            });
         }
     }
     Verdict::from_hits(hits, had_signal, "no DNS messages in the window")

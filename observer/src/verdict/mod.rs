@@ -87,27 +87,20 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    fn empty(verdict: State) -> Verdict {
+        Verdict { verdict, rules: vec![], evidence: vec![], destinations: vec![], consequence_of: None, note: None }
+    }
+
     pub fn no_signal(note: &str) -> Verdict {
-        Verdict {
-            verdict: State::NoSignal,
-            rules: vec![],
-            evidence: vec![],
-            destinations: vec![],
-            consequence_of: None,
-            note: Some(note.to_owned()),
-        }
+        Verdict { note: Some(note.to_owned()), ..Verdict::empty(State::NoSignal) }
     }
 
     /// From the rule hits of one layer: suspect when any fired, else healthy or no-signal.
     fn from_hits(hits: Vec<Hit>, had_signal: bool, quiet_note: &str) -> Verdict {
         if hits.is_empty() {
-            return if had_signal {
-                Verdict { verdict: State::Healthy, ..Verdict::no_signal("") }.without_note()
-            } else {
-                Verdict::no_signal(quiet_note)
-            };
+            return if had_signal { Verdict::empty(State::Healthy) } else { Verdict::no_signal(quiet_note) };
         }
-        let mut v = Verdict { verdict: State::Suspect, ..Verdict::no_signal("") }.without_note();
+        let mut v = Verdict::empty(State::Suspect);
         for h in hits {
             if !v.rules.contains(&h.rule) {
                 v.rules.push(h.rule);
@@ -120,11 +113,6 @@ impl Verdict {
             }
         }
         v
-    }
-
-    fn without_note(mut self) -> Verdict {
-        self.note = None;
-        self
     }
 }
 
