@@ -8,36 +8,25 @@ pub const CAPTURE_MAX: usize = 512;
 /// Extra DNS ports beside 53 (`--dns-port`), in a small array map.
 pub const MAX_EXTRA_PORTS: u32 = 8;
 
-/// Indexes into [`DnsCounters::c`], per resolver endpoint.
-pub mod dns_counter {
-    /// A UDP DNS message with QR=0 (a query) sent to this resolver.
-    pub const QUERIES: usize = 0;
-    /// A UDP DNS message with QR=1 from this resolver.
-    pub const RESPONSES: usize = 1;
-    pub const NOERROR: usize = 2;
-    pub const NXDOMAIN: usize = 3;
-    pub const SERVFAIL: usize = 4;
-    pub const REFUSED: usize = 5;
-    pub const OTHER_RCODE: usize = 6;
-    /// Responses with the TC bit set.
-    pub const TRUNCATED: usize = 7;
-    /// UDP payloads to or from a DNS port too short for a DNS header (12 bytes).
-    pub const SHORT: usize = 8;
-    /// TCP segments with payload to or from port 53 (DNS over TCP is counted, not parsed).
-    pub const TCP_SEGMENTS: usize = 9;
-    pub const COUNT: usize = 10;
-    pub const NAMES: [&str; COUNT] = [
-        "queries",
-        "responses",
-        "noerror",
-        "nxdomain",
-        "servfail",
-        "refused",
-        "other_rcode",
-        "truncated",
-        "short",
-        "tcp_segments",
-    ];
+crate::counter_set! {
+    /// Indexes into [`DnsCounters::c`], per resolver endpoint.
+    pub mod dns_counter {
+        /// A UDP DNS message with QR=0 (a query) sent to this resolver.
+        QUERIES = "queries",
+        /// A UDP DNS message with QR=1 from this resolver.
+        RESPONSES = "responses",
+        NOERROR = "noerror",
+        NXDOMAIN = "nxdomain",
+        SERVFAIL = "servfail",
+        REFUSED = "refused",
+        OTHER_RCODE = "other_rcode",
+        /// Responses with the TC bit set.
+        TRUNCATED = "truncated",
+        /// UDP payloads to or from a DNS port too short for a DNS header (12 bytes).
+        SHORT = "short",
+        /// TCP segments with payload to or from port 53 (DNS over TCP is counted, not parsed).
+        TCP_SEGMENTS = "tcp_segments",
+    }
 }
 
 #[repr(C)]

@@ -5,10 +5,35 @@
 //! `aya::Pod` impls that userspace needs to read maps.
 #![no_std]
 
+#[macro_use]
+pub mod counters;
 pub mod dns;
 pub mod layout;
-pub mod lost;
 pub mod tcp;
+
+// Indexes of the kernel's lost-event counters (a per-CPU array, summed by userspace).
+// Nothing is dropped silently: every place that cannot record something bumps one of these.
+crate::counter_set! {
+    /// Kernel-side losses, by cause; the names are the keys of the JSON `lost` section.
+    pub mod lost {
+        /// A connect outcome did not fit in the connect ring buffer.
+        CONNECT_RINGBUF_FULL = "connect_ringbuf_full",
+        /// The in-flight connection table could not take a new socket.
+        CONN_TABLE_FULL = "conn_table_full",
+        /// The per-destination counter table could not take a new destination.
+        DEST_TABLE_FULL = "dest_table_full",
+        /// The per-local-port counter table could not take a new port.
+        PORT_TABLE_FULL = "port_table_full",
+        /// A tracepoint field could not be read.
+        TRACEPOINT_READ_FAILED = "tracepoint_read_failed",
+        /// A DNS message did not fit in the DNS ring buffer (the per-resolver counters still count it).
+        DNS_RINGBUF_FULL = "dns_ringbuf_full",
+        /// The per-resolver counter table could not take a new resolver.
+        RESOLVER_TABLE_FULL = "resolver_table_full",
+        /// A DNS message's bytes could not be copied out of the packet.
+        DNS_COPY_FAILED = "dns_copy_failed",
+    }
+}
 
 #[cfg(feature = "user")]
 mod pod {

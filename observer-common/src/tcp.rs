@@ -13,45 +13,33 @@ pub struct Endpoint {
     pub family: u16,
 }
 
-/// Indexes into [`TcpCounters::c`].
-pub mod dest_counter {
-    /// CLOSE -> SYN_SENT: an outgoing connect started.
-    pub const ATTEMPTS: usize = 0;
-    /// SYN_SENT -> ESTABLISHED.
-    pub const ESTABLISHED: usize = 1;
-    /// SYN answered by RST (ECONNREFUSED).
-    pub const REFUSED: usize = 2;
-    /// SYN retries exhausted (ETIMEDOUT).
-    pub const TIMED_OUT: usize = 3;
-    /// EHOSTUNREACH / ENETUNREACH (ICMP or a soft error at timeout).
-    pub const UNREACHABLE: usize = 4;
-    /// Any other errno while in SYN_SENT.
-    pub const OTHER_ERROR: usize = 5;
-    /// The application closed the socket before the handshake finished (for example a
-    /// client-side connect timeout shorter than the kernel's SYN retries).
-    pub const ABORTED: usize = 6;
-    /// SYN retransmits (tcp_retransmit_skb in SYN_SENT).
-    pub const SYN_RETRANSMITS: usize = 7;
-    /// RST received on a connection past SYN_SENT.
-    pub const RESETS_RECEIVED: usize = 8;
-    /// RST sent to this destination.
-    pub const RESETS_SENT: usize = 9;
-    /// Retransmits of anything but the SYN.
-    pub const DATA_RETRANSMITS: usize = 10;
-    pub const COUNT: usize = 11;
-    pub const NAMES: [&str; COUNT] = [
-        "attempts",
-        "established",
-        "refused",
-        "timed_out",
-        "unreachable",
-        "other_errors",
-        "aborted",
-        "syn_retransmits",
-        "resets_received",
-        "resets_sent",
-        "data_retransmits",
-    ];
+crate::counter_set! {
+    /// Indexes into [`TcpCounters::c`].
+    pub mod dest_counter {
+        /// CLOSE -> SYN_SENT: an outgoing connect started.
+        ATTEMPTS = "attempts",
+        /// SYN_SENT -> ESTABLISHED.
+        ESTABLISHED = "established",
+        /// SYN answered by RST (ECONNREFUSED).
+        REFUSED = "refused",
+        /// SYN retries exhausted (ETIMEDOUT).
+        TIMED_OUT = "timed_out",
+        /// EHOSTUNREACH / ENETUNREACH (ICMP or a soft error at timeout).
+        UNREACHABLE = "unreachable",
+        /// Any other errno while in SYN_SENT.
+        OTHER_ERROR = "other_errors",
+        /// The application closed the socket before the handshake finished (for example a
+        /// client-side connect timeout shorter than the kernel's SYN retries).
+        ABORTED = "aborted",
+        /// SYN retransmits (tcp_retransmit_skb in SYN_SENT).
+        SYN_RETRANSMITS = "syn_retransmits",
+        /// RST received on a connection past SYN_SENT.
+        RESETS_RECEIVED = "resets_received",
+        /// RST sent to this destination.
+        RESETS_SENT = "resets_sent",
+        /// Retransmits of anything but the SYN.
+        DATA_RETRANSMITS = "data_retransmits",
+    }
 }
 
 /// Counters per remote endpoint of outgoing connections, since the programs were loaded.
@@ -65,19 +53,14 @@ impl TcpCounters {
     pub const ZERO: TcpCounters = TcpCounters { c: [0; dest_counter::COUNT] };
 }
 
-/// Indexes into [`PortCounters::c`]: the server role, keyed by local port.
-pub mod port_counter {
-    pub const SYNACK_RETRANSMITS: usize = 0;
-    pub const RESETS_SENT: usize = 1;
-    pub const RESETS_RECEIVED: usize = 2;
-    pub const DATA_RETRANSMITS: usize = 3;
-    pub const COUNT: usize = 4;
-    pub const NAMES: [&str; COUNT] = [
-        "synack_retransmits",
-        "resets_sent",
-        "resets_received",
-        "data_retransmits",
-    ];
+crate::counter_set! {
+    /// Indexes into [`PortCounters::c`]: the server role, keyed by local port.
+    pub mod port_counter {
+        SYNACK_RETRANSMITS = "synack_retransmits",
+        RESETS_SENT = "resets_sent",
+        RESETS_RECEIVED = "resets_received",
+        DATA_RETRANSMITS = "data_retransmits",
+    }
 }
 
 #[repr(C)]

@@ -44,11 +44,11 @@ pub static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
 
 /// Lost-event counters, indexed by `observer_common::lost`.
 #[map]
-pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::COUNT, 0);
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::COUNT as u32, 0);
 
 #[inline(always)]
-pub fn count_lost(index: u32) {
-    if let Some(p) = LOST.get_ptr_mut(index) {
+pub fn count_lost(index: usize) {
+    if let Some(p) = LOST.get_ptr_mut(index as u32) {
         // Per-CPU slot: no other CPU writes it, a plain add is enough.
         unsafe { *p += 1 };
     }
@@ -84,7 +84,7 @@ impl Counters<{ observer_common::dns::dns_counter::COUNT }> for DnsCounters {
 /// Bump counter `index` of `key`, creating the entry on first use; a full table is counted
 /// in `lost_index`.
 #[inline(always)]
-fn bump<K, V: Counters<N>, const N: usize>(map: &LruPerCpuHashMap<K, V>, key: &K, index: usize, lost_index: u32) {
+fn bump<K, V: Counters<N>, const N: usize>(map: &LruPerCpuHashMap<K, V>, key: &K, index: usize, lost_index: usize) {
     if index >= N {
         return;
     }

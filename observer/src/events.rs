@@ -1,5 +1,6 @@
-//! What the probe hands to the layers: plain userspace types, decoupled from the ring buffer
-//! and the kernel maps, so that tests (and later an offline replay) can feed the layers.
+//! What a source hands to the layers: plain userspace types, decoupled from the ring buffer
+//! and the kernel maps, so that tests, snapshots and a later offline replay can feed the
+//! layers. Every timestamp here comes from the source; no layer reads a clock.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -11,6 +12,65 @@ use observer_common::{
     tcp::{AF_INET, ConnectEvent, Endpoint, dest_counter, outcome, port_counter},
 };
 
+/// A point on the kernel's CLOCK_MONOTONIC (what bpf_ktime_get_ns returns), in nanoseconds.
+/// A test source makes these up; the live source reads them from the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Mono(pub u64);
+
+impl Mono {
+    /// Time since `earlier`, zero when `earlier` is later.
+    pub fn since(self, earlier: Mono) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+
+    pub fn after(self, d: Duration) -> Mono {
+        Mono(self.0.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
+    }
+}
+
+/// One thing seen, as it happened. Each layer takes the variants it knows and ignores the rest.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Connect(ConnectRecord),
+    Dns(DnsMessage),
+}
+
+/// Since-start kernel counters, one reading per layer that keeps counters in the kernel.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    pub tcp: TcpSnapshot,
+    pub dns: DnsSnapshot,
+}
+
+/// A signal the source cannot collect, and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Disabled {
+    pub source: String,
+    pub signals: &'static str,
+    pub reason: String,
+}
+
+/// The end of an interval: a reading of the counters, and the time it was taken at.
+#[derive(Debug, Clone)]
+pub struct Tick {
+    pub at: Mono,
+    /// Wall-clock time of the reading, for the report's timestamp.
+    pub wall: SystemTime,
+    pub counters: Counters,
+    /// Since-start losses the source knows of (kernel counters, undecodable records).
+    pub lost: Vec<(&'static str, u64)>,
+    pub disabled: Vec<Disabled>,
+    /// Lines for the user (an interface came or went).
+    pub notes: Vec<String>,
+}
+
+/// What a source yields: events as they arrive, and a tick at the end of each interval.
+#[derive(Debug, Clone)]
+pub enum Input {
+    Events(Vec<Event>),
+    Tick(Tick),
+}
+
 pub type DestCounts = [u64; dest_counter::COUNT];
 pub type PortCounts = [u64; port_counter::COUNT];
 pub type ResolverCounts = [u64; dns_counter::COUNT];
@@ -19,13 +79,15 @@ pub type ResolverCounts = [u64; dns_counter::COUNT];
 #[derive(Debug, Clone, Default)]
 pub struct DnsSnapshot {
     pub resolvers: Vec<(SocketAddr, ResolverCounts)>,
+    /// Interfaces the DNS programs were attached to at the reading.
+    pub interfaces: Vec<String>,
 }
 
 /// One DNS message seen on the wire.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DnsMessage {
-    /// Kernel monotonic nanoseconds: latencies are differences of these.
-    pub ts_ns: u64,
+    /// Latencies are differences of these.
+    pub at: Mono,
     pub client: SocketAddr,
     pub resolver: SocketAddr,
     pub is_response: bool,
@@ -44,7 +106,7 @@ pub fn decode_dns(raw: &[u8]) -> Option<DnsMessage> {
     let ev: DnsEvent = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
     let captured = usize::from(ev.captured).min(ev.data.len());
     Some(DnsMessage {
-        ts_ns: ev.ts_ns,
+        at: Mono(ev.ts_ns),
         client: endpoint_addr(&ev.client),
         resolver: endpoint_addr(&ev.resolver),
         is_response: ev.is_response != 0,
@@ -88,7 +150,7 @@ impl Outcome {
 /// One finished outgoing connect.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectRecord {
-    pub at: SystemTime,
+    pub at: Mono,
     pub dest: SocketAddr,
     pub outcome: Outcome,
     pub latency: Duration,
@@ -108,7 +170,7 @@ pub fn endpoint_addr(e: &Endpoint) -> SocketAddr {
 }
 
 /// Decode a ring-buffer record. `None` for a short or unknown record (counted by the caller).
-pub fn decode_connect(bytes: &[u8], mono_to_wall: impl Fn(u64) -> SystemTime) -> Option<ConnectRecord> {
+pub fn decode_connect(bytes: &[u8]) -> Option<ConnectRecord> {
     if bytes.len() < size_of::<ConnectEvent>() {
         return None;
     }
@@ -116,7 +178,7 @@ pub fn decode_connect(bytes: &[u8], mono_to_wall: impl Fn(u64) -> SystemTime) ->
     let ev: ConnectEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     let comm_len = ev.comm.iter().position(|&b| b == 0).unwrap_or(ev.comm.len());
     Some(ConnectRecord {
-        at: mono_to_wall(ev.ts_ns),
+        at: Mono(ev.ts_ns),
         dest: endpoint_addr(&ev.dest),
         outcome: Outcome::from_raw(ev.outcome)?,
         latency: Duration::from_nanos(ev.latency_ns),
@@ -152,16 +214,16 @@ mod tests {
             comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
             _pad: 0,
         };
-        let r = decode_connect(&raw(&ev), |_| SystemTime::UNIX_EPOCH).unwrap();
+        let r = decode_connect(&raw(&ev)).unwrap();
         assert_eq!(r.dest, "10.0.0.2:443".parse().unwrap());
         assert_eq!((r.outcome, r.comm.as_str(), r.latency), (Outcome::Refused, "curl", Duration::from_micros(1500)));
 
         ev.dest = Endpoint { addr: "fd00::1".parse::<Ipv6Addr>().unwrap().octets(), port: 53, family: AF_INET6 };
-        let r = decode_connect(&raw(&ev), |_| SystemTime::UNIX_EPOCH).unwrap();
+        let r = decode_connect(&raw(&ev)).unwrap();
         assert_eq!(r.dest, "[fd00::1]:53".parse().unwrap());
 
-        assert!(decode_connect(&raw(&ev)[..10], |_| SystemTime::UNIX_EPOCH).is_none());
+        assert!(decode_connect(&raw(&ev)[..10]).is_none());
         ev.outcome = 99;
-        assert!(decode_connect(&raw(&ev), |_| SystemTime::UNIX_EPOCH).is_none());
+        assert!(decode_connect(&raw(&ev)).is_none());
     }
 }

@@ -4,9 +4,11 @@ mod cli;
 mod config;
 mod events;
 mod layers;
+mod pipeline;
 mod present;
 mod probe;
 mod run;
+mod source;
 mod verdict;
 
 use std::{process::ExitCode, time::Instant};

@@ -1,37 +1,32 @@
-//! The runtime: privileges and kernel checks, attach, then one loop that drains events, reads
-//! counters every interval and writes reports until Ctrl-C, SIGTERM or --duration.
+//! The runtime: privileges and kernel checks, attach, then one loop that feeds the pipeline
+//! from the source and writes reports until Ctrl-C, SIGTERM, --duration or the source ends.
+//! It knows no layer: those are the pipeline's.
 
 use std::{
     io::{IsTerminal, Write},
-    time::{Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use aya::maps::{MapData, RingBuf};
-use observer_common::lost;
 use tokio::{
-    io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
-    time::{MissedTickBehavior, interval_at, sleep_until},
+    time::sleep_until,
 };
 
 use crate::{
     cli::{Cli, Format},
     config::{self, Config},
-    events::{decode_connect, decode_dns},
-    layers::{
-        connect::ConnectLayer,
-        dns::{DnsConfig, DnsLayer},
-        window::WindowedCounts,
-    },
+    events::{Input, Mono},
+    pipeline::{Options, Pipeline},
     present::{
         events, json,
-        report::{self, Report},
+        report::Report,
         text,
-        tui::{Input, Tui},
+        tui::{Input as Key, Tui},
     },
-    probe::{self, Probe, ProbeConfig, privileges, tracefs},
-    verdict::{self, Change, Tracker},
+    probe::{self, Probe, ProbeConfig, live::LiveSource, privileges, tracefs},
+    source::Source,
+    verdict::Change,
 };
 
 pub fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
@@ -49,24 +44,6 @@ pub fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(run_async(cli, config, started, tracefs))
-}
-
-/// The layers and what could not be decoded.
-struct State {
-    connect: ConnectLayer,
-    dns: DnsLayer,
-    undecodable: u64,
-    /// All lost events, windowed: verdict confidence drops while any were lost recently.
-    lost: WindowedCounts<1>,
-    tracker: Tracker,
-}
-
-/// What every report needs besides the layers.
-struct Context<'a> {
-    cli: &'a Cli,
-    config: &'a Config,
-    host: &'a str,
-    started: Instant,
 }
 
 enum Sink {
@@ -97,88 +74,47 @@ impl Sink {
             other => other.context("cannot write to stdout"),
         }
     }
+
+    /// A line for the user: on the TUI's status line, or on stderr.
+    fn note(&mut self, note: String) {
+        match self {
+            Sink::Tui(tui) => tui.app.status = Some(note),
+            _ => eprintln!("observer: {note}"),
+        }
+    }
+
+    /// Feed one input to the pipeline and write the report a tick closes.
+    fn step(&mut self, pipeline: &mut Pipeline, input: Input, is_final: bool) -> anyhow::Result<()> {
+        if let Input::Tick(tick) = &input {
+            for note in &tick.notes {
+                self.note(note.clone());
+            }
+        }
+        match pipeline.on_input(&input, is_final) {
+            Some((report, changes)) => self.emit(report, changes, is_final),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The next key press when the TUI runs; never ready otherwise.
-async fn next_input(sink: &mut Sink) -> Option<Input> {
+async fn next_key(sink: &mut Sink) -> Option<Key> {
     match sink {
         Sink::Tui(tui) => tui.next_input().await,
         _ => std::future::pending().await,
     }
 }
 
-impl State {
-    /// Close the interval: read the kernel counters, evaluate the verdicts, build the report.
-    fn report(&mut self, ctx: &Context<'_>, probe: &Probe, is_final: bool) -> (Report, Vec<Change>) {
-        let cli = ctx.cli;
-        let now = Instant::now();
-        let window = cli.window();
-        self.connect.on_snapshot(now, &probe.snapshot());
-        self.dns.on_snapshot(now, probe::monotonic_ns(), &probe.dns_snapshot());
-        let kernel: Vec<(&'static str, u64)> = lost::NAMES.iter().copied().zip(probe.lost_counts()).collect();
-        let user = [
-            ("latency_samples_dropped", self.connect.samples_dropped() + self.dns.samples_dropped()),
-            ("dns_pending_dropped", self.dns.pending_dropped),
-            ("tcp_table_evictions", self.connect.evictions),
-            ("resolver_table_evictions", self.dns.evictions),
-            ("undecodable_events", self.undecodable),
-        ];
-        let lost_total: u64 = kernel.iter().chain(&user).map(|(_, v)| v).sum();
-        self.lost.observe(now, Some(&[lost_total]), window);
-        let views = report::Views::of(&report::Layers { connect: &self.connect, dns: &self.dns });
-        let inputs = verdict::Inputs {
-            window_s: window.as_secs_f64(),
-            dns_timeout_s: cli.dns_timeout,
-            resolvers: &views.resolvers,
-            names: &views.names,
-            divergences: &views.divergences,
-            destinations: &views.destinations,
-            lost_in_window: self.lost.window()[0],
-        };
-        let verdicts = verdict::evaluate(&inputs, ctx.config);
-        let meta = report::Meta {
-            now: SystemTime::now(),
-            host: ctx.host,
-            uptime_s: ctx.started.elapsed().as_secs_f64(),
-            interval_s: cli.interval,
-            window_s: window.as_secs_f64(),
-            is_final,
-            kernel_lost: &kernel,
-            disabled: &probe.disabled,
-            top: cli.top as usize,
-            dns_top_names: cli.dns_top_names as usize,
-            dns_interfaces: probe.dns_interfaces(),
-        };
-        let r = report::build(&meta, views, self.connect.local_ports(), verdicts, &user);
-        let changes = self.tracker.update(&r.ts, &r.verdicts);
-        (r, changes)
+fn options(cli: &Cli) -> Options {
+    Options {
+        interval: cli.interval(),
+        window: cli.window(),
+        max_destinations: cli.max_destinations as usize,
+        top: cli.top as usize,
+        dns_timeout: Duration::from_secs_f64(cli.dns_timeout),
+        max_dns_names: cli.max_dns_names as usize,
+        dns_top_names: cli.dns_top_names as usize,
     }
-
-    fn drain_connect(&mut self, ring: &mut RingBuf<MapData>) {
-        while let Some(item) = ring.next() {
-            match decode_connect(&item, probe::mono_to_wall) {
-                Some(rec) => self.connect.on_connect(rec),
-                None => self.undecodable += 1,
-            }
-        }
-    }
-
-    fn drain_dns(&mut self, ring: &mut RingBuf<MapData>) {
-        while let Some(item) = ring.next() {
-            match decode_dns(&item) {
-                Some(msg) => self.dns.on_message(msg),
-                None => self.undecodable += 1,
-            }
-        }
-    }
-}
-
-fn poll(ring: RingBuf<MapData>, what: &str) -> anyhow::Result<AsyncFd<RingBuf<MapData>>> {
-    // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the AsyncFd
-    // (which owns the RingBuf) is dropped.
-    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
-        .with_context(|| format!("cannot poll the {what} ring buffer"))
 }
 
 async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::path::PathBuf) -> anyhow::Result<()> {
@@ -196,7 +132,7 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
     // Handlers first: a signal that arrives right after "attached" must still drain and exit 0.
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let (mut probe, rings) = Probe::start(&cfg, &tracefs)?;
+    let (probe, rings) = Probe::start(&cfg, &tracefs)?;
     privileges::drop_after_attach()?;
     for d in &probe.disabled {
         eprintln!("observer: disabled: {} ({}): {}", d.signals, d.source, d.reason);
@@ -209,6 +145,7 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
         started.elapsed().as_millis(),
         probe.attached.join(", ")
     );
+    let mut source = LiveSource::new(probe, rings, cli.interval())?;
 
     let format = match cli.format {
         Format::Auto if std::io::stdout().is_terminal() => Format::Tui,
@@ -218,20 +155,9 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "unknown".to_owned());
-    let mut connect_ring = poll(rings.connect, "connect")?;
-    let mut dns_ring = poll(rings.dns, "DNS")?;
-    let mut state = State {
-        connect: ConnectLayer::new(cli.window(), cli.max_destinations as usize),
-        dns: DnsLayer::new(DnsConfig {
-            window: cli.window(),
-            unanswered_after: std::time::Duration::from_secs_f64(cli.dns_timeout),
-            max_names: cli.max_dns_names as usize,
-            max_pending: 65_536,
-        }),
-        undecodable: 0,
-        lost: WindowedCounts::default(),
-        tracker: Tracker::new(200),
-    };
+    // Uptime counts from the process start, on the kernel's clock like every tick.
+    let since_start = u64::try_from(started.elapsed().as_nanos()).unwrap_or(0);
+    let mut pipeline = Pipeline::new(options(&cli), config, &host, Mono(probe::monotonic_ns().saturating_sub(since_start)));
     let mut sink = match format {
         Format::Tui => Sink::Tui(Box::new(Tui::start()?)),
         Format::Events => Sink::Events,
@@ -241,41 +167,18 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
     if let Sink::Tui(tui) = &mut sink {
         tui.draw()?;
     }
-    let begin = tokio::time::Instant::now();
-    let mut ticks = interval_at(begin + cli.interval(), cli.interval());
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let deadline = cli.duration().map(|d| begin + d);
-    let ctx = Context { cli: &cli, config: &config, host: &host, started };
+    let deadline = cli.duration().map(|d| tokio::time::Instant::now() + d);
 
     loop {
         tokio::select! {
-            guard = connect_ring.readable_mut() => {
-                let mut guard = guard.context("polling the connect ring buffer failed")?;
-                state.drain_connect(guard.get_inner_mut());
-                guard.clear_ready();
-            }
-            guard = dns_ring.readable_mut() => {
-                let mut guard = guard.context("polling the DNS ring buffer failed")?;
-                state.drain_dns(guard.get_inner_mut());
-                guard.clear_ready();
-            }
-            _ = ticks.tick() => {
-                state.drain_connect(connect_ring.get_mut());
-                state.drain_dns(dns_ring.get_mut());
-                for note in probe.refresh_interfaces() {
-                    if let Sink::Tui(tui) = &mut sink {
-                        tui.app.status = Some(note);
-                    } else {
-                        eprintln!("observer: {note}");
-                    }
-                }
-                let (report, changes) = state.report(&ctx, &probe, false);
-                sink.emit(report, changes, false)?;
-            }
-            input = next_input(&mut sink) => {
-                let quit = match (input, &mut sink) {
-                    (Some(Input::Action(a)), Sink::Tui(tui)) => tui.apply(a)?,
-                    (Some(Input::Redraw), Sink::Tui(tui)) => { tui.draw()?; false }
+            input = source.next() => match input? {
+                Some(input) => sink.step(&mut pipeline, input, false)?,
+                None => break,
+            },
+            key = next_key(&mut sink) => {
+                let quit = match (key, &mut sink) {
+                    (Some(Key::Action(a)), Sink::Tui(tui)) => tui.apply(a)?,
+                    (Some(Key::Redraw), Sink::Tui(tui)) => { tui.draw()?; false }
                     _ => false,
                 };
                 if quit {
@@ -287,18 +190,18 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
             _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
         }
     }
-    // Drain what is left, print the final summary, then detach (drop) everything. The TUI
+    // Drain what is left and print the final summary, then detach (drop) everything. The TUI
     // restores the terminal first so that the summary lands on the normal screen.
-    state.drain_connect(connect_ring.get_mut());
-    state.drain_dns(dns_ring.get_mut());
-    let (report, changes) = state.report(&ctx, &probe, true);
+    let rest = source.finish();
     if let Sink::Tui(tui) = sink {
         drop(tui);
         sink = Sink::Text;
     }
-    sink.emit(report, changes, true)?;
-    drop((connect_ring, dns_ring));
-    drop(probe);
+    for input in rest {
+        let is_final = matches!(input, Input::Tick(_));
+        sink.step(&mut pipeline, input, is_final)?;
+    }
+    drop(source);
     let _ = std::io::stderr().flush();
     Ok(())
 }

@@ -4,17 +4,19 @@
 use std::{
     collections::{BTreeSet, HashMap},
     net::SocketAddr,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use observer_common::tcp::{dest_counter as dc, port_counter};
 use serde::Serialize;
 
+pub use super::counts::Counts;
 use super::{
+    Aggregator,
     latency::{LatencySummary, LatencyWindow},
     window::WindowedCounts,
 };
-use crate::events::{ConnectRecord, DestCounts, Outcome, PortCounts, TcpSnapshot};
+use crate::events::{ConnectRecord, DestCounts, Event, Mono, Outcome, PortCounts, TcpSnapshot, Tick};
 
 /// Processes remembered per destination.
 const MAX_PROCESSES: usize = 4;
@@ -42,10 +44,31 @@ impl DestState {
 pub struct ConnectLayer {
     window: Duration,
     max_dests: usize,
+    /// Destinations per report, the most troubled first.
+    top: usize,
     dests: HashMap<SocketAddr, DestState>,
     ports: HashMap<u16, WindowedCounts<{ port_counter::COUNT }>>,
     /// Kernel table entries seen evicted (LRU): their last increments are lost.
     pub evictions: u64,
+}
+
+/// The connect layer in one interval: the report's `tcp` section.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnectView {
+    /// The most troubled first.
+    pub destinations: Vec<DestView>,
+    pub destinations_omitted: usize,
+    pub local_ports: Vec<PortView>,
+    #[serde(skip)]
+    pub top: usize,
+}
+
+impl ConnectView {
+    /// Keep the `top` most troubled destinations (after the rules have seen them all).
+    pub fn limit(&mut self) {
+        self.destinations_omitted += self.destinations.len().saturating_sub(self.top);
+        self.destinations.truncate(self.top);
+    }
 }
 
 /// One destination as the presenters and verdicts see it.
@@ -92,30 +115,6 @@ pub struct PortView {
     pub total: Counts<{ port_counter::COUNT }>,
 }
 
-/// Counters that serialise as a JSON object in the kernel's index order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counts<const N: usize> {
-    pub values: [u64; N],
-    pub names: &'static [&'static str; N],
-}
-
-impl<const N: usize> Counts<N> {
-    pub fn get(&self, index: usize) -> u64 {
-        self.values[index]
-    }
-}
-
-impl<const N: usize> Serialize for Counts<N> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(N))?;
-        for (name, v) in self.names.iter().zip(self.values) {
-            m.serialize_entry(name, &v)?;
-        }
-        m.end()
-    }
-}
-
 pub fn failures(c: &DestCounts) -> u64 {
     c[dc::REFUSED] + c[dc::TIMED_OUT] + c[dc::UNREACHABLE] + c[dc::OTHER_ERROR] + c[dc::ABORTED]
 }
@@ -132,12 +131,12 @@ fn outcome_name(o: Outcome) -> &'static str {
 }
 
 impl ConnectLayer {
-    pub fn new(window: Duration, max_dests: usize) -> ConnectLayer {
-        ConnectLayer { window, max_dests, dests: HashMap::new(), ports: HashMap::new(), evictions: 0 }
+    pub fn new(window: Duration, max_dests: usize, top: usize) -> ConnectLayer {
+        ConnectLayer { window, max_dests, top, dests: HashMap::new(), ports: HashMap::new(), evictions: 0 }
     }
 
-    /// A finished connect from the ring buffer.
-    pub fn on_connect(&mut self, rec: ConnectRecord) {
+    /// A finished connect.
+    pub fn on_connect(&mut self, rec: &ConnectRecord) {
         let state = self.dests.entry(rec.dest).or_insert_with(DestState::new);
         if state.processes.len() < MAX_PROCESSES && !rec.comm.is_empty() {
             state.processes.insert(format!("{}[{}]", rec.comm, rec.pid));
@@ -145,12 +144,12 @@ impl ConnectLayer {
         if rec.outcome == Outcome::Established {
             state.latency.record(rec.latency);
         } else {
-            state.last_failure = Some(rec);
+            state.last_failure = Some(rec.clone());
         }
     }
 
     /// A reading of the kernel's since-start counters: closes the current interval.
-    pub fn on_snapshot(&mut self, now: Instant, snap: &TcpSnapshot) {
+    pub fn on_snapshot(&mut self, now: Mono, snap: &TcpSnapshot) {
         let window = self.window;
         let seen: HashMap<SocketAddr, &DestCounts> = snap.dests.iter().map(|(a, c)| (*a, c)).collect();
         for addr in seen.keys() {
@@ -177,7 +176,7 @@ impl ConnectLayer {
     /// Keep userspace bounded like the kernel table: drop the destinations idle the longest,
     /// among those the kernel no longer holds. (Forgetting one it still holds would count its
     /// since-start value a second time when it shows up again.)
-    fn forget_idle(&mut self, now: Instant) {
+    fn forget_idle(&mut self, now: Mono) {
         if self.dests.len() <= self.max_dests {
             return;
         }
@@ -185,7 +184,7 @@ impl ConnectLayer {
             .dests
             .iter()
             .filter(|(_, s)| !s.counts.in_kernel())
-            .map(|(a, s)| (s.counts.last_change.map_or(Duration::MAX, |t| now.duration_since(t)), *a))
+            .map(|(a, s)| (s.counts.last_change.map_or(Duration::MAX, |t| now.since(t)), *a))
             .collect();
         by_idle.sort_by(|a, b| b.cmp(a));
         let excess = self.dests.len() - self.max_dests;
@@ -227,6 +226,28 @@ impl ConnectLayer {
     }
 }
 
+impl Aggregator for ConnectLayer {
+    type View = ConnectView;
+
+    fn on_event(&mut self, event: &Event) {
+        if let Event::Connect(rec) = event {
+            self.on_connect(rec);
+        }
+    }
+
+    fn on_tick(&mut self, tick: &Tick) {
+        self.on_snapshot(tick.at, &tick.counters.tcp);
+    }
+
+    fn lost(&self) -> Vec<(&'static str, u64)> {
+        vec![("latency_samples_dropped", self.samples_dropped()), ("tcp_table_evictions", self.evictions)]
+    }
+
+    fn view(&self) -> ConnectView {
+        ConnectView { destinations: self.destinations(), destinations_omitted: 0, local_ports: self.local_ports(), top: self.top }
+    }
+}
+
 fn view(dest: SocketAddr, s: &DestState) -> DestView {
     DestView {
         dest,
@@ -252,13 +273,11 @@ fn view(dest: SocketAddr, s: &DestState) -> DestView {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
-
     use super::*;
 
     fn rec(dest: &str, outcome: Outcome, ms: u64) -> ConnectRecord {
         ConnectRecord {
-            at: SystemTime::UNIX_EPOCH,
+            at: Mono(0),
             dest: dest.parse().unwrap(),
             outcome,
             latency: Duration::from_millis(ms),
@@ -279,14 +298,14 @@ mod tests {
 
     #[test]
     fn window_and_totals_follow_kernel_readings_and_latency_follows_events() {
-        let t0 = Instant::now();
-        let mut layer = ConnectLayer::new(Duration::from_secs(2), 100);
+        let t0 = Mono(1_000);
+        let mut layer = ConnectLayer::new(Duration::from_secs(2), 100, 100);
         let ok: SocketAddr = "10.0.0.2:80".parse().unwrap();
         let bad: SocketAddr = "10.0.0.3:81".parse().unwrap();
         for ms in [1, 2, 3] {
-            layer.on_connect(rec("10.0.0.2:80", Outcome::Established, ms));
+            layer.on_connect(&rec("10.0.0.2:80", Outcome::Established, ms));
         }
-        layer.on_connect(rec("10.0.0.3:81", Outcome::Refused, 0));
+        layer.on_connect(&rec("10.0.0.3:81", Outcome::Refused, 0));
         let snap = TcpSnapshot {
             dests: vec![
                 (ok, counts(&[(dc::ATTEMPTS, 3), (dc::ESTABLISHED, 3)])),
@@ -305,8 +324,8 @@ mod tests {
         assert_eq!(layer.local_ports()[0].total.get(port_counter::SYNACK_RETRANSMITS), 1);
 
         // Two quiet seconds later the window is empty, the totals are not.
-        layer.on_snapshot(t0 + Duration::from_secs(1), &snap);
-        layer.on_snapshot(t0 + Duration::from_secs(2), &snap);
+        layer.on_snapshot(t0.after(Duration::from_secs(1)), &snap);
+        layer.on_snapshot(t0.after(Duration::from_secs(2)), &snap);
         let v = layer.destinations();
         let okv = v.iter().find(|d| d.dest == ok).unwrap();
         assert_eq!(okv.window.get(dc::ATTEMPTS), 0);
@@ -325,8 +344,8 @@ mod tests {
 
     #[test]
     fn userspace_forgets_only_what_the_kernel_evicted_and_counts_evictions() {
-        let t0 = Instant::now();
-        let mut layer = ConnectLayer::new(Duration::from_secs(10), 2);
+        let t0 = Mono(1_000);
+        let mut layer = ConnectLayer::new(Duration::from_secs(10), 2, 100);
         let snap = |ids: &[u8]| TcpSnapshot {
             dests: ids.iter().map(|i| (SocketAddr::from(([10, 0, 0, *i], 80)), counts(&[(dc::ATTEMPTS, 1)]))).collect(),
             ports: vec![],
@@ -334,7 +353,7 @@ mod tests {
         layer.on_snapshot(t0, &snap(&[1, 2, 3]));
         assert_eq!(layer.destinations().len(), 3, "all three are still in the kernel");
         // The kernel evicted 10.0.0.2: userspace may now forget it, and counts the eviction.
-        layer.on_snapshot(t0 + Duration::from_secs(1), &snap(&[1, 3]));
+        layer.on_snapshot(t0.after(Duration::from_secs(1)), &snap(&[1, 3]));
         let kept: Vec<SocketAddr> = layer.destinations().iter().map(|d| d.dest).collect();
         assert_eq!(kept.len(), 2);
         assert!(!kept.contains(&"10.0.0.2:80".parse().unwrap()), "{kept:?}");

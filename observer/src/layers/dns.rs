@@ -8,50 +8,49 @@
 use std::{
     collections::{BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use observer_common::dns::dns_counter as kc;
+use observer_common::{counter_set, dns::dns_counter as kc};
 use serde::Serialize;
 use simple_dns::{Packet, PacketFlag, RCODE, rdata::RData};
 
 use super::{
-    connect::Counts,
+    Aggregator,
+    counts::Counts,
     latency::{LatencySummary, LatencyWindow},
     window::WindowedCounts,
 };
-use crate::events::{DnsMessage, DnsSnapshot};
+use crate::events::{DnsMessage, DnsSnapshot, Event, Mono, Tick};
 
-/// Per-resolver counters that only userspace can know.
-pub mod resolver_counter {
-    pub const UNANSWERED: usize = 0;
-    pub const MALFORMED: usize = 1;
-    pub const NODATA: usize = 2;
-    /// Responses with no query seen (sent before observer started, or the query was lost).
-    pub const UNMATCHED_RESPONSES: usize = 3;
-    /// Messages over 512 bytes: only their first 512 bytes are copied, so they are matched by
-    /// client, resolver and id, and not parsed further.
-    pub const OVERSIZE: usize = 4;
-    pub const COUNT: usize = 5;
-    pub const NAMES: [&str; COUNT] = ["unanswered", "malformed", "nodata", "unmatched_responses", "oversize"];
+counter_set! {
+    /// Per-resolver counters that only userspace can know.
+    pub mod resolver_counter {
+        UNANSWERED = "unanswered",
+        MALFORMED = "malformed",
+        NODATA = "nodata",
+        /// Responses with no query seen (sent before observer started, or the query was lost).
+        UNMATCHED_RESPONSES = "unmatched_responses",
+        /// Messages over 512 bytes: only their first 512 bytes are copied, so they are matched by
+        /// client, resolver and id, and not parsed further.
+        OVERSIZE = "oversize",
+    }
 }
 use resolver_counter as rc;
 
-/// Per-(qname, qtype) counters, from parsed messages.
-pub mod name_counter {
-    pub const QUERIES: usize = 0;
-    pub const NOERROR: usize = 1;
-    pub const NXDOMAIN: usize = 2;
-    pub const SERVFAIL: usize = 3;
-    pub const REFUSED: usize = 4;
-    pub const OTHER_RCODE: usize = 5;
-    pub const NODATA: usize = 6;
-    pub const TRUNCATED: usize = 7;
-    pub const UNANSWERED: usize = 8;
-    pub const COUNT: usize = 9;
-    pub const NAMES: [&str; COUNT] = [
-        "queries", "noerror", "nxdomain", "servfail", "refused", "other_rcode", "nodata", "truncated", "unanswered",
-    ];
+counter_set! {
+    /// Per-(qname, qtype) counters, from parsed messages.
+    pub mod name_counter {
+        QUERIES = "queries",
+        NOERROR = "noerror",
+        NXDOMAIN = "nxdomain",
+        SERVFAIL = "servfail",
+        REFUSED = "refused",
+        OTHER_RCODE = "other_rcode",
+        NODATA = "nodata",
+        TRUNCATED = "truncated",
+        UNANSWERED = "unanswered",
+    }
 }
 use name_counter as nc;
 
@@ -64,17 +63,19 @@ pub struct DnsConfig {
     pub max_names: usize,
     /// Queries waiting for a response, at most; more are counted in `pending_dropped`.
     pub max_pending: usize,
+    /// (qname, qtype) entries per report, the most troubled first.
+    pub top_names: usize,
 }
 
 type PendingKey = (SocketAddr, SocketAddr, u16);
 /// (qname, qtype), the qname lower-cased without the trailing dot.
 type NameKey = (String, String);
 /// When a resolver last answered a name, and with which addresses.
-type AnswerSet = (Instant, BTreeSet<IpAddr>);
+type AnswerSet = (Mono, BTreeSet<IpAddr>);
 
 #[derive(Debug, Clone)]
 struct Pending {
-    ts_ns: u64,
+    at: Mono,
     qname: String,
     qtype: String,
 }
@@ -94,7 +95,7 @@ struct NameState {
     latency: LatencyWindow,
     answers: BTreeSet<String>,
     resolvers: BTreeSet<SocketAddr>,
-    last_seen: Option<Instant>,
+    last_seen: Option<Mono>,
 }
 
 #[derive(Debug)]
@@ -107,10 +108,38 @@ pub struct DnsLayer {
     /// Latest address answer per (qname, qtype) per resolver, for divergence.
     answers: HashMap<NameKey, HashMap<SocketAddr, AnswerSet>>,
     /// The time of the last reading, stamped on answers seen since.
-    now: Option<Instant>,
+    now: Option<Mono>,
+    /// Interfaces watched, as of the last reading.
+    interfaces: Vec<String>,
     pub pending_dropped: u64,
     /// Resolver entries seen evicted from the kernel table (LRU).
     pub evictions: u64,
+}
+
+/// The DNS layer in one interval: the report's `dns` section.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DnsView {
+    /// Interfaces the DNS programs are attached to.
+    pub interfaces: Vec<String>,
+    /// Sorted by address.
+    pub resolvers: Vec<ResolverView>,
+    /// The most troubled first.
+    pub names: Vec<NameView>,
+    pub names_omitted: usize,
+    pub divergences: Vec<Divergence>,
+    /// A query with no response after this long counts as unanswered.
+    #[serde(skip)]
+    pub unanswered_after: Duration,
+    #[serde(skip)]
+    pub top_names: usize,
+}
+
+impl DnsView {
+    /// Keep the `top_names` most troubled names (after the rules have seen them all).
+    pub fn limit(&mut self) {
+        self.names_omitted += self.names.len().saturating_sub(self.top_names);
+        self.names.truncate(self.top_names);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -249,6 +278,7 @@ impl DnsLayer {
             pending_len: 0,
             answers: HashMap::new(),
             now: None,
+            interfaces: Vec::new(),
             pending_dropped: 0,
             evictions: 0,
         }
@@ -265,7 +295,7 @@ impl DnsLayer {
         n
     }
 
-    pub fn on_message(&mut self, msg: DnsMessage) {
+    pub fn on_message(&mut self, msg: &DnsMessage) {
         self.resolvers.entry(msg.resolver).or_default();
         let oversize = msg.dns_len > msg.bytes.len();
         let parsed = match parse(&msg.bytes) {
@@ -288,7 +318,7 @@ impl DnsLayer {
                 self.pending_dropped += 1;
                 return;
             }
-            self.pending.entry(key).or_default().push(Pending { ts_ns: msg.ts_ns, qname, qtype });
+            self.pending.entry(key).or_default().push(Pending { at: msg.at, qname, qtype });
             self.pending_len += 1;
             return;
         }
@@ -309,7 +339,7 @@ impl DnsLayer {
             return;
         };
         self.pending_len -= 1;
-        let latency = Duration::from_nanos(msg.ts_ns.saturating_sub(query.ts_ns));
+        let latency = msg.at.since(query.at);
         self.resolvers.entry(msg.resolver).or_default().latency.record(latency);
         let Some(p) = parsed else {
             self.name((query.qname, query.qtype)).latency.record(latency);
@@ -320,7 +350,8 @@ impl DnsLayer {
         }
         let name_key = (query.qname, query.qtype);
         if !p.addresses.is_empty() {
-            let stamp = self.now.unwrap_or_else(Instant::now);
+            // Answers before the first reading are stamped with the message's own time.
+            let stamp = self.now.unwrap_or(msg.at);
             self.answers.entry(name_key.clone()).or_default().insert(msg.resolver, (stamp, p.addresses.clone()));
         }
         let n = self.name(name_key);
@@ -338,15 +369,16 @@ impl DnsLayer {
         n.resolvers.insert(msg.resolver);
     }
 
-    /// A reading of the kernel's counters at `now` (`now_ns` on the kernel's monotonic
-    /// clock): expire unanswered queries and close the interval.
-    pub fn on_snapshot(&mut self, now: Instant, now_ns: u64, snap: &DnsSnapshot) {
+    /// A reading of the kernel's counters at `now`: expire unanswered queries and close the
+    /// interval.
+    pub fn on_snapshot(&mut self, now: Mono, snap: &DnsSnapshot) {
         self.now = Some(now);
-        let timeout = u64::try_from(self.cfg.unanswered_after.as_nanos()).unwrap_or(u64::MAX);
+        self.interfaces.clone_from(&snap.interfaces);
+        let timeout = self.cfg.unanswered_after;
         let mut expired = Vec::new();
         self.pending.retain(|(_, resolver, _), waiting| {
             waiting.retain(|p| {
-                let late = now_ns.saturating_sub(p.ts_ns) >= timeout;
+                let late = now.since(p.at) >= timeout;
                 if late {
                     expired.push((*resolver, p.qname.clone(), p.qtype.clone()));
                 }
@@ -379,7 +411,7 @@ impl DnsLayer {
             n.latency.close(now, window);
         }
         if self.names.len() > self.cfg.max_names {
-            let mut by_age: Vec<(Option<Instant>, (String, String))> =
+            let mut by_age: Vec<(Option<Mono>, (String, String))> =
                 self.names.iter().map(|(k, n)| (n.last_seen, k.clone())).collect();
             by_age.sort();
             for (_, k) in by_age.into_iter().take(self.names.len() - self.cfg.max_names) {
@@ -387,7 +419,7 @@ impl DnsLayer {
             }
         }
         for per_resolver in self.answers.values_mut() {
-            per_resolver.retain(|_, (at, _)| now.duration_since(*at) < window);
+            per_resolver.retain(|_, (at, _)| now.since(*at) < window);
         }
         self.answers.retain(|_, m| !m.is_empty());
     }
@@ -461,6 +493,40 @@ impl DnsLayer {
     pub fn samples_dropped(&self) -> u64 {
         self.resolvers.values().map(|r| r.latency.dropped).sum::<u64>()
             + self.names.values().map(|n| n.latency.dropped).sum::<u64>()
+    }
+}
+
+impl Aggregator for DnsLayer {
+    type View = DnsView;
+
+    fn on_event(&mut self, event: &Event) {
+        if let Event::Dns(msg) = event {
+            self.on_message(msg);
+        }
+    }
+
+    fn on_tick(&mut self, tick: &Tick) {
+        self.on_snapshot(tick.at, &tick.counters.dns);
+    }
+
+    fn lost(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("latency_samples_dropped", self.samples_dropped()),
+            ("dns_pending_dropped", self.pending_dropped),
+            ("resolver_table_evictions", self.evictions),
+        ]
+    }
+
+    fn view(&self) -> DnsView {
+        DnsView {
+            interfaces: self.interfaces.clone(),
+            resolvers: self.resolvers(),
+            names: self.names(),
+            names_omitted: 0,
+            divergences: self.divergences(),
+            unanswered_after: self.cfg.unanswered_after,
+            top_names: self.cfg.top_names,
+        }
     }
 }
 

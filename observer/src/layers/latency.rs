@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+
+use crate::events::Mono;
 use serde::Serialize;
 
 /// 1 µs to 1 hour at 3 significant digits: connect and lookup latencies fit, and a value past
@@ -82,7 +84,7 @@ mod tests {
 #[derive(Debug, Default)]
 pub struct LatencyWindow {
     open: Vec<u64>,
-    buckets: std::collections::VecDeque<(std::time::Instant, Vec<u64>)>,
+    buckets: std::collections::VecDeque<(Mono, Vec<u64>)>,
     total: Option<Histogram<u64>>,
     /// Samples not kept for the window because one interval had more than the cap (the
     /// since-start histogram still has them).
@@ -104,9 +106,9 @@ impl LatencyWindow {
     }
 
     /// Close the current interval at `now` and forget intervals older than `window`.
-    pub fn close(&mut self, now: std::time::Instant, window: Duration) {
+    pub fn close(&mut self, now: Mono, window: Duration) {
         self.buckets.push_back((now, std::mem::take(&mut self.open)));
-        while self.buckets.front().is_some_and(|(at, _)| now.duration_since(*at) >= window) {
+        while self.buckets.front().is_some_and(|(at, _)| now.since(*at) >= window) {
             self.buckets.pop_front();
         }
     }

@@ -1,7 +1,28 @@
-//! One module per triage layer. Each turns events into per-destination aggregates; none of
-//! them knows about the kernel or the screen.
+//! One module per triage layer. Each turns events and counter readings into per-destination
+//! aggregates; none of them knows about the kernel, the clock or the screen.
 
 pub mod connect;
+pub mod counts;
 pub mod dns;
 pub mod latency;
 pub mod window;
+
+use crate::events::{Event, Tick};
+
+/// A layer's aggregation: fed by a source, read once per interval as a view.
+pub trait Aggregator {
+    /// What the verdict rules and the presenters read: built once per interval.
+    type View;
+
+    /// An event from the source. Layers ignore the kinds they do not aggregate.
+    fn on_event(&mut self, event: &Event);
+
+    /// The end of an interval: the kernel's counters and the source's time.
+    fn on_tick(&mut self, tick: &Tick);
+
+    /// Since-start counts of what this layer could not record, by JSON name.
+    fn lost(&self) -> Vec<(&'static str, u64)>;
+
+    /// The layer as it stands, every destination included (the presenters cut it).
+    fn view(&self) -> Self::View;
+}

@@ -3,17 +3,16 @@
 //! the event ring buffer overflows, and since-start figures survive an LRU eviction in the
 //! kernel map (the entry comes back from zero).
 
-use std::{
-    collections::VecDeque,
-    time::{Duration, Instant},
-};
+use std::{collections::VecDeque, time::Duration};
+
+use crate::events::Mono;
 
 #[derive(Debug, Clone)]
 pub struct WindowedCounts<const N: usize> {
     last_reading: [u64; N],
     total: [u64; N],
-    buckets: VecDeque<(Instant, [u64; N])>,
-    pub last_change: Option<Instant>,
+    buckets: VecDeque<(Mono, [u64; N])>,
+    pub last_change: Option<Mono>,
 }
 
 impl<const N: usize> Default for WindowedCounts<N> {
@@ -28,7 +27,7 @@ impl<const N: usize> WindowedCounts<N> {
     ///
     /// Returns true when the reading shows an eviction (the key vanished, or came back with
     /// lower counters): increments made between the last reading and the eviction are lost.
-    pub fn observe(&mut self, now: Instant, reading: Option<&[u64; N]>, window: Duration) -> bool {
+    pub fn observe(&mut self, now: Mono, reading: Option<&[u64; N]>, window: Duration) -> bool {
         let mut delta = [0u64; N];
         let evicted = match reading {
             Some(cur) => {
@@ -54,7 +53,7 @@ impl<const N: usize> WindowedCounts<N> {
         }
         self.buckets.push_back((now, delta));
         while let Some(&(at, _)) = self.buckets.front() {
-            if now.duration_since(at) >= window {
+            if now.since(at) >= window {
                 self.buckets.pop_front();
             } else {
                 break;
@@ -91,29 +90,29 @@ mod tests {
 
     #[test]
     fn window_holds_only_recent_deltas_and_total_holds_all() {
-        let t0 = Instant::now();
+        let t0 = Mono(1_000);
         let mut w = WindowedCounts::<2>::default();
         w.observe(t0, Some(&[5, 1]), W);
-        w.observe(t0 + Duration::from_secs(1), Some(&[7, 1]), W);
+        w.observe(t0.after(Duration::from_secs(1)), Some(&[7, 1]), W);
         assert_eq!(w.window(), [7, 1]);
-        w.observe(t0 + Duration::from_secs(3), Some(&[7, 1]), W);
+        w.observe(t0.after(Duration::from_secs(3)), Some(&[7, 1]), W);
         // The first reading (5, 1) is now 3 s old and out of the window.
         assert_eq!(w.window(), [2, 0]);
         assert_eq!(w.total(), [7, 1]);
-        assert_eq!(w.last_change, Some(t0 + Duration::from_secs(1)));
+        assert_eq!(w.last_change, Some(t0.after(Duration::from_secs(1))));
     }
 
     #[test]
     fn eviction_and_recreation_do_not_lose_or_double_count() {
-        let t0 = Instant::now();
+        let t0 = Mono(1_000);
         let mut w = WindowedCounts::<1>::default();
         assert!(!w.observe(t0, Some(&[10]), W));
-        assert!(w.observe(t0 + Duration::from_secs(1), None, W), "vanished: an eviction");
-        assert!(!w.observe(t0 + Duration::from_secs(2), None, W), "still gone: not a second one");
-        assert!(!w.observe(t0 + Duration::from_secs(2), Some(&[4]), W));
+        assert!(w.observe(t0.after(Duration::from_secs(1)), None, W), "vanished: an eviction");
+        assert!(!w.observe(t0.after(Duration::from_secs(2)), None, W), "still gone: not a second one");
+        assert!(!w.observe(t0.after(Duration::from_secs(2)), Some(&[4]), W));
         assert_eq!(w.total(), [14]);
         // Recreated between readings without a gap: the lower value gives it away.
-        assert!(w.observe(t0 + Duration::from_secs(3), Some(&[1]), W));
+        assert!(w.observe(t0.after(Duration::from_secs(3)), Some(&[1]), W));
         assert_eq!(w.total(), [15]);
     }
 }

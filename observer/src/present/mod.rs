@@ -1,7 +1,80 @@
 //! Everything the user sees is drawn from one [`report::Report`] built per interval.
+//!
+//! A layer appears through its view's [`Panel`] (in `present/<layer>.rs`): the JSON section,
+//! the TUI table and drill-down, and the text lines. The report, the TUI and the text format
+//! iterate over sections and hold no per-layer code.
 
+pub mod connect;
+pub mod dns;
 pub mod events;
 pub mod json;
 pub mod report;
 pub mod text;
 pub mod tui;
+
+use std::fmt::Debug;
+
+use crate::{layers::latency::LatencySummary, verdict::Rules};
+
+/// How one layer's view is shown.
+pub trait Panel {
+    /// The key of its section in the JSON report, and the prefix of its row keys.
+    fn key(&self) -> &'static str;
+
+    /// The section as JSON (the fields documented in README).
+    fn json(&self) -> serde_json::Value;
+
+    /// The TUI table: its rows can be selected and drilled into.
+    fn table(&self) -> Table;
+
+    /// Since-start activity per row key (connects, queries), for the per-interval sparkline.
+    fn activity(&self) -> Vec<(String, u64)>;
+
+    /// What the sparkline counts, e.g. "connects".
+    fn activity_label(&self) -> &'static str;
+
+    /// Everything about one row, for the drill-down; `None` when it left the report.
+    fn detail(&self, row: &str) -> Option<Detail>;
+
+    /// Lines for `--format text`.
+    fn text(&self) -> Vec<String>;
+
+    /// Cut the section to what a report shows (after the rules have seen all of it).
+    fn limit(&mut self);
+}
+
+/// A layer's view as the report holds it: judged by its rules, shown by its panel.
+pub trait Section: Rules + Panel + Debug + Send + Sync {}
+
+impl<T: Rules + Panel + Debug + Send + Sync> Section for T {}
+
+/// A table in a layer panel.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Table {
+    pub header: String,
+    /// (row key, text); the key is unique within the section.
+    pub rows: Vec<(String, String)>,
+    /// Lines shown after the rows when there is room; not selectable.
+    pub extra: Vec<String>,
+}
+
+/// What the drill-down shows for one row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detail {
+    /// (counter, window, total)
+    pub counters: Vec<(&'static str, u64, u64)>,
+    pub window: LatencySummary,
+    pub total: LatencySummary,
+    pub notes: Vec<String>,
+}
+
+/// Milliseconds for tables: one decimal below 10 ms, "-" for none.
+pub fn ms(us: u64) -> String {
+    if us == 0 {
+        "-".to_owned()
+    } else if us < 10_000 {
+        format!("{:.1}", us as f64 / 1000.0)
+    } else {
+        format!("{:.0}", us as f64 / 1000.0)
+    }
+}

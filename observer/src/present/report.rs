@@ -1,17 +1,14 @@
 //! The per-interval report: a snapshot of every layer, built once and then written as JSON or
-//! drawn as text. Documented in README ("JSON lines").
+//! drawn. Documented in README ("JSON lines").
 
-use std::{collections::BTreeMap, time::SystemTime};
+use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
 
-use serde::Serialize;
+use serde::{Serialize, ser::SerializeMap};
 
+use super::Section;
 use crate::{
-    layers::{
-        connect::{ConnectLayer, DestView, PortView},
-        dns::{Divergence, DnsLayer, NameView, ResolverView},
-    },
-    probe::Disabled,
-    verdict::{Cause, Verdicts},
+    events::Disabled,
+    verdict::{Cause, Layer, Verdicts},
 };
 
 /// Bumped when a field changes meaning or goes away; new fields do not bump it.
@@ -38,25 +35,34 @@ pub struct Report {
     pub verdicts: Verdicts,
     /// The first suspect layer in triage order, or null when none is suspect.
     pub cause: Option<Cause>,
-    pub tcp: TcpSection,
-    pub dns: DnsSection,
+    /// One section per aggregation layer (`tcp`, `dns`, …), each under its own key.
+    #[serde(flatten)]
+    pub sections: Sections,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct DnsSection {
-    /// Interfaces the DNS programs are attached to.
-    pub interfaces: Vec<String>,
-    pub resolvers: Vec<ResolverView>,
-    pub names: Vec<NameView>,
-    pub names_omitted: usize,
-    pub divergences: Vec<Divergence>,
+/// The layers' sections, in registry order; shared, so that keeping a report is cheap.
+#[derive(Debug, Clone, Default)]
+pub struct Sections(pub Vec<Arc<dyn Section>>);
+
+impl Serialize for Sections {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for section in &self.0 {
+            m.serialize_entry(section.key(), &section.json())?;
+        }
+        m.end()
+    }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct TcpSection {
-    pub destinations: Vec<DestView>,
-    pub destinations_omitted: usize,
-    pub local_ports: Vec<PortView>,
+impl Report {
+    /// The sections shown in one triage layer's panel.
+    pub fn sections_of(&self, layer: Layer) -> impl Iterator<Item = &dyn Section> {
+        self.sections.0.iter().map(|s| &**s).filter(move |s| s.layer() == layer)
+    }
+
+    pub fn section(&self, key: &str) -> Option<&dyn Section> {
+        self.sections.0.iter().map(|s| &**s).find(|s| s.key() == key)
+    }
 }
 
 /// Inputs to a report that do not come from a layer.
@@ -67,57 +73,17 @@ pub struct Meta<'a> {
     pub interval_s: f64,
     pub window_s: f64,
     pub is_final: bool,
-    pub kernel_lost: &'a [(&'static str, u64)],
     pub disabled: &'a [Disabled],
-    pub top: usize,
-    pub dns_top_names: usize,
-    pub dns_interfaces: Vec<String>,
 }
 
-/// The layers a report is built from.
-pub struct Layers<'a> {
-    pub connect: &'a ConnectLayer,
-    pub dns: &'a DnsLayer,
-}
-
-/// Everything a report holds, before verdicts: built once per interval.
-pub struct Views {
-    pub destinations: Vec<DestView>,
-    pub resolvers: Vec<ResolverView>,
-    pub names: Vec<NameView>,
-    pub divergences: Vec<Divergence>,
-}
-
-impl Views {
-    pub fn of(layers: &Layers<'_>) -> Views {
-        Views {
-            destinations: layers.connect.destinations(),
-            resolvers: layers.dns.resolvers(),
-            names: layers.dns.names(),
-            divergences: layers.dns.divergences(),
-        }
+/// Put a report together. `lost` lists every loss by name; equal names add up.
+pub fn build(meta: &Meta<'_>, sections: Sections, verdicts: (Verdicts, Option<Cause>), lost: &[(&'static str, u64)]) -> Report {
+    let mut by_name: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for (k, v) in lost {
+        *by_name.entry(k).or_default() += v;
     }
-}
-
-pub fn build(
-    meta: &Meta<'_>,
-    views: Views,
-    local_ports: Vec<PortView>,
-    verdicts: (Verdicts, Option<Cause>),
-    userspace_lost: &[(&'static str, u64)],
-) -> Report {
-    let mut lost: BTreeMap<&'static str, u64> = BTreeMap::new();
-    for (k, v) in meta.kernel_lost.iter().chain(userspace_lost) {
-        *lost.entry(k).or_default() += v;
-    }
-    let total = lost.values().sum();
-    lost.insert("total", total);
-    let mut destinations = views.destinations;
-    let omitted = destinations.len().saturating_sub(meta.top);
-    destinations.truncate(meta.top);
-    let mut names = views.names;
-    let names_omitted = names.len().saturating_sub(meta.dns_top_names);
-    names.truncate(meta.dns_top_names);
+    let total = by_name.values().sum();
+    by_name.insert("total", total);
     Report {
         schema: SCHEMA_VERSION,
         ts: humantime::format_rfc3339_millis(meta.now).to_string(),
@@ -126,18 +92,11 @@ pub fn build(
         interval_s: meta.interval_s,
         window_s: meta.window_s,
         is_final: meta.is_final,
-        lost,
+        lost: by_name,
         disabled: meta.disabled.to_vec(),
         verdicts: verdicts.0,
         cause: verdicts.1,
-        tcp: TcpSection { destinations, destinations_omitted: omitted, local_ports },
-        dns: DnsSection {
-            interfaces: meta.dns_interfaces.clone(),
-            resolvers: views.resolvers,
-            names,
-            names_omitted,
-            divergences: views.divergences,
-        },
+        sections,
     }
 }
 

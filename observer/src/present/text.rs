@@ -2,8 +2,6 @@
 
 use std::{fmt::Write as _, io::Write};
 
-use observer_common::tcp::dest_counter as dc;
-
 use super::report::Report;
 use crate::verdict::Layer;
 
@@ -41,29 +39,10 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(s, "  no suspect layer");
         }
     }
-    let _ = writeln!(
-        s,
-        "  {:<42} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>9}",
-        "TCP destination (window)", "tries", "ok", "refus", "t/out", "unrch", "synrtx", "rst-in", "p95 ms"
-    );
-    for d in &r.tcp.destinations {
-        let w = &d.window;
-        let _ = writeln!(
-            s,
-            "  {:<42} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>9.1}",
-            d.dest.to_string(),
-            w.get(dc::ATTEMPTS),
-            w.get(dc::ESTABLISHED),
-            w.get(dc::REFUSED),
-            w.get(dc::TIMED_OUT) + w.get(dc::ABORTED),
-            w.get(dc::UNREACHABLE),
-            w.get(dc::SYN_RETRANSMITS),
-            w.get(dc::RESETS_RECEIVED),
-            w.connect_latency_us.p95 as f64 / 1000.0
-        );
-    }
-    if r.tcp.destinations_omitted > 0 {
-        let _ = writeln!(s, "  … {} more destinations", r.tcp.destinations_omitted);
+    for section in &r.sections.0 {
+        for line in section.text() {
+            let _ = writeln!(s, "  {line}");
+        }
     }
     s
 }

@@ -1,6 +1,4 @@
-//! Kernel timestamps (CLOCK_MONOTONIC, what bpf_ktime_get_ns returns) to wall-clock time.
-
-use std::time::{Duration, SystemTime};
+//! The kernel's clock (CLOCK_MONOTONIC, what bpf_ktime_get_ns returns), read by the live source.
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns and of Instant.
 pub fn monotonic_ns() -> u64 {
@@ -8,10 +6,4 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: valid pointer to a timespec; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-pub fn mono_to_wall(ts_ns: u64) -> SystemTime {
-    let now_mono = monotonic_ns();
-    let now_wall = SystemTime::now();
-    now_wall - Duration::from_nanos(now_mono.saturating_sub(ts_ns))
 }

@@ -3,6 +3,7 @@
 pub mod btf;
 mod clock;
 pub mod interfaces;
+pub mod live;
 pub mod privileges;
 pub mod tracefs;
 
@@ -24,18 +25,11 @@ use observer_common::{
     lost,
     tcp::{Endpoint, PortCounters, TcpCounters},
 };
-pub use clock::{mono_to_wall, monotonic_ns};
+pub use clock::monotonic_ns;
 use tracefs::Needs;
 
+pub use crate::events::Disabled;
 use crate::events::{DnsSnapshot, TcpSnapshot, endpoint_addr};
-
-/// A signal observer cannot collect on this kernel, and why.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Disabled {
-    pub source: String,
-    pub signals: &'static str,
-    pub reason: String,
-}
 
 struct TpSpec {
     program: &'static str,
@@ -327,9 +321,9 @@ impl Probe {
         v
     }
 
-    /// Since-start DNS counters per resolver.
+    /// Since-start DNS counters per resolver, and the interfaces watched.
     pub fn dns_snapshot(&self) -> DnsSnapshot {
-        let mut snap = DnsSnapshot::default();
+        let mut snap = DnsSnapshot { interfaces: self.dns_interfaces(), ..DnsSnapshot::default() };
         for (key, per_cpu) in self.resolvers.iter().flatten() {
             snap.resolvers.push((endpoint_addr(&key), sum_cpus(per_cpu.iter().map(|v| &v.c))));
         }
@@ -349,15 +343,13 @@ impl Probe {
         snap
     }
 
-    /// Kernel-side lost-event counters, summed over CPUs, in `lost::NAMES` order.
-    pub fn lost_counts(&self) -> [u64; lost::COUNT as usize] {
-        let mut out = [0u64; lost::COUNT as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            if let Ok(values) = self.lost.get(&(i as u32), 0) {
-                *slot = values.iter().sum();
-            }
-        }
-        out
+    /// Kernel-side lost-event counters, summed over CPUs, by name.
+    pub fn lost_counts(&self) -> Vec<(&'static str, u64)> {
+        lost::NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (*name, self.lost.get(&(i as u32), 0).map_or(0, |v| v.iter().sum())))
+            .collect()
     }
 }
 

@@ -3,17 +3,52 @@
 
 use observer_common::dns::dns_counter as kc;
 
-use super::{Hit, Inputs, Verdict, ms, secs};
-use crate::{
-    config::DnsThresholds,
-    layers::dns::{name_counter as nc, resolver_counter as rc},
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
 };
 
-pub fn evaluate(inputs: &Inputs<'_>, t: &DnsThresholds) -> Verdict {
-    let w = secs(inputs.window_s);
+use super::{Evaluation, Hit, Layer, Rules, ms, secs};
+use crate::{
+    config::Config,
+    layers::dns::{DnsView, name_counter as nc, resolver_counter as rc},
+};
+
+impl Rules for DnsView {
+    fn layer(&self) -> Layer {
+        Layer::Dns
+    }
+
+    fn covers(&self) -> &'static str {
+        "DNS lookups"
+    }
+
+    fn evaluate(&self, window_s: f64, cfg: &Config) -> Evaluation {
+        evaluate(self, window_s, cfg)
+    }
+
+    /// Troubled resolvers explain failing connects to the addresses they returned (stale or
+    /// split answers, answers that came too late), and a divergence explains both sides.
+    fn explains(&self, suspect: &[SocketAddr]) -> BTreeSet<IpAddr> {
+        let mut addrs = BTreeSet::new();
+        for n in self.names.iter().filter(|n| n.resolvers.iter().any(|r| suspect.contains(r))) {
+            addrs.extend(n.answers.iter().filter_map(|a| a.parse::<IpAddr>().ok()));
+        }
+        for d in &self.divergences {
+            for a in &d.answers {
+                addrs.extend(a.addresses.iter().copied());
+            }
+        }
+        addrs
+    }
+}
+
+fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
+    let t = &cfg.dns;
+    let w = secs(window_s);
     let mut hits = Vec::new();
-    let mut had_signal = !inputs.divergences.is_empty();
-    for r in inputs.resolvers {
+    let mut had_signal = !view.divergences.is_empty();
+    for r in &view.resolvers {
         let win = &r.window;
         let queries = win.kernel.get(kc::QUERIES);
         let responses = win.kernel.get(kc::RESPONSES);
@@ -22,7 +57,7 @@ pub fn evaluate(inputs: &Inputs<'_>, t: &DnsThresholds) -> Verdict {
             continue;
         }
         had_signal = true;
-        let dest = r.resolver.to_string();
+        let dest = r.resolver;
         let (nx, sf, rf) = (win.kernel.get(kc::NXDOMAIN), win.kernel.get(kc::SERVFAIL), win.kernel.get(kc::REFUSED));
         let errors = nx + sf + rf;
         if errors >= t.min_errors && responses > 0 && errors as f64 / responses as f64 >= t.error_share {
@@ -32,10 +67,10 @@ pub fn evaluate(inputs: &Inputs<'_>, t: &DnsThresholds) -> Verdict {
                     kinds.push(format!("{n} {word}"));
                 }
             }
-            let names = troubled_names(inputs, r.resolver);
+            let names = troubled_names(view, r.resolver);
             hits.push(Hit {
                 rule: "dns.error_rcodes",
-                destination: dest.clone(),
+                destination: dest,
                 evidence: Some(format!(
                     "DNS: {errors}/{responses} responses from {dest} were errors ({}) in the last {w}{names}",
                     kinds.join(", ")
@@ -45,10 +80,10 @@ pub fn evaluate(inputs: &Inputs<'_>, t: &DnsThresholds) -> Verdict {
         if unanswered >= t.min_unanswered {
             hits.push(Hit {
                 rule: "dns.unanswered",
-                destination: dest.clone(),
+                destination: dest,
                 evidence: Some(format!(
                     "DNS: {unanswered} queries to {dest} unanswered (no response within {}) in the last {w}",
-                    secs(inputs.dns_timeout_s)
+                    secs(view.unanswered_after.as_secs_f64())
                 )),
             });
         }
@@ -60,7 +95,7 @@ pub fn evaluate(inputs: &Inputs<'_>, t: &DnsThresholds) -> Verdict {
             if p95_ms >= t.p95_ms {
                 hits.push(Hit {
                     rule: "dns.slow",
-                    destination: dest.clone(),
+                    destination: dest,
                     evidence: Some(format!(
                         "DNS: p95 lookup {} from {dest} over {} lookups in the last {w}{baseline_text}",
                         ms(lat.p95),
@@ -73,7 +108,7 @@ pub fn evaluate(inputs: &Inputs<'_>, t: &DnsThresholds) -> Verdict {
             {
                 hits.push(Hit {
                     rule: "dns.slower_than_baseline",
-                    destination: dest.clone(),
+                    destination: dest,
                     evidence: Some(format!(
                         "DNS: p95 lookup {} from {dest} in the last {w}, {:.0}x its baseline {}",
                         ms(lat.p95),
@@ -85,7 +120,7 @@ pub fn evaluate(inputs: &Inputs<'_>, t: &DnsThresholds) -> Verdict {
         }
     }
     if t.divergence {
-        for d in inputs.divergences {
+        for d in &view.divergences {
             let sides: Vec<String> = d
                 .answers
                 .iter()
@@ -94,8 +129,9 @@ pub fn evaluate(inputs: &Inputs<'_>, t: &DnsThresholds) -> Verdict {
                     format!("{} says [{}]", a.resolver, addrs.join(", "))
                 })
                 .collect();
-            let who: Vec<String> = d.answers.iter().map(|a| a.resolver.to_string()).collect();
-            let line = format!("DNS answers differ between {} for {} ({}): {}", who.join(" and "), d.qname, d.qtype, sides.join("; "));
+            let who: Vec<SocketAddr> = d.answers.iter().map(|a| a.resolver).collect();
+            let names: Vec<String> = who.iter().map(ToString::to_string).collect();
+            let line = format!("DNS answers differ between {} for {} ({}): {}", names.join(" and "), d.qname, d.qtype, sides.join("; "));
             // One evidence line for the pair; every resolver involved is a destination.
             let mut evidence = Some(line);
             for r in who {
@@ -103,13 +139,13 @@ pub fn evaluate(inputs: &Inputs<'_>, t: &DnsThresholds) -> Verdict {
             }
         }
     }
-    Verdict::from_hits(hits, had_signal, "no DNS messages in the window")
+    Evaluation { hits, had_signal, quiet_note: "no DNS messages in the window" }
 }
 
 /// "; names: a.example (3 SERVFAIL)" for the names this resolver answered with errors.
-fn troubled_names(inputs: &Inputs<'_>, resolver: std::net::SocketAddr) -> String {
+fn troubled_names(view: &DnsView, resolver: SocketAddr) -> String {
     let mut parts = Vec::new();
-    for n in inputs.names.iter().filter(|n| n.resolvers.contains(&resolver)) {
+    for n in view.names.iter().filter(|n| n.resolvers.contains(&resolver)) {
         let c = &n.window.counts;
         let mut kinds = Vec::new();
         for (i, word) in [(nc::SERVFAIL, "SERVFAIL"), (nc::NXDOMAIN, "NXDOMAIN"), (nc::REFUSED, "REFUSED")] {

@@ -1,23 +1,52 @@
 //! Verdicts: for each triage layer and window, healthy / suspect / no-signal, with the rules
-//! that fired, the destinations involved and evidence lines a person can paste. A new layer
-//! adds a module with an `evaluate` function and an arm in [`evaluate`]; the triage order and
-//! the presenters do not change.
+//! that fired, the destinations involved and evidence lines a person can paste.
+//!
+//! Each layer's rules live in a module of their own that implements [`Rules`] for that
+//! layer's view; [`evaluate`] merges them per triage layer and applies the triage order. A new
+//! layer adds a module here and nothing else in this folder.
 
 mod dns;
 mod tcp;
 mod triage;
 
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, SocketAddr},
+};
+
 use serde::Serialize;
 
 pub use triage::{Cause, Change, Tracker};
 
-use crate::{
-    config::Config,
-    layers::{
-        connect::DestView,
-        dns::{Divergence, NameView, ResolverView},
-    },
-};
+use crate::config::Config;
+
+/// One layer's rules, implemented on that layer's view.
+pub trait Rules {
+    /// The triage layer these rules speak for.
+    fn layer(&self) -> Layer;
+
+    /// The part of that triage layer they cover (one of [`Layer::parts`]).
+    fn covers(&self) -> &'static str;
+
+    /// Rule hits over the window, and whether there was anything to judge.
+    fn evaluate(&self, window_s: f64, cfg: &Config) -> Evaluation;
+
+    /// Addresses whose failures in later layers this layer's trouble accounts for, given the
+    /// destinations its rules fired for (consequences in the triage order).
+    fn explains(&self, _suspect: &[SocketAddr]) -> BTreeSet<IpAddr> {
+        BTreeSet::new()
+    }
+}
+
+/// What one layer's rules found.
+#[derive(Debug, Clone, Default)]
+pub struct Evaluation {
+    hits: Vec<Hit>,
+    /// Evidence of this kind was seen in the window (healthy rather than no-signal).
+    had_signal: bool,
+    /// Said when there was no signal.
+    quiet_note: &'static str,
+}
 
 /// The triage layers, in triage order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -49,6 +78,30 @@ impl Layer {
             Layer::L7 => "L7",
         }
     }
+
+    /// The parts of the evidence this layer needs, each with what to say while no rules
+    /// cover it. [`Rules::covers`] names one of these.
+    pub fn parts(self) -> &'static [Part] {
+        match self {
+            Layer::Dns => &[Part { name: "DNS lookups", missing: "observer does not observe DNS lookups" }],
+            Layer::TcpTls => &[
+                Part { name: "TCP connects", missing: "TCP connects are not observed" },
+                Part { name: "TLS handshakes", missing: "TLS handshakes are not observed yet" },
+            ],
+            Layer::Routing => &[Part {
+                name: "routing",
+                missing: "observer does not collect routing evidence yet (loss, RTT, ICMP, path changes)",
+            }],
+            Layer::L7 => &[Part { name: "HTTP", missing: "observer does not parse HTTP yet" }],
+        }
+    }
+}
+
+/// A part of a triage layer's evidence.
+#[derive(Debug, Clone, Copy)]
+pub struct Part {
+    pub name: &'static str,
+    pub missing: &'static str,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -79,7 +132,7 @@ pub struct Verdict {
     pub rules: Vec<&'static str>,
     pub evidence: Vec<String>,
     /// Destinations (resolvers, IP:port) the rules fired for.
-    pub destinations: Vec<String>,
+    pub destinations: Vec<SocketAddr>,
     /// Set when an earlier suspect layer explains this one.
     pub consequence_of: Option<Layer>,
     /// Why there is no signal, or what limits the verdict.
@@ -120,7 +173,7 @@ impl Verdict {
 #[derive(Debug, Clone)]
 struct Hit {
     rule: &'static str,
-    destination: String,
+    destination: SocketAddr,
     /// None when another hit for the same destination already says it.
     evidence: Option<String>,
 }
@@ -154,31 +207,47 @@ impl Verdicts {
     }
 }
 
-/// What the rules look at: the layers' views over the window.
-pub struct Inputs<'a> {
-    pub window_s: f64,
-    pub dns_timeout_s: f64,
-    pub resolvers: &'a [ResolverView],
-    pub names: &'a [NameView],
-    pub divergences: &'a [Divergence],
-    pub destinations: &'a [DestView],
-    /// Events lost within the window (lowers confidence).
-    pub lost_in_window: u64,
+/// Evaluate every layer's rules, merge them per triage layer, then apply the triage order.
+/// `lost_in_window` (events lost recently) lowers the cause's confidence.
+pub fn evaluate(rules: &[&dyn Rules], window_s: f64, lost_in_window: u64, cfg: &Config) -> (Verdicts, Option<Cause>) {
+    let mut verdicts = Verdicts {
+        dns: Verdict::empty(State::NoSignal),
+        tcp_tls: Verdict::empty(State::NoSignal),
+        routing: Verdict::empty(State::NoSignal),
+        l7: Verdict::empty(State::NoSignal),
+    };
+    for layer in Layer::ALL {
+        *verdicts.get_mut(layer) = merge(layer, rules.iter().filter(|r| r.layer() == layer), window_s, cfg);
+    }
+    let cause = triage::order(&mut verdicts, rules, lost_in_window);
+    (verdicts, cause)
 }
 
-/// Evaluate every layer, then apply the triage order.
-pub fn evaluate(inputs: &Inputs<'_>, cfg: &Config) -> (Verdicts, Option<Cause>) {
-    let mut verdicts = Verdicts {
-        dns: dns::evaluate(inputs, &cfg.dns),
-        tcp_tls: tcp::evaluate(inputs, &cfg.tcp),
-        routing: Verdict::no_signal("observer does not collect routing evidence yet (loss, RTT, ICMP, path changes)"),
-        l7: Verdict::no_signal("observer does not parse HTTP yet"),
-    };
-    if verdicts.tcp_tls.verdict != State::NoSignal {
-        verdicts.tcp_tls.note = Some("TLS handshakes are not observed yet: this verdict covers TCP connects".to_owned());
+/// One triage layer's verdict from the rules of every part that covers it. A part that no
+/// rules cover is named in the note, so that a partial verdict says what it leaves out.
+fn merge<'a>(layer: Layer, rules: impl Iterator<Item = &'a &'a dyn Rules>, window_s: f64, cfg: &Config) -> Verdict {
+    let mut hits = Vec::new();
+    let mut had_signal = false;
+    let mut quiet = Vec::new();
+    let mut covered = Vec::new();
+    for r in rules {
+        let e = r.evaluate(window_s, cfg);
+        hits.extend(e.hits);
+        had_signal |= e.had_signal;
+        quiet.push(e.quiet_note);
+        covered.push(r.covers());
     }
-    let cause = triage::order(&mut verdicts, inputs);
-    (verdicts, cause)
+    let missing: Vec<&Part> = layer.parts().iter().filter(|p| !covered.contains(&p.name)).collect();
+    if covered.is_empty() {
+        let notes: Vec<&str> = missing.iter().map(|p| p.missing).collect();
+        return Verdict::no_signal(&notes.join("; "));
+    }
+    let mut v = Verdict::from_hits(hits, had_signal, &quiet.join("; "));
+    if v.verdict != State::NoSignal && !missing.is_empty() {
+        let notes: Vec<&str> = missing.iter().map(|p| p.missing).collect();
+        v.note = Some(format!("{}: this verdict covers {}", notes.join("; "), covered.join(" and ")));
+    }
+    v
 }
 
 /// Milliseconds with one decimal below 10 ms, whole above.

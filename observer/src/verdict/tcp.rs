@@ -3,8 +3,11 @@
 
 use observer_common::tcp::dest_counter as dc;
 
-use super::{Hit, Inputs, Verdict, secs};
-use crate::{config::TcpThresholds, layers::connect::DestView};
+use super::{Evaluation, Hit, Layer, Rules, secs};
+use crate::{
+    config::Config,
+    layers::connect::{ConnectView, DestView},
+};
 
 fn process(d: &DestView) -> String {
     match d.processes.first() {
@@ -13,18 +16,38 @@ fn process(d: &DestView) -> String {
     }
 }
 
-pub fn evaluate(inputs: &Inputs<'_>, t: &TcpThresholds) -> Verdict {
-    let w = secs(inputs.window_s);
+impl Rules for ConnectView {
+    fn layer(&self) -> Layer {
+        Layer::TcpTls
+    }
+
+    fn covers(&self) -> &'static str {
+        "TCP connects"
+    }
+
+    fn evaluate(&self, window_s: f64, cfg: &Config) -> Evaluation {
+        evaluate(self, window_s, cfg)
+    }
+
+    /// Failing connects explain later trouble with the same addresses.
+    fn explains(&self, suspect: &[std::net::SocketAddr]) -> std::collections::BTreeSet<std::net::IpAddr> {
+        suspect.iter().map(|d| d.ip()).collect()
+    }
+}
+
+fn evaluate(view: &ConnectView, window_s: f64, cfg: &Config) -> Evaluation {
+    let t = &cfg.tcp;
+    let w = secs(window_s);
     let mut hits = Vec::new();
     let mut had_signal = false;
-    for d in inputs.destinations {
+    for d in &view.destinations {
         let c = &d.window;
         let attempts = c.get(dc::ATTEMPTS);
         if c.counts.values.iter().all(|&v| v == 0) {
             continue;
         }
         had_signal = true;
-        let dest = d.dest.to_string();
+        let dest = d.dest;
         let refused = c.get(dc::REFUSED);
         let timed_out = c.get(dc::TIMED_OUT) + c.get(dc::UNREACHABLE);
         let syn = c.get(dc::SYN_RETRANSMITS);
@@ -34,7 +57,7 @@ pub fn evaluate(inputs: &Inputs<'_>, t: &TcpThresholds) -> Verdict {
             said = true;
             hits.push(Hit {
                 rule: "tcp.refused",
-                destination: dest.clone(),
+                destination: dest,
                 evidence: Some(format!(
                     "TCP: {refused}/{attempts} connects to {dest} refused in the last {w} (RST answered the SYN: no listener, wrong port, or stale DNS){}",
                     process(d)
@@ -47,7 +70,7 @@ pub fn evaluate(inputs: &Inputs<'_>, t: &TcpThresholds) -> Verdict {
             let how = if unreachable > 0 { format!(", {unreachable} host/network unreachable") } else { String::new() };
             hits.push(Hit {
                 rule: "tcp.timed_out",
-                destination: dest.clone(),
+                destination: dest,
                 evidence: Some(format!(
                     "TCP: {timed_out}/{attempts} connects to {dest} timed out in the last {w} after {syn} SYN retransmits{how} (path or filtering){}",
                     process(d)
@@ -57,7 +80,7 @@ pub fn evaluate(inputs: &Inputs<'_>, t: &TcpThresholds) -> Verdict {
         if syn >= t.min_syn_retransmits {
             hits.push(Hit {
                 rule: "tcp.syn_retries",
-                destination: dest.clone(),
+                destination: dest,
                 evidence: (!said).then(|| {
                     format!(
                         "TCP: {syn} SYN retransmits to {dest} in the last {w} ({attempts} connects started, {established} established): SYNs or SYN-ACKs are lost{}",
@@ -71,7 +94,7 @@ pub fn evaluate(inputs: &Inputs<'_>, t: &TcpThresholds) -> Verdict {
         if finished >= t.min_attempts && finished > 0 && (established as f64 / finished as f64) < t.success_ratio {
             hits.push(Hit {
                 rule: "tcp.success_ratio",
-                destination: dest.clone(),
+                destination: dest,
                 evidence: (!said).then(|| {
                     format!(
                         "TCP: connect success to {dest} is {:.1} % ({established}/{finished}) in the last {w}, below {:.1} %{}",
@@ -86,7 +109,7 @@ pub fn evaluate(inputs: &Inputs<'_>, t: &TcpThresholds) -> Verdict {
         if resets >= t.min_resets {
             hits.push(Hit {
                 rule: "tcp.resets",
-                destination: dest.clone(),
+                destination: dest,
                 evidence: Some(format!(
                     "TCP: {resets} resets received from {dest} on established connections in the last {w}{}",
                     process(d)
@@ -94,5 +117,5 @@ pub fn evaluate(inputs: &Inputs<'_>, t: &TcpThresholds) -> Verdict {
             });
         }
     }
-    Verdict::from_hits(hits, had_signal, "no TCP connects or TCP events in the window")
+    Evaluation { hits, had_signal, quiet_note: "no TCP connects or TCP events in the window" }
 }

@@ -6,8 +6,8 @@ use observer_common::{dns::dns_counter as kc, tcp::dest_counter as dc};
 
 use super::*;
 use crate::layers::{
-    connect::{Counts, Period},
-    dns::{DnsPeriod, NamePeriod, ResolverAnswer, name_counter as nc, resolver_counter as rc},
+    connect::{ConnectView, Counts, DestView, Period},
+    dns::{Divergence, DnsPeriod, DnsView, NamePeriod, NameView, ResolverAnswer, ResolverView, name_counter as nc, resolver_counter as rc},
     latency::LatencySummary,
 };
 
@@ -75,18 +75,17 @@ impl Case {
         Case { resolvers: vec![], names: vec![], divergences: vec![], dests: vec![], lost: 0 }
     }
     fn run(&self, cfg: &Config) -> (Verdicts, Option<Cause>) {
-        evaluate(
-            &Inputs {
-                window_s: 10.0,
-                dns_timeout_s: 5.0,
-                resolvers: &self.resolvers,
-                names: &self.names,
-                divergences: &self.divergences,
-                destinations: &self.dests,
-                lost_in_window: self.lost,
-            },
-            cfg,
-        )
+        let dns = DnsView {
+            interfaces: vec![],
+            resolvers: self.resolvers.clone(),
+            names: self.names.clone(),
+            names_omitted: 0,
+            divergences: self.divergences.clone(),
+            unanswered_after: std::time::Duration::from_secs(5),
+            top_names: 20,
+        };
+        let tcp = ConnectView { destinations: self.dests.clone(), destinations_omitted: 0, local_ports: vec![], top: 100 };
+        evaluate(&[&tcp, &dns], 10.0, self.lost, cfg)
     }
     fn dns(&self, cfg: &Config) -> Verdict {
         self.run(cfg).0.dns
@@ -193,7 +192,7 @@ fn dns_divergence_fires_and_can_be_turned_off() {
     });
     let v = c.dns(&Config::default());
     assert_eq!(fired(&v), ["dns.divergence"]);
-    assert_eq!(v.destinations, ["10.0.0.2:53", "10.0.0.3:53"]);
+    assert_eq!(v.destinations, ["10.0.0.2:53".parse::<SocketAddr>().unwrap(), "10.0.0.3:53".parse().unwrap()]);
     assert_eq!(
         v.evidence,
         ["DNS answers differ between 10.0.0.2:53 and 10.0.0.3:53 for api.example.com (A): 10.0.0.2:53 says [10.1.2.3]; 10.0.0.3:53 says [10.9.9.9]"]

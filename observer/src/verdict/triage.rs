@@ -3,18 +3,18 @@
 
 use std::{
     collections::{BTreeSet, VecDeque},
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
 };
 
 use serde::Serialize;
 
-use super::{Inputs, Layer, State, Verdicts};
+use super::{Layer, Rules, State, Verdicts};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Cause {
     pub layer: Layer,
     pub evidence: Vec<String>,
-    pub destinations: Vec<String>,
+    pub destinations: Vec<SocketAddr>,
     /// Later suspect layers this cause explains.
     pub consequences: Vec<Layer>,
     /// Later suspect layers it does not explain: look at them too.
@@ -24,27 +24,33 @@ pub struct Cause {
     pub confidence_note: Option<String>,
 }
 
-pub fn order(v: &mut Verdicts, inputs: &Inputs<'_>) -> Option<Cause> {
+pub fn order(v: &mut Verdicts, rules: &[&dyn Rules], lost_in_window: u64) -> Option<Cause> {
     let first = Layer::ALL.into_iter().find(|l| v.get(*l).verdict == State::Suspect)?;
+    // What the cause accounts for, asked of each of its layer's rules.
+    let explained: BTreeSet<IpAddr> = rules
+        .iter()
+        .filter(|r| r.layer() == first)
+        .flat_map(|r| r.explains(&v.get(first).destinations))
+        .collect();
     let mut consequences = Vec::new();
     let mut also_suspect = Vec::new();
     for later in Layer::ALL.into_iter().filter(|l| *l > first) {
         if v.get(later).verdict != State::Suspect {
             continue;
         }
-        if explains(first, later, v, inputs) {
+        let dests = &v.get(later).destinations;
+        if !dests.is_empty() && dests.iter().all(|d| explained.contains(&d.ip())) {
             v.get_mut(later).consequence_of = Some(first);
             consequences.push(later);
         } else {
             also_suspect.push(later);
         }
     }
-    let (confidence, confidence_note) = if inputs.lost_in_window > 0 {
+    let (confidence, confidence_note) = if lost_in_window > 0 {
         (
             "reduced",
             Some(format!(
-                "{} events lost in the window: latency, parsed DNS figures and last failures undercount (counters do not)",
-                inputs.lost_in_window
+                "{lost_in_window} events lost in the window: latency, parsed DNS figures and last failures undercount (counters do not)"
             )),
         )
     } else {
@@ -60,32 +66,6 @@ pub fn order(v: &mut Verdicts, inputs: &Inputs<'_>) -> Option<Cause> {
         confidence,
         confidence_note,
     })
-}
-
-/// Does the suspect layer `cause` account for every suspect destination of `later`?
-fn explains(cause: Layer, later: Layer, v: &Verdicts, inputs: &Inputs<'_>) -> bool {
-    match (cause, later) {
-        // DNS troubles explain failing connects to the addresses those troubled lookups
-        // returned (stale or split answers, answers that came too late).
-        (Layer::Dns, Layer::TcpTls) => {
-            let suspect_resolvers: BTreeSet<&str> = v.dns.destinations.iter().map(String::as_str).collect();
-            let mut addrs: BTreeSet<IpAddr> = BTreeSet::new();
-            for n in inputs.names {
-                if n.resolvers.iter().any(|r| suspect_resolvers.contains(r.to_string().as_str())) {
-                    addrs.extend(n.answers.iter().filter_map(|a| a.parse::<IpAddr>().ok()));
-                }
-            }
-            for d in inputs.divergences {
-                for a in &d.answers {
-                    addrs.extend(a.addresses.iter().copied());
-                }
-            }
-            let dests = &v.tcp_tls.destinations;
-            !dests.is_empty()
-                && dests.iter().all(|d| d.parse::<std::net::SocketAddr>().is_ok_and(|s| addrs.contains(&s.ip())))
-        }
-        _ => false,
-    }
 }
 
 /// A layer's verdict changed.

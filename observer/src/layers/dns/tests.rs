@@ -13,6 +13,7 @@ fn cfg() -> DnsConfig {
         unanswered_after: Duration::from_secs(5),
         max_names: 100,
         max_pending: 1000,
+        top_names: 20,
     }
 }
 
@@ -39,7 +40,7 @@ fn reply(id: u16, name: &str, rcode: RCODE, addrs: &[[u8; 4]]) -> Vec<u8> {
 
 fn msg(ts_ms: u64, resolver: &str, is_response: bool, bytes: Vec<u8>) -> DnsMessage {
     DnsMessage {
-        ts_ns: ts_ms * MS,
+        at: Mono(ts_ms * MS),
         client: CLIENT.parse().unwrap(),
         resolver: resolver.parse().unwrap(),
         is_response,
@@ -55,14 +56,13 @@ fn resolver<'a>(views: &'a [ResolverView], addr: &str) -> &'a ResolverView {
 
 #[test]
 fn matches_responses_to_queries_and_measures_latency() {
-    let t0 = Instant::now();
     let mut l = DnsLayer::new(cfg());
-    l.on_message(msg(0, R1, false, query(7, "api.test")));
+    l.on_message(&msg(0, R1, false, query(7, "api.test")));
     // 0x20 case randomisation: the response echoes another case.
-    l.on_message(msg(12, R1, true, reply(7, "API.test", RCODE::NoError, &[[10, 1, 1, 1]])));
-    l.on_message(msg(20, R1, false, query(8, "gone.test")));
-    l.on_message(msg(25, R1, true, reply(8, "gone.test", RCODE::NameError, &[])));
-    l.on_snapshot(t0, 100 * MS, &DnsSnapshot::default());
+    l.on_message(&msg(12, R1, true, reply(7, "API.test", RCODE::NoError, &[[10, 1, 1, 1]])));
+    l.on_message(&msg(20, R1, false, query(8, "gone.test")));
+    l.on_message(&msg(25, R1, true, reply(8, "gone.test", RCODE::NameError, &[])));
+    l.on_snapshot(Mono(100 * MS), &DnsSnapshot::default());
     let r = resolver(&l.resolvers(), R1).clone();
     assert_eq!(r.window.latency_us.count, 2);
     assert!((11_900..=12_100).contains(&r.window.latency_us.max), "{:?}", r.window.latency_us);
@@ -77,26 +77,25 @@ fn matches_responses_to_queries_and_measures_latency() {
 
 #[test]
 fn a_query_without_response_is_unanswered_after_the_timeout_and_not_before() {
-    let t0 = Instant::now();
     let mut l = DnsLayer::new(cfg());
-    l.on_message(msg(1_000, R1, false, query(1, "slow.test")));
-    l.on_snapshot(t0, 5_999 * MS, &DnsSnapshot::default());
+    l.on_message(&msg(1_000, R1, false, query(1, "slow.test")));
+    l.on_snapshot(Mono(5_999 * MS), &DnsSnapshot::default());
     assert_eq!(resolver(&l.resolvers(), R1).total.parsed.get(rc::UNANSWERED), 0);
-    l.on_snapshot(t0 + Duration::from_secs(1), 6_000 * MS, &DnsSnapshot::default());
+    l.on_snapshot(Mono(6_000 * MS), &DnsSnapshot::default());
     assert_eq!(resolver(&l.resolvers(), R1).total.parsed.get(rc::UNANSWERED), 1);
     assert_eq!(l.names()[0].total.counts.get(nc::UNANSWERED), 1);
     // A late response is then unmatched, not a second outcome.
-    l.on_message(msg(7_000, R1, true, reply(1, "slow.test", RCODE::NoError, &[[1, 2, 3, 4]])));
-    l.on_snapshot(t0 + Duration::from_secs(2), 7_000 * MS, &DnsSnapshot::default());
+    l.on_message(&msg(7_000, R1, true, reply(1, "slow.test", RCODE::NoError, &[[1, 2, 3, 4]])));
+    l.on_snapshot(Mono(7_000 * MS), &DnsSnapshot::default());
     assert_eq!(resolver(&l.resolvers(), R1).total.parsed.get(rc::UNMATCHED_RESPONSES), 1);
 }
 
 #[test]
 fn empty_noerror_is_nodata() {
     let mut l = DnsLayer::new(cfg());
-    l.on_message(msg(0, R1, false, query(3, "v6only.test")));
-    l.on_message(msg(1, R1, true, reply(3, "v6only.test", RCODE::NoError, &[])));
-    l.on_snapshot(Instant::now(), 2 * MS, &DnsSnapshot::default());
+    l.on_message(&msg(0, R1, false, query(3, "v6only.test")));
+    l.on_message(&msg(1, R1, true, reply(3, "v6only.test", RCODE::NoError, &[])));
+    l.on_snapshot(Mono(2 * MS), &DnsSnapshot::default());
     assert_eq!(resolver(&l.resolvers(), R1).total.parsed.get(rc::NODATA), 1);
     assert_eq!(l.names()[0].total.counts.get(nc::NODATA), 1);
 }
@@ -104,14 +103,14 @@ fn empty_noerror_is_nodata() {
 #[test]
 fn disjoint_answers_from_two_resolvers_diverge_and_overlapping_ones_do_not() {
     let mut l = DnsLayer::new(cfg());
-    l.on_snapshot(Instant::now(), 0, &DnsSnapshot::default());
+    l.on_snapshot(Mono(0), &DnsSnapshot::default());
     for (id, r, a) in [(1, R1, [10, 0, 0, 101]), (2, R2, [10, 0, 0, 102])] {
-        l.on_message(msg(0, r, false, query(id, "split.test")));
-        l.on_message(msg(1, r, true, reply(id, "split.test", RCODE::NoError, &[a])));
+        l.on_message(&msg(0, r, false, query(id, "split.test")));
+        l.on_message(&msg(1, r, true, reply(id, "split.test", RCODE::NoError, &[a])));
     }
     for (id, r, a) in [(3, R1, [[10, 0, 0, 1], [10, 0, 0, 2]]), (4, R2, [[10, 0, 0, 2], [10, 0, 0, 3]])] {
-        l.on_message(msg(0, r, false, query(id, "same.test")));
-        l.on_message(msg(1, r, true, reply(id, "same.test", RCODE::NoError, &a)));
+        l.on_message(&msg(0, r, false, query(id, "same.test")));
+        l.on_message(&msg(1, r, true, reply(id, "same.test", RCODE::NoError, &a)));
     }
     let d = l.divergences();
     assert_eq!(d.len(), 1, "{d:?}");
@@ -122,16 +121,15 @@ fn disjoint_answers_from_two_resolvers_diverge_and_overlapping_ones_do_not() {
 
 #[test]
 fn divergence_ages_out_with_the_window() {
-    let t0 = Instant::now();
     let mut l = DnsLayer::new(cfg());
-    l.on_snapshot(t0, 0, &DnsSnapshot::default());
+    l.on_snapshot(Mono(0), &DnsSnapshot::default());
     for (id, r, a) in [(1, R1, [10, 0, 0, 101]), (2, R2, [10, 0, 0, 102])] {
-        l.on_message(msg(0, r, false, query(id, "split.test")));
-        l.on_message(msg(1, r, true, reply(id, "split.test", RCODE::NoError, &[a])));
+        l.on_message(&msg(0, r, false, query(id, "split.test")));
+        l.on_message(&msg(1, r, true, reply(id, "split.test", RCODE::NoError, &[a])));
     }
-    l.on_snapshot(t0 + Duration::from_secs(9), 0, &DnsSnapshot::default());
+    l.on_snapshot(Mono(9_000 * MS), &DnsSnapshot::default());
     assert_eq!(l.divergences().len(), 1);
-    l.on_snapshot(t0 + Duration::from_secs(10), 0, &DnsSnapshot::default());
+    l.on_snapshot(Mono(10_000 * MS), &DnsSnapshot::default());
     assert!(l.divergences().is_empty());
 }
 
@@ -158,9 +156,9 @@ fn hostile_messages_are_malformed_not_crashes() {
     let mut l = DnsLayer::new(cfg());
     for (what, bytes) in &cases {
         assert!(parse(bytes).is_err(), "{what} must not parse");
-        l.on_message(msg(0, R1, false, bytes.clone()));
+        l.on_message(&msg(0, R1, false, bytes.clone()));
     }
-    l.on_snapshot(Instant::now(), MS, &DnsSnapshot::default());
+    l.on_snapshot(Mono(MS), &DnsSnapshot::default());
     assert_eq!(resolver(&l.resolvers(), R1).total.parsed.get(rc::MALFORMED), cases.len() as u64);
 }
 
@@ -178,34 +176,33 @@ fn random_bytes_never_panic() {
                 x as u8
             })
             .collect();
-        l.on_message(msg(0, R1, len % 2 == 0, bytes));
+        l.on_message(&msg(0, R1, len % 2 == 0, bytes));
     }
-    l.on_snapshot(Instant::now(), MS, &DnsSnapshot::default());
+    l.on_snapshot(Mono(MS), &DnsSnapshot::default());
 }
 
 #[test]
 fn oversize_responses_match_by_id_and_are_not_malformed() {
     let mut l = DnsLayer::new(cfg());
-    l.on_message(msg(0, R1, false, query(9, "big.test")));
+    l.on_message(&msg(0, R1, false, query(9, "big.test")));
     let full = reply(9, "big.test", RCODE::NoError, &[[1, 1, 1, 1]; 40]);
     let mut m = msg(3, R1, true, full[..40].to_vec());
     m.dns_len = full.len();
-    l.on_message(m);
-    l.on_snapshot(Instant::now(), 4 * MS, &DnsSnapshot::default());
+    l.on_message(&m);
+    l.on_snapshot(Mono(4 * MS), &DnsSnapshot::default());
     let r = resolver(&l.resolvers(), R1).total.clone();
     assert_eq!((r.parsed.get(rc::OVERSIZE), r.parsed.get(rc::MALFORMED), r.latency_us.count), (1, 0, 1));
 }
 
 #[test]
 fn kernel_counts_are_windowed_per_resolver() {
-    let t0 = Instant::now();
     let mut l = DnsLayer::new(cfg());
     let mut c = [0u64; kc::COUNT];
     c[kc::QUERIES] = 40;
     c[kc::SERVFAIL] = 12;
-    let snap = DnsSnapshot { resolvers: vec![(R1.parse().unwrap(), c)] };
-    l.on_snapshot(t0, 0, &snap);
-    l.on_snapshot(t0 + Duration::from_secs(11), 0, &snap);
+    let snap = DnsSnapshot { resolvers: vec![(R1.parse().unwrap(), c)], interfaces: vec![] };
+    l.on_snapshot(Mono(0), &snap);
+    l.on_snapshot(Mono(11_000 * MS), &snap);
     let r = resolver(&l.resolvers(), R1).clone();
     assert_eq!((r.total.kernel.get(kc::QUERIES), r.total.kernel.get(kc::SERVFAIL)), (40, 12));
     assert_eq!(r.window.kernel.get(kc::QUERIES), 0, "older than the window");
@@ -215,7 +212,7 @@ fn kernel_counts_are_windowed_per_resolver() {
 fn pending_queries_are_bounded_and_the_excess_counted() {
     let mut l = DnsLayer::new(DnsConfig { max_pending: 2, ..cfg() });
     for id in 0..5 {
-        l.on_message(msg(0, R1, false, query(id, "many.test")));
+        l.on_message(&msg(0, R1, false, query(id, "many.test")));
     }
     assert_eq!(l.pending_dropped, 3);
 }
@@ -223,8 +220,8 @@ fn pending_queries_are_bounded_and_the_excess_counted() {
 #[test]
 fn json_shape_of_a_resolver() {
     let mut l = DnsLayer::new(cfg());
-    l.on_message(msg(0, R1, false, query(1, "a.test")));
-    l.on_snapshot(Instant::now(), 0, &DnsSnapshot::default());
+    l.on_message(&msg(0, R1, false, query(1, "a.test")));
+    l.on_snapshot(Mono(0), &DnsSnapshot::default());
     let v = serde_json::to_value(&l.resolvers()[0]).unwrap();
     for k in ["queries", "responses", "servfail", "unanswered", "malformed", "nodata", "latency_us"] {
         assert!(v["window"].get(k).is_some(), "missing {k}: {v}");

@@ -3,8 +3,6 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use observer_common::{dns::dns_counter as kc, tcp::dest_counter as dc};
-
 use crate::{
     present::report::Report,
     verdict::{Change, Layer},
@@ -56,13 +54,12 @@ pub struct App {
     pub status: Option<String>,
 }
 
-/// A row in a layer panel: the key used for history and drill-down, and its label.
+/// The selectable rows of a layer panel, as "<section> <row>" keys for history and drill-down.
 pub fn rows(report: &Report, layer: Layer) -> Vec<String> {
-    match layer {
-        Layer::Dns => report.dns.resolvers.iter().map(|r| format!("dns {}", r.resolver)).collect(),
-        Layer::TcpTls => report.tcp.destinations.iter().map(|d| format!("tcp {}", d.dest)).collect(),
-        Layer::Routing | Layer::L7 => vec![],
-    }
+    report
+        .sections_of(layer)
+        .flat_map(|s| s.table().rows.into_iter().map(move |(row, _)| format!("{} {row}", s.key())))
+        .collect()
 }
 
 impl App {
@@ -142,10 +139,11 @@ impl App {
 }
 
 fn totals(r: &Report) -> Vec<(String, u64)> {
-    let mut v: Vec<(String, u64)> =
-        r.tcp.destinations.iter().map(|d| (format!("tcp {}", d.dest), d.total.get(dc::ATTEMPTS))).collect();
-    v.extend(r.dns.resolvers.iter().map(|x| (format!("dns {}", x.resolver), x.total.kernel.get(kc::QUERIES))));
-    v
+    r.sections
+        .0
+        .iter()
+        .flat_map(|s| s.activity().into_iter().map(move |(row, n)| (format!("{} {row}", s.key()), n)))
+        .collect()
 }
 
 /// The text `c` copies: every layer's verdict with its evidence, each line stamped with the

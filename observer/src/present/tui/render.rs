@@ -1,7 +1,6 @@
 //! Drawing: a pure function of [`App`]. Readable at 80x24; a larger terminal gets more rows
 //! for destinations and the timeline.
 
-use observer_common::{dns::dns_counter as kc, tcp::dest_counter as dc};
 use ratatui::{
     Frame,
     layout::{Constraint, Layout, Rect},
@@ -12,11 +11,7 @@ use ratatui::{
 
 use super::app::{App, rows};
 use crate::{
-    layers::{
-        dns::{name_counter as nc, resolver_counter as rc},
-        latency::LatencySummary,
-    },
-    present::report::Report,
+    present::{Detail, ms, report::Report},
     verdict::{Layer, State, Verdict},
 };
 
@@ -25,16 +20,6 @@ fn state_style(s: State) -> Style {
         State::Suspect => Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
         State::Healthy => Style::default().fg(Color::Green),
         State::NoSignal => Style::default().fg(Color::DarkGray),
-    }
-}
-
-fn ms(us: u64) -> String {
-    if us == 0 {
-        "-".to_owned()
-    } else if us < 10_000 {
-        format!("{:.1}", us as f64 / 1000.0)
-    } else {
-        format!("{:.0}", us as f64 / 1000.0)
     }
 }
 
@@ -156,21 +141,14 @@ fn draw_panel(f: &mut Frame, area: Rect, app: &App, r: &Report, layer: Layer, fo
     let [ev_area, table_area] = Layout::vertical([Constraint::Length(evidence_h), Constraint::Min(0)]).areas(inner);
     f.render_widget(Paragraph::new(evidence).wrap(Wrap { trim: false }), ev_area);
 
-    let keys = rows(r, layer);
     let lines: Vec<Line> = table
         .into_iter()
-        .enumerate()
-        .map(|(i, row)| {
-            // Row 0 is the header; data row i-1 is selectable.
-            let selected = focused && i > 0 && i - 1 == app.selected && !keys.is_empty();
-            let style = if i == 0 {
-                Style::default().add_modifier(Modifier::UNDERLINED)
-            } else if selected {
-                Style::default().add_modifier(Modifier::REVERSED)
-            } else {
-                Style::default()
-            };
-            Line::styled(row, style)
+        .map(|line| match line {
+            TableLine::Header(text) => Line::styled(text, Style::default().add_modifier(Modifier::UNDERLINED)),
+            TableLine::Row(i, text) if focused && i == app.selected => {
+                Line::styled(text, Style::default().add_modifier(Modifier::REVERSED))
+            }
+            TableLine::Row(_, text) | TableLine::Extra(text) => Line::raw(text),
         })
         .collect();
     f.render_widget(Paragraph::new(lines), table_area);
@@ -180,68 +158,31 @@ fn plural(n: usize, word: &str) -> String {
     if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
 }
 
-/// The destination table of a layer panel: a header row, then one row per destination.
-fn table_lines(r: &Report, layer: Layer) -> Vec<String> {
-    match layer {
-        Layer::Dns => {
-            let mut v = vec![format!("{:<26} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8}", "resolver (window)", "query", "nxdom", "srvfl", "refus", "unans", "p95 ms")];
-            for x in &r.dns.resolvers {
-                let w = &x.window;
-                v.push(format!(
-                    "{:<26} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8}",
-                    x.resolver.to_string(),
-                    w.kernel.get(kc::QUERIES),
-                    w.kernel.get(kc::NXDOMAIN),
-                    w.kernel.get(kc::SERVFAIL),
-                    w.kernel.get(kc::REFUSED),
-                    w.parsed.get(rc::UNANSWERED),
-                    ms(w.latency_us.p95)
-                ));
-            }
-            if r.dns.resolvers.is_empty() {
-                v.truncate(0);
-                return v;
-            }
-            // Names come after the resolvers: shown when the panel has room (not selectable).
-            v.push(String::new());
-            v.push(format!("{:<34} {:>5} {:>6} {:>6} {:>8}  {}", "name (window)", "type", "query", "errors", "p95 ms", "answer"));
-            for n in &r.dns.names {
-                let w = &n.window;
-                v.push(format!(
-                    "{:<34} {:>5} {:>6} {:>6} {:>8}  {}",
-                    n.qname,
-                    n.qtype,
-                    w.counts.get(nc::QUERIES),
-                    w.trouble(),
-                    ms(w.latency_us.p95),
-                    n.answers.join(" ")
-                ));
-            }
-            v
+/// The tables of a layer panel, one per section with rows: a header, the rows, then lines
+/// shown when there is room. Selectable rows come in the order of [`rows`].
+fn table_lines(r: &Report, layer: Layer) -> Vec<TableLine> {
+    let mut out = Vec::new();
+    let mut index = 0;
+    for section in r.sections_of(layer) {
+        let t = section.table();
+        if t.rows.is_empty() {
+            continue;
         }
-        Layer::TcpTls => {
-            let mut v = vec![format!("{:<26} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8}", "destination (window)", "tries", "ok", "refus", "t/out", "synrtx", "rst-in", "p95 ms")];
-            for d in &r.tcp.destinations {
-                let w = &d.window;
-                v.push(format!(
-                    "{:<26} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8}",
-                    d.dest.to_string(),
-                    w.get(dc::ATTEMPTS),
-                    w.get(dc::ESTABLISHED),
-                    w.get(dc::REFUSED),
-                    w.get(dc::TIMED_OUT) + w.get(dc::UNREACHABLE) + w.get(dc::ABORTED),
-                    w.get(dc::SYN_RETRANSMITS),
-                    w.get(dc::RESETS_RECEIVED),
-                    ms(w.connect_latency_us.p95)
-                ));
-            }
-            if r.tcp.destinations.is_empty() {
-                v.truncate(0);
-            }
-            v
+        out.push(TableLine::Header(t.header));
+        for (_, text) in t.rows {
+            out.push(TableLine::Row(index, text));
+            index += 1;
         }
-        Layer::Routing | Layer::L7 => vec![],
+        out.extend(t.extra.into_iter().map(TableLine::Extra));
     }
+    out
+}
+
+enum TableLine {
+    Header(String),
+    /// The row's index among the panel's selectable rows.
+    Row(usize, String),
+    Extra(String),
 }
 
 fn draw_timeline(f: &mut Frame, area: Rect, app: &App) {
@@ -283,59 +224,20 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-/// What the drill-down shows for one destination.
-struct Detail {
-    /// (counter, window, total)
-    counters: Vec<(&'static str, u64, u64)>,
-    window: LatencySummary,
-    total: LatencySummary,
-    notes: Vec<String>,
-}
-
-fn detail(r: &Report, key: &str) -> Option<Detail> {
-    if let Some(addr) = key.strip_prefix("tcp ") {
-        let d = r.tcp.destinations.iter().find(|d| d.dest.to_string() == addr)?;
-        let rows = dc::NAMES.iter().enumerate().map(|(i, n)| (*n, d.window.get(i), d.total.get(i))).collect();
-        let mut extra = Vec::new();
-        if let Some(lf) = &d.last_failure {
-            extra.push(format!(
-                "last failure: {} (errno {}) after {} ms, {} SYN retransmits, {}[{}]",
-                lf.outcome,
-                lf.errno,
-                ms(lf.after_us),
-                lf.syn_retransmits,
-                lf.comm,
-                lf.pid
-            ));
-        }
-        if !d.processes.is_empty() {
-            extra.push(format!("processes: {}", d.processes.join(", ")));
-        }
-        return Some(Detail { counters: rows, window: d.window.connect_latency_us, total: d.total.connect_latency_us, notes: extra });
-    }
-    let addr = key.strip_prefix("dns ")?;
-    let x = r.dns.resolvers.iter().find(|x| x.resolver.to_string() == addr)?;
-    let mut rows: Vec<(&'static str, u64, u64)> =
-        kc::NAMES.iter().enumerate().map(|(i, n)| (*n, x.window.kernel.get(i), x.total.kernel.get(i))).collect();
-    rows.extend(rc::NAMES.iter().enumerate().map(|(i, n)| (*n, x.window.parsed.get(i), x.total.parsed.get(i))));
-    let names: Vec<String> = r
-        .dns
-        .names
-        .iter()
-        .filter(|n| n.resolvers.contains(&x.resolver))
-        .take(3)
-        .map(|n| format!("{} {}: {}", n.qname, n.qtype, n.answers.join(", ")))
-        .collect();
-    Some(Detail { counters: rows, window: x.window.latency_us, total: x.total.latency_us, notes: names })
+/// The drill-down's row: its section's layer title, what its activity counts, and details.
+fn detail(r: &Report, key: &str) -> Option<(&'static str, &'static str, Option<Detail>)> {
+    let (section, row) = key.split_once(' ')?;
+    let s = r.section(section)?;
+    Some((s.layer().title(), s.activity_label(), s.detail(row)))
 }
 
 fn draw_drill(f: &mut Frame, area: Rect, app: &App, r: &Report, key: &str) {
-    let (layer, addr) = key.split_once(' ').unwrap_or(("", key));
-    let layer_title = if layer == "dns" { "DNS" } else { "TCP/TLS" };
+    let addr = key.split_once(' ').map_or(key, |(_, row)| row);
+    let (layer_title, activity, found) = detail(r, key).unwrap_or(("?", "events", None));
     let block = Block::default().borders(Borders::ALL).title(format!(" {layer_title} › {addr}  (Esc back) "));
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let Some(Detail { counters, window: win, total, notes: extra }) = detail(r, key) else {
+    let Some(Detail { counters, window: win, total, notes: extra }) = found else {
         f.render_widget(Paragraph::new("this destination left the report (idle or evicted)"), inner);
         return;
     };
@@ -358,7 +260,7 @@ fn draw_drill(f: &mut Frame, area: Rect, app: &App, r: &Report, key: &str) {
     f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), right);
 
     let [spark, hist] = Layout::horizontal([Constraint::Fill(1), Constraint::Fill(1)]).areas(charts);
-    let rate_label = if layer == "dns" { " queries per interval " } else { " connects per interval " };
+    let rate_label = format!(" {activity} per interval ");
     let data: Vec<u64> = app.history.get(key).map(|h| h.iter().copied().collect()).unwrap_or_default();
     let width = spark.width.saturating_sub(2) as usize;
     let data = &data[data.len().saturating_sub(width)..];

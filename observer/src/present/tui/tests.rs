@@ -4,7 +4,7 @@
 
 use std::{
     net::SocketAddr,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use crossterm::event::{KeyCode, KeyModifiers};
@@ -15,13 +15,10 @@ use simple_dns::{CLASS, Name, Packet, Question, RCODE, ResourceRecord, TYPE, rda
 use super::{app::evidence_text, *};
 use crate::{
     config::Config,
-    events::{ConnectRecord, DnsMessage, DnsSnapshot, Outcome, TcpSnapshot},
-    layers::{
-        connect::ConnectLayer,
-        dns::{DnsConfig, DnsLayer},
-    },
-    present::report::{self, Layers, Meta, Report, Views},
-    verdict::{self, Inputs, Tracker},
+    events::{ConnectRecord, Counters, DnsMessage, DnsSnapshot, Event, Input, Mono, Outcome, TcpSnapshot, Tick},
+    pipeline::{Options, Pipeline},
+    present::report::Report,
+    verdict,
 };
 
 #[derive(Clone, Copy)]
@@ -49,7 +46,7 @@ fn dns_msg(ts_ms: u64, id: u16, response: Option<RCODE>) -> DnsMessage {
     }
     let bytes = p.build_bytes_vec().unwrap();
     DnsMessage {
-        ts_ns: ts_ms * 1_000_000,
+        at: Mono(ts_ms * 1_000_000),
         client: CLIENT.parse().unwrap(),
         resolver: RESOLVER.parse().unwrap(),
         is_response: response.is_some(),
@@ -61,7 +58,7 @@ fn dns_msg(ts_ms: u64, id: u16, response: Option<RCODE>) -> DnsMessage {
 
 fn connect(dest: &str, outcome: Outcome, latency_us: u64) -> ConnectRecord {
     ConnectRecord {
-        at: SystemTime::UNIX_EPOCH,
+        at: Mono(0),
         dest: dest.parse().unwrap(),
         outcome,
         latency: Duration::from_micros(latency_us),
@@ -80,69 +77,57 @@ fn counts<const N: usize>(pairs: &[(usize, u64)]) -> [u64; N] {
     v
 }
 
-/// The report at the end of a scenario, with the verdict changes that led to it.
+/// The report at the end of a scenario, with the verdict changes that led to it: synthetic
+/// events and one tick through the real pipeline (layers, verdicts, report).
 fn build(s: Scenario) -> (Report, Vec<verdict::Change>) {
-    let t0 = Instant::now();
-    let window = Duration::from_secs(10);
-    let mut connect_layer = ConnectLayer::new(window, 100);
-    let mut dns = DnsLayer::new(DnsConfig { window, unanswered_after: Duration::from_secs(5), max_names: 100, max_pending: 100 });
+    let opts = Options {
+        interval: Duration::from_secs(1),
+        window: Duration::from_secs(10),
+        max_destinations: 100,
+        top: 100,
+        dns_timeout: Duration::from_secs(5),
+        max_dns_names: 100,
+        dns_top_names: 20,
+    };
+    let mut pipeline = Pipeline::new(opts, Config::default(), "web-3", Mono(0));
     let dns_failing = matches!(s, Scenario::DnsFailing | Scenario::BothFailing);
     let tcp_failing = matches!(s, Scenario::ConnectFailing | Scenario::BothFailing);
 
     // 40 lookups, 12 of them SERVFAIL when DNS fails; 3 ms each.
+    let mut events = Vec::new();
     for i in 0..40u16 {
         let rcode = if dns_failing && i % 10 < 3 { RCODE::ServerFailure } else { RCODE::NoError };
-        dns.on_message(dns_msg(u64::from(i) * 10, i, None));
-        dns.on_message(dns_msg(u64::from(i) * 10 + 3, i, Some(rcode)));
+        events.push(Event::Dns(dns_msg(u64::from(i) * 10, i, None)));
+        events.push(Event::Dns(dns_msg(u64::from(i) * 10 + 3, i, Some(rcode))));
     }
     let servfail = if dns_failing { 12 } else { 0 };
-    let dns_snap = DnsSnapshot {
+    let dns = DnsSnapshot {
         resolvers: vec![(
             RESOLVER.parse().unwrap(),
             counts(&[(kc::QUERIES, 40), (kc::RESPONSES, 40), (kc::NOERROR, 40 - servfail), (kc::SERVFAIL, servfail)]),
         )],
+        interfaces: vec!["eth0".into(), "lo".into()],
     };
     for i in 0..20u64 {
-        connect_layer.on_connect(connect(API, Outcome::Established, 800 + i * 20));
+        events.push(Event::Connect(connect(API, Outcome::Established, 800 + i * 20)));
     }
     let mut tcp = TcpSnapshot { dests: vec![(API.parse().unwrap(), counts(&[(dc::ATTEMPTS, 20), (dc::ESTABLISHED, 20)]))], ports: vec![] };
     if tcp_failing {
         for _ in 0..5 {
-            connect_layer.on_connect(connect(DB, Outcome::Refused, 250));
+            events.push(Event::Connect(connect(DB, Outcome::Refused, 250)));
         }
         tcp.dests.push((DB.parse::<SocketAddr>().unwrap(), counts(&[(dc::ATTEMPTS, 5), (dc::REFUSED, 5)])));
     }
-    connect_layer.on_snapshot(t0, &tcp);
-    dns.on_snapshot(t0, 1_000_000_000, &dns_snap);
-
-    let views = Views::of(&Layers { connect: &connect_layer, dns: &dns });
-    let inputs = Inputs {
-        window_s: 10.0,
-        dns_timeout_s: 5.0,
-        resolvers: &views.resolvers,
-        names: &views.names,
-        divergences: &views.divergences,
-        destinations: &views.destinations,
-        lost_in_window: 0,
+    pipeline.on_input(&Input::Events(events), false);
+    let tick = Tick {
+        at: Mono(83_000_000_000),
+        wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_540_931),
+        counters: Counters { tcp, dns },
+        lost: vec![("connect_ringbuf_full", 0)],
+        disabled: vec![],
+        notes: vec![],
     };
-    let verdicts = verdict::evaluate(&inputs, &Config::default());
-    let lost = [("connect_ringbuf_full", 0u64)];
-    let meta = Meta {
-        now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_540_931),
-        host: "web-3",
-        uptime_s: 83.0,
-        interval_s: 1.0,
-        window_s: 10.0,
-        is_final: false,
-        kernel_lost: &lost,
-        disabled: &[],
-        top: 100,
-        dns_top_names: 20,
-        dns_interfaces: vec!["eth0".into(), "lo".into()],
-    };
-    let r = report::build(&meta, views, connect_layer.local_ports(), verdicts, &[]);
-    let changes = Tracker::new(10).update(&r.ts, &r.verdicts);
-    (r, changes)
+    pipeline.on_tick(&tick, false)
 }
 
 fn app(s: Scenario) -> App {

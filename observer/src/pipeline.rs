@@ -1,0 +1,158 @@
+//! The pipeline: the layers, fed from a source, judged by the verdict rules and put into a
+//! report once per interval. The runtime, the tests and later replays drive the same code.
+//!
+//! Adding a layer means one line in [`layers`]; nothing else here changes.
+
+use std::time::Duration;
+
+use crate::{
+    config::Config,
+    events::{Event, Input, Mono, Tick},
+    layers::{
+        Aggregator,
+        connect::ConnectLayer,
+        dns::{DnsConfig, DnsLayer},
+        window::WindowedCounts,
+    },
+    present::{
+        Section,
+        report::{self, Report, Sections},
+    },
+    verdict::{self, Change, Rules, Tracker},
+};
+
+/// What the layers are built with (from the command line).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub interval: Duration,
+    pub window: Duration,
+    pub max_destinations: usize,
+    pub top: usize,
+    pub dns_timeout: Duration,
+    pub max_dns_names: usize,
+    pub dns_top_names: usize,
+}
+
+/// Every layer observer runs, in report order.
+fn layers(o: &Options) -> Vec<Box<dyn Stage>> {
+    vec![
+        Box::new(ConnectLayer::new(o.window, o.max_destinations, o.top)),
+        Box::new(DnsLayer::new(DnsConfig {
+            window: o.window,
+            unanswered_after: o.dns_timeout,
+            max_names: o.max_dns_names,
+            max_pending: 65_536,
+            top_names: o.dns_top_names,
+        })),
+    ]
+}
+
+/// A layer with its view type erased: what the pipeline needs of it.
+trait Stage {
+    fn on_event(&mut self, event: &Event);
+    fn on_tick(&mut self, tick: &Tick);
+    fn lost(&self) -> Vec<(&'static str, u64)>;
+    fn section(&self) -> Box<dyn Section>;
+}
+
+impl<A> Stage for A
+where
+    A: Aggregator,
+    A::View: Section + 'static,
+{
+    fn on_event(&mut self, event: &Event) {
+        Aggregator::on_event(self, event);
+    }
+    fn on_tick(&mut self, tick: &Tick) {
+        Aggregator::on_tick(self, tick);
+    }
+    fn lost(&self) -> Vec<(&'static str, u64)> {
+        Aggregator::lost(self)
+    }
+    fn section(&self) -> Box<dyn Section> {
+        Box::new(self.view())
+    }
+}
+
+pub struct Pipeline {
+    opts: Options,
+    config: Config,
+    host: String,
+    started: Mono,
+    layers: Vec<Box<dyn Stage>>,
+    /// All losses, windowed: the cause's confidence drops while any were lost recently.
+    lost: WindowedCounts<1>,
+    pub tracker: Tracker,
+}
+
+impl Pipeline {
+    /// `started` is the source's time at start, for the report's uptime.
+    pub fn new(opts: Options, config: Config, host: &str, started: Mono) -> Pipeline {
+        Pipeline {
+            layers: layers(&opts),
+            opts,
+            config,
+            host: host.to_owned(),
+            started,
+            lost: WindowedCounts::default(),
+            tracker: Tracker::new(200),
+        }
+    }
+
+    pub fn on_events(&mut self, events: &[Event]) {
+        for e in events {
+            for l in &mut self.layers {
+                l.on_event(e);
+            }
+        }
+    }
+
+    /// Feed one input; a tick closes the interval and gives its report and verdict changes.
+    pub fn on_input(&mut self, input: &Input, is_final: bool) -> Option<(Report, Vec<Change>)> {
+        match input {
+            Input::Events(events) => {
+                self.on_events(events);
+                None
+            }
+            Input::Tick(tick) => Some(self.on_tick(tick, is_final)),
+        }
+    }
+
+    /// Close the interval: every layer takes the reading, the rules judge the views, and the
+    /// report is built from the views cut to size.
+    pub fn on_tick(&mut self, tick: &Tick, is_final: bool) -> (Report, Vec<Change>) {
+        for l in &mut self.layers {
+            l.on_tick(tick);
+        }
+        let mut lost = tick.lost.clone();
+        for l in &self.layers {
+            lost.extend(l.lost());
+        }
+        let lost_total: u64 = lost.iter().map(|(_, v)| v).sum();
+        let window = self.opts.window;
+        self.lost.observe(tick.at, Some(&[lost_total]), window);
+
+        let mut sections: Vec<Box<dyn Section>> = self.layers.iter().map(|l| l.section()).collect();
+        let rules: Vec<&dyn Rules> = sections.iter().map(|s| &**s as &dyn Rules).collect();
+        let verdicts = verdict::evaluate(&rules, window.as_secs_f64(), self.lost.window()[0], &self.config);
+        for s in &mut sections {
+            s.limit();
+        }
+        let meta = report::Meta {
+            now: tick.wall,
+            host: &self.host,
+            uptime_s: tick.at.since(self.started).as_secs_f64(),
+            interval_s: self.opts.interval.as_secs_f64(),
+            window_s: window.as_secs_f64(),
+            is_final,
+            disabled: &tick.disabled,
+        };
+        let sections = Sections(sections.into_iter().map(std::sync::Arc::from).collect());
+        let r = report::build(&meta, sections, verdicts, &lost);
+        let changes = self.tracker.update(&r.ts, &r.verdicts);
+        (r, changes)
+    }
+}
+
+#[cfg(test)]
+mod tests;

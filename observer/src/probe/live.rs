@@ -1,0 +1,123 @@
+//! The live source: the kernel's ring buffers and counter maps, read on an interval.
+
+use std::{collections::VecDeque, time::SystemTime};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    time::{Interval, MissedTickBehavior, interval_at},
+};
+
+use super::{Probe, Rings, monotonic_ns};
+use crate::{
+    events::{Counters, Event, Input, Mono, Tick, decode_connect, decode_dns},
+    source::Source,
+};
+
+pub struct LiveSource {
+    // Declared before `probe`: the ring buffers go before the programs that fill them.
+    connect: AsyncFd<RingBuf<MapData>>,
+    dns: AsyncFd<RingBuf<MapData>>,
+    pub probe: Probe,
+    ticks: Interval,
+    /// Inputs ready to hand out (a tick waits behind the events drained before it).
+    ready: VecDeque<Input>,
+    /// Ring-buffer records too short or of an unknown kind.
+    undecodable: u64,
+}
+
+fn poll(ring: RingBuf<MapData>, what: &str) -> anyhow::Result<AsyncFd<RingBuf<MapData>>> {
+    // SAFETY: the RingBuf owns its map fd, which stays open and unchanged until the AsyncFd
+    // (which owns the RingBuf) is dropped.
+    unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .with_context(|| format!("cannot poll the {what} ring buffer"))
+}
+
+/// Everything in a ring buffer now, decoded; what cannot be decoded is counted.
+fn drain<T>(ring: &mut RingBuf<MapData>, decode: impl Fn(&[u8]) -> Option<T>, wrap: impl Fn(T) -> Event, bad: &mut u64) -> Vec<Event> {
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        match decode(&item) {
+            Some(v) => out.push(wrap(v)),
+            None => *bad += 1,
+        }
+    }
+    out
+}
+
+impl LiveSource {
+    /// Must run inside the tokio runtime (the ring buffers register with its reactor).
+    pub fn new(probe: Probe, rings: Rings, interval: std::time::Duration) -> anyhow::Result<LiveSource> {
+        let mut ticks = interval_at(tokio::time::Instant::now() + interval, interval);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Ok(LiveSource {
+            connect: poll(rings.connect, "connect")?,
+            dns: poll(rings.dns, "DNS")?,
+            probe,
+            ticks,
+            ready: VecDeque::new(),
+            undecodable: 0,
+        })
+    }
+
+    fn drain_all(&mut self) -> Vec<Event> {
+        let mut events = drain(self.connect.get_mut(), decode_connect, Event::Connect, &mut self.undecodable);
+        events.extend(drain(self.dns.get_mut(), decode_dns, Event::Dns, &mut self.undecodable));
+        events
+    }
+
+    /// Drain the rings, then read the counters: the tick comes after the events it covers.
+    fn close_interval(&mut self) {
+        let events = self.drain_all();
+        if !events.is_empty() {
+            self.ready.push_back(Input::Events(events));
+        }
+        let notes = self.probe.refresh_interfaces();
+        let mut lost = self.probe.lost_counts();
+        lost.push(("undecodable_events", self.undecodable));
+        let tick = Tick {
+            at: Mono(monotonic_ns()),
+            wall: SystemTime::now(),
+            counters: Counters { tcp: self.probe.snapshot(), dns: self.probe.dns_snapshot() },
+            lost,
+            disabled: self.probe.disabled.clone(),
+            notes,
+        };
+        self.ready.push_back(Input::Tick(tick));
+    }
+}
+
+impl Source for LiveSource {
+    async fn next(&mut self) -> anyhow::Result<Option<Input>> {
+        if let Some(input) = self.ready.pop_front() {
+            return Ok(Some(input));
+        }
+        let LiveSource { connect, dns, ticks, undecodable, .. } = self;
+        let events = tokio::select! {
+            guard = connect.readable_mut() => {
+                let mut guard = guard.context("polling the connect ring buffer failed")?;
+                let events = drain(guard.get_inner_mut(), decode_connect, Event::Connect, undecodable);
+                guard.clear_ready();
+                events
+            }
+            guard = dns.readable_mut() => {
+                let mut guard = guard.context("polling the DNS ring buffer failed")?;
+                let events = drain(guard.get_inner_mut(), decode_dns, Event::Dns, undecodable);
+                guard.clear_ready();
+                events
+            }
+            _ = ticks.tick() => {
+                self.close_interval();
+                return Ok(self.ready.pop_front());
+            }
+        };
+        Ok(Some(Input::Events(events)))
+    }
+
+    fn finish(&mut self) -> Vec<Input> {
+        self.close_interval();
+        self.ready.drain(..).collect()
+    }
+}
