@@ -42,20 +42,81 @@ impl DnsCounters {
 pub const DIRECTION_INGRESS: u8 = 0;
 pub const DIRECTION_EGRESS: u8 = 1;
 
+/// A DNS message crosses several hooks on its way (a container's veth, a bridge, the uplink),
+/// and NAT may rewrite its addresses between them. Its identity on every hook is the client's
+/// port, the DNS id and the start of the question, which no NAT rewrites.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DnsKey {
+    pub client_port: u16,
+    pub id: u16,
+    /// The question's first four bytes, case folded.
+    pub qhash: u32,
+}
+
+/// A query seen in the kernel: where the client sent it, as the client addressed it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsPending {
+    pub client: Endpoint,
+    pub resolver: Endpoint,
+    /// When the query was first seen.
+    pub query_ns: u64,
+    /// When its response was first seen; 0 while unanswered.
+    pub answered_ns: u64,
+}
+
+/// Sightings of the same message on other hooks within this long are the same message.
+/// Packets cross a host's hooks within microseconds; a client's own retry comes much later.
+pub const DUPLICATE_WINDOW_NS: u64 = 100_000_000;
+
+crate::counter_set! {
+    /// Indexes into [`IfaceCounters::c`], per interface index.
+    pub mod iface_counter {
+        /// DNS messages counted here (their first sighting on any hook).
+        DNS_MESSAGES = "dns_messages",
+        /// Sightings of a message already counted on another hook (or another direction).
+        DNS_DUPLICATES = "dns_duplicates",
+        /// DNS messages that are the first fragment of a fragmented datagram: counted, but
+        /// only the first fragment's bytes are parsed.
+        DNS_FRAGMENTED = "dns_fragmented",
+        /// Non-first IP fragments of UDP datagrams: no port to tell whether they are DNS.
+        UDP_FRAGMENTS = "udp_fragments",
+        /// IPv6 packets with more extension headers than observer follows (4).
+        EXT_HEADERS_TOO_DEEP = "ext_headers_too_deep",
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IfaceCounters {
+    pub c: [u64; iface_counter::COUNT],
+}
+
+impl IfaceCounters {
+    pub const ZERO: IfaceCounters = IfaceCounters { c: [0; iface_counter::COUNT] };
+}
+
 /// One DNS message seen at TC. `data` holds the first `captured` bytes of the DNS payload
 /// (the UDP payload), `dns_len` the payload's full length.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct DnsEvent {
     pub ts_ns: u64,
+    /// The client and the resolver as the client addressed them (the query's first sighting).
     pub client: Endpoint,
     pub resolver: Endpoint,
+    /// For a response: the address that actually answered, when NAT made it differ from
+    /// `resolver`; zero otherwise.
+    pub answerer: Endpoint,
     pub ifindex: u32,
     pub dns_len: u16,
     pub captured: u16,
     pub direction: u8,
     /// 1 when the message is a response (QR bit), 0 for a query.
     pub is_response: u8,
-    pub _pad: [u8; 6],
+    /// 1 when the datagram was fragmented: only the first fragment's bytes were seen.
+    pub fragmented: u8,
+    pub _pad: [u8; 1],
     pub data: [u8; CAPTURE_MAX],
 }

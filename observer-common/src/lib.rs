@@ -32,16 +32,25 @@ crate::counter_set! {
         RESOLVER_TABLE_FULL = "resolver_table_full",
         /// A DNS message's bytes could not be copied out of the packet.
         DNS_COPY_FAILED = "dns_copy_failed",
+        /// The per-interface table could not take a new interface.
+        IFACE_TABLE_FULL = "iface_table_full",
     }
 }
 
 #[cfg(feature = "user")]
 mod pod {
-    use crate::{dns::DnsCounters, layout::TpLayout, tcp::*};
+    use crate::{
+        dns::{DnsCounters, DnsKey, DnsPending, IfaceCounters},
+        layout::TpLayout,
+        tcp::*,
+    };
     // SAFETY: all of these are #[repr(C)], Copy, with no padding and no pointers.
     unsafe impl aya::Pod for Endpoint {}
     unsafe impl aya::Pod for TcpCounters {}
     unsafe impl aya::Pod for PortCounters {}
     unsafe impl aya::Pod for TpLayout {}
     unsafe impl aya::Pod for DnsCounters {}
+    unsafe impl aya::Pod for IfaceCounters {}
+    unsafe impl aya::Pod for DnsKey {}
+    unsafe impl aya::Pod for DnsPending {}
 }

@@ -3,6 +3,7 @@
 #![no_main]
 
 mod conn;
+mod dns;
 mod maps;
 mod tc;
 mod tracepoints;
@@ -43,22 +44,35 @@ pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
     0
 }
 
+// One TC program per hook; the `_l3` pair is for interfaces without an Ethernet header.
 #[classifier]
-pub fn dns_ingress(ctx: TcContext) -> i32 {
-    let _ = tc::handle(&ctx, DIRECTION_INGRESS);
-    tc::TCX_NEXT
+pub fn observer_ingress(ctx: TcContext) -> i32 {
+    tc::handle::<true>(&ctx, DIRECTION_INGRESS);
+    tc::TC_NEXT
 }
 
 #[classifier]
-pub fn dns_egress(ctx: TcContext) -> i32 {
-    let _ = tc::handle(&ctx, DIRECTION_EGRESS);
-    tc::TCX_NEXT
+pub fn observer_egress(ctx: TcContext) -> i32 {
+    tc::handle::<true>(&ctx, DIRECTION_EGRESS);
+    tc::TC_NEXT
+}
+
+#[classifier]
+pub fn observer_ingress_l3(ctx: TcContext) -> i32 {
+    tc::handle::<false>(&ctx, DIRECTION_INGRESS);
+    tc::TC_NEXT
+}
+
+#[classifier]
+pub fn observer_egress_l3(ctx: TcContext) -> i32 {
+    tc::handle::<false>(&ctx, DIRECTION_EGRESS);
+    tc::TC_NEXT
 }
 
 /// Does nothing: the baseline for the per-packet cost benchmark (same hook, same run).
 #[classifier]
 pub fn tc_empty(_ctx: TcContext) -> i32 {
-    tc::TCX_NEXT
+    tc::TC_NEXT
 }
 
 #[panic_handler]

@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use observer_common::{
-    dns::DnsCounters,
+    dns::{DnsCounters, DnsKey, DnsPending, IfaceCounters},
     lost,
     tcp::{Endpoint, PortCounters, TcpCounters},
 };
@@ -37,6 +37,15 @@ pub static CONNECT_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 pub static DNS_RESOLVERS: LruPerCpuHashMap<Endpoint, DnsCounters> =
     LruPerCpuHashMap::with_max_entries(1024, 0);
+
+/// Queries seen, by identity: attributes a response to the resolver the client addressed
+/// (through NAT), and tells a second sighting of a message on another hook from a new one.
+#[map]
+pub static DNS_PENDING: LruHashMap<DnsKey, DnsPending> = LruHashMap::with_max_entries(65536, 0);
+
+/// Per-interface DNS figures (only DNS and fragment packets touch it).
+#[map]
+pub static IFACES: LruPerCpuHashMap<u32, IfaceCounters> = LruPerCpuHashMap::with_max_entries(256, 0);
 
 /// Bounded copies of DNS messages for userspace.
 #[map]
@@ -81,6 +90,13 @@ impl Counters<{ observer_common::dns::dns_counter::COUNT }> for DnsCounters {
     }
 }
 
+impl Counters<{ observer_common::dns::iface_counter::COUNT }> for IfaceCounters {
+    const ZERO: Self = IfaceCounters::ZERO;
+    fn counters(&mut self) -> &mut [u64; observer_common::dns::iface_counter::COUNT] {
+        &mut self.c
+    }
+}
+
 /// Bump counter `index` of `key`, creating the entry on first use; a full table is counted
 /// in `lost_index`.
 #[inline(always)]
@@ -120,4 +136,9 @@ pub fn bump_port(port: u16, index: usize) {
 #[inline(always)]
 pub fn bump_resolver(resolver: &Endpoint, index: usize) {
     bump(&DNS_RESOLVERS, resolver, index, lost::RESOLVER_TABLE_FULL);
+}
+
+#[inline(always)]
+pub fn bump_iface(ifindex: u32, index: usize) {
+    bump(&IFACES, &ifindex, index, lost::IFACE_TABLE_FULL);
 }

@@ -1,178 +1,182 @@
-//! DNS at TC (TCX links, ingress and egress). Counts every DNS message per resolver in the
-//! kernel, exactly, and sends a bounded copy of each to userspace for parsing.
-//!
-//! Headers are read with bpf_skb_load_bytes (`ctx.load`), which works whether or not the
-//! packet is linear and keeps the verifier's job simple.
+//! The one TC program per hook: it parses a packet's headers once, with direct packet access,
+//! and hands the parsed packet to each layer's branch (DNS today; TLS, HTTP, ICMP and TTL
+//! add theirs here, not another program or link). It never changes a packet's fate.
 
-use aya_ebpf::{bindings::TC_ACT_UNSPEC, helpers::bpf_ktime_get_ns, helpers::generated::bpf_skb_load_bytes, programs::TcContext};
+use aya_ebpf::{bindings::TC_ACT_UNSPEC, programs::TcContext};
 use network_types::{
-    eth::{EthHdr, EtherType},
+    eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
-    tcp::TcpHdr,
-    udp::UdpHdr,
 };
 use observer_common::{
-    dns::{CAPTURE_MAX, DnsEvent, MAX_EXTRA_PORTS, dns_counter as dc},
-    lost,
+    dns::iface_counter as ic,
     tcp::{AF_INET, AF_INET6, Endpoint},
 };
 
-use crate::maps::{DNS_EVENTS, bump_resolver, count_lost};
+use crate::{dns, maps::bump_iface};
 
-/// Extra DNS ports besides 53 (`--dns-port`); 0 marks an unused slot. Set by userspace.
-#[unsafe(no_mangle)]
-static DNS_EXTRA_PORTS: [u16; MAX_EXTRA_PORTS as usize] = [0; MAX_EXTRA_PORTS as usize];
+/// For TCX and for classic TC in direct-action mode: let the next program (or the default
+/// action) decide.
+pub const TC_NEXT: i32 = TC_ACT_UNSPEC;
 
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const DNS_HEADER_LEN: usize = 12;
-/// For TCX: let the next program (or the default action) decide.
-pub const TCX_NEXT: i32 = TC_ACT_UNSPEC;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+/// Headers never reach past this: it bounds every offset for the verifier.
+const MAX_L4_OFFSET: usize = 256;
+/// Bytes made linear when the headers are not (GRO'd or paged packets).
+const PULL_BYTES: u32 = 256;
+/// IPv6 extension headers followed, at most.
+const MAX_EXT_HEADERS: usize = 4;
 
-#[inline(always)]
-fn is_dns_port(port: u16) -> bool {
-    if port == 53 {
-        return true;
-    }
-    let extra = unsafe { core::ptr::read_volatile(&DNS_EXTRA_PORTS) };
-    let mut i = 0;
-    while i < MAX_EXTRA_PORTS as usize {
-        if extra[i] != 0 && extra[i] == port {
-            return true;
-        }
-        i += 1;
-    }
-    false
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    Whole,
+    /// The first fragment: it has the L4 header but not all of the payload.
+    First,
+    /// A later fragment: no L4 header at all.
+    Later,
 }
 
-struct Flow {
-    src: Endpoint,
-    dst: Endpoint,
-    proto: u8,
-    l4_offset: usize,
+/// A packet's network and transport headers, parsed once.
+pub struct Packet {
+    pub ifindex: u32,
+    pub direction: u8,
+    /// Source and destination addresses; ports are filled in by the branch that reads L4.
+    pub src: Endpoint,
+    pub dst: Endpoint,
+    pub proto: u8,
+    /// Offset of the L4 header from the start of the packet data.
+    pub l4: usize,
+    pub fragment: Fragment,
+}
+
+/// A bounds-checked pointer into the packet's linear data.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &TcContext, off: usize) -> Option<*const T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if off > MAX_L4_OFFSET + 64 || start + off + size_of::<T>() > end {
+        return None;
+    }
+    Some((start + off) as *const T)
+}
+
+/// A copy of a header at `off`: direct access when it is linear, the helper otherwise.
+#[inline(always)]
+pub fn read<T: Copy>(ctx: &TcContext, off: usize) -> Option<T> {
+    match ptr_at::<T>(ctx, off) {
+        // SAFETY: in bounds of the linear data, checked above; unaligned on purpose.
+        Some(p) => Some(unsafe { core::ptr::read_unaligned(p) }),
+        None => ctx.load(off).ok(),
+    }
 }
 
 #[inline(always)]
-fn parse_ip(ctx: &TcContext) -> Option<Flow> {
-    let eth: EthHdr = ctx.load(0).ok()?;
+fn v4(a: [u8; 4]) -> [u8; 16] {
+    [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+}
+
+/// `L2`: the interface has an Ethernet header (false for tun, WireGuard, ipip).
+pub fn handle<const L2: bool>(ctx: &TcContext, direction: u8) {
+    // The headers are usually linear; when they are not, pull them in once.
+    let linear = ctx.data_end() - ctx.data();
+    if linear < PULL_BYTES as usize && ctx.len() as usize > linear {
+        let _ = ctx.pull_data(ctx.len().min(PULL_BYTES));
+    }
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let Some(pkt) = parse::<L2>(ctx, ifindex, direction) else { return };
+    match pkt.proto {
+        IPPROTO_UDP => dns::on_udp(ctx, pkt),
+        IPPROTO_TCP => dns::on_tcp(ctx, pkt),
+        _ => {}
+    }
+}
+
+#[inline(always)]
+fn parse<const L2: bool>(ctx: &TcContext, ifindex: u32, direction: u8) -> Option<Packet> {
+    let (mut ethertype, mut off) = if L2 {
+        let eth: EthHdr = read(ctx, 0)?;
+        (u16::from_be(eth.ether_type), EthHdr::LEN)
+    } else {
+        // No link header: the kernel's protocol field says what the packet is.
+        (u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16), 0)
+    };
+    // 802.1Q / 802.1ad tags inline in the frame (QinQ: two).
+    let mut tags = 0;
+    while tags < 2 && (ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD) {
+        let tag: [u8; 4] = read(ctx, off)?;
+        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
+        off += 4;
+        tags += 1;
+    }
     let mut src = Endpoint { addr: [0; 16], port: 0, family: 0 };
     let mut dst = src;
-    if eth.ether_type == EtherType::Ipv4 as u16 {
-        let ip: Ipv4Hdr = ctx.load(EthHdr::LEN).ok()?;
-        // Only the first fragment carries the UDP header.
-        if ip.frag_offset() != 0 {
-            return None;
-        }
+    if ethertype == ETH_P_IP {
+        let ip: Ipv4Hdr = read(ctx, off)?;
         let ihl = ip.ihl() as usize;
         if ihl < Ipv4Hdr::LEN {
             return None;
         }
+        let frags = u16::from_be_bytes(ip.frags);
+        let fragment = if frags & 0x1fff != 0 {
+            Fragment::Later
+        } else if frags & 0x2000 != 0 {
+            Fragment::First
+        } else {
+            Fragment::Whole
+        };
         src.family = AF_INET;
         dst.family = AF_INET;
-        let (s, d) = (ip.src_addr, ip.dst_addr);
-        src.addr = [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        dst.addr = [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        Some(Flow { src, dst, proto: ip.proto as u8, l4_offset: EthHdr::LEN + ihl })
-    } else if eth.ether_type == EtherType::Ipv6 as u16 {
-        // Extension headers are not followed: DNS does not use them in practice.
-        let ip: Ipv6Hdr = ctx.load(EthHdr::LEN).ok()?;
+        src.addr = v4(ip.src_addr);
+        dst.addr = v4(ip.dst_addr);
+        Some(Packet { ifindex, direction, src, dst, proto: ip.proto, l4: off + ihl, fragment })
+    } else if ethertype == ETH_P_IPV6 {
+        let ip: Ipv6Hdr = read(ctx, off)?;
         src.family = AF_INET6;
         dst.family = AF_INET6;
         src.addr = ip.src_addr;
         dst.addr = ip.dst_addr;
-        Some(Flow { src, dst, proto: ip.next_hdr as u8, l4_offset: EthHdr::LEN + Ipv6Hdr::LEN })
+        let mut next = ip.next_hdr;
+        let mut l4 = off + Ipv6Hdr::LEN;
+        let mut fragment = Fragment::Whole;
+        let mut i = 0;
+        while i < MAX_EXT_HEADERS {
+            let h: [u8; 4] = match next {
+                // Hop-by-hop, routing, destination options, fragment, AH.
+                0 | 43 | 60 | 44 | 51 => read(ctx, l4)?,
+                _ => break,
+            };
+            let len = match next {
+                44 => {
+                    let offset = u16::from_be_bytes([h[2], h[3]]);
+                    fragment = if offset & 0xfff8 != 0 {
+                        Fragment::Later
+                    } else if offset & 1 != 0 {
+                        Fragment::First
+                    } else {
+                        fragment
+                    };
+                    8
+                }
+                51 => (h[1] as usize + 2) * 4,
+                _ => (h[1] as usize + 1) * 8,
+            };
+            next = h[0];
+            l4 += len;
+            if l4 > MAX_L4_OFFSET {
+                return None;
+            }
+            i += 1;
+        }
+        if matches!(next, 0 | 43 | 60 | 44 | 51) {
+            bump_iface(ifindex, ic::EXT_HEADERS_TOO_DEEP);
+            return None;
+        }
+        Some(Packet { ifindex, direction, src, dst, proto: next, l4, fragment })
     } else {
         None
     }
-}
-
-pub fn handle(ctx: &TcContext, direction: u8) -> Option<()> {
-    let mut flow = parse_ip(ctx)?;
-    let skb_len = ctx.len() as usize;
-    if flow.proto == IPPROTO_UDP {
-        let udp: UdpHdr = ctx.load(flow.l4_offset).ok()?;
-        flow.src.port = udp.src_port();
-        flow.dst.port = udp.dst_port();
-        let (to_dns, from_dns) = (is_dns_port(flow.dst.port), is_dns_port(flow.src.port));
-        if !to_dns && !from_dns {
-            return None;
-        }
-        let payload = flow.l4_offset + UdpHdr::LEN;
-        let udp_payload = (udp.len() as usize).saturating_sub(UdpHdr::LEN);
-        let len = udp_payload.min(skb_len.saturating_sub(payload));
-        if len < DNS_HEADER_LEN {
-            let resolver = if to_dns { &flow.dst } else { &flow.src };
-            bump_resolver(resolver, dc::SHORT);
-            return Some(());
-        }
-        let flags: [u8; 2] = ctx.load(payload + 2).ok()?;
-        let is_response = flags[0] >> 7 == 1;
-        // The side on a DNS port is the resolver; when both are, the QR bit decides.
-        let resolver_is_dst = if to_dns && from_dns { !is_response } else { to_dns };
-        let (client, resolver) = if resolver_is_dst { (flow.src, flow.dst) } else { (flow.dst, flow.src) };
-        if is_response {
-            bump_resolver(&resolver, dc::RESPONSES);
-            let rcode = match flags[1] & 0x0f {
-                0 => dc::NOERROR,
-                2 => dc::SERVFAIL,
-                3 => dc::NXDOMAIN,
-                5 => dc::REFUSED,
-                _ => dc::OTHER_RCODE,
-            };
-            bump_resolver(&resolver, rcode);
-            if flags[0] & 0x02 != 0 {
-                bump_resolver(&resolver, dc::TRUNCATED);
-            }
-        } else {
-            bump_resolver(&resolver, dc::QUERIES);
-        }
-        emit(ctx, &client, &resolver, payload, len, direction, is_response);
-    } else if flow.proto == IPPROTO_TCP {
-        let tcp: TcpHdr = ctx.load(flow.l4_offset).ok()?;
-        let (sport, dport) = (u16::from_be_bytes(tcp.source), u16::from_be_bytes(tcp.dest));
-        let (to_dns, from_dns) = (dport == 53, sport == 53);
-        if !to_dns && !from_dns {
-            return None;
-        }
-        let header = tcp.doff() as usize * 4;
-        if skb_len > flow.l4_offset + header {
-            flow.src.port = sport;
-            flow.dst.port = dport;
-            bump_resolver(if to_dns { &flow.dst } else { &flow.src }, dc::TCP_SEGMENTS);
-        }
-    }
-    Some(())
-}
-
-#[inline(always)]
-fn emit(ctx: &TcContext, client: &Endpoint, resolver: &Endpoint, offset: usize, len: usize, direction: u8, is_response: bool) {
-    let Some(mut entry) = DNS_EVENTS.reserve::<DnsEvent>(0) else {
-        count_lost(lost::DNS_RINGBUF_FULL);
-        return;
-    };
-    let ev = entry.as_mut_ptr();
-    // Bounded for the verifier: 1..=CAPTURE_MAX.
-    let n = if len > CAPTURE_MAX { CAPTURE_MAX } else { len };
-    if n == 0 {
-        entry.discard(0);
-        return;
-    }
-    unsafe {
-        (*ev).ts_ns = bpf_ktime_get_ns();
-        (*ev).client = *client;
-        (*ev).resolver = *resolver;
-        (*ev).ifindex = (*ctx.skb.skb).ifindex;
-        (*ev).dns_len = len as u16;
-        (*ev).captured = n as u16;
-        (*ev).direction = direction;
-        (*ev).is_response = is_response as u8;
-        (*ev)._pad = [0; 6];
-        let dst = (&raw mut (*ev).data).cast::<core::ffi::c_void>();
-        if bpf_skb_load_bytes(ctx.skb.skb.cast(), offset as u32, dst, n as u32) != 0 {
-            count_lost(lost::DNS_COPY_FAILED);
-            entry.discard(0);
-            return;
-        }
-    }
-    entry.submit(0);
 }

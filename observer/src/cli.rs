@@ -3,6 +3,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use crate::probe::tc_attach::TcAttach;
 use clap::{Parser, ValueEnum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -106,6 +107,12 @@ pub struct Cli {
     /// DNS message ring buffer size in KiB (a power of two, at least 4).
     #[arg(long, default_value_t = 1024, value_parser = ringbuf_kib, env = "OBSERVER_DNS_RINGBUF_KIB")]
     pub dns_ringbuf_kib: u32,
+
+    /// How to attach the TC program: `tcx` links (Linux 6.6+, first in the chain), `classic`
+    /// clsact filters (any kernel; created and removed by observer), or `auto`: TCX where the
+    /// kernel has it.
+    #[arg(long, value_enum, default_value_t = TcAttach::Auto, env = "OBSERVER_TC_ATTACH")]
+    pub tc_attach: TcAttach,
 
     /// Also attach an empty TC program beside the DNS ones: the baseline for
     /// `cargo xtask bench-dns`.

@@ -8,7 +8,7 @@ use std::{
 };
 
 use observer_common::{
-    dns::{DnsEvent, dns_counter},
+    dns::{DnsEvent, dns_counter, iface_counter},
     tcp::{AF_INET, ConnectEvent, Endpoint, dest_counter, outcome, port_counter},
 };
 
@@ -74,6 +74,7 @@ pub enum Input {
 pub type DestCounts = [u64; dest_counter::COUNT];
 pub type PortCounts = [u64; port_counter::COUNT];
 pub type ResolverCounts = [u64; dns_counter::COUNT];
+pub type IfaceCounts = [u64; iface_counter::COUNT];
 
 /// Since-start DNS counters per resolver, read from the kernel at one instant.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +82,8 @@ pub struct DnsSnapshot {
     pub resolvers: Vec<(SocketAddr, ResolverCounts)>,
     /// Interfaces the DNS programs were attached to at the reading.
     pub interfaces: Vec<String>,
+    /// Since-start DNS figures per interface name.
+    pub per_interface: Vec<(String, IfaceCounts)>,
 }
 
 /// One DNS message seen on the wire.
@@ -88,8 +91,11 @@ pub struct DnsSnapshot {
 pub struct DnsMessage {
     /// Latencies are differences of these.
     pub at: Mono,
+    /// The client and the resolver as the client addressed them.
     pub client: SocketAddr,
     pub resolver: SocketAddr,
+    /// The address that actually answered, when NAT made it differ from `resolver`.
+    pub answerer: Option<SocketAddr>,
     pub is_response: bool,
     pub ifindex: u32,
     /// The DNS payload's full length; `bytes` may be a prefix of it (at most 512).
@@ -109,6 +115,7 @@ pub fn decode_dns(raw: &[u8]) -> Option<DnsMessage> {
         at: Mono(ev.ts_ns),
         client: endpoint_addr(&ev.client),
         resolver: endpoint_addr(&ev.resolver),
+        answerer: (ev.answerer.family != 0).then(|| endpoint_addr(&ev.answerer)),
         is_response: ev.is_response != 0,
         ifindex: ev.ifindex,
         dns_len: usize::from(ev.dns_len),

@@ -128,13 +128,14 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
         dns_ports: cli.dns_ports.clone(),
         interfaces: cli.interfaces.clone(),
         tc_baseline: cli.tc_baseline,
+        tc_attach: cli.tc_attach,
     };
     // Handlers first: a signal that arrives right after "attached" must still drain and exit 0.
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let (probe, rings) = Probe::start(&cfg, &tracefs)?;
     privileges::drop_after_attach()?;
-    for d in &probe.disabled {
+    for d in &probe.disabled() {
         eprintln!("observer: disabled: {} ({}): {}", d.signals, d.source, d.reason);
     }
     // Tests and scripts wait for this line before they send traffic.

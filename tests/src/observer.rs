@@ -69,12 +69,11 @@ impl Observer {
         let err_sink = stderr.clone();
         thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
+                // Stored before the signal, so that the caller sees the line it waited for.
+                err_sink.lock().unwrap().push_str(&format!("{line}\n"));
                 if line.contains("observer: attached") {
                     let _ = tx.send(());
                 }
-                let mut s = err_sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
             }
         });
         let mut obs = Observer { child: Some(child), lines, stderr, stdout_done: Some(stdout_done) };

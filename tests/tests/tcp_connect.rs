@@ -260,7 +260,7 @@ fn attached_observer_programs() -> usize {
     let out = sh("bpftool prog show");
     out.lines()
         .filter(|l| {
-            ["inet_sock_set_s", "tcp_retransmit_", "tcp_receive_res", "tcp_send_reset", "dns_ingress", "dns_egress"]
+            ["inet_sock_set_s", "tcp_retransmit_", "tcp_receive_res", "tcp_send_reset", "observer_ingres", "observer_egress"]
                 .iter()
                 .any(|n| l.contains(&format!("name {n}")))
         })

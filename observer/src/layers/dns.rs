@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use observer_common::{counter_set, dns::dns_counter as kc};
+use observer_common::{
+    counter_set,
+    dns::{dns_counter as kc, iface_counter as ic},
+};
 use serde::Serialize;
 use simple_dns::{Packet, PacketFlag, RCODE, rdata::RData};
 
@@ -80,8 +83,13 @@ struct Pending {
     qtype: String,
 }
 
+/// Addresses remembered per resolver that answered for it through NAT.
+const MAX_ANSWERERS: usize = 8;
+
 #[derive(Debug, Default)]
 struct ResolverState {
+    /// Where its answers really came from, when NAT rewrote the address the client used.
+    answered_by: BTreeSet<SocketAddr>,
     kernel: WindowedCounts<{ kc::COUNT }>,
     user_total: [u64; rc::COUNT],
     user: WindowedCounts<{ rc::COUNT }>,
@@ -111,6 +119,7 @@ pub struct DnsLayer {
     now: Option<Mono>,
     /// Interfaces watched, as of the last reading.
     interfaces: Vec<String>,
+    per_interface: HashMap<String, WindowedCounts<{ ic::COUNT }>>,
     pub pending_dropped: u64,
     /// Resolver entries seen evicted from the kernel table (LRU).
     pub evictions: u64,
@@ -121,6 +130,8 @@ pub struct DnsLayer {
 pub struct DnsView {
     /// Interfaces the DNS programs are attached to.
     pub interfaces: Vec<String>,
+    /// DNS figures per interface, sorted by name.
+    pub per_interface: Vec<IfaceView>,
     /// Sorted by address.
     pub resolvers: Vec<ResolverView>,
     /// The most troubled first.
@@ -143,8 +154,18 @@ impl DnsView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IfaceView {
+    pub interface: String,
+    pub window: Counts<{ ic::COUNT }>,
+    pub total: Counts<{ ic::COUNT }>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ResolverView {
+    /// The resolver as clients addressed it (a service address, before DNAT).
     pub resolver: SocketAddr,
+    /// The addresses that actually answered for it, when NAT rewrote them.
+    pub answered_by: Vec<SocketAddr>,
     pub window: DnsPeriod,
     pub total: DnsPeriod,
 }
@@ -279,6 +300,7 @@ impl DnsLayer {
             answers: HashMap::new(),
             now: None,
             interfaces: Vec::new(),
+            per_interface: HashMap::new(),
             pending_dropped: 0,
             evictions: 0,
         }
@@ -296,7 +318,12 @@ impl DnsLayer {
     }
 
     pub fn on_message(&mut self, msg: &DnsMessage) {
-        self.resolvers.entry(msg.resolver).or_default();
+        let r = self.resolvers.entry(msg.resolver).or_default();
+        if let Some(a) = msg.answerer
+            && r.answered_by.len() < MAX_ANSWERERS
+        {
+            r.answered_by.insert(a);
+        }
         let oversize = msg.dns_len > msg.bytes.len();
         let parsed = match parse(&msg.bytes) {
             Ok(p) => Some(p),
@@ -393,6 +420,13 @@ impl DnsLayer {
         }
 
         let window = self.cfg.window;
+        for (name, _) in &snap.per_interface {
+            self.per_interface.entry(name.clone()).or_default();
+        }
+        let readings: HashMap<&str, _> = snap.per_interface.iter().map(|(n, c)| (n.as_str(), c)).collect();
+        for (name, w) in self.per_interface.iter_mut() {
+            w.observe(now, readings.get(name.as_str()).copied(), window);
+        }
         let kernel: HashMap<SocketAddr, _> = snap.resolvers.iter().map(|(a, c)| (*a, c)).collect();
         for a in kernel.keys() {
             self.resolvers.entry(*a).or_default();
@@ -435,6 +469,7 @@ impl DnsLayer {
             .iter()
             .map(|(a, r)| ResolverView {
                 resolver: *a,
+                answered_by: r.answered_by.iter().copied().collect(),
                 window: period(r.kernel.window(), r.user.window(), r.latency.window()),
                 total: period(r.kernel.total(), r.user.total(), r.latency.total()),
             })
@@ -518,8 +553,19 @@ impl Aggregator for DnsLayer {
     }
 
     fn view(&self) -> DnsView {
+        let mut per_interface: Vec<IfaceView> = self
+            .per_interface
+            .iter()
+            .map(|(name, w)| IfaceView {
+                interface: name.clone(),
+                window: Counts { values: w.window(), names: &ic::NAMES },
+                total: Counts { values: w.total(), names: &ic::NAMES },
+            })
+            .collect();
+        per_interface.sort_by(|a, b| a.interface.cmp(&b.interface));
         DnsView {
             interfaces: self.interfaces.clone(),
+            per_interface,
             resolvers: self.resolvers(),
             names: self.names(),
             names_omitted: 0,

@@ -55,6 +55,7 @@ fn dns(at_ns: u64, id: u16, response: bool) -> Event {
         at: Mono(at_ns),
         client: CLIENT.parse().unwrap(),
         resolver: RESOLVER.parse().unwrap(),
+        answerer: None,
         is_response: response,
         ifindex: 2,
         dns_len: bytes.len(),
@@ -73,7 +74,7 @@ impl Kernel {
     fn counters(&self) -> Counters {
         Counters {
             tcp: TcpSnapshot { dests: vec![(API.parse().unwrap(), self.tcp)], ports: vec![] },
-            dns: DnsSnapshot { resolvers: vec![(RESOLVER.parse().unwrap(), self.dns)], interfaces: vec!["eth0".into()] },
+            dns: DnsSnapshot { resolvers: vec![(RESOLVER.parse().unwrap(), self.dns)], interfaces: vec!["eth0".into()], per_interface: vec![] },
         }
     }
 }

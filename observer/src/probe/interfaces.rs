@@ -1,4 +1,4 @@
-//! Which interfaces the DNS programs watch: every interface that is up (or the ones named
+//! Which interfaces the TC program watches: every interface that is up (or the ones named
 //! with `--interface`), including ones that appear after start.
 
 use std::{fs, path::Path};
@@ -13,15 +13,27 @@ pub enum Hooks {
     EgressOnly,
 }
 
+/// What a packet starts with on this interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    Ethernet,
+    /// No link header: the IP header comes first (tun, WireGuard, ipip, GRE, PPP).
+    Ip,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Iface {
     pub name: String,
     pub ifindex: u32,
     pub hooks: Hooks,
+    pub link: Link,
 }
 
 const ARPHRD_ETHER: u32 = 1;
 const ARPHRD_LOOPBACK: u32 = 772;
+/// Link types whose packets start with the IP header: PPP, raw IP, ipip, ip6tnl, sit, GRE,
+/// ip6gre, and "none" (tun, WireGuard).
+const ARPHRD_IP_FIRST: [u32; 8] = [512, 519, 768, 769, 776, 778, 823, 65534];
 const IFF_UP: u32 = 0x1;
 
 fn read_number(path: &Path) -> Option<u32> {
@@ -34,15 +46,15 @@ fn read_number(path: &Path) -> Option<u32> {
 }
 
 /// What to do with one interface, from its sysfs `type` and `flags`.
-pub fn hooks_for(kind: u32, flags: u32) -> Result<Hooks, String> {
+pub fn hooks_for(kind: u32, flags: u32) -> Result<(Hooks, Link), String> {
     if flags & IFF_UP == 0 {
         return Err("down".to_owned());
     }
     match kind {
-        ARPHRD_ETHER => Ok(Hooks::Both),
-        ARPHRD_LOOPBACK => Ok(Hooks::EgressOnly),
-        // The DNS program expects an Ethernet header; tun, wireguard and the like have none.
-        other => Err(format!("link type {other} has no Ethernet header; not watched")),
+        ARPHRD_ETHER => Ok((Hooks::Both, Link::Ethernet)),
+        ARPHRD_LOOPBACK => Ok((Hooks::EgressOnly, Link::Ethernet)),
+        k if ARPHRD_IP_FIRST.contains(&k) => Ok((Hooks::Both, Link::Ip)),
+        other => Err(format!("link type {other} is neither Ethernet nor IP-first; not watched")),
     }
 }
 
@@ -64,7 +76,7 @@ pub fn scan(sysfs_net: &Path, only: &[String]) -> (Vec<Iface>, Vec<(String, Stri
             continue;
         };
         match hooks_for(kind, flags) {
-            Ok(hooks) => watch.push(Iface { name, ifindex, hooks }),
+            Ok((hooks, link)) => watch.push(Iface { name, ifindex, hooks, link }),
             Err(reason) if reason != "down" => skipped.push((name, reason)),
             Err(_) => {}
         }
@@ -78,16 +90,17 @@ mod tests {
 
     #[test]
     fn loopback_is_hooked_once_and_odd_links_are_explained() {
-        assert_eq!(hooks_for(1, 0x1003), Ok(Hooks::Both));
-        assert_eq!(hooks_for(772, 0x9), Ok(Hooks::EgressOnly));
+        assert_eq!(hooks_for(1, 0x1003), Ok((Hooks::Both, Link::Ethernet)));
+        assert_eq!(hooks_for(772, 0x9), Ok((Hooks::EgressOnly, Link::Ethernet)));
         assert_eq!(hooks_for(1, 0x1002), Err("down".to_owned()));
-        assert!(hooks_for(65534, 0x1).unwrap_err().contains("no Ethernet header"));
+        assert_eq!(hooks_for(65534, 0x1), Ok((Hooks::Both, Link::Ip)), "WireGuard and tun are parsed from L3");
+        assert!(hooks_for(32, 0x1).unwrap_err().contains("neither Ethernet"), "InfiniBand is not");
     }
 
     #[test]
     fn scans_a_sysfs_like_tree_and_honours_the_filter() {
         let dir = std::env::temp_dir().join(format!("observer-ifaces-{}", std::process::id()));
-        for (name, kind, flags, idx) in [("eth0", "1", "0x1003", "2"), ("lo", "772", "0x9", "1"), ("wg0", "65534", "0x1", "5"), ("eth1", "1", "0x1002", "3")] {
+        for (name, kind, flags, idx) in [("eth0", "1", "0x1003", "2"), ("lo", "772", "0x9", "1"), ("ib0", "32", "0x1", "5"), ("eth1", "1", "0x1002", "3")] {
             let d = dir.join(name);
             fs::create_dir_all(&d).unwrap();
             fs::write(d.join("type"), kind).unwrap();
@@ -98,9 +111,9 @@ mod tests {
         let names: Vec<&str> = watch.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["eth0", "lo"]);
         assert_eq!(skipped.len(), 1);
-        assert_eq!(skipped[0].0, "wg0");
+        assert_eq!(skipped[0].0, "ib0");
         let (watch, _) = scan(&dir, &["lo".to_owned()]);
-        assert_eq!(watch, vec![Iface { name: "lo".into(), ifindex: 1, hooks: Hooks::EgressOnly }]);
+        assert_eq!(watch, vec![Iface { name: "lo".into(), ifindex: 1, hooks: Hooks::EgressOnly, link: Link::Ethernet }]);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -15,12 +15,17 @@ use crate::{
     source::Source,
 };
 
+/// How often the DNS ring is drained without a wakeup: a bound on how late an event is.
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
 pub struct LiveSource {
     // Declared before `probe`: the ring buffers go before the programs that fill them.
     connect: AsyncFd<RingBuf<MapData>>,
     dns: AsyncFd<RingBuf<MapData>>,
     pub probe: Probe,
     ticks: Interval,
+    /// The DNS programs wake userspace only when the ring fills up; this drains it meanwhile.
+    drains: Interval,
     /// Inputs ready to hand out (a tick waits behind the events drained before it).
     ready: VecDeque<Input>,
     /// Ring-buffer records too short or of an unknown kind.
@@ -52,11 +57,14 @@ impl LiveSource {
     pub fn new(probe: Probe, rings: Rings, interval: std::time::Duration) -> anyhow::Result<LiveSource> {
         let mut ticks = interval_at(tokio::time::Instant::now() + interval, interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut drains = tokio::time::interval(DRAIN_EVERY);
+        drains.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Ok(LiveSource {
             connect: poll(rings.connect, "connect")?,
             dns: poll(rings.dns, "DNS")?,
             probe,
             ticks,
+            drains,
             ready: VecDeque::new(),
             undecodable: 0,
         })
@@ -82,7 +90,7 @@ impl LiveSource {
             wall: SystemTime::now(),
             counters: Counters { tcp: self.probe.snapshot(), dns: self.probe.dns_snapshot() },
             lost,
-            disabled: self.probe.disabled.clone(),
+            disabled: self.probe.disabled(),
             notes,
         };
         self.ready.push_back(Input::Tick(tick));
@@ -94,7 +102,7 @@ impl Source for LiveSource {
         if let Some(input) = self.ready.pop_front() {
             return Ok(Some(input));
         }
-        let LiveSource { connect, dns, ticks, undecodable, .. } = self;
+        let LiveSource { connect, dns, ticks, drains, undecodable, .. } = self;
         let events = tokio::select! {
             guard = connect.readable_mut() => {
                 let mut guard = guard.context("polling the connect ring buffer failed")?;
@@ -108,6 +116,7 @@ impl Source for LiveSource {
                 guard.clear_ready();
                 events
             }
+            _ = drains.tick() => drain(dns.get_mut(), decode_dns, Event::Dns, undecodable),
             _ = ticks.tick() => {
                 self.close_interval();
                 return Ok(self.ready.pop_front());

@@ -5,10 +5,11 @@ mod clock;
 pub mod interfaces;
 pub mod live;
 pub mod privileges;
+pub mod tc_attach;
+mod tc_hooks;
 pub mod tracefs;
 
 use std::{
-    collections::HashMap,
     path::Path,
     time::{Duration, Instant},
 };
@@ -17,10 +18,10 @@ use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{SchedClassifier, TcAttachType, TracePoint, tc::SchedClassifierLinkId},
+    programs::{SchedClassifier, TracePoint},
 };
 use observer_common::{
-    dns::{DnsCounters, MAX_EXTRA_PORTS},
+    dns::{DnsCounters, IfaceCounters, MAX_EXTRA_PORTS},
     layout::TpLayout,
     lost,
     tcp::{Endpoint, PortCounters, TcpCounters},
@@ -30,6 +31,8 @@ use tracefs::Needs;
 
 pub use crate::events::Disabled;
 use crate::events::{DnsSnapshot, TcpSnapshot, endpoint_addr};
+use tc_attach::TcAttach;
+use tc_hooks::TcHooks;
 
 struct TpSpec {
     program: &'static str,
@@ -100,6 +103,8 @@ pub struct ProbeConfig {
     pub interfaces: Vec<String>,
     /// Also attach an empty TC program beside the DNS ones (benchmark baseline).
     pub tc_baseline: bool,
+    /// TCX links or classic clsact filters.
+    pub tc_attach: TcAttach,
 }
 
 /// The ring buffers the event loop polls.
@@ -114,22 +119,16 @@ pub struct Probe {
     dests: PerCpuHashMap<MapData, Endpoint, TcpCounters>,
     ports: PerCpuHashMap<MapData, u16, PortCounters>,
     resolvers: PerCpuHashMap<MapData, Endpoint, DnsCounters>,
+    ifaces: PerCpuHashMap<MapData, u32, IfaceCounters>,
     lost: PerCpuArray<MapData, u64>,
-    pub disabled: Vec<Disabled>,
+    /// Signals this kernel cannot give (fixed at start); see [`Probe::disabled`].
+    disabled: Vec<Disabled>,
     pub attached: Vec<String>,
     pub attach_time: Duration,
-    only_interfaces: Vec<String>,
-    tc_baseline: bool,
-    /// Interface name -> (ifindex, links) for the DNS programs.
-    tc_links: HashMap<String, (u32, Vec<TcLink>)>,
-    /// Interfaces already reported as not watchable, so each is said once.
-    tc_skipped: HashMap<String, String>,
+    /// The TC program's links; `None` when the kernel rejected the program. After `ebpf`:
+    /// fields drop in order, and the qdiscs it owns go after the links.
+    tc: Option<TcHooks>,
 }
-
-/// A DNS program attached to one hook of an interface.
-type TcLink = (&'static str, SchedClassifierLinkId);
-
-const DNS_PROGRAMS: [&str; 3] = ["dns_ingress", "dns_egress", "tc_empty"];
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer-ebpf"));
 
@@ -181,6 +180,9 @@ impl Probe {
             *slot = *port;
         }
         loader.override_global("DNS_EXTRA_PORTS", &extra_ports, true);
+        // Wake userspace when a quarter of the ring is waiting; it drains on a timer otherwise.
+        let wakeup_bytes = u64::from(cfg.dns_ringbuf_bytes) / 4;
+        loader.override_global("DNS_WAKEUP_BYTES", &wakeup_bytes, true);
         loader
             .map_max_entries("TCP_DESTS", cfg.max_destinations)
             .map_max_entries("TCP_PORTS", cfg.max_ports)
@@ -202,23 +204,26 @@ impl Probe {
                 Err(e) => disabled.push(disable(spec, format!("attach failed: {e:#}"))),
             }
         }
-        for name in DNS_PROGRAMS {
-            if name == "tc_empty" && !cfg.tc_baseline {
-                continue;
+        // A TC program the verifier rejects costs DNS, not the rest.
+        let mut tc_ok = true;
+        for name in tc_hooks::PROGRAMS {
+            if let Err(e) = load_classifier(&mut ebpf, name) {
+                disabled.push(Disabled {
+                    source: format!("tc:{name}"),
+                    signals: "DNS on every interface",
+                    reason: format!("{e:#}"),
+                });
+                tc_ok = false;
+                break;
             }
-            let prog: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing from the eBPF object"))?
-                .try_into()?;
-            prog.load().with_context(|| format!("the verifier rejected {name}"))?;
         }
-
         let take = |ebpf: &mut Ebpf, name: &str| {
             ebpf.take_map(name).with_context(|| format!("map {name} missing from the eBPF object"))
         };
         let dests = PerCpuHashMap::try_from(take(&mut ebpf, "TCP_DESTS")?)?;
         let ports = PerCpuHashMap::try_from(take(&mut ebpf, "TCP_PORTS")?)?;
         let resolvers = PerCpuHashMap::try_from(take(&mut ebpf, "DNS_RESOLVERS")?)?;
+        let ifaces = PerCpuHashMap::try_from(take(&mut ebpf, "IFACES")?)?;
         let lost = PerCpuArray::try_from(take(&mut ebpf, "LOST")?)?;
         let rings = Rings {
             connect: RingBuf::try_from(take(&mut ebpf, "CONNECT_EVENTS")?)?,
@@ -229,20 +234,18 @@ impl Probe {
             dests,
             ports,
             resolvers,
+            ifaces,
             lost,
             disabled,
             attached,
             attach_time: Duration::ZERO,
-            only_interfaces: cfg.interfaces.clone(),
-            tc_baseline: cfg.tc_baseline,
-            tc_links: HashMap::new(),
-            tc_skipped: HashMap::new(),
+            tc: tc_ok.then(|| TcHooks::new(cfg.tc_attach, cfg.interfaces.clone(), cfg.tc_baseline)),
         };
         for note in probe.refresh_interfaces() {
             eprintln!("observer: {note}");
         }
-        if !probe.tc_links.is_empty() {
-            probe.attached.push(format!("tc:dns on {}", probe.dns_interfaces().join(",")));
+        if let Some(tc) = probe.tc.as_ref().filter(|t| !t.interfaces().is_empty()) {
+            probe.attached.push(format!("tc({}):observer on {}", tc.mode.word(), tc.interfaces().join(",")));
         }
         if probe.attached.is_empty() {
             anyhow::bail!("nothing could be attached; see the lines above for each program");
@@ -251,73 +254,24 @@ impl Probe {
         Ok((probe, rings))
     }
 
-    /// Attach the DNS programs to interfaces that came up since the last call, and forget
-    /// the ones that went away. Returns lines to tell the user.
+    /// Attach the TC program to interfaces that came up since the last call, and forget the
+    /// ones that went away. Returns lines to tell the user.
     pub fn refresh_interfaces(&mut self) -> Vec<String> {
-        let mut notes = Vec::new();
-        let (watch, skipped) = interfaces::scan(Path::new("/sys/class/net"), &self.only_interfaces);
-        for (name, reason) in skipped {
-            if self.tc_skipped.get(&name) != Some(&reason) {
-                notes.push(format!("DNS is not watched on {name}: {reason}"));
-                self.tc_skipped.insert(name, reason);
-            }
+        match &mut self.tc {
+            Some(tc) => tc.refresh(&mut self.ebpf),
+            None => Vec::new(),
         }
-        // Gone, or replaced by a new device with the same name: the kernel already dropped
-        // those links with the device; detach our handles (errors are expected then).
-        let current: HashMap<&str, u32> = watch.iter().map(|i| (i.name.as_str(), i.ifindex)).collect();
-        let stale: Vec<String> = self
-            .tc_links
-            .iter()
-            .filter(|(name, (idx, _))| current.get(name.as_str()) != Some(idx))
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in stale {
-            if let Some((_, links)) = self.tc_links.remove(&name) {
-                for (prog, link) in links {
-                    if let Some(Ok(p)) = self.ebpf.program_mut(prog).map(<&mut SchedClassifier>::try_from) {
-                        let _ = p.detach(link);
-                    }
-                }
-            }
-        }
-        for iface in watch {
-            if self.tc_links.contains_key(&iface.name) {
-                continue;
-            }
-            let mut hooks = vec![("dns_egress", TcAttachType::Egress)];
-            if iface.hooks == interfaces::Hooks::Both {
-                hooks.push(("dns_ingress", TcAttachType::Ingress));
-            }
-            if self.tc_baseline {
-                hooks.push(("tc_empty", TcAttachType::Egress));
-                if iface.hooks == interfaces::Hooks::Both {
-                    hooks.push(("tc_empty", TcAttachType::Ingress));
-                }
-            }
-            let mut links = Vec::new();
-            for (prog, hook) in hooks {
-                let attached = self
-                    .ebpf
-                    .program_mut(prog)
-                    .context("program missing")
-                    .and_then(|p| Ok(<&mut SchedClassifier>::try_from(p)?))
-                    .and_then(|p| Ok(p.attach(&iface.name, hook)?));
-                match attached {
-                    Ok(link) => links.push((prog, link)),
-                    Err(e) => notes.push(format!("cannot watch DNS on {} ({hook:?}): {e:#}", iface.name)),
-                }
-            }
-            if !links.is_empty() {
-                self.tc_links.insert(iface.name.clone(), (iface.ifindex, links));
-            }
-        }
-        notes
     }
 
-    /// Interfaces the DNS programs are attached to.
+    /// Interfaces the TC program is attached to.
     pub fn dns_interfaces(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.tc_links.keys().cloned().collect();
-        v.sort();
+        self.tc.as_ref().map(TcHooks::interfaces).unwrap_or_default()
+    }
+
+    /// What this kernel cannot give now: fixed at start, plus hooks that failed to attach.
+    pub fn disabled(&self) -> Vec<Disabled> {
+        let mut v = self.disabled.clone();
+        v.extend(self.tc.as_ref().map(TcHooks::disabled).unwrap_or_default());
         v
     }
 
@@ -326,6 +280,11 @@ impl Probe {
         let mut snap = DnsSnapshot { interfaces: self.dns_interfaces(), ..DnsSnapshot::default() };
         for (key, per_cpu) in self.resolvers.iter().flatten() {
             snap.resolvers.push((endpoint_addr(&key), sum_cpus(per_cpu.iter().map(|v| &v.c))));
+        }
+        let names = self.tc.as_ref().map(TcHooks::names).unwrap_or_default();
+        for (ifindex, per_cpu) in self.ifaces.iter().flatten() {
+            let name = names.get(&ifindex).cloned().unwrap_or_else(|| format!("ifindex {ifindex}"));
+            snap.per_interface.push((name, sum_cpus(per_cpu.iter().map(|v| &v.c))));
         }
         snap
     }
@@ -366,6 +325,21 @@ fn sum_cpus<'a, const N: usize>(per_cpu: impl Iterator<Item = &'a [u64; N]>) -> 
 
 fn disable(spec: &TpSpec, reason: String) -> Disabled {
     Disabled { source: format!("{}:{}", spec.category, spec.name), signals: spec.signals, reason }
+}
+
+fn load_classifier(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<()> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))?
+        .try_into()?;
+    prog.load().map_err(|e| anyhow::anyhow!("the verifier rejected {name}: {}", verifier_tail(&e)))
+}
+
+/// The end of a verifier log is where the reason is; the whole log can be megabytes.
+fn verifier_tail(e: &aya::programs::ProgramError) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(6)..].join(" | ")
 }
 
 fn attach_tracepoint(ebpf: &mut Ebpf, spec: &TpSpec) -> anyhow::Result<()> {

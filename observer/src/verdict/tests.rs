@@ -34,6 +34,7 @@ fn resolver(kernel: &[(usize, u64)], parsed: &[(usize, u64)], window_lat: Latenc
     };
     ResolverView {
         resolver: R.parse().unwrap(),
+        answered_by: vec![],
         window: period(kernel, parsed, window_lat),
         total: period(kernel, parsed, lat(100, baseline_p50_us * 2, baseline_p50_us)),
     }
@@ -77,6 +78,7 @@ impl Case {
     fn run(&self, cfg: &Config) -> (Verdicts, Option<Cause>) {
         let dns = DnsView {
             interfaces: vec![],
+            per_interface: vec![],
             resolvers: self.resolvers.clone(),
             names: self.names.clone(),
             names_omitted: 0,

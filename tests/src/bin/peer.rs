@@ -9,6 +9,11 @@
 //!                                     compression loop, a bad label, a name over 255 bytes…).
 //!   peer dns-flood DEST QPS SECS      send well-formed queries at QPS for SECS; print how many.
 //!   peer dns-echo LISTEN              answer every query at once (QR set, NOERROR, no records).
+//!   peer dns-flood-hbh DEST QPS SECS  dns-flood over IPv6 with a hop-by-hop options header.
+//!   peer dns-raw-vlan IFACE SRC DST TAGS COUNT
+//!                                     write COUNT DNS queries SRC -> DST:53 as raw Ethernet
+//!                                     frames on IFACE with TAGS (1: 802.1Q, 2: QinQ) VLAN tags
+//!                                     inline, as a VM or a raw socket does.
 
 use std::{
     io::Read,
@@ -27,6 +32,16 @@ fn main() {
         Some("dns-junk") => dns_junk(&args[2], args[3].parse().expect("COUNT")),
         Some("dns-flood") => dns_flood(&args[2], args[3].parse().expect("QPS"), args[4].parse().expect("SECS")),
         Some("dns-echo") => dns_echo(&args[2]),
+        Some("dns-flood-hbh") => {
+            dns_flood_with(&args[2], args[3].parse().expect("QPS"), args[4].parse().expect("SECS"), set_hop_by_hop)
+        }
+        Some("dns-raw-vlan") => dns_raw_vlan(
+            &args[2],
+            args[3].parse().expect("SRC"),
+            args[4].parse().expect("DST"),
+            args[5].parse().expect("TAGS"),
+            args[6].parse().expect("COUNT"),
+        ),
         _ => {
             eprintln!("usage: peer rst-server|dns-delay|dns-junk|dns-flood|dns-echo …");
             std::process::exit(2);
@@ -115,8 +130,25 @@ fn query(id: u16) -> Vec<u8> {
 }
 
 fn dns_flood(dest: &str, qps: u64, secs: u64) {
+    dns_flood_with(dest, qps, secs, |_| {});
+}
+
+/// Every datagram from this socket carries an 8-byte hop-by-hop header (one PadN option).
+fn set_hop_by_hop(sock: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    const IPV6_HOPOPTS: libc::c_int = 54;
+    let opts: [u8; 8] = [0, 0, 1, 4, 0, 0, 0, 0];
+    // SAFETY: a valid socket and an 8-byte buffer.
+    let rc = unsafe {
+        libc::setsockopt(sock.as_raw_fd(), libc::IPPROTO_IPV6, IPV6_HOPOPTS, opts.as_ptr().cast(), opts.len() as libc::socklen_t)
+    };
+    assert_eq!(rc, 0, "IPV6_HOPOPTS: {}", std::io::Error::last_os_error());
+}
+
+fn dns_flood_with(dest: &str, qps: u64, secs: u64, setup: impl Fn(&UdpSocket)) {
     let dest: SocketAddr = dest.parse().expect("DEST");
     let sock = UdpSocket::bind(if dest.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).expect("bind");
+    setup(&sock);
     let start = Instant::now();
     let total = qps * secs;
     let mut sent: u64 = 0;
@@ -146,4 +178,61 @@ fn dns_echo(listen: &str) {
         buf[2] |= 0x80;
         let _ = sock.send_to(&buf[..n], from);
     }
+}
+
+/// One's-complement sum for the IPv4 header checksum.
+fn ip_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn dns_raw_vlan(iface: &str, src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, tags: usize, count: u16) {
+    let mac_text = std::fs::read_to_string(format!("/sys/class/net/{iface}/address")).expect("interface MAC");
+    let mac: Vec<u8> = mac_text.trim().split(':').map(|h| u8::from_str_radix(h, 16).expect("MAC")).collect();
+    let ifindex: i32 = std::fs::read_to_string(format!("/sys/class/net/{iface}/ifindex")).expect("ifindex").trim().parse().expect("ifindex");
+    // SAFETY: plain socket calls; the fd is closed at the end.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_ifindex = ifindex;
+    addr.sll_halen = 6;
+    for id in 0..count {
+        let dns = query(id);
+        let mut frame = vec![0xff; 6];
+        frame.extend(&mac);
+        // Outer 802.1ad tag for QinQ, then 802.1Q.
+        if tags >= 2 {
+            frame.extend([0x88, 0xa8, 0x00, 200]);
+        }
+        if tags >= 1 {
+            frame.extend([0x81, 0x00, 0x00, 100]);
+        }
+        frame.extend([0x08, 0x00]);
+        let total = (20 + 8 + dns.len()) as u16;
+        let mut ip = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 17, 0, 0];
+        ip.extend(src.octets());
+        ip.extend(dst.octets());
+        let sum = ip_checksum(&ip);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        frame.extend(ip);
+        let udp_len = (8 + dns.len()) as u16;
+        // A source port per tag depth: the same port, id and question within 100 ms would be
+        // one message seen twice.
+        frame.extend((40000 + tags as u16).to_be_bytes());
+        frame.extend(53u16.to_be_bytes());
+        frame.extend(udp_len.to_be_bytes());
+        frame.extend([0, 0]); // no UDP checksum (allowed over IPv4)
+        frame.extend(dns);
+        // SAFETY: a valid buffer and address.
+        let sent = unsafe {
+            libc::sendto(fd, frame.as_ptr().cast(), frame.len(), 0, (&raw const addr).cast(), size_of::<libc::sockaddr_ll>() as u32)
+        };
+        assert!(sent > 0, "sendto: {}", std::io::Error::last_os_error());
+    }
+    unsafe { libc::close(fd) };
+    println!("{count}");
 }

@@ -43,6 +43,7 @@ fn msg(ts_ms: u64, resolver: &str, is_response: bool, bytes: Vec<u8>) -> DnsMess
         at: Mono(ts_ms * MS),
         client: CLIENT.parse().unwrap(),
         resolver: resolver.parse().unwrap(),
+        answerer: None,
         is_response,
         ifindex: 2,
         dns_len: bytes.len(),
@@ -200,7 +201,7 @@ fn kernel_counts_are_windowed_per_resolver() {
     let mut c = [0u64; kc::COUNT];
     c[kc::QUERIES] = 40;
     c[kc::SERVFAIL] = 12;
-    let snap = DnsSnapshot { resolvers: vec![(R1.parse().unwrap(), c)], interfaces: vec![] };
+    let snap = DnsSnapshot { resolvers: vec![(R1.parse().unwrap(), c)], interfaces: vec![], per_interface: vec![] };
     l.on_snapshot(Mono(0), &snap);
     l.on_snapshot(Mono(11_000 * MS), &snap);
     let r = resolver(&l.resolvers(), R1).clone();

@@ -49,6 +49,7 @@ fn dns_msg(ts_ms: u64, id: u16, response: Option<RCODE>) -> DnsMessage {
         at: Mono(ts_ms * 1_000_000),
         client: CLIENT.parse().unwrap(),
         resolver: RESOLVER.parse().unwrap(),
+        answerer: None,
         is_response: response.is_some(),
         ifindex: 2,
         dns_len: bytes.len(),
@@ -107,6 +108,7 @@ fn build(s: Scenario) -> (Report, Vec<verdict::Change>) {
             counts(&[(kc::QUERIES, 40), (kc::RESPONSES, 40), (kc::NOERROR, 40 - servfail), (kc::SERVFAIL, servfail)]),
         )],
         interfaces: vec!["eth0".into(), "lo".into()],
+        per_interface: vec![],
     };
     for i in 0..20u64 {
         events.push(Event::Connect(connect(API, Outcome::Established, 800 + i * 20)));
