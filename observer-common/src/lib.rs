@@ -34,6 +34,8 @@ crate::counter_set! {
         DNS_COPY_FAILED = "dns_copy_failed",
         /// The per-interface table could not take a new interface.
         IFACE_TABLE_FULL = "iface_table_full",
+        /// A packet's headers were not linear and could not be pulled in: not parsed.
+        PULL_FAILED = "pull_failed",
     }
 }
 

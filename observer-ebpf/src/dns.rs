@@ -20,7 +20,7 @@ use observer_common::{
 
 use crate::{
     maps::{DNS_EVENTS, DNS_PENDING, bump_iface, bump_resolver, count_lost},
-    tc::{Fragment, Packet, read},
+    tc::{Fragment, MAX_L4_OFFSET, Packet, read},
 };
 
 /// Extra DNS ports besides 53 (`--dns-port`); 0 marks an unused slot. Set by userspace.
@@ -68,21 +68,36 @@ fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// The DNS branch's working values, kept in the packet's scratch slot (see [`Packet`]).
+#[repr(C)]
+pub struct Scratch {
+    key: DnsKey,
+    /// The message's client and resolver as the client addressed them, and when.
+    msg: DnsPending,
+    /// For a response through NAT: who actually answered.
+    answerer: Endpoint,
+    _pad: u32,
+}
+
 #[inline(always)]
-pub fn on_udp(ctx: &TcContext, mut pkt: Packet) {
+pub fn on_udp(ctx: &TcContext, pkt: &mut Packet) {
     if pkt.fragment == Fragment::Later {
         // No UDP header: it may be the rest of a large DNS answer. Counted, not guessed at.
         bump_iface(pkt.ifindex, ic::UDP_FRAGMENTS);
         return;
     }
-    let Some(udp) = read::<UdpHdr>(ctx, pkt.l4) else { return };
+    let l4 = pkt.l4;
+    if l4 > MAX_L4_OFFSET {
+        return;
+    }
+    let Some(udp) = read::<UdpHdr>(ctx, l4) else { return };
     pkt.src.port = u16::from_be_bytes(udp.src);
     pkt.dst.port = u16::from_be_bytes(udp.dst);
     let (to_dns, from_dns) = (is_dns_port(pkt.dst.port), is_dns_port(pkt.src.port));
     if !to_dns && !from_dns {
         return;
     }
-    let payload = pkt.l4 + UdpHdr::LEN;
+    let payload = l4 + UdpHdr::LEN;
     let udp_payload = (u16::from_be_bytes(udp.len) as usize).saturating_sub(UdpHdr::LEN);
     let len = udp_payload.min((ctx.len() as usize).saturating_sub(payload));
     if len < DNS_HEADER_LEN {
@@ -90,51 +105,63 @@ pub fn on_udp(ctx: &TcContext, mut pkt: Packet) {
         return;
     }
     let Some(header) = read::<[u8; 4]>(ctx, payload) else { return };
-    let id = u16::from_be_bytes([header[0], header[1]]);
     let is_response = header[2] >> 7 == 1;
     // The side on a DNS port is the resolver; when both are, the QR bit decides.
     let resolver_is_dst = if to_dns && from_dns { !is_response } else { to_dns };
-    let (client, resolver) = if resolver_is_dst { (pkt.src, pkt.dst) } else { (pkt.dst, pkt.src) };
-    let key = DnsKey { client_port: client.port, id, qhash: question_fingerprint(ctx, payload + DNS_HEADER_LEN) };
     let now = now_ns();
+    let s = &mut pkt.dns;
+    if resolver_is_dst {
+        s.msg.client = pkt.src;
+        s.msg.resolver = pkt.dst;
+    } else {
+        s.msg.client = pkt.dst;
+        s.msg.resolver = pkt.src;
+    }
+    s.msg.query_ns = now;
+    s.msg.answered_ns = 0;
+    s.answerer = Endpoint { addr: [0; 16], port: 0, family: 0 };
+    s.key = DnsKey {
+        client_port: s.msg.client.port,
+        id: u16::from_be_bytes([header[0], header[1]]),
+        qhash: question_fingerprint(ctx, payload + DNS_HEADER_LEN),
+    };
 
-    let zero = Endpoint { addr: [0; 16], port: 0, family: 0 };
-    let (client, resolver, answerer) = if is_response {
-        match DNS_PENDING.get_ptr_mut(&key) {
-            Some(p) => unsafe {
+    if is_response {
+        if let Some(p) = DNS_PENDING.get_ptr_mut(&s.key) {
+            // SAFETY: a map value of this map's type.
+            unsafe {
                 let answered = (*p).answered_ns;
                 if answered != 0 && now.wrapping_sub(answered) < DUPLICATE_WINDOW_NS {
                     bump_iface(pkt.ifindex, ic::DNS_DUPLICATES);
                     return;
                 }
+                // A second answer long after the first is counted where it comes from.
                 if answered == 0 {
                     (*p).answered_ns = now;
-                    let answerer = if (*p).resolver != resolver { resolver } else { zero };
-                    ((*p).client, (*p).resolver, answerer)
-                } else {
-                    // A second answer long after the first: counted where it comes from.
-                    (client, resolver, zero)
+                    if (*p).resolver != s.msg.resolver {
+                        s.answerer = s.msg.resolver;
+                    }
+                    s.msg.client = (*p).client;
+                    s.msg.resolver = (*p).resolver;
                 }
-            },
-            None => (client, resolver, zero),
+            }
         }
     } else {
-        if let Some(p) = unsafe { DNS_PENDING.get(&key) }
+        if let Some(p) = unsafe { DNS_PENDING.get(&s.key) }
             && p.answered_ns == 0
             && now.wrapping_sub(p.query_ns) < DUPLICATE_WINDOW_NS
         {
             bump_iface(pkt.ifindex, ic::DNS_DUPLICATES);
             return;
         }
-        let pending = DnsPending { client, resolver, query_ns: now, answered_ns: 0 };
         // A full table evicts the oldest entry (LRU): its response is then counted where
         // it comes from, which is the same resolver unless NAT rewrote it.
-        let _ = DNS_PENDING.insert(&key, &pending, 0);
-        (client, resolver, zero)
-    };
+        let _ = DNS_PENDING.insert(&s.key, &s.msg, 0);
+    }
 
+    let resolver = &s.msg.resolver;
     if is_response {
-        bump_resolver(&resolver, dc::RESPONSES);
+        bump_resolver(resolver, dc::RESPONSES);
         let rcode = match header[3] & 0x0f {
             0 => dc::NOERROR,
             2 => dc::SERVFAIL,
@@ -142,80 +169,72 @@ pub fn on_udp(ctx: &TcContext, mut pkt: Packet) {
             5 => dc::REFUSED,
             _ => dc::OTHER_RCODE,
         };
-        bump_resolver(&resolver, rcode);
+        bump_resolver(resolver, rcode);
         if header[2] & 0x02 != 0 {
-            bump_resolver(&resolver, dc::TRUNCATED);
+            bump_resolver(resolver, dc::TRUNCATED);
         }
     } else {
-        bump_resolver(&resolver, dc::QUERIES);
+        bump_resolver(resolver, dc::QUERIES);
     }
     bump_iface(pkt.ifindex, ic::DNS_MESSAGES);
     let fragmented = pkt.fragment == Fragment::First;
     if fragmented {
         bump_iface(pkt.ifindex, ic::DNS_FRAGMENTED);
     }
-    let msg = Message { client, resolver, answerer, offset: payload, len, full_len: udp_payload, is_response, fragmented, now };
-    emit(ctx, &pkt, &msg);
+    emit(ctx, pkt, payload, len, udp_payload, is_response, fragmented);
 }
 
 /// DNS over TCP is counted per resolver, not parsed.
 #[inline(always)]
-pub fn on_tcp(ctx: &TcContext, pkt: Packet) {
-    let Some(tcp) = read::<TcpHdr>(ctx, pkt.l4) else { return };
+pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet) {
+    let l4 = pkt.l4;
+    if l4 > MAX_L4_OFFSET {
+        return;
+    }
+    let Some(tcp) = read::<TcpHdr>(ctx, l4) else { return };
     let (sport, dport) = (u16::from_be_bytes(tcp.source), u16::from_be_bytes(tcp.dest));
     let (to_dns, from_dns) = (dport == 53, sport == 53);
     if !to_dns && !from_dns {
         return;
     }
     let header = tcp.doff() as usize * 4;
-    if ctx.len() as usize > pkt.l4 + header {
+    if ctx.len() as usize > l4 + header {
         let mut resolver = if to_dns { pkt.dst } else { pkt.src };
         resolver.port = 53;
         bump_resolver(&resolver, dc::TCP_SEGMENTS);
     }
 }
 
-struct Message {
-    client: Endpoint,
-    resolver: Endpoint,
-    answerer: Endpoint,
-    offset: usize,
-    /// Bytes of the message in this packet.
-    len: usize,
-    /// The message's length per the UDP header (more than `len` for a first fragment).
-    full_len: usize,
-    is_response: bool,
-    fragmented: bool,
-    now: u64,
-}
-
+/// A copy of the message for userspace: `len` bytes of it are in this packet at `offset`,
+/// of `full_len` in all (more for a first fragment).
 #[inline(always)]
-fn emit(ctx: &TcContext, pkt: &Packet, m: &Message) {
+fn emit(ctx: &TcContext, pkt: &Packet, offset: usize, len: usize, full_len: usize, is_response: bool, fragmented: bool) {
     let Some(mut entry) = DNS_EVENTS.reserve::<DnsEvent>(0) else {
         count_lost(lost::DNS_RINGBUF_FULL);
         return;
     };
     let ev = entry.as_mut_ptr();
     // Bounded for the verifier: 1..=CAPTURE_MAX.
-    let n = if m.len > CAPTURE_MAX { CAPTURE_MAX } else { m.len };
+    let n = if len > CAPTURE_MAX { CAPTURE_MAX } else { len };
     if n == 0 {
         entry.discard(0);
         return;
     }
     unsafe {
-        (*ev).ts_ns = m.now;
-        (*ev).client = m.client;
-        (*ev).resolver = m.resolver;
-        (*ev).answerer = m.answerer;
+        let s = &pkt.dns;
+        (*ev).ts_ns = s.msg.query_ns;
+        (*ev).client = s.msg.client;
+        (*ev).resolver = s.msg.resolver;
+        (*ev).answerer = s.answerer;
         (*ev).ifindex = pkt.ifindex;
-        (*ev).dns_len = m.full_len as u16;
+        (*ev).dns_len = full_len as u16;
         (*ev).captured = n as u16;
         (*ev).direction = pkt.direction;
-        (*ev).is_response = m.is_response as u8;
-        (*ev).fragmented = m.fragmented as u8;
+        (*ev).is_response = is_response as u8;
+        (*ev).fragmented = fragmented as u8;
         (*ev)._pad = [0; 1];
         let dst = (&raw mut (*ev).data).cast::<core::ffi::c_void>();
-        if bpf_skb_load_bytes(ctx.skb.skb.cast(), m.offset as u32, dst, n as u32) != 0 {
+        if bpf_skb_load_bytes(ctx.skb.skb.cast(), offset as u32, dst, n as u32) != 0 {
             count_lost(lost::DNS_COPY_FAILED);
             entry.discard(0);
             return;

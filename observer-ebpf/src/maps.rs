@@ -47,6 +47,10 @@ pub static DNS_PENDING: LruHashMap<DnsKey, DnsPending> = LruHashMap::with_max_en
 #[map]
 pub static IFACES: LruPerCpuHashMap<u32, IfaceCounters> = LruPerCpuHashMap::with_max_entries(256, 0);
 
+/// One parsed packet per CPU: the TC program's working memory (see `tc::Packet`).
+#[map]
+pub static SCRATCH: PerCpuArray<crate::tc::Packet> = PerCpuArray::with_max_entries(1, 0);
+
 /// Bounded copies of DNS messages for userspace.
 #[map]
 pub static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);

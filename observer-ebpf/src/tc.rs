@@ -9,10 +9,14 @@ use network_types::{
 };
 use observer_common::{
     dns::iface_counter as ic,
+    lost,
     tcp::{AF_INET, AF_INET6, Endpoint},
 };
 
-use crate::{dns, maps::bump_iface};
+use crate::{
+    dns,
+    maps::{SCRATCH, bump_iface, count_lost},
+};
 
 /// For TCX and for classic TC in direct-action mode: let the next program (or the default
 /// action) decide.
@@ -25,12 +29,14 @@ const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 /// Headers never reach past this: it bounds every offset for the verifier.
-const MAX_L4_OFFSET: usize = 256;
-/// Bytes made linear when the headers are not (GRO'd or paged packets).
-const PULL_BYTES: u32 = 256;
+pub const MAX_L4_OFFSET: usize = 256;
+/// Bytes made linear when the headers are not (GRO'd or paged packets): the L4 header and a
+/// DNS header fit in them whatever the offset.
+const PULL_BYTES: u32 = 320;
 /// IPv6 extension headers followed, at most.
 const MAX_EXT_HEADERS: usize = 4;
 
+#[repr(u8)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Fragment {
     Whole,
@@ -40,7 +46,11 @@ pub enum Fragment {
     Later,
 }
 
-/// A packet's network and transport headers, parsed once.
+/// A packet's network and transport headers, parsed once. It lives in a per-CPU scratch
+/// slot, not on the stack: the BPF stack is 512 bytes for all calls together, and values read
+/// back from map memory give the verifier one state to follow instead of one per header
+/// layout (VLAN depth, IPv4 options, IPv6 extension chain).
+#[repr(C)]
 pub struct Packet {
     pub ifindex: u32,
     pub direction: u8,
@@ -51,6 +61,8 @@ pub struct Packet {
     /// Offset of the L4 header from the start of the packet data.
     pub l4: usize,
     pub fragment: Fragment,
+    /// The branches' own scratch space.
+    pub dns: dns::Scratch,
 }
 
 /// A bounds-checked pointer into the packet's linear data.
@@ -64,14 +76,11 @@ pub fn ptr_at<T>(ctx: &TcContext, off: usize) -> Option<*const T> {
     Some((start + off) as *const T)
 }
 
-/// A copy of a header at `off`: direct access when it is linear, the helper otherwise.
+/// A copy of a header at `off`, from the linear data (the headers were pulled in).
 #[inline(always)]
 pub fn read<T: Copy>(ctx: &TcContext, off: usize) -> Option<T> {
-    match ptr_at::<T>(ctx, off) {
-        // SAFETY: in bounds of the linear data, checked above; unaligned on purpose.
-        Some(p) => Some(unsafe { core::ptr::read_unaligned(p) }),
-        None => ctx.load(off).ok(),
-    }
+    // SAFETY: in bounds of the linear data, checked by ptr_at; unaligned on purpose.
+    ptr_at::<T>(ctx, off).map(|p| unsafe { core::ptr::read_unaligned(p) })
 }
 
 #[inline(always)]
@@ -83,11 +92,18 @@ fn v4(a: [u8; 4]) -> [u8; 16] {
 pub fn handle<const L2: bool>(ctx: &TcContext, direction: u8) {
     // The headers are usually linear; when they are not, pull them in once.
     let linear = ctx.data_end() - ctx.data();
-    if linear < PULL_BYTES as usize && ctx.len() as usize > linear {
-        let _ = ctx.pull_data(ctx.len().min(PULL_BYTES));
+    if linear < PULL_BYTES as usize && ctx.len() as usize > linear && ctx.pull_data(ctx.len().min(PULL_BYTES)).is_err() {
+        count_lost(lost::PULL_FAILED);
+        return;
     }
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let Some(pkt) = parse::<L2>(ctx, ifindex, direction) else { return };
+    let Some(pkt) = SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's slot; a TC program runs to completion on one CPU without reentry.
+    let pkt = unsafe { &mut *pkt };
+    pkt.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    pkt.direction = direction;
+    if parse::<L2>(ctx, pkt).is_none() {
+        return;
+    }
     match pkt.proto {
         IPPROTO_UDP => dns::on_udp(ctx, pkt),
         IPPROTO_TCP => dns::on_tcp(ctx, pkt),
@@ -96,7 +112,7 @@ pub fn handle<const L2: bool>(ctx: &TcContext, direction: u8) {
 }
 
 #[inline(always)]
-fn parse<const L2: bool>(ctx: &TcContext, ifindex: u32, direction: u8) -> Option<Packet> {
+fn parse<const L2: bool>(ctx: &TcContext, pkt: &mut Packet) -> Option<()> {
     let (mut ethertype, mut off) = if L2 {
         let eth: EthHdr = read(ctx, 0)?;
         (u16::from_be(eth.ether_type), EthHdr::LEN)
@@ -112,8 +128,8 @@ fn parse<const L2: bool>(ctx: &TcContext, ifindex: u32, direction: u8) -> Option
         off += 4;
         tags += 1;
     }
-    let mut src = Endpoint { addr: [0; 16], port: 0, family: 0 };
-    let mut dst = src;
+    pkt.src = Endpoint { addr: [0; 16], port: 0, family: 0 };
+    pkt.dst = pkt.src;
     if ethertype == ETH_P_IP {
         let ip: Ipv4Hdr = read(ctx, off)?;
         let ihl = ip.ihl() as usize;
@@ -128,17 +144,20 @@ fn parse<const L2: bool>(ctx: &TcContext, ifindex: u32, direction: u8) -> Option
         } else {
             Fragment::Whole
         };
-        src.family = AF_INET;
-        dst.family = AF_INET;
-        src.addr = v4(ip.src_addr);
-        dst.addr = v4(ip.dst_addr);
-        Some(Packet { ifindex, direction, src, dst, proto: ip.proto, l4: off + ihl, fragment })
+        pkt.src.family = AF_INET;
+        pkt.dst.family = AF_INET;
+        pkt.src.addr = v4(ip.src_addr);
+        pkt.dst.addr = v4(ip.dst_addr);
+        pkt.proto = ip.proto;
+        pkt.l4 = off + ihl;
+        pkt.fragment = fragment;
+        Some(())
     } else if ethertype == ETH_P_IPV6 {
         let ip: Ipv6Hdr = read(ctx, off)?;
-        src.family = AF_INET6;
-        dst.family = AF_INET6;
-        src.addr = ip.src_addr;
-        dst.addr = ip.dst_addr;
+        pkt.src.family = AF_INET6;
+        pkt.dst.family = AF_INET6;
+        pkt.src.addr = ip.src_addr;
+        pkt.dst.addr = ip.dst_addr;
         let mut next = ip.next_hdr;
         let mut l4 = off + Ipv6Hdr::LEN;
         let mut fragment = Fragment::Whole;
@@ -172,10 +191,13 @@ fn parse<const L2: bool>(ctx: &TcContext, ifindex: u32, direction: u8) -> Option
             i += 1;
         }
         if matches!(next, 0 | 43 | 60 | 44 | 51) {
-            bump_iface(ifindex, ic::EXT_HEADERS_TOO_DEEP);
+            bump_iface(pkt.ifindex, ic::EXT_HEADERS_TOO_DEEP);
             return None;
         }
-        Some(Packet { ifindex, direction, src, dst, proto: next, l4, fragment })
+        pkt.proto = next;
+        pkt.l4 = l4;
+        pkt.fragment = fragment;
+        Some(())
     } else {
         None
     }

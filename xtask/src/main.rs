@@ -8,6 +8,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod kernels;
+
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
 struct Xtask {
@@ -34,6 +36,8 @@ enum Cmd {
     },
     /// clippy on the host crates, warnings as errors (the kernel crate builds inside them).
     Lint,
+    /// Boot Debian 12's stock 6.1 kernel in qemu (TCG) and check observer inside it (as root).
+    TestKernels,
     /// DNS load benchmark (prints figures; not a test). Rates in queries per second.
     BenchDns {
         #[arg(default_values_t = [10_000u64, 50_000, 100_000])]
@@ -129,6 +133,14 @@ fn main() -> anyhow::Result<()> {
                 .env("OBSERVER_BIN", bin.join("observer"))
                 .env("OBSERVER_PEER_BIN", bin.join("peer")))
         }
+        Cmd::TestKernels => {
+            setup()?;
+            run(cargo().args(["build", "--release", "-p", "observer", "-p", "observer-tests", "--bins"]))?;
+            let mut tally = (0, 0);
+            let result = kernels::run(&root(), &root().join("target/release"), &mut tally);
+            println!("tests: {} passed, {} failed", tally.0, tally.1);
+            result
+        }
         Cmd::Test { filter, e2e_only } => {
             setup()?;
             // Build everything unprivileged first.
@@ -151,6 +163,14 @@ fn main() -> anyhow::Result<()> {
                 e2e.arg(f);
             }
             run_tests(&mut e2e, &mut tally)?;
+            // Last, the oldest kernel the README names, booted in qemu (about a minute).
+            if filter.as_deref().is_none_or(|f| "kernel_6_1".contains(f)) {
+                run(cargo().args(["build", "--release", "-p", "observer", "-p", "observer-tests", "--bins"]))?;
+                if let Err(e) = kernels::run(&root(), &root().join("target/release"), &mut tally) {
+                    println!("tests: {} passed, {} failed", tally.0, tally.1.max(1));
+                    return Err(e);
+                }
+            }
             // One closing line over every run above, for people and for CI.
             println!("tests: {} passed, {} failed", tally.0, tally.1);
             Ok(())

@@ -1,0 +1,187 @@
+//! `cargo xtask test-kernels`: boot Debian 12's stock kernel (6.1, from Debian's package) in
+//! qemu under TCG, with a busybox initramfs that holds the release observer and the test
+//! peer, and check what observer reports from inside: every program loads and attaches
+//! (classic TC: 6.1 has no TCX), refused connects and DNS over lo are counted, and a clean
+//! exit leaves no filter or qdisc behind.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+/// The init script: bring up lo, load the TC modules, run observer with traffic on lo, then
+/// print what observer printed between markers and power off.
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+echo observer-vm > /proc/sys/kernel/hostname
+for m in /modules/*.ko; do insmod "$m"; done
+ip link set lo up
+echo "=== KERNEL $(uname -r)"
+/peer dns-echo 127.0.0.1:53 &
+/observer --format json --interval 1 --duration 20 > /out.json 2> /err.txt &
+obs=$!
+i=0
+while ! grep -q "observer: attached" /err.txt && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done
+echo "=== QDISC WHILE RUNNING"
+tc qdisc show dev lo
+/peer dns-flood 127.0.0.1:53 20 1
+for p in 1 2 3; do nc 127.0.0.1 9 </dev/null; done
+wait $obs
+echo "=== EXIT $?"
+echo "=== STDERR"
+cat /err.txt
+echo "=== JSON"
+tail -n 1 /out.json
+echo "=== QDISC AFTER"
+tc qdisc show dev lo
+echo "=== END"
+poweroff -f
+"#;
+
+fn sh(cmd: &str) -> anyhow::Result<String> {
+    let out = Command::new("bash").arg("-c").arg(cmd).output().with_context(|| format!("cannot run {cmd}"))?;
+    if !out.status.success() {
+        bail!("`{cmd}` failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Debian's current 6.1 cloud kernel, unpacked under `dir` (downloaded once).
+fn kernel(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let deps = sh("apt-cache depends linux-image-cloud-amd64")?;
+    let Some(pkg) = deps.lines().find_map(|l| l.trim().strip_prefix("Depends: ")).filter(|p| p.starts_with("linux-image-6.1"))
+    else {
+        bail!("apt-cache names no linux-image-6.1 package for linux-image-cloud-amd64 (run apt-get update?):\n{deps}")
+    };
+    let root = dir.join(pkg);
+    if !root.join("boot").exists() {
+        fs::create_dir_all(dir)?;
+        sh(&format!("cd {} && apt-get download -q {pkg} 2>/dev/null && dpkg-deb -x {pkg}_*.deb {pkg} && rm -f {pkg}_*.deb", dir.display()))?;
+    }
+    let version = pkg.trim_start_matches("linux-image-");
+    Ok((root.join(format!("boot/vmlinuz-{version}")), root.join(format!("lib/modules/{version}"))))
+}
+
+/// Copy `bin` and the shared libraries it needs into `root`, at the same paths.
+fn install_with_libs(bin: &Path, root: &Path, as_name: &str) -> anyhow::Result<()> {
+    fs::copy(bin, root.join(as_name)).with_context(|| format!("copy {}", bin.display()))?;
+    let ldd = sh(&format!("ldd {}", bin.display()))?;
+    for lib in ldd.split_whitespace().filter(|w| w.starts_with('/')) {
+        let to = root.join(lib.trim_start_matches('/'));
+        fs::create_dir_all(to.parent().expect("a library has a parent"))?;
+        fs::copy(lib, &to).with_context(|| format!("copy {lib}"))?;
+    }
+    Ok(())
+}
+
+fn initramfs(work: &Path, modules: &Path, bin: &Path) -> anyhow::Result<PathBuf> {
+    let root = work.join("initramfs");
+    let _ = fs::remove_dir_all(&root);
+    for d in ["bin", "proc", "sys", "dev", "modules", "tmp"] {
+        fs::create_dir_all(root.join(d))?;
+    }
+    fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static is missing (xtask/setup.sh installs it)")?;
+    install_with_libs(&bin.join("observer"), &root, "observer")?;
+    install_with_libs(&bin.join("peer"), &root, "peer")?;
+    for m in ["kernel/net/sched/sch_ingress.ko", "kernel/net/sched/cls_bpf.ko"] {
+        let from = modules.join(m);
+        fs::copy(&from, root.join("modules").join(from.file_name().expect("a module file"))).with_context(|| format!("{}", from.display()))?;
+    }
+    fs::write(root.join("init"), INIT)?;
+    sh(&format!("chmod +x {}/init", root.display()))?;
+    let image = work.join("initramfs.cpio.gz");
+    sh(&format!("cd {} && find . | cpio -o -H newc --quiet | gzip -1 > {}", root.display(), image.display()))?;
+    Ok(image)
+}
+
+/// The rest of the marker's own line: `=== NAME value`.
+fn value<'a>(console: &'a str, name: &str) -> &'a str {
+    console.split(&format!("=== {name} ")).nth(1).and_then(|r| r.lines().next()).unwrap_or("").trim()
+}
+
+/// The lines between `=== NAME` and the next marker.
+fn section<'a>(console: &'a str, name: &str) -> Option<&'a str> {
+    let start = console.find(&format!("=== {name}"))?;
+    let rest = &console[start..];
+    let body = rest.split_once('\n')?.1;
+    Some(body.split("\n=== ").next().unwrap_or(body))
+}
+
+pub fn run(root: &Path, bin: &Path, tally: &mut (u64, u64)) -> anyhow::Result<()> {
+    let work = root.join("target/kernels");
+    let (vmlinuz, modules) = kernel(&work)?;
+    let image = initramfs(&work, &modules, bin)?;
+    eprintln!("xtask: booting {} under qemu (TCG)", vmlinuz.display());
+    let started = std::time::Instant::now();
+    let out = Command::new("timeout")
+        .args(["600", "qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2"])
+        .args(["-nographic", "-no-reboot", "-kernel"])
+        .arg(&vmlinuz)
+        .arg("-initrd")
+        .arg(&image)
+        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=3"])
+        .output()
+        .context("cannot start qemu-system-x86_64 (xtask/setup.sh installs it)")?;
+    let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    fs::write(work.join("console.log"), &console)?;
+    eprintln!("xtask: the guest ran {:.0} s; its console is in {}", started.elapsed().as_secs_f64(), work.join("console.log").display());
+
+    let kernel = value(&console, "KERNEL");
+    let stderr = section(&console, "STDERR").unwrap_or("");
+    let json = section(&console, "JSON").and_then(|j| j.lines().find(|l| l.starts_with('{')));
+    let report: serde_json::Value = json.and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default();
+    let resolver = report["dns"]["resolvers"].as_array().and_then(|rs| rs.iter().find(|r| r["resolver"] == "127.0.0.1:53"));
+    let dest = report["tcp"]["destinations"].as_array().and_then(|ds| ds.iter().find(|d| d["dest"] == "127.0.0.1:9"));
+    let checks: Vec<(&str, bool, String)> = vec![
+        ("boots_debian_6_1", kernel.starts_with("6.1."), format!("kernel {kernel:?}")),
+        (
+            "exits_cleanly_with_a_final_report",
+            value(&console, "EXIT") == "0" && report["final"] == true,
+            format!("exit status {:?}", value(&console, "EXIT")),
+        ),
+        (
+            "every_program_loads_and_attaches",
+            report["disabled"].as_array().is_some_and(Vec::is_empty) && stderr.contains("tcp:tcp_retransmit_synack"),
+            format!("disabled: {}", report["disabled"]),
+        ),
+        ("tc_falls_back_to_classic_on_lo", stderr.contains("tc(classic):observer on lo"), "attach line".into()),
+        (
+            "dns_over_lo_is_counted",
+            resolver.is_some_and(|r| r["total"]["queries"] == 20 && r["total"]["responses"] == 20),
+            format!("resolver: {}", resolver.cloned().unwrap_or_default()),
+        ),
+        (
+            "the_clsact_qdisc_it_created_is_gone_after_exit",
+            section(&console, "QDISC WHILE RUNNING").is_some_and(|q| q.contains("clsact"))
+                && section(&console, "QDISC AFTER").is_some_and(|q| !q.contains("clsact")),
+            format!("{:?} then {:?}", section(&console, "QDISC WHILE RUNNING"), section(&console, "QDISC AFTER")),
+        ),
+        (
+            "refused_connects_are_counted",
+            dest.is_some_and(|d| d["total"]["refused"] == 3),
+            format!("destination: {}", dest.cloned().unwrap_or_default()),
+        ),
+    ];
+    let mut failed = 0;
+    for (name, ok, detail) in &checks {
+        println!("test kernel_6_1::{name} ... {}", if *ok { "ok" } else { "FAILED" });
+        if !ok {
+            println!("    {detail}");
+            failed += 1;
+        }
+    }
+    println!("test result: {}. {} passed; {failed} failed", if failed == 0 { "ok" } else { "FAILED" }, checks.len() - failed);
+    tally.0 += (checks.len() - failed) as u64;
+    tally.1 += failed as u64;
+    if failed > 0 {
+        println!("observer's stderr in the guest:\n{stderr}");
+        bail!("{failed} kernel checks failed; the guest's console is in {}", work.join("console.log").display());
+    }
+    Ok(())
+}
