@@ -98,7 +98,8 @@ impl IfaceCounters {
 }
 
 /// One DNS message seen at TC. `data` holds the first `captured` bytes of the DNS payload
-/// (the UDP payload), `dns_len` the payload's full length.
+/// (the UDP payload), `dns_len` the payload's full length. A record in the ring holds the
+/// header and only the `captured` bytes: [`DNS_EVENT_HEADER`] + `captured` bytes long.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct DnsEvent {
@@ -120,3 +121,6 @@ pub struct DnsEvent {
     pub _pad: [u8; 1],
     pub data: [u8; CAPTURE_MAX],
 }
+
+/// Bytes of a [`DnsEvent`] before its data: a ring record is this plus the bytes captured.
+pub const DNS_EVENT_HEADER: usize = core::mem::offset_of!(DnsEvent, data);

@@ -5,7 +5,9 @@ pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
 /// A remote endpoint. IPv4 addresses sit in the first 4 bytes of `addr`, the rest zero.
-#[repr(C)]
+/// 4-byte aligned (it changes no layout: every Endpoint already sits at a multiple of 4) so
+/// that the kernel programs copy it as five words, not byte by byte or through memcpy.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Endpoint {
     pub addr: [u8; 16],

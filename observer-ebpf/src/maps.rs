@@ -101,30 +101,37 @@ impl Counters<{ observer_common::dns::iface_counter::COUNT }> for IfaceCounters 
     }
 }
 
-/// Bump counter `index` of `key`, creating the entry on first use; a full table is counted
-/// in `lost_index`.
+/// The counters of `key`, created on first use; a full table is counted in `lost_index`.
+#[inline(always)]
+fn entry<K, V: Counters<N>, const N: usize>(map: &LruPerCpuHashMap<K, V>, key: &K, lost_index: usize) -> Option<*mut V> {
+    if let Some(p) = map.get_ptr_mut(key) {
+        return Some(p);
+    }
+    // EEXIST means another CPU created it first, which is fine.
+    let _ = map.insert(key, &V::ZERO, BPF_NOEXIST as u64);
+    let p = map.get_ptr_mut(key);
+    if p.is_none() {
+        count_lost(lost_index);
+    }
+    p
+}
+
+/// Bump counters `indices` of `key` with one lookup; indices past N are skipped.
+#[inline(always)]
+fn bump_all<K, V: Counters<N>, const N: usize>(map: &LruPerCpuHashMap<K, V>, key: &K, indices: &[usize], lost_index: usize) {
+    let Some(p) = entry(map, key, lost_index) else { return };
+    for &index in indices {
+        if index < N {
+            // This CPU's own slot. A softirq could in theory interrupt a process-context
+            // program between the load and the store; that window is two instructions wide.
+            unsafe { (*p).counters()[index] += 1 };
+        }
+    }
+}
+
 #[inline(always)]
 fn bump<K, V: Counters<N>, const N: usize>(map: &LruPerCpuHashMap<K, V>, key: &K, index: usize, lost_index: usize) {
-    if index >= N {
-        return;
-    }
-    let entry = match map.get_ptr_mut(key) {
-        Some(p) => p,
-        None => {
-            // EEXIST means another CPU created it first, which is fine.
-            let _ = map.insert(key, &V::ZERO, BPF_NOEXIST as u64);
-            match map.get_ptr_mut(key) {
-                Some(p) => p,
-                None => {
-                    count_lost(lost_index);
-                    return;
-                }
-            }
-        }
-    };
-    // This CPU's own slot. A softirq could in theory interrupt a process-context program
-    // between the load and the store; that window is two instructions wide.
-    unsafe { (*entry).counters()[index] += 1 };
+    bump_all(map, key, &[index], lost_index);
 }
 
 #[inline(always)]
@@ -140,6 +147,17 @@ pub fn bump_port(port: u16, index: usize) {
 #[inline(always)]
 pub fn bump_resolver(resolver: &Endpoint, index: usize) {
     bump(&DNS_RESOLVERS, resolver, index, lost::RESOLVER_TABLE_FULL);
+}
+
+/// Several counters of one resolver for one message (response, rcode, truncated): one lookup.
+#[inline(always)]
+pub fn bump_resolver_all(resolver: &Endpoint, indices: &[usize]) {
+    bump_all(&DNS_RESOLVERS, resolver, indices, lost::RESOLVER_TABLE_FULL);
+}
+
+#[inline(always)]
+pub fn bump_iface_all(ifindex: u32, indices: &[usize]) {
+    bump_all(&IFACES, &ifindex, indices, lost::IFACE_TABLE_FULL);
 }
 
 #[inline(always)]

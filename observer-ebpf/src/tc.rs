@@ -58,6 +58,10 @@ pub struct Packet {
     pub src: Endpoint,
     pub dst: Endpoint,
     pub proto: u8,
+    /// Offset of the IP header, and its family: the addresses are read from there only by
+    /// a branch that wants the packet (most packets need no more than their ports).
+    pub l3: usize,
+    pub family: u16,
     /// Offset of the L4 header from the start of the packet data.
     pub l4: usize,
     pub fragment: Fragment,
@@ -76,33 +80,79 @@ pub fn ptr_at<T>(ctx: &TcContext, off: usize) -> Option<*const T> {
     Some((start + off) as *const T)
 }
 
-/// A copy of a header at `off`, from the linear data (the headers were pulled in).
+/// A field of a header whose bounds were checked with [`ptr_at`], loaded as one word (as it
+/// is on the wire, network byte order).
+///
+/// Headers sit at any alignment. x86-64 and arm64 load unaligned words natively and the
+/// verifier allows it there, as every C BPF program does; copying a header struct with
+/// `read_unaligned` instead costs one load per byte.
 #[inline(always)]
-pub fn read<T: Copy>(ctx: &TcContext, off: usize) -> Option<T> {
-    // SAFETY: in bounds of the linear data, checked by ptr_at; unaligned on purpose.
-    ptr_at::<T>(ctx, off).map(|p| unsafe { core::ptr::read_unaligned(p) })
+pub fn field<H, T: Copy>(header: *const H, offset: usize) -> T {
+    // SAFETY: the caller checked that the whole header is in the packet's linear data.
+    unsafe { core::ptr::read_volatile(header.cast::<u8>().add(offset).cast::<T>()) }
 }
 
+/// Copy an endpoint as five words: a struct copy becomes a call to memmove here.
 #[inline(always)]
-fn v4(a: [u8; 4]) -> [u8; 16] {
-    [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+pub fn copy_endpoint(dst: &mut Endpoint, src: &Endpoint) {
+    let (d, s) = ((dst as *mut Endpoint).cast::<u32>(), (src as *const Endpoint).cast::<u32>());
+    // SAFETY: Endpoint is 20 bytes, 4-byte aligned.
+    unsafe {
+        for i in 0..5 {
+            core::ptr::write_volatile(d.add(i), core::ptr::read_volatile(s.add(i)));
+        }
+    }
+}
+
+/// Zero an endpoint as five word stores.
+#[inline(always)]
+pub fn clear_endpoint(dst: &mut Endpoint) {
+    let d = (dst as *mut Endpoint).cast::<u32>();
+    // SAFETY: as above.
+    unsafe {
+        for i in 0..5 {
+            core::ptr::write_volatile(d.add(i), 0);
+        }
+    }
+}
+
+/// Write an address (network order words) into an endpoint: four word stores.
+#[inline(always)]
+fn set_addr(ep: &mut Endpoint, words: [u32; 4], family: u16) {
+    // SAFETY: Endpoint is 4-byte aligned and `addr` is its first field.
+    let w = ep.addr.as_mut_ptr().cast::<u32>();
+    unsafe {
+        w.write(words[0]);
+        w.add(1).write(words[1]);
+        w.add(2).write(words[2]);
+        w.add(3).write(words[3]);
+    }
+    ep.port = 0;
+    ep.family = family;
 }
 
 /// `L2`: the interface has an Ethernet header (false for tun, WireGuard, ipip).
 pub fn handle<const L2: bool>(ctx: &TcContext, direction: u8) {
     // The headers are usually linear; when they are not, pull them in once.
-    let linear = ctx.data_end() - ctx.data();
-    if linear < PULL_BYTES as usize && ctx.len() as usize > linear && ctx.pull_data(ctx.len().min(PULL_BYTES)).is_err() {
-        count_lost(lost::PULL_FAILED);
-        return;
-    }
     let Some(pkt) = SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's slot; a TC program runs to completion on one CPU without reentry.
     let pkt = unsafe { &mut *pkt };
     pkt.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     pkt.direction = direction;
     if parse::<L2>(ctx, pkt).is_none() {
-        return;
+        // The headers are almost always linear (GSO keeps them so). Pull them in only when
+        // they were not: pulling every packet costs more than the rest of the program.
+        let linear = ctx.data_end() - ctx.data();
+        if ctx.len() as usize <= linear || linear >= PULL_BYTES as usize {
+            return;
+        }
+        if ctx.pull_data(ctx.len().min(PULL_BYTES)).is_err() {
+            count_lost(lost::PULL_FAILED);
+            return;
+        }
+        if parse::<L2>(ctx, pkt).is_none() {
+            return;
+        }
     }
     match pkt.proto {
         IPPROTO_UDP => dns::on_udp(ctx, pkt),
@@ -111,79 +161,117 @@ pub fn handle<const L2: bool>(ctx: &TcContext, direction: u8) {
     }
 }
 
+/// Offsets of the fields read, from network-types' header layouts.
+mod at {
+    use core::mem::offset_of;
+
+    use network_types::{
+        eth::EthHdr,
+        ip::{Ipv4Hdr, Ipv6Hdr},
+    };
+    pub const ETHERTYPE: usize = offset_of!(EthHdr, ether_type);
+    pub const V4_VIHL: usize = offset_of!(Ipv4Hdr, vihl);
+    pub const V4_FRAGS: usize = offset_of!(Ipv4Hdr, frags);
+    pub const V4_PROTO: usize = offset_of!(Ipv4Hdr, proto);
+    pub const V4_SRC: usize = offset_of!(Ipv4Hdr, src_addr);
+    pub const V4_DST: usize = offset_of!(Ipv4Hdr, dst_addr);
+    pub const V6_NEXT: usize = offset_of!(Ipv6Hdr, next_hdr);
+    pub const V6_SRC: usize = offset_of!(Ipv6Hdr, src_addr);
+    pub const V6_DST: usize = offset_of!(Ipv6Hdr, dst_addr);
+}
+
+/// An IPv6 address at `offset` of a checked header: four words as on the wire.
+#[inline(always)]
+fn v6_words<H>(header: *const H, offset: usize) -> [u32; 4] {
+    [field(header, offset), field(header, offset + 4), field(header, offset + 8), field(header, offset + 12)]
+}
+
+/// Fill in the packet's source and destination addresses (ports stay 0).
+#[inline(always)]
+pub fn addresses(ctx: &TcContext, pkt: &mut Packet) -> Option<()> {
+    let l3 = pkt.l3;
+    if l3 > MAX_L4_OFFSET {
+        return None;
+    }
+    if pkt.family == AF_INET {
+        let ip = ptr_at::<Ipv4Hdr>(ctx, l3)?;
+        set_addr(&mut pkt.src, [field(ip, at::V4_SRC), 0, 0, 0], AF_INET);
+        set_addr(&mut pkt.dst, [field(ip, at::V4_DST), 0, 0, 0], AF_INET);
+    } else {
+        let ip = ptr_at::<Ipv6Hdr>(ctx, l3)?;
+        set_addr(&mut pkt.src, v6_words(ip, at::V6_SRC), AF_INET6);
+        set_addr(&mut pkt.dst, v6_words(ip, at::V6_DST), AF_INET6);
+    }
+    Some(())
+}
+
 #[inline(always)]
 fn parse<const L2: bool>(ctx: &TcContext, pkt: &mut Packet) -> Option<()> {
     let (mut ethertype, mut off) = if L2 {
-        let eth: EthHdr = read(ctx, 0)?;
-        (u16::from_be(eth.ether_type), EthHdr::LEN)
+        let eth = ptr_at::<EthHdr>(ctx, 0)?;
+        (u16::from_be(field(eth, at::ETHERTYPE)), EthHdr::LEN)
     } else {
         // No link header: the kernel's protocol field says what the packet is.
         (u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16), 0)
     };
-    // 802.1Q / 802.1ad tags inline in the frame (QinQ: two).
+    // 802.1Q / 802.1ad tags inline in the frame (QinQ: two): TCI, then the next type.
     let mut tags = 0;
     while tags < 2 && (ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD) {
-        let tag: [u8; 4] = read(ctx, off)?;
-        ethertype = u16::from_be_bytes([tag[2], tag[3]]);
+        let tag = ptr_at::<[u16; 2]>(ctx, off)?;
+        ethertype = u16::from_be(field(tag, 2));
         off += 4;
         tags += 1;
     }
-    pkt.src = Endpoint { addr: [0; 16], port: 0, family: 0 };
-    pkt.dst = pkt.src;
     if ethertype == ETH_P_IP {
-        let ip: Ipv4Hdr = read(ctx, off)?;
-        let ihl = ip.ihl() as usize;
+        let ip = ptr_at::<Ipv4Hdr>(ctx, off)?;
+        let ihl = ((field::<_, u8>(ip, at::V4_VIHL) & 0x0f) as usize) * 4;
         if ihl < Ipv4Hdr::LEN {
             return None;
         }
-        let frags = u16::from_be_bytes(ip.frags);
-        let fragment = if frags & 0x1fff != 0 {
+        let frags = u16::from_be(field(ip, at::V4_FRAGS));
+        pkt.fragment = if frags & 0x1fff != 0 {
             Fragment::Later
         } else if frags & 0x2000 != 0 {
             Fragment::First
         } else {
             Fragment::Whole
         };
-        pkt.src.family = AF_INET;
-        pkt.dst.family = AF_INET;
-        pkt.src.addr = v4(ip.src_addr);
-        pkt.dst.addr = v4(ip.dst_addr);
-        pkt.proto = ip.proto;
+        pkt.proto = field(ip, at::V4_PROTO);
+        pkt.family = AF_INET;
+        pkt.l3 = off;
         pkt.l4 = off + ihl;
-        pkt.fragment = fragment;
         Some(())
     } else if ethertype == ETH_P_IPV6 {
-        let ip: Ipv6Hdr = read(ctx, off)?;
-        pkt.src.family = AF_INET6;
-        pkt.dst.family = AF_INET6;
-        pkt.src.addr = ip.src_addr;
-        pkt.dst.addr = ip.dst_addr;
-        let mut next = ip.next_hdr;
+        let ip = ptr_at::<Ipv6Hdr>(ctx, off)?;
+        pkt.family = AF_INET6;
+        pkt.l3 = off;
+        let mut next: u8 = field(ip, at::V6_NEXT);
         let mut l4 = off + Ipv6Hdr::LEN;
         let mut fragment = Fragment::Whole;
         let mut i = 0;
         while i < MAX_EXT_HEADERS {
-            let h: [u8; 4] = match next {
-                // Hop-by-hop, routing, destination options, fragment, AH.
-                0 | 43 | 60 | 44 | 51 => read(ctx, l4)?,
-                _ => break,
-            };
-            let len = match next {
+            // Hop-by-hop, routing, destination options, fragment, AH: each starts with the
+            // next header and a length, and is at least 8 bytes long.
+            if !matches!(next, 0 | 43 | 60 | 44 | 51) {
+                break;
+            }
+            let ext = ptr_at::<[u8; 8]>(ctx, l4)?;
+            let this = next;
+            next = field(ext, 0);
+            let hdr_len: u8 = field(ext, 1);
+            let len = match this {
                 44 => {
-                    let offset = u16::from_be_bytes([h[2], h[3]]);
-                    fragment = if offset & 0xfff8 != 0 {
-                        Fragment::Later
+                    let offset = u16::from_be(field(ext, 2));
+                    if offset & 0xfff8 != 0 {
+                        fragment = Fragment::Later;
                     } else if offset & 1 != 0 {
-                        Fragment::First
-                    } else {
-                        fragment
-                    };
+                        fragment = Fragment::First;
+                    }
                     8
                 }
-                51 => (h[1] as usize + 2) * 4,
-                _ => (h[1] as usize + 1) * 8,
+                51 => (hdr_len as usize + 2) * 4,
+                _ => (hdr_len as usize + 1) * 8,
             };
-            next = h[0];
             l4 += len;
             if l4 > MAX_L4_OFFSET {
                 return None;

@@ -118,6 +118,11 @@ pub struct Cli {
     /// `cargo xtask bench-dns`.
     #[arg(long, hide = true)]
     pub tc_baseline: bool,
+
+    /// Attach only the empty TC program, instead of observer's: the "empty program" column
+    /// of `cargo xtask bench`.
+    #[arg(long, hide = true)]
+    pub tc_empty_only: bool,
 }
 
 impl Cli {

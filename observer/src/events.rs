@@ -8,7 +8,7 @@ use std::{
 };
 
 use observer_common::{
-    dns::{DnsEvent, dns_counter, iface_counter},
+    dns::{DNS_EVENT_HEADER, DnsEvent, dns_counter, iface_counter},
     tcp::{AF_INET, ConnectEvent, Endpoint, dest_counter, outcome, port_counter},
 };
 
@@ -103,14 +103,19 @@ pub struct DnsMessage {
     pub bytes: Vec<u8>,
 }
 
-/// Decode a DNS ring-buffer record. `None` for a short record (counted by the caller).
+/// Decode a DNS ring-buffer record: the event's header, then the bytes captured. `None` for
+/// a record shorter than the header (counted by the caller).
 pub fn decode_dns(raw: &[u8]) -> Option<DnsMessage> {
-    if raw.len() < size_of::<DnsEvent>() {
+    if raw.len() < DNS_EVENT_HEADER {
         return None;
     }
-    // SAFETY: the length is checked, DnsEvent is plain old data, and the read is unaligned.
-    let ev: DnsEvent = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
-    let captured = usize::from(ev.captured).min(ev.data.len());
+    let mut full = [0u8; size_of::<DnsEvent>()];
+    let n = raw.len().min(full.len());
+    full[..n].copy_from_slice(&raw[..n]);
+    // SAFETY: the buffer is DnsEvent-sized, DnsEvent is plain old data, the read is unaligned.
+    let ev: DnsEvent = unsafe { std::ptr::read_unaligned(full.as_ptr().cast()) };
+    // Never trust the length field beyond what the record holds.
+    let captured = usize::from(ev.captured).min(n - DNS_EVENT_HEADER);
     Some(DnsMessage {
         at: Mono(ev.ts_ns),
         client: endpoint_addr(&ev.client),
@@ -232,5 +237,27 @@ mod tests {
         assert!(decode_connect(&raw(&ev)[..10]).is_none());
         ev.outcome = 99;
         assert!(decode_connect(&raw(&ev)).is_none());
+    }
+
+    #[test]
+    fn a_dns_record_holds_the_header_and_only_the_captured_bytes() {
+        use observer_common::dns::{DNS_EVENT_HEADER, DnsEvent};
+        let mut ev: DnsEvent = unsafe { std::mem::zeroed() };
+        ev.ts_ns = 7;
+        ev.client = Endpoint { addr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], port: 40000, family: AF_INET };
+        ev.resolver = Endpoint { addr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], port: 53, family: AF_INET };
+        ev.captured = 3;
+        ev.dns_len = 3;
+        ev.data[..3].copy_from_slice(&[1, 2, 3]);
+        // SAFETY: reading the bytes of a plain #[repr(C)] value.
+        let all = unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<DnsEvent>()) };
+        let m = decode_dns(&all[..DNS_EVENT_HEADER + 3]).unwrap();
+        assert_eq!((m.bytes.as_slice(), m.answerer, m.at), (&[1u8, 2, 3][..], None, Mono(7)));
+        assert_eq!(m.resolver, "10.0.0.2:53".parse().unwrap());
+        // A length field that claims more than the record holds is cut to the record.
+        ev.captured = 400;
+        let all = unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<DnsEvent>()) };
+        assert_eq!(decode_dns(&all[..DNS_EVENT_HEADER + 2]).unwrap().bytes, [1, 2]);
+        assert!(decode_dns(&all[..DNS_EVENT_HEADER - 1]).is_none());
     }
 }

@@ -128,6 +128,7 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
         dns_ports: cli.dns_ports.clone(),
         interfaces: cli.interfaces.clone(),
         tc_baseline: cli.tc_baseline,
+        tc_empty_only: cli.tc_empty_only,
         tc_attach: cli.tc_attach,
     };
     // Handlers first: a signal that arrives right after "attached" must still drain and exit 0.

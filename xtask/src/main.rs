@@ -38,10 +38,15 @@ enum Cmd {
     Lint,
     /// Boot Debian 12's stock 6.1 kernel in qemu (TCG) and check observer inside it (as root).
     TestKernels,
-    /// DNS load benchmark (prints figures; not a test). Rates in queries per second.
-    BenchDns {
-        #[arg(default_values_t = [10_000u64, 50_000, 100_000])]
-        rates: Vec<u64>,
+    /// The packet path's cost: bare, empty TC program, tcpdump and observer side by side in one
+    /// run (prints figures; not a test).
+    Bench {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+        /// Alternating rounds of the flood throughput comparison.
+        #[arg(long, default_value_t = 3)]
+        rounds: u64,
     },
 }
 
@@ -124,12 +129,12 @@ fn main() -> anyhow::Result<()> {
             "clippy", "-p", "observer", "-p", "observer-common", "-p", "observer-tests", "-p", "xtask",
             "--all-targets", "--", "-D", "warnings",
         ])),
-        Cmd::BenchDns { rates } => {
+        Cmd::Bench { secs, rounds } => {
             setup()?;
             run(cargo().args(["build", "--release", "-p", "observer", "-p", "observer-tests", "--bins"]))?;
             let bin = root().join("target/release");
-            run(privileged(bin.join("bench_dns"))
-                .args(rates.iter().map(u64::to_string))
+            run(privileged(bin.join("bench"))
+                .args([secs.to_string(), rounds.to_string()])
                 .env("OBSERVER_BIN", bin.join("observer"))
                 .env("OBSERVER_PEER_BIN", bin.join("peer")))
         }

@@ -103,6 +103,8 @@ pub struct ProbeConfig {
     pub interfaces: Vec<String>,
     /// Also attach an empty TC program beside the DNS ones (benchmark baseline).
     pub tc_baseline: bool,
+    /// Attach only the empty TC program (benchmark baseline).
+    pub tc_empty_only: bool,
     /// TCX links or classic clsact filters.
     pub tc_attach: TcAttach,
 }
@@ -239,7 +241,7 @@ impl Probe {
             disabled,
             attached,
             attach_time: Duration::ZERO,
-            tc: tc_ok.then(|| TcHooks::new(cfg.tc_attach, cfg.interfaces.clone(), cfg.tc_baseline)),
+            tc: tc_ok.then(|| TcHooks::new(cfg.tc_attach, cfg.interfaces.clone(), (cfg.tc_baseline, cfg.tc_empty_only))),
         };
         for note in probe.refresh_interfaces() {
             eprintln!("observer: {note}");

@@ -35,7 +35,8 @@ pub const PROGRAMS: [&str; 5] = ["observer_ingress", "observer_egress", "observe
 pub struct TcHooks {
     pub mode: TcAttach,
     only: Vec<String>,
-    baseline: bool,
+    /// (also attach the empty program, attach only the empty program): benchmark baselines.
+    baseline: (bool, bool),
     /// Interface name -> (ifindex, links).
     links: HashMap<String, (u32, Links)>,
     /// Interfaces already reported as not watchable, so each is said once.
@@ -47,7 +48,7 @@ pub struct TcHooks {
 }
 
 impl TcHooks {
-    pub fn new(mode: TcAttach, only: Vec<String>, baseline: bool) -> TcHooks {
+    pub fn new(mode: TcAttach, only: Vec<String>, baseline: (bool, bool)) -> TcHooks {
         TcHooks {
             mode: mode.resolve(),
             only,
@@ -113,8 +114,12 @@ impl TcHooks {
             if iface.hooks == Hooks::Both {
                 hooks.push(TcAttachType::Ingress);
             }
-            let mut plan: Vec<(&'static str, TcAttachType)> = hooks.iter().map(|h| (program(iface.link, *h), *h)).collect();
-            if self.baseline {
+            let (with_empty, only_empty) = self.baseline;
+            let mut plan: Vec<(&'static str, TcAttachType)> = Vec::new();
+            if !only_empty {
+                plan.extend(hooks.iter().map(|h| (program(iface.link, *h), *h)));
+            }
+            if with_empty || only_empty {
                 plan.extend(hooks.iter().map(|h| ("tc_empty", *h)));
             }
             let mut links = Vec::new();

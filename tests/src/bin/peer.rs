@@ -10,6 +10,8 @@
 //!   peer dns-flood DEST QPS SECS      send well-formed queries at QPS for SECS; print how many.
 //!   peer dns-echo LISTEN              answer every query at once (QR set, NOERROR, no records).
 //!   peer dns-flood-hbh DEST QPS SECS  dns-flood over IPv6 with a hop-by-hop options header.
+//!   peer dns-blast DEST SECS          send well-formed queries as fast as one thread can for
+//!                                     SECS; print how many per second.
 //!   peer dns-raw-vlan IFACE SRC DST TAGS COUNT
 //!                                     write COUNT DNS queries SRC -> DST:53 as raw Ethernet
 //!                                     frames on IFACE with TAGS (1: 802.1Q, 2: QinQ) VLAN tags
@@ -32,6 +34,7 @@ fn main() {
         Some("dns-junk") => dns_junk(&args[2], args[3].parse().expect("COUNT")),
         Some("dns-flood") => dns_flood(&args[2], args[3].parse().expect("QPS"), args[4].parse().expect("SECS")),
         Some("dns-echo") => dns_echo(&args[2]),
+        Some("dns-blast") => dns_blast(&args[2], args[3].parse().expect("SECS")),
         Some("dns-flood-hbh") => {
             dns_flood_with(&args[2], args[3].parse().expect("QPS"), args[4].parse().expect("SECS"), set_hop_by_hop)
         }
@@ -235,4 +238,19 @@ fn dns_raw_vlan(iface: &str, src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, t
     }
     unsafe { libc::close(fd) };
     println!("{count}");
+}
+
+fn dns_blast(dest: &str, secs: f64) {
+    let dest: SocketAddr = dest.parse().expect("DEST");
+    let sock = UdpSocket::bind(if dest.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).expect("bind");
+    let start = Instant::now();
+    let mut sent: u64 = 0;
+    while start.elapsed().as_secs_f64() < secs {
+        for _ in 0..256 {
+            if sock.send_to(&query(sent as u16), dest).is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    println!("{:.0}", sent as f64 / start.elapsed().as_secs_f64());
 }

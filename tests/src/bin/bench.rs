@@ -1,0 +1,225 @@
+//! `cargo xtask bench`: what observer's packet path costs, side by side in one run. A benchmark
+//! that prints figures, not a test: the targets are in README, next to the figures.
+//!
+//! 1. Flood throughput: one thread sends DNS queries as fast as it can from a client
+//!    namespace to an echoing resolver over veth, with nothing attached (bare), with an empty
+//!    TC program on the client's eth0, with `tcpdump -w` (filter `udp port 53`), and with
+//!    observer. The modes alternate, round after round, and the median of each is printed.
+//! 2. Per-packet cost, from the kernel's own bpf_stats: observer's TC program next to an
+//!    empty program on the same hooks in the same run, on DNS at 100k messages/s and on a bulk
+//!    TCP transfer (iperf3), where every packet is not DNS.
+//! 3. Userspace: observer's CPU and memory at 50k responses/s, whether the kernel's counts are
+//!    exact, and what the ring buffer dropped.
+
+use std::{
+    fs, thread,
+    time::{Duration, Instant},
+};
+
+use observer_tests::{Netns, Observer, Pair, Proc, peers, require_root, sh};
+
+#[derive(Default, Clone, Copy)]
+struct ProgStats {
+    run_ns: u64,
+    runs: u64,
+}
+
+impl ProgStats {
+    fn since(self, before: ProgStats) -> f64 {
+        (self.run_ns - before.run_ns) as f64 / (self.runs - before.runs).max(1) as f64
+    }
+}
+
+/// Sum of run_time_ns and run_cnt over the programs whose name starts with `prefix`.
+fn prog_stats(prefix: &str) -> ProgStats {
+    let json: serde_json::Value = serde_json::from_str(&sh("bpftool -j prog show")).expect("bpftool JSON");
+    let mut s = ProgStats::default();
+    for p in json.as_array().into_iter().flatten().filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with(prefix))) {
+        s.run_ns += p["run_time_ns"].as_u64().unwrap_or(0);
+        s.runs += p["run_cnt"].as_u64().unwrap_or(0);
+    }
+    s
+}
+
+/// (user, system) clock ticks of a process.
+fn cpu_ticks(pid: u32) -> (u64, u64) {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("observer's /proc stat");
+    // Fields after the command name: utime is the 14th field, stime the 15th.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    (f[11].parse::<u64>().unwrap_or(0), f[12].parse::<u64>().unwrap_or(0))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Bare,
+    Empty,
+    Tcpdump,
+    Observer,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Bare => "bare",
+            Mode::Empty => "empty TC program",
+            Mode::Tcpdump => "tcpdump -w",
+            Mode::Observer => "observer",
+        }
+    }
+}
+
+/// Whatever a mode keeps running while the flood goes: held only to be dropped (stopped)
+/// after it.
+#[allow(dead_code)]
+enum Running {
+    Nothing,
+    Observer(Observer),
+    Tcpdump(Proc, peers::TempDir),
+}
+
+fn start(mode: Mode, client: &Netns) -> Running {
+    match mode {
+        Mode::Bare => Running::Nothing,
+        Mode::Empty => Running::Observer(Observer::start(client, &["--tc-empty-only", "--interface", "eth0"])),
+        Mode::Observer => Running::Observer(Observer::start(client, &["--interface", "eth0"])),
+        Mode::Tcpdump => {
+            let dir = peers::TempDir::new("pcap");
+            let p = client.spawn(&format!("tcpdump -q -i eth0 -w {}/dns.pcap udp port 53", dir.0.display()));
+            // tcpdump has no "ready" line on stdout; give it time to open the socket.
+            thread::sleep(Duration::from_millis(1500));
+            Running::Tcpdump(p, dir)
+        }
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn throughput(pair: &Pair, resolver: &str, secs: u64, rounds: usize) {
+    let modes = [Mode::Bare, Mode::Empty, Mode::Tcpdump, Mode::Observer];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+    for round in 0..rounds {
+        for (i, mode) in modes.iter().enumerate() {
+            let running = start(*mode, &pair.client);
+            let out = pair.client.run(&format!("{} dns-blast {resolver} {secs}", peers::peer_bin().display()));
+            let rate: f64 = out.trim().parse().expect("queries per second");
+            drop(running);
+            eprintln!("bench: round {} {:<17} {rate:>9.0} queries/s", round + 1, mode.name());
+            rates[i].push(rate);
+        }
+    }
+    let bare = median(&mut rates[0].clone());
+    println!("\n1. DNS flood, one sending thread, {secs} s per run, median of {rounds} alternating rounds");
+    println!("{:<18} {:>12} {:>9} {:>21}", "mode", "queries/s", "of bare", "range");
+    for (i, mode) in modes.iter().enumerate() {
+        let m = median(&mut rates[i]);
+        let (lo, hi) = (rates[i][0], rates[i][rates[i].len() - 1]);
+        println!("{:<18} {:>12.0} {:>8.0} % {:>10.0} – {:>8.0}", mode.name(), m, m * 100.0 / bare, lo, hi);
+    }
+}
+
+fn per_packet(pair: &Pair, resolver: &str, secs: u64) {
+    let obs = Observer::start(&pair.client, &["--tc-baseline", "--interface", "eth0"]);
+    println!("\n2. Per-packet cost on the client's eth0 (bpf_stats, both hooks, same run)");
+    println!("{:<36} {:>14} {:>14} {:>8}", "traffic", "observer ns/pkt", "empty ns/pkt", "ratio");
+    let peer = peers::peer_bin();
+    let (o0, e0) = (prog_stats("observer_"), prog_stats("tc_empty"));
+    pair.client.run(&format!("{} dns-flood {resolver} 50000 {secs}", peer.display()));
+    let (o1, e1) = (prog_stats("observer_"), prog_stats("tc_empty"));
+    let (o, e) = (o1.since(o0), e1.since(e0));
+    println!("{:<36} {:>14.0} {:>14.0} {:>7.1}x", "DNS, 100k messages/s (50k q/s)", o, e, o / e);
+    let _server = pair.server.spawn("iperf3 -s -1");
+    peers::wait_listening(&pair.server, &format!("{}:5201", pair.server_ip()));
+    let (o0, e0) = (prog_stats("observer_"), prog_stats("tc_empty"));
+    pair.client.run(&format!("iperf3 -c {} -t {secs} >/dev/null", pair.server_ip()));
+    let (o1, e1) = (prog_stats("observer_"), prog_stats("tc_empty"));
+    let (o, e) = (o1.since(o0), e1.since(e0));
+    println!("{:<36} {:>14.0} {:>14.0} {:>7.1}x", "bulk TCP (iperf3), not DNS", o, e, o / e);
+    drop(obs);
+}
+
+fn userspace(pair: &Pair, resolver: &str, secs: u64) {
+    let obs = Observer::start(&pair.client, &["--interface", "eth0"]);
+    let pid = obs.pid();
+    println!("\n3. observer's userspace at a steady DNS rate ({secs} s each)");
+    println!(
+        "{:>12} {:>9} {:>11} {:>11} {:>6} {:>9} {:>9} {:>7} {:>7} {:>8}",
+        "responses/s", "sent/s", "sent", "counted", "exact", "parsed", "rb drops", "user %", "sys %", "rss MiB"
+    );
+    let mut counted_before = 0;
+    let mut drops_before = 0;
+    let mut parsed_before = 0;
+    for rate in [10_000u64, 50_000] {
+        let cpu0 = cpu_ticks(pid);
+        let t0 = Instant::now();
+        let out = pair.client.run(&format!("{} dns-flood {resolver} {rate} {secs}", peers::peer_bin().display()));
+        let mut it = out.split_whitespace();
+        let sent: u64 = it.next().and_then(|s| s.parse().ok()).expect("sent count");
+        let took: f64 = it.nth(1).and_then(|s| s.parse().ok()).unwrap_or(secs as f64);
+        // One more reading after the last packet.
+        thread::sleep(Duration::from_millis(1500));
+        let cpu1 = cpu_ticks(pid);
+        let pct = |ticks: u64| ticks as f64 / 100.0 / t0.elapsed().as_secs_f64() * 100.0;
+        let (user, system) = (pct(cpu1.0 - cpu0.0), pct(cpu1.1 - cpu0.1));
+        let report = obs.reports().pop().expect("a report");
+        let counted = report.resolver_total(resolver, "responses");
+        let drops = report.0["lost"]["dns_ringbuf_full"].as_u64().unwrap_or(0);
+        // Responses matched to their queries in userspace: every one was copied and parsed.
+        let parsed = report.resolver(resolver).and_then(|r| r["total"]["latency_us"]["count"].as_u64()).unwrap_or(0);
+        println!(
+            "{:>12} {:>9.0} {:>11} {:>11} {:>6} {:>9} {:>9} {:>7.1} {:>7.1} {:>8.1}",
+            rate,
+            sent as f64 / took,
+            sent,
+            counted - counted_before,
+            if counted - counted_before == sent { "yes" } else { "NO" },
+            parsed - parsed_before,
+            drops - drops_before,
+            user,
+            system,
+            rss_kib(pid) as f64 / 1024.0
+        );
+        counted_before = counted;
+        drops_before = drops;
+        parsed_before = parsed;
+    }
+    drop(obs);
+}
+
+fn main() {
+    require_root();
+    let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let secs = args.first().copied().unwrap_or(5);
+    let rounds = args.get(1).copied().unwrap_or(3) as usize;
+    // Which sections to run (1, 2, 3), all by default: `bench 5 3 2` runs the second only.
+    let only: Vec<u64> = args.get(2..).map(<[u64]>::to_vec).unwrap_or_default();
+    let run = |n: u64| only.is_empty() || only.contains(&n);
+    let previous_stats = fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_else(|_| "0".into());
+    sh("sysctl -qw kernel.bpf_stats_enabled=1");
+    let pair = Pair::new("bench");
+    let resolver = format!("{}:53", pair.server_ip());
+    let _echo = pair.server.spawn(&format!("{} dns-echo {resolver}", peers::peer_bin().display()));
+    peers::wait_udp(&pair.server, 53);
+    println!("observer benchmark: {} CPUs, kernel {}", sh("nproc").trim(), sh("uname -r").trim());
+    if run(1) {
+        throughput(&pair, &resolver, secs, rounds);
+    }
+    if run(2) {
+        per_packet(&pair, &resolver, secs);
+    }
+    if run(3) {
+        userspace(&pair, &resolver, secs);
+    }
+    sh(&format!("sysctl -qw kernel.bpf_stats_enabled={}", previous_stats.trim()));
+}
