@@ -33,6 +33,22 @@ pub struct Options {
     pub dns_top_names: usize,
 }
 
+#[cfg(test)]
+impl Options {
+    /// The command line's defaults: 1 s interval, 10 s window, 5 s DNS timeout.
+    pub fn for_tests() -> Options {
+        Options {
+            interval: Duration::from_secs(1),
+            window: Duration::from_secs(10),
+            max_destinations: 100,
+            top: 100,
+            dns_timeout: Duration::from_secs(5),
+            max_dns_names: 100,
+            dns_top_names: 20,
+        }
+    }
+}
+
 /// Every layer observer runs, in report order.
 fn layers(o: &Options) -> Vec<Box<dyn Stage>> {
     vec![

@@ -18,18 +18,6 @@ const RESOLVER: &str = "10.0.0.2:53";
 const CLIENT: &str = "10.0.0.10:41000";
 const SEC: u64 = 1_000_000_000;
 
-fn options() -> Options {
-    Options {
-        interval: Duration::from_secs(1),
-        window: Duration::from_secs(10),
-        max_destinations: 100,
-        top: 100,
-        dns_timeout: Duration::from_secs(5),
-        max_dns_names: 100,
-        dns_top_names: 20,
-    }
-}
-
 fn connect(at_ns: u64, outcome: Outcome) -> Event {
     Event::Connect(ConnectRecord {
         at: Mono(at_ns),
@@ -87,7 +75,7 @@ type Causes = Vec<(u64, Option<Layer>)>;
 /// Run a script to its end: every verdict change, and the cause at each second.
 fn run(script: Vec<Input>) -> (Changes, Causes) {
     let mut source = Scripted::new(script);
-    let mut pipeline = Pipeline::new(options(), Config::default(), "test", Mono(0));
+    let mut pipeline = Pipeline::new(Options::for_tests(), Config::default(), "test", Mono(0));
     let mut changes = Vec::new();
     let mut causes = Vec::new();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();

@@ -81,16 +81,7 @@ fn counts<const N: usize>(pairs: &[(usize, u64)]) -> [u64; N] {
 /// The report at the end of a scenario, with the verdict changes that led to it: synthetic
 /// events and one tick through the real pipeline (layers, verdicts, report).
 fn build(s: Scenario) -> (Report, Vec<verdict::Change>) {
-    let opts = Options {
-        interval: Duration::from_secs(1),
-        window: Duration::from_secs(10),
-        max_destinations: 100,
-        top: 100,
-        dns_timeout: Duration::from_secs(5),
-        max_dns_names: 100,
-        dns_top_names: 20,
-    };
-    let mut pipeline = Pipeline::new(opts, Config::default(), "web-3", Mono(0));
+    let mut pipeline = Pipeline::new(Options::for_tests(), Config::default(), "web-3", Mono(0));
     let dns_failing = matches!(s, Scenario::DnsFailing | Scenario::BothFailing);
     let tcp_failing = matches!(s, Scenario::ConnectFailing | Scenario::BothFailing);
 
