@@ -54,7 +54,12 @@ fn sh(cmd: &str) -> anyhow::Result<String> {
 
 /// Debian's current 6.1 cloud kernel, unpacked under `dir` (downloaded once).
 fn kernel(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let deps = sh("apt-cache depends linux-image-cloud-amd64")?;
+    let mut deps = sh("apt-cache depends linux-image-cloud-amd64").unwrap_or_default();
+    if !deps.contains("linux-image-6.1") {
+        // Package lists missing or stale: refresh them once.
+        sh("apt-get update -qq")?;
+        deps = sh("apt-cache depends linux-image-cloud-amd64")?;
+    }
     let Some(pkg) = deps.lines().find_map(|l| l.trim().strip_prefix("Depends: ")).filter(|p| p.starts_with("linux-image-6.1"))
     else {
         bail!("apt-cache names no linux-image-6.1 package for linux-image-cloud-amd64 (run apt-get update?):\n{deps}")
