@@ -48,7 +48,7 @@ pub fn draw(f: &mut Frame, app: &App) {
         None => draw_panels(f, body, app, report),
     }
     if timeline_h > 0 {
-        draw_timeline(f, timeline, app);
+        draw_timeline(f, timeline, app, report);
     }
     draw_footer(f, footer, app);
 }
@@ -59,6 +59,10 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App, r: &Report) {
         Span::styled("observer", Style::default().add_modifier(Modifier::BOLD)),
         Span::raw(format!("  {}  up {}  lost {}", r.host, uptime(r.uptime_s), lost)),
     ];
+    if !r.disabled.is_empty() {
+        // What this kernel or host cannot give: listed at the top of the bottom panel.
+        spans.push(Span::styled(format!("  disabled {}", r.disabled.len()), Style::default().fg(Color::Yellow)));
+    }
     if app.paused {
         spans.push(Span::styled("  PAUSED", Style::default().fg(Color::Yellow).add_modifier(Modifier::BOLD)));
     }
@@ -185,15 +189,18 @@ enum TableLine {
     Extra(String),
 }
 
-fn draw_timeline(f: &mut Frame, area: Rect, app: &App) {
+fn draw_timeline(f: &mut Frame, area: Rect, app: &App, r: &Report) {
     let block = Block::default().borders(Borders::TOP).title(" verdict changes ");
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let lines: Vec<Line> = app
+    // Signals not collected come first: a verdict without them says less than it seems to.
+    let disabled = r.disabled.iter().map(|d| {
+        Line::styled(format!("disabled: {} ({}): {}", d.signals, d.source, d.reason), Style::default().fg(Color::Yellow))
+    });
+    let changes = app
         .timeline
         .iter()
         .rev()
-        .take(inner.height as usize)
         .map(|c| {
             let time = c.ts.get(11..19).unwrap_or(&c.ts).to_owned();
             let mut spans = vec![
@@ -206,8 +213,8 @@ fn draw_timeline(f: &mut Frame, area: Rect, app: &App) {
                 spans.push(Span::raw(format!("  {e}")));
             }
             Line::from(spans)
-        })
-        .collect();
+        });
+    let lines: Vec<Line> = disabled.chain(changes).take(inner.height as usize).collect();
     f.render_widget(Paragraph::new(lines), inner);
 }
 

@@ -15,7 +15,7 @@ use simple_dns::{CLASS, Name, Packet, Question, RCODE, ResourceRecord, TYPE, rda
 use super::{app::evidence_text, *};
 use crate::{
     config::Config,
-    events::{ConnectRecord, Counters, DnsMessage, DnsSnapshot, Event, Input, Mono, Outcome, TcpSnapshot, Tick},
+    events::{ConnectRecord, Counters, Disabled, DnsMessage, DnsSnapshot, Event, Input, Mono, Outcome, TcpSnapshot, Tick},
     pipeline::{Options, Pipeline},
     present::report::Report,
     verdict,
@@ -81,6 +81,10 @@ fn counts<const N: usize>(pairs: &[(usize, u64)]) -> [u64; N] {
 /// The report at the end of a scenario, with the verdict changes that led to it: synthetic
 /// events and one tick through the real pipeline (layers, verdicts, report).
 fn build(s: Scenario) -> (Report, Vec<verdict::Change>) {
+    build_with(s, vec![])
+}
+
+fn build_with(s: Scenario, disabled: Vec<Disabled>) -> (Report, Vec<verdict::Change>) {
     let mut pipeline = Pipeline::new(Options::for_tests(), Config::default(), "web-3", Mono(0));
     let dns_failing = matches!(s, Scenario::DnsFailing | Scenario::BothFailing);
     let tcp_failing = matches!(s, Scenario::ConnectFailing | Scenario::BothFailing);
@@ -117,7 +121,7 @@ fn build(s: Scenario) -> (Report, Vec<verdict::Change>) {
         wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_540_931),
         counters: Counters { tcp, dns },
         lost: vec![("connect_ringbuf_full", 0)],
-        disabled: vec![],
+        disabled,
         notes: vec![],
     };
     pipeline.on_tick(&tick, false)
@@ -159,6 +163,21 @@ fn both_failing_80x24() {
 #[test]
 fn both_failing_uses_a_large_terminal() {
     insta::assert_snapshot!(frame(&app(Scenario::BothFailing), 140, 40));
+}
+
+#[test]
+fn a_signal_that_cannot_be_collected_shows_in_the_header_and_first_in_the_bottom_panel() {
+    let disabled = vec![Disabled {
+        source: "tc:eth1 ingress".into(),
+        signals: "DNS on this interface",
+        reason: "cannot add a clsact qdisc: Operation not supported".into(),
+    }];
+    let (r, changes) = build_with(Scenario::Healthy, disabled);
+    let mut a = App::new();
+    a.update(r, changes);
+    let screen = frame(&a, 80, 24);
+    assert!(screen.contains("disabled 1"), "{screen}");
+    insta::assert_snapshot!(screen);
 }
 
 #[test]
