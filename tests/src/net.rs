@@ -63,10 +63,19 @@ impl Netns {
     /// Point this namespace's resolver (glibc, getaddrinfo) at `ip`: `ip netns exec` bind-mounts
     /// /etc/netns/<name>/resolv.conf over /etc/resolv.conf.
     pub fn set_resolver(&self, ip: &str) {
+        self.write_resolv_conf(&format!("nameserver {ip}\noptions timeout:2 attempts:1\n"));
+    }
+
+    /// Like a Kubernetes pod: a search list and `ndots`, so that short names are tried with
+    /// each search domain first.
+    pub fn set_resolver_with_search(&self, ip: &str, search: &str, ndots: u32) {
+        self.write_resolv_conf(&format!("nameserver {ip}\nsearch {search}\noptions ndots:{ndots} timeout:2 attempts:1\n"));
+    }
+
+    fn write_resolv_conf(&self, text: &str) {
         let dir = format!("/etc/netns/{}", self.name);
         std::fs::create_dir_all(&dir).expect("create /etc/netns dir");
-        std::fs::write(format!("{dir}/resolv.conf"), format!("nameserver {ip}\noptions timeout:2 attempts:1\n"))
-            .expect("write resolv.conf");
+        std::fs::write(format!("{dir}/resolv.conf"), text).expect("write resolv.conf");
     }
 }
 

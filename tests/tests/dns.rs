@@ -230,3 +230,44 @@ fn kernel_counts_stay_exact_when_the_ring_buffer_overflows() {
     let parsed = rep.name("bench.test", "A").unwrap()["total"]["queries"].as_u64().unwrap();
     assert_eq!(parsed + dropped, sent, "parsed {parsed} + dropped {dropped} != sent {sent}");
 }
+
+#[test]
+fn search_list_nxdomains_of_a_healthy_pod_are_context_and_a_name_that_never_resolves_is_an_error() {
+    require_root();
+    let pair = Pair::new("dns-search");
+    // Names under cluster.local do not exist (NXDOMAIN); healthy.test does.
+    // healthy.test has A and AAAA (a name with only A would get REFUSED for AAAA here).
+    let r = Dnsmasq::start(
+        &pair.server,
+        &pair.server_ip(),
+        53,
+        &["--address=/healthy.test/10.1.1.1", "--address=/healthy.test/fd01::1", "--address=/cluster.local/", "--address=/nx.test/"],
+    );
+    pair.client.set_resolver_with_search(&pair.server_ip(), "ns.svc.cluster.local svc.cluster.local cluster.local", 5);
+    let obs = Observer::start(&pair.client, &[]);
+    for _ in 0..5 {
+        let out = pair.client.run("getent ahosts healthy.test");
+        assert!(out.contains("10.1.1.1"), "{out}");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let reports = obs.reports();
+    let last = reports.last().expect("a report");
+    let resolver = last.resolver(&r.addr).expect("the resolver").clone();
+    let nx = resolver["total"]["nxdomain"].as_u64().unwrap();
+    assert!(nx >= 30, "3 search domains x (A + AAAA) x 5 lookups: {:#}", last.0["dns"]);
+    assert_eq!(resolver["total"]["search_nxdomain"].as_u64().unwrap(), nx, "each one explained: {resolver:#}");
+    assert!(
+        reports.iter().all(|r| r.0["verdicts"]["dns"]["verdict"] != "suspect"),
+        "a healthy pod's search list never makes DNS suspect, at any interval: {:#}",
+        reports.iter().find(|r| r.0["verdicts"]["dns"]["verdict"] == "suspect").map(|r| r.0["verdicts"]["dns"].clone()).unwrap_or_default()
+    );
+    assert!(last.0["verdicts"]["dns"]["note"].as_str().unwrap_or("").contains("search-list expansions"), "{:#}", last.0["verdicts"]);
+
+    // A name that does not resolve with any search domain, nor as written: an error.
+    let (ok, _) = pair.client.try_run("getent ahosts gone.nx.test");
+    assert!(!ok);
+    let suspect = obs.wait_for(Duration::from_secs(3), |r| r.0["verdicts"]["dns"]["rules"].as_array().is_some_and(|a| a.iter().any(|x| x == "dns.error_rcodes")));
+    let rep = suspect.unwrap_or_else(|| panic!("a real NXDOMAIN was not reported: {:#}", obs.reports().pop().unwrap().0["verdicts"]));
+    assert!(rep.0["verdicts"]["dns"]["evidence"][0].as_str().unwrap().contains("NXDOMAIN"), "{:#}", rep.0["verdicts"]);
+    drop(obs);
+}

@@ -7,7 +7,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
@@ -16,7 +16,6 @@ use observer_common::{
     dns::{dns_counter as kc, iface_counter as ic},
 };
 use serde::Serialize;
-use simple_dns::{Packet, PacketFlag, RCODE, rdata::RData};
 
 use super::{
     Aggregator,
@@ -25,6 +24,7 @@ use super::{
     window::WindowedCounts,
 };
 use crate::events::{DnsMessage, DnsSnapshot, Event, Mono, Tick};
+use parse::{dns_id, parse};
 
 counter_set! {
     /// Per-resolver counters that only userspace can know.
@@ -37,6 +37,9 @@ counter_set! {
         /// Messages over 512 bytes: only their first 512 bytes are copied, so they are matched by
         /// client, resolver and id, and not parsed further.
         OVERSIZE = "oversize",
+        /// NXDOMAINs that were search-list expansions of a name that then resolved
+        /// (see `search`): context, not errors.
+        SEARCH_NXDOMAIN = "search_nxdomain",
     }
 }
 use resolver_counter as rc;
@@ -53,6 +56,8 @@ counter_set! {
         NODATA = "nodata",
         TRUNCATED = "truncated",
         UNANSWERED = "unanswered",
+        /// Of `nxdomain`: search-list expansions of a name that then resolved.
+        SEARCH_NXDOMAIN = "search_nxdomain",
     }
 }
 use name_counter as nc;
@@ -119,6 +124,7 @@ pub struct DnsLayer {
     now: Option<Mono>,
     /// Interfaces watched, as of the last reading.
     interfaces: Vec<String>,
+    search: search::SearchList,
     per_interface: HashMap<String, WindowedCounts<{ ic::COUNT }>>,
     pub pending_dropped: u64,
     /// Resolver entries seen evicted from the kernel table (LRU).
@@ -166,6 +172,9 @@ pub struct ResolverView {
     pub resolver: SocketAddr,
     /// The addresses that actually answered for it, when NAT rewrote them.
     pub answered_by: Vec<SocketAddr>,
+    /// NXDOMAINs too fresh to judge: a search-list success may still explain them.
+    #[serde(skip)]
+    pub nxdomain_in_grace: u64,
     pub window: DnsPeriod,
     pub total: DnsPeriod,
 }
@@ -201,7 +210,10 @@ impl NamePeriod {
     /// Error rcodes and unanswered queries: what makes a name troubled.
     pub fn trouble(&self) -> u64 {
         let c = &self.counts;
-        c.get(nc::NXDOMAIN) + c.get(nc::SERVFAIL) + c.get(nc::REFUSED) + c.get(nc::UNANSWERED)
+        c.get(nc::NXDOMAIN).saturating_sub(c.get(nc::SEARCH_NXDOMAIN))
+            + c.get(nc::SERVFAIL)
+            + c.get(nc::REFUSED)
+            + c.get(nc::UNANSWERED)
     }
 }
 
@@ -218,77 +230,6 @@ pub struct ResolverAnswer {
     pub addresses: Vec<IpAddr>,
 }
 
-/// The question, and for a response what came back.
-struct Parsed {
-    id: u16,
-    qname: Option<(String, String)>,
-    rcode: usize,
-    truncated: bool,
-    addresses: BTreeSet<IpAddr>,
-    answers: BTreeSet<String>,
-    nodata: bool,
-}
-
-/// Parse one message. Hostile input (compression loops, names over 255 bytes, bad label
-/// lengths, truncated headers) is an error from simple-dns, never a panic.
-fn parse(bytes: &[u8]) -> Result<Parsed, simple_dns::SimpleDnsError> {
-    let p = Packet::parse(bytes)?;
-    let qname = p
-        .questions
-        .first()
-        .map(|q| (q.qname.to_string().trim_end_matches('.').to_ascii_lowercase(), qtype_name(q.qtype)));
-    let rcode = match p.rcode() {
-        RCODE::NoError => nc::NOERROR,
-        RCODE::NameError => nc::NXDOMAIN,
-        RCODE::ServerFailure => nc::SERVFAIL,
-        RCODE::Refused => nc::REFUSED,
-        _ => nc::OTHER_RCODE,
-    };
-    let mut addresses = BTreeSet::new();
-    let mut answers = BTreeSet::new();
-    for rr in &p.answers {
-        match &rr.rdata {
-            RData::A(a) => {
-                let ip = IpAddr::V4(Ipv4Addr::from(a.address));
-                addresses.insert(ip);
-                answers.insert(ip.to_string());
-            }
-            RData::AAAA(a) => {
-                let ip = IpAddr::V6(Ipv6Addr::from(a.address));
-                addresses.insert(ip);
-                answers.insert(ip.to_string());
-            }
-            RData::CNAME(c) => {
-                answers.insert(format!("CNAME {}", c.0.to_string().trim_end_matches('.')));
-            }
-            _ => {}
-        }
-    }
-    let asked_addresses = qname.as_ref().is_some_and(|(_, t)| t == "A" || t == "AAAA");
-    let nodata = rcode == nc::NOERROR
-        && if asked_addresses { addresses.is_empty() } else { p.answers.is_empty() };
-    Ok(Parsed {
-        id: p.id(),
-        qname,
-        rcode,
-        truncated: p.has_flags(PacketFlag::TRUNCATION),
-        addresses,
-        answers,
-        nodata,
-    })
-}
-
-fn qtype_name(q: simple_dns::QTYPE) -> String {
-    match q {
-        simple_dns::QTYPE::TYPE(t) => format!("{t:?}"),
-        other => format!("{other:?}"),
-    }
-}
-
-fn dns_id(bytes: &[u8]) -> Option<u16> {
-    Some(u16::from_be_bytes([*bytes.first()?, *bytes.get(1)?]))
-}
-
 impl DnsLayer {
     pub fn new(cfg: DnsConfig) -> DnsLayer {
         DnsLayer {
@@ -300,6 +241,7 @@ impl DnsLayer {
             answers: HashMap::new(),
             now: None,
             interfaces: Vec::new(),
+            search: search::SearchList::default(),
             per_interface: HashMap::new(),
             pending_dropped: 0,
             evictions: 0,
@@ -376,6 +318,7 @@ impl DnsLayer {
             self.bump_resolver(msg.resolver, rc::NODATA);
         }
         let name_key = (query.qname, query.qtype);
+        self.note_search_list(msg, &name_key, p.rcode);
         if !p.addresses.is_empty() {
             // Answers before the first reading are stamped with the message's own time.
             let stamp = self.now.unwrap_or(msg.at);
@@ -396,10 +339,24 @@ impl DnsLayer {
         n.resolvers.insert(msg.resolver);
     }
 
+    /// Remember an NXDOMAIN, or count the ones a success explains as search-list expansions.
+    fn note_search_list(&mut self, msg: &DnsMessage, (qname, qtype): &NameKey, rcode: usize) {
+        let client = msg.client.ip();
+        if rcode == nc::NXDOMAIN {
+            self.search.on_nxdomain(client, msg.resolver, qname, qtype, msg.at);
+        } else if rcode == nc::NOERROR {
+            for (resolver, name, qtype) in self.search.on_success(client, qname, msg.at) {
+                self.bump_resolver(resolver, rc::SEARCH_NXDOMAIN);
+                self.name((name, qtype)).total[nc::SEARCH_NXDOMAIN] += 1;
+            }
+        }
+    }
+
     /// A reading of the kernel's counters at `now`: expire unanswered queries and close the
     /// interval.
     pub fn on_snapshot(&mut self, now: Mono, snap: &DnsSnapshot) {
         self.now = Some(now);
+        self.search.expire(now);
         self.interfaces.clone_from(&snap.interfaces);
         let timeout = self.cfg.unanswered_after;
         let mut expired = Vec::new();
@@ -464,12 +421,14 @@ impl DnsLayer {
             parsed: Counts { values: parsed, names: &rc::NAMES },
             latency_us,
         };
+        let in_grace = self.now.map(|now| self.search.awaiting(now)).unwrap_or_default();
         let mut v: Vec<ResolverView> = self
             .resolvers
             .iter()
             .map(|(a, r)| ResolverView {
                 resolver: *a,
                 answered_by: r.answered_by.iter().copied().collect(),
+                nxdomain_in_grace: in_grace.get(a).copied().unwrap_or(0),
                 window: period(r.kernel.window(), r.user.window(), r.latency.window()),
                 total: period(r.kernel.total(), r.user.total(), r.latency.total()),
             })
@@ -576,5 +535,7 @@ impl Aggregator for DnsLayer {
     }
 }
 
+mod parse;
+mod search;
 #[cfg(test)]
 mod tests;

@@ -76,23 +76,21 @@ impl LiveSource {
         events
     }
 
-    /// Drain the rings, then read the counters: the tick comes after the events it covers.
+    /// Read the counters, then drain the rings, and hand out the events before the tick. In
+    /// this order every message the counters include has its event processed first (the
+    /// kernel counts a message, then copies it): the layers never judge a count whose event
+    /// is still in the ring, such as an NXDOMAIN that a search-list success would explain.
     fn close_interval(&mut self) {
+        let notes = self.probe.refresh_interfaces();
+        let at = Mono(monotonic_ns());
+        let counters = Counters { tcp: self.probe.snapshot(), dns: self.probe.dns_snapshot() };
+        let mut lost = self.probe.lost_counts();
         let events = self.drain_all();
         if !events.is_empty() {
             self.ready.push_back(Input::Events(events));
         }
-        let notes = self.probe.refresh_interfaces();
-        let mut lost = self.probe.lost_counts();
         lost.push(("undecodable_events", self.undecodable));
-        let tick = Tick {
-            at: Mono(monotonic_ns()),
-            wall: SystemTime::now(),
-            counters: Counters { tcp: self.probe.snapshot(), dns: self.probe.dns_snapshot() },
-            lost,
-            disabled: self.probe.disabled(),
-            notes,
-        };
+        let tick = Tick { at, wall: SystemTime::now(), counters, lost, disabled: self.probe.disabled(), notes };
         self.ready.push_back(Input::Tick(tick));
     }
 }

@@ -47,6 +47,7 @@ fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
     let t = &cfg.dns;
     let w = secs(window_s);
     let mut hits = Vec::new();
+    let mut context = Vec::new();
     let mut had_signal = !view.divergences.is_empty();
     for r in &view.resolvers {
         let win = &r.window;
@@ -58,8 +59,16 @@ fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
         }
         had_signal = true;
         let dest = r.resolver;
-        let (nx, sf, rf) = (win.kernel.get(kc::NXDOMAIN), win.kernel.get(kc::SERVFAIL), win.kernel.get(kc::REFUSED));
+        // NXDOMAINs of search-list expansions, and ones too fresh to tell, are not errors.
+        let search = win.parsed.get(rc::SEARCH_NXDOMAIN);
+        let nx = win.kernel.get(kc::NXDOMAIN).saturating_sub(search + r.nxdomain_in_grace);
+        let (sf, rf) = (win.kernel.get(kc::SERVFAIL), win.kernel.get(kc::REFUSED));
         let errors = nx + sf + rf;
+        if search > 0 {
+            context.push(format!(
+                "DNS: {search} NXDOMAIN from {dest} in the last {w} were search-list expansions of names that then resolved (not counted as errors)"
+            ));
+        }
         if errors >= t.min_errors && responses > 0 && errors as f64 / responses as f64 >= t.error_share {
             let mut kinds = Vec::new();
             for (n, word) in [(sf, "SERVFAIL"), (nx, "NXDOMAIN"), (rf, "REFUSED")] {
@@ -139,7 +148,7 @@ fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
             }
         }
     }
-    Evaluation { hits, had_signal, quiet_note: "no DNS messages in the window" }
+    Evaluation { hits, had_signal, quiet_note: "no DNS messages in the window", context }
 }
 
 /// "; names: a.example (3 SERVFAIL)" for the names this resolver answered with errors.
@@ -148,9 +157,10 @@ fn troubled_names(view: &DnsView, resolver: SocketAddr) -> String {
     for n in view.names.iter().filter(|n| n.resolvers.contains(&resolver)) {
         let c = &n.window.counts;
         let mut kinds = Vec::new();
-        for (i, word) in [(nc::SERVFAIL, "SERVFAIL"), (nc::NXDOMAIN, "NXDOMAIN"), (nc::REFUSED, "REFUSED")] {
-            if c.get(i) > 0 {
-                kinds.push(format!("{} {word}", c.get(i)));
+        let nx = c.get(nc::NXDOMAIN).saturating_sub(c.get(nc::SEARCH_NXDOMAIN));
+        for (n, word) in [(c.get(nc::SERVFAIL), "SERVFAIL"), (nx, "NXDOMAIN"), (c.get(nc::REFUSED), "REFUSED")] {
+            if n > 0 {
+                kinds.push(format!("{n} {word}"));
             }
         }
         if !kinds.is_empty() {

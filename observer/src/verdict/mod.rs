@@ -46,6 +46,9 @@ pub struct Evaluation {
     had_signal: bool,
     /// Said when there was no signal.
     quiet_note: &'static str,
+    /// Lines that explain what the rules set aside (for example search-list NXDOMAINs):
+    /// shown in the verdict's note, not as evidence.
+    context: Vec<String>,
 }
 
 /// The triage layers, in triage order.
@@ -230,11 +233,13 @@ fn merge<'a>(layer: Layer, rules: impl Iterator<Item = &'a &'a dyn Rules>, windo
     let mut had_signal = false;
     let mut quiet = Vec::new();
     let mut covered = Vec::new();
+    let mut context = Vec::new();
     for r in rules {
         let e = r.evaluate(window_s, cfg);
         hits.extend(e.hits);
         had_signal |= e.had_signal;
         quiet.push(e.quiet_note);
+        context.extend(e.context);
         covered.push(r.covers());
     }
     let missing: Vec<&Part> = layer.parts().iter().filter(|p| !covered.contains(&p.name)).collect();
@@ -245,7 +250,10 @@ fn merge<'a>(layer: Layer, rules: impl Iterator<Item = &'a &'a dyn Rules>, windo
     let mut v = Verdict::from_hits(hits, had_signal, &quiet.join("; "));
     if v.verdict != State::NoSignal && !missing.is_empty() {
         let notes: Vec<&str> = missing.iter().map(|p| p.missing).collect();
-        v.note = Some(format!("{}: this verdict covers {}", notes.join("; "), covered.join(" and ")));
+        context.push(format!("{}: this verdict covers {}", notes.join("; "), covered.join(" and ")));
+    }
+    if v.verdict != State::NoSignal && !context.is_empty() {
+        v.note = Some(context.join("; "));
     }
     v
 }

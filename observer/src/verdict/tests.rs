@@ -35,6 +35,7 @@ fn resolver(kernel: &[(usize, u64)], parsed: &[(usize, u64)], window_lat: Latenc
     ResolverView {
         resolver: R.parse().unwrap(),
         answered_by: vec![],
+        nxdomain_in_grace: 0,
         window: period(kernel, parsed, window_lat),
         total: period(kernel, parsed, lat(100, baseline_p50_us * 2, baseline_p50_us)),
     }
@@ -330,4 +331,26 @@ fn json_has_the_four_layers_by_key() {
     assert_eq!(j["tcp_tls"]["verdict"], "suspect");
     assert_eq!(j["routing"]["verdict"], "no-signal");
     let _: SocketAddr = j["tcp_tls"]["destinations"][0].as_str().unwrap().parse().unwrap();
+}
+
+#[test]
+fn search_list_nxdomains_are_context_not_errors_and_the_rest_still_are() {
+    let cfg = Config::default();
+    // 6 of 8 responses NXDOMAIN, every one a search-list expansion of a name that resolved.
+    let k = [(kc::QUERIES, 8), (kc::RESPONSES, 8), (kc::NXDOMAIN, 6), (kc::NOERROR, 2)];
+    let v = dns_with(&k, &[(rc::SEARCH_NXDOMAIN, 6)], LatencySummary::default(), 0).dns(&cfg);
+    assert_eq!(v.verdict, State::Healthy);
+    assert_eq!(
+        v.note.as_deref(),
+        Some("DNS: 6 NXDOMAIN from 10.0.0.2:53 in the last 10 s were search-list expansions of names that then resolved (not counted as errors)")
+    );
+    // One more NXDOMAIN that nothing explained is an error again, and only it is named.
+    let k = [(kc::QUERIES, 9), (kc::RESPONSES, 9), (kc::NXDOMAIN, 7), (kc::NOERROR, 2)];
+    let v = dns_with(&k, &[(rc::SEARCH_NXDOMAIN, 6)], LatencySummary::default(), 0).dns(&cfg);
+    assert_eq!(fired(&v), ["dns.error_rcodes"]);
+    assert!(v.evidence[0].starts_with("DNS: 1/9 responses from 10.0.0.2:53 were errors (1 NXDOMAIN)"), "{:?}", v.evidence);
+    // NXDOMAINs still within their grace are not judged yet.
+    let mut c = dns_with(&k, &[(rc::SEARCH_NXDOMAIN, 6)], LatencySummary::default(), 0);
+    c.resolvers[0].nxdomain_in_grace = 1;
+    assert_eq!(c.dns(&cfg).verdict, State::Healthy);
 }

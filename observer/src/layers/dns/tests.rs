@@ -1,4 +1,4 @@
-use simple_dns::{CLASS, Name, Question, ResourceRecord, TYPE, rdata::A};
+use simple_dns::{CLASS, Name, Packet, Question, RCODE, ResourceRecord, TYPE, rdata::{A, RData}};
 
 use super::*;
 

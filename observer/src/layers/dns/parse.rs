@@ -1,0 +1,81 @@
+//! One DNS message parsed with simple-dns: the question and, for a response, what came back.
+
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use simple_dns::{Packet, PacketFlag, RCODE, rdata::RData};
+
+use super::nc;
+
+/// The question, and for a response what came back.
+pub struct Parsed {
+    pub id: u16,
+    pub qname: Option<(String, String)>,
+    pub rcode: usize,
+    pub truncated: bool,
+    pub addresses: BTreeSet<IpAddr>,
+    pub answers: BTreeSet<String>,
+    pub nodata: bool,
+}
+
+/// Parse one message. Hostile input (compression loops, names over 255 bytes, bad label
+/// lengths, truncated headers) is an error from simple-dns, never a panic.
+pub fn parse(bytes: &[u8]) -> Result<Parsed, simple_dns::SimpleDnsError> {
+    let p = Packet::parse(bytes)?;
+    let qname = p
+        .questions
+        .first()
+        .map(|q| (q.qname.to_string().trim_end_matches('.').to_ascii_lowercase(), qtype_name(q.qtype)));
+    let rcode = match p.rcode() {
+        RCODE::NoError => nc::NOERROR,
+        RCODE::NameError => nc::NXDOMAIN,
+        RCODE::ServerFailure => nc::SERVFAIL,
+        RCODE::Refused => nc::REFUSED,
+        _ => nc::OTHER_RCODE,
+    };
+    let mut addresses = BTreeSet::new();
+    let mut answers = BTreeSet::new();
+    for rr in &p.answers {
+        match &rr.rdata {
+            RData::A(a) => {
+                let ip = IpAddr::V4(Ipv4Addr::from(a.address));
+                addresses.insert(ip);
+                answers.insert(ip.to_string());
+            }
+            RData::AAAA(a) => {
+                let ip = IpAddr::V6(Ipv6Addr::from(a.address));
+                addresses.insert(ip);
+                answers.insert(ip.to_string());
+            }
+            RData::CNAME(c) => {
+                answers.insert(format!("CNAME {}", c.0.to_string().trim_end_matches('.')));
+            }
+            _ => {}
+        }
+    }
+    let asked_addresses = qname.as_ref().is_some_and(|(_, t)| t == "A" || t == "AAAA");
+    let nodata = rcode == nc::NOERROR
+        && if asked_addresses { addresses.is_empty() } else { p.answers.is_empty() };
+    Ok(Parsed {
+        id: p.id(),
+        qname,
+        rcode,
+        truncated: p.has_flags(PacketFlag::TRUNCATION),
+        addresses,
+        answers,
+        nodata,
+    })
+}
+
+fn qtype_name(q: simple_dns::QTYPE) -> String {
+    match q {
+        simple_dns::QTYPE::TYPE(t) => format!("{t:?}"),
+        other => format!("{other:?}"),
+    }
+}
+
+pub fn dns_id(bytes: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes([*bytes.first()?, *bytes.get(1)?]))
+}
