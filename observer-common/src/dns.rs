@@ -54,7 +54,7 @@ pub struct DnsKey {
     pub qhash: u32,
 }
 
-/// A query seen in the kernel: where the client sent it, as the client addressed it.
+/// A query that NAT rewrote: where the client sent it, as the client addressed it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DnsPending {
@@ -62,7 +62,7 @@ pub struct DnsPending {
     pub resolver: Endpoint,
     /// When the query was first seen.
     pub query_ns: u64,
-    /// When its response was first seen; 0 while unanswered.
+    /// Reserved (0): keeps the layout 8-byte aligned without implicit padding.
     pub answered_ns: u64,
 }
 

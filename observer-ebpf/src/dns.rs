@@ -19,7 +19,7 @@ use observer_common::{
 };
 
 use crate::{
-    maps::{DNS_EVENTS, DNS_PENDING, bump_iface, bump_iface_all, bump_resolver, bump_resolver_all, count_lost},
+    maps::{DNS_EVENTS, DNS_PENDING, DNS_RECENT, bump_iface, bump_iface_all, bump_resolver, bump_resolver_all, count_lost},
     tc::{Fragment, MAX_L4_OFFSET, Packet, addresses, clear_endpoint, copy_endpoint, field, ptr_at},
 };
 
@@ -35,10 +35,24 @@ static DNS_WAKEUP_BYTES: u64 = 256 * 1024;
 
 const DNS_HEADER_LEN: usize = 12;
 
+/// How many of `DNS_EXTRA_PORTS` are set: the loop is skipped without any.
+#[unsafe(no_mangle)]
+static DNS_EXTRA_PORT_COUNT: u32 = 0;
+
+/// When NAT was last seen rewriting a query (kernel ns): until then, and long after, a
+/// response need not look for its query in the shared table.
+#[unsafe(no_mangle)]
+static mut DNS_NAT_SEEN_NS: u64 = 0;
+/// NAT is looked for this long after it was last seen.
+const NAT_RECENT_NS: u64 = 60_000_000_000;
+
 #[inline(always)]
 fn is_dns_port(port: u16) -> bool {
     if port == 53 {
         return true;
+    }
+    if unsafe { core::ptr::read_volatile(&DNS_EXTRA_PORT_COUNT) } == 0 {
+        return false;
     }
     let extra = unsafe { core::ptr::read_volatile(&DNS_EXTRA_PORTS) };
     let mut i = 0;
@@ -66,6 +80,21 @@ fn question_fingerprint(ctx: &TcContext, off: usize) -> u32 {
 #[inline(always)]
 fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_ns() }
+}
+
+/// Slots per CPU for the messages counted last (see [`Recent`]).
+pub const RECENT_SLOTS: u32 = 1024;
+
+/// What this CPU counted last in one slot: a message's identity, when, which way, and where
+/// its client sent it.
+#[repr(C)]
+pub struct Recent {
+    key: DnsKey,
+    at: u64,
+    is_response: u32,
+    /// 1 once NAT was seen on this query and it went into the shared table.
+    nat_noted: u32,
+    msg: DnsPending,
 }
 
 /// The DNS branch's working values, kept in the packet's scratch slot (see [`Packet`]).
@@ -135,38 +164,46 @@ pub fn on_udp(ctx: &TcContext, pkt: &mut Packet) {
         qhash: question_fingerprint(ctx, payload + DNS_HEADER_LEN),
     };
 
-    if is_response {
-        if let Some(p) = DNS_PENDING.get_ptr_mut(&s.key) {
-            // SAFETY: a map value of this map's type.
-            unsafe {
-                let answered = (*p).answered_ns;
-                if answered != 0 && now.wrapping_sub(answered) < DUPLICATE_WINDOW_NS {
-                    bump_iface(pkt.ifindex, ic::DNS_DUPLICATES);
-                    return;
-                }
-                // A second answer long after the first is counted where it comes from.
-                if answered == 0 {
-                    (*p).answered_ns = now;
-                    if (*p).resolver != s.msg.resolver {
-                        copy_endpoint(&mut s.answerer, &s.msg.resolver);
-                    }
-                    copy_endpoint(&mut s.msg.client, &(*p).client);
-                    copy_endpoint(&mut s.msg.resolver, &(*p).resolver);
-                }
-            }
+    // The sightings of one packet on several hooks (veth, bridge, uplink) happen on one CPU
+    // within microseconds: a per-CPU slot recognises them without a lock. Only when a later
+    // sighting shows that NAT rewrote the query does it go into the shared table, for its
+    // response; that insert costs more than the rest of the program.
+    let k = &s.key;
+    let index = (u32::from(k.id) ^ u32::from(k.client_port) ^ k.qhash ^ (k.qhash >> 13)) % RECENT_SLOTS;
+    let Some(slot) = DNS_RECENT.get_ptr_mut(index) else { return };
+    // SAFETY: this CPU's slot; a TC program runs to completion on one CPU without reentry.
+    let slot = unsafe { &mut *slot };
+    if slot.key == s.key && slot.is_response == u32::from(is_response) && now.wrapping_sub(slot.at) < DUPLICATE_WINDOW_NS {
+        if !is_response && slot.nat_noted == 0 && slot.msg.resolver != s.msg.resolver {
+            // A full table evicts the oldest entry (LRU): that response is then counted
+            // where it comes from.
+            let _ = DNS_PENDING.insert(&s.key, &slot.msg, 0);
+            slot.nat_noted = 1;
+            // A plain store: racing CPUs write nearly the same time.
+            unsafe { core::ptr::write_volatile(&raw mut DNS_NAT_SEEN_NS, now) };
         }
-    } else {
-        if let Some(p) = unsafe { DNS_PENDING.get(&s.key) }
-            && p.answered_ns == 0
-            && now.wrapping_sub(p.query_ns) < DUPLICATE_WINDOW_NS
-        {
-            bump_iface(pkt.ifindex, ic::DNS_DUPLICATES);
-            return;
-        }
-        // A full table evicts the oldest entry (LRU): its response is then counted where
-        // it comes from, which is the same resolver unless NAT rewrote it.
-        let _ = DNS_PENDING.insert(&s.key, &s.msg, 0);
+        bump_iface(pkt.ifindex, ic::DNS_DUPLICATES);
+        return;
     }
+    let nat_seen = unsafe { core::ptr::read_volatile(&raw const DNS_NAT_SEEN_NS) };
+    let nat_recent = nat_seen != 0 && now.wrapping_sub(nat_seen) < NAT_RECENT_NS;
+    if is_response && nat_recent && let Some(p) = unsafe { DNS_PENDING.get(&s.key) } {
+        // The query went through NAT: the response belongs to where the client sent it.
+        if p.resolver != s.msg.resolver {
+            copy_endpoint(&mut s.answerer, &s.msg.resolver);
+        }
+        copy_endpoint(&mut s.msg.client, &p.client);
+        copy_endpoint(&mut s.msg.resolver, &p.resolver);
+        let _ = DNS_PENDING.remove(&s.key);
+    }
+    slot.key = s.key;
+    slot.at = now;
+    slot.is_response = u32::from(is_response);
+    slot.nat_noted = 0;
+    copy_endpoint(&mut slot.msg.client, &s.msg.client);
+    copy_endpoint(&mut slot.msg.resolver, &s.msg.resolver);
+    slot.msg.query_ns = now;
+    slot.msg.answered_ns = 0;
 
     if is_response {
         let rcode = match header[3] & 0x0f {

@@ -38,10 +38,14 @@ pub static CONNECT_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 pub static DNS_RESOLVERS: LruPerCpuHashMap<Endpoint, DnsCounters> =
     LruPerCpuHashMap::with_max_entries(1024, 0);
 
-/// Queries seen, by identity: attributes a response to the resolver the client addressed
-/// (through NAT), and tells a second sighting of a message on another hook from a new one.
+/// Queries that NAT rewrote between two hooks, by identity, until their response comes:
+/// it is attributed to the resolver the client addressed.
 #[map]
 pub static DNS_PENDING: LruHashMap<DnsKey, DnsPending> = LruHashMap::with_max_entries(65536, 0);
+
+/// Per CPU, the DNS messages counted last: another sighting of one is not a new message.
+#[map]
+pub static DNS_RECENT: PerCpuArray<crate::dns::Recent> = PerCpuArray::with_max_entries(crate::dns::RECENT_SLOTS, 0);
 
 /// Per-interface DNS figures (only DNS and fragment packets touch it).
 #[map]

@@ -182,6 +182,8 @@ impl Probe {
             *slot = *port;
         }
         loader.override_global("DNS_EXTRA_PORTS", &extra_ports, true);
+        let extra_port_count = cfg.dns_ports.len().min(MAX_EXTRA_PORTS as usize) as u32;
+        loader.override_global("DNS_EXTRA_PORT_COUNT", &extra_port_count, true);
         // Wake userspace when a quarter of the ring is waiting; it drains on a timer otherwise.
         let wakeup_bytes = u64::from(cfg.dns_ringbuf_bytes) / 4;
         loader.override_global("DNS_WAKEUP_BYTES", &wakeup_bytes, true);
