@@ -2,7 +2,8 @@
 //! qemu under TCG, with a busybox initramfs that holds the release observer and the test
 //! peer, and check what observer reports from inside: every program loads and attaches
 //! (classic TC: 6.1 has no TCX), refused connects and DNS over lo are counted, and a clean
-//! exit leaves no filter or qdisc behind.
+//! exit leaves no filter or qdisc behind. A second run puts a VLAN device and a bond on veths
+//! (drivers this machine's own kernel lacks) and checks that each message is counted once.
 
 use std::{
     fs,
@@ -20,7 +21,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 echo observer-vm > /proc/sys/kernel/hostname
-for m in /modules/*.ko; do insmod "$m"; done
+for m in $(cat /modules/order); do insmod "/modules/$m" || echo "=== INSMOD FAILED $m"; done
 ip link set lo up
 echo "=== KERNEL $(uname -r)"
 /peer dns-echo 127.0.0.1:53 &
@@ -40,9 +41,52 @@ echo "=== JSON"
 tail -n 1 /out.json
 echo "=== QDISC AFTER"
 tc qdisc show dev lo
+# A VLAN on a veth, and a bond over a veth, with the resolvers in another namespace.
+I=/ip2
+mkdir -p /run/netns
+$I netns add srv
+$I link add v0 type veth peer name v1 && $I link set v1 netns srv
+$I link set v0 up && $I -n srv link set v1 up && $I -n srv link set lo up
+$I link add link v0 name v0.100 type vlan id 100 && $I addr add 10.100.0.1/24 dev v0.100 && $I link set v0.100 up
+$I -n srv link add link v1 name v1.100 type vlan id 100 && $I -n srv addr add 10.100.0.2/24 dev v1.100 && $I -n srv link set v1.100 up
+$I link add v2 type veth peer name v3 && $I link set v3 netns srv
+# bonding creates bond0 itself when it loads: a name of our own.
+$I link add bond1 type bond mode active-backup && $I link set v2 master bond1 && $I link set bond1 up
+$I addr add 10.101.0.1/24 dev bond1
+$I -n srv addr add 10.101.0.2/24 dev v3 && $I -n srv link set v3 up
+$I netns exec srv /peer dns-echo 10.100.0.2:53 &
+$I netns exec srv /peer dns-echo 10.101.0.2:53 &
+echo "=== STACKED LINKS"
+$I -br link
+/observer --format json --interval 1 --duration 15 > /out2.json 2> /err2.txt &
+obs=$!
+i=0
+while ! grep -q "observer: attached" /err2.txt && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done
+sleep 1
+/peer dns-flood 10.100.0.2:53 20 1
+/peer dns-flood 10.101.0.2:53 20 1
+wait $obs
+echo "=== STACKED STDERR"
+cat /err2.txt
+echo "=== STACKED JSON"
+tail -n 1 /out2.json
 echo "=== END"
 poweroff -f
 "#;
+
+/// The modules the guest loads, in order: TC, veth, 802.1Q (over garp and mrp), bonding.
+const MODULES: [&str; 10] = [
+    "kernel/net/sched/sch_ingress.ko",
+    "kernel/net/sched/cls_bpf.ko",
+    "kernel/drivers/net/veth.ko",
+    "kernel/net/llc/llc.ko",
+    "kernel/net/802/stp.ko",
+    "kernel/net/802/garp.ko",
+    "kernel/net/802/mrp.ko",
+    "kernel/net/8021q/8021q.ko",
+    "kernel/net/tls/tls.ko",
+    "kernel/drivers/net/bonding/bonding.ko",
+];
 
 fn sh(cmd: &str) -> anyhow::Result<String> {
     let out = Command::new("bash").arg("-c").arg(cmd).output().with_context(|| format!("cannot run {cmd}"))?;
@@ -94,10 +138,18 @@ fn initramfs(work: &Path, modules: &Path, bin: &Path) -> anyhow::Result<PathBuf>
     fs::copy("/bin/busybox", root.join("bin/busybox")).context("busybox-static is missing (xtask/setup.sh installs it)")?;
     install_with_libs(&bin.join("observer"), &root, "observer")?;
     install_with_libs(&bin.join("peer"), &root, "peer")?;
-    for m in ["kernel/net/sched/sch_ingress.ko", "kernel/net/sched/cls_bpf.ko"] {
+    // In load order: each after the modules it depends on (there is no modprobe).
+    let mut order = String::new();
+    for m in MODULES {
         let from = modules.join(m);
-        fs::copy(&from, root.join("modules").join(from.file_name().expect("a module file"))).with_context(|| format!("{}", from.display()))?;
+        let name = from.file_name().expect("a module file").to_string_lossy().into_owned();
+        fs::copy(&from, root.join("modules").join(&name)).with_context(|| format!("{}", from.display()))?;
+        order.push_str(&name);
+        order.push('\n');
     }
+    fs::write(root.join("modules/order"), order)?;
+    // iproute2's ip, for namespaces and bonds (busybox's ip has neither).
+    install_with_libs(Path::new("/usr/sbin/ip"), &root, "ip2")?;
     fs::write(root.join("init"), INIT)?;
     sh(&format!("chmod +x {}/init", root.display()))?;
     let image = work.join("initramfs.cpio.gz");
@@ -142,6 +194,18 @@ pub fn run(root: &Path, bin: &Path, tally: &mut (u64, u64)) -> anyhow::Result<()
     let json = section(&console, "JSON").and_then(|j| j.lines().find(|l| l.starts_with('{')));
     let report: serde_json::Value = json.and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default();
     let resolver = report["dns"]["resolvers"].as_array().and_then(|rs| rs.iter().find(|r| r["resolver"] == "127.0.0.1:53"));
+    let stacked_json = section(&console, "STACKED JSON").and_then(|j| j.lines().find(|l| l.starts_with('{')));
+    let stacked: serde_json::Value = stacked_json.and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default();
+    let once = |resolver: &str| {
+        let r = stacked["dns"]["resolvers"].as_array().and_then(|rs| rs.iter().find(|r| r["resolver"] == resolver));
+        let ok = r.is_some_and(|r| r["total"]["queries"] == 20 && r["total"]["responses"] == 20 && r["total"]["unanswered"] == 0);
+        (ok, format!("{resolver}: {}", r.cloned().unwrap_or_default()))
+    };
+    let (vlan_once, vlan_detail) = once("10.100.0.2:53");
+    let (bond_once, bond_detail) = once("10.101.0.2:53");
+    let dups = |iface: &str| {
+        stacked["dns"]["per_interface"].as_array().and_then(|a| a.iter().find(|i| i["interface"] == iface)).map_or(0, |i| i["total"]["dns_duplicates"].as_u64().unwrap_or(0))
+    };
     let dest = report["tcp"]["destinations"].as_array().and_then(|ds| ds.iter().find(|d| d["dest"] == "127.0.0.1:9"));
     let checks: Vec<(&str, bool, String)> = vec![
         ("boots_debian_6_1", kernel.starts_with("6.1."), format!("kernel {kernel:?}")),
@@ -167,6 +231,18 @@ pub fn run(root: &Path, bin: &Path, tally: &mut (u64, u64)) -> anyhow::Result<()
                 && section(&console, "QDISC AFTER").is_some_and(|q| !q.contains("clsact")),
             format!("{:?} then {:?}", section(&console, "QDISC WHILE RUNNING"), section(&console, "QDISC AFTER")),
         ),
+        // Each of the 40 messages crossed two hooks: the upper device and the veth.
+        (
+            "a_vlan_on_a_veth_counts_each_message_once",
+            vlan_once && dups("v0") + dups("v0.100") >= 40,
+            format!("{vlan_detail}; duplicates on v0 and v0.100: {}", dups("v0") + dups("v0.100")),
+        ),
+        (
+            "a_bond_over_a_veth_counts_each_message_once",
+            bond_once && dups("v2") + dups("bond1") >= 40,
+            format!("{bond_detail}; duplicates on v2 and bond1: {}", dups("v2") + dups("bond1")),
+        ),
+        ("every_module_loads", !console.contains("=== INSMOD FAILED"), "insmod".into()),
         (
             "refused_connects_are_counted",
             dest.is_some_and(|d| d["total"]["refused"] == 3),
