@@ -115,7 +115,7 @@ pub struct Cli {
     pub tc_attach: TcAttach,
 
     /// Also attach an empty TC program beside the DNS ones: the baseline for
-    /// `cargo xtask bench-dns`.
+    /// `cargo xtask bench`.
     #[arg(long, hide = true)]
     pub tc_baseline: bool,
 
