@@ -41,7 +41,7 @@ pub static DNS_RESOLVERS: LruPerCpuHashMap<Endpoint, DnsCounters> =
 /// Queries that NAT rewrote between two hooks, by identity, until their response comes:
 /// it is attributed to the resolver the client addressed.
 #[map]
-pub static DNS_PENDING: LruHashMap<DnsKey, DnsPending> = LruHashMap::with_max_entries(65536, 0);
+pub static DNS_PENDING: LruHashMap<DnsKey, DnsPending> = LruHashMap::with_max_entries(16384, 0);
 
 /// Per CPU, the DNS messages counted last: another sighting of one is not a new message.
 #[map]
