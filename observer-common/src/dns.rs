@@ -71,15 +71,12 @@ pub struct DnsPending {
 pub const DUPLICATE_WINDOW_NS: u64 = 100_000_000;
 
 crate::counter_set! {
-    /// Indexes into [`IfaceCounters::c`], per interface index.
+    /// Indexes into [`IfaceCounters::c`], per interface index: what only the kernel sees.
+    /// (Messages counted per interface come from the events, which carry the ifindex: a
+    /// counter lookup per DNS message costs more than the events already give.)
     pub mod iface_counter {
-        /// DNS messages counted here (their first sighting on any hook).
-        DNS_MESSAGES = "dns_messages",
         /// Sightings of a message already counted on another hook (or another direction).
         DNS_DUPLICATES = "dns_duplicates",
-        /// DNS messages that are the first fragment of a fragmented datagram: counted, but
-        /// only the first fragment's bytes are parsed.
-        DNS_FRAGMENTED = "dns_fragmented",
         /// Non-first IP fragments of UDP datagrams: no port to tell whether they are DNS.
         UDP_FRAGMENTS = "udp_fragments",
         /// IPv6 packets with more extension headers than observer follows (4).

@@ -19,7 +19,7 @@ use observer_common::{
 };
 
 use crate::{
-    maps::{DNS_EVENTS, DNS_PENDING, DNS_RECENT, bump_iface, bump_iface_all, bump_resolver, bump_resolver_all, count_lost},
+    maps::{DNS_EVENTS, DNS_PENDING, DNS_RECENT, bump_iface, bump_resolver, bump_resolver_all, count_lost},
     tc::{Fragment, MAX_L4_OFFSET, Packet, addresses, clear_endpoint, copy_endpoint, field, ptr_at},
 };
 
@@ -220,8 +220,6 @@ pub fn on_udp(ctx: &TcContext, pkt: &mut Packet) {
         bump_resolver(&s.msg.resolver, dc::QUERIES);
     }
     let fragmented = pkt.fragment == Fragment::First;
-    let fragment = if fragmented { ic::DNS_FRAGMENTED } else { usize::MAX };
-    bump_iface_all(pkt.ifindex, &[ic::DNS_MESSAGES, fragment]);
     emit(ctx, pkt, payload, len, udp_payload, is_response, fragmented);
 }
 

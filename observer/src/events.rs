@@ -65,6 +65,8 @@ pub struct Tick {
 }
 
 /// What a source yields: events as they arrive, and a tick at the end of each interval.
+// One tick per interval: boxing the larger variant would save nothing worth an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Input {
     Events(Vec<Event>),
@@ -82,8 +84,10 @@ pub struct DnsSnapshot {
     pub resolvers: Vec<(SocketAddr, ResolverCounts)>,
     /// Interfaces the DNS programs were attached to at the reading.
     pub interfaces: Vec<String>,
-    /// Since-start DNS figures per interface name.
+    /// Since-start kernel DNS figures per interface name.
     pub per_interface: Vec<(String, IfaceCounts)>,
+    /// Interface index -> name, for the interfaces watched (events carry the index).
+    pub names: Vec<(u32, String)>,
 }
 
 /// One DNS message seen on the wire.
@@ -98,6 +102,8 @@ pub struct DnsMessage {
     pub answerer: Option<SocketAddr>,
     pub is_response: bool,
     pub ifindex: u32,
+    /// The first fragment of a fragmented datagram.
+    pub fragmented: bool,
     /// The DNS payload's full length; `bytes` may be a prefix of it (at most 512).
     pub dns_len: usize,
     pub bytes: Vec<u8>,
@@ -123,6 +129,7 @@ pub fn decode_dns(raw: &[u8]) -> Option<DnsMessage> {
         answerer: (ev.answerer.family != 0).then(|| endpoint_addr(&ev.answerer)),
         is_response: ev.is_response != 0,
         ifindex: ev.ifindex,
+        fragmented: ev.fragmented != 0,
         dns_len: usize::from(ev.dns_len),
         bytes: ev.data[..captured].to_vec(),
     })

@@ -45,6 +45,23 @@ counter_set! {
 use resolver_counter as rc;
 
 counter_set! {
+    /// Per interface: messages and first fragments from the events, the rest from the kernel.
+    pub mod iface_view_counter {
+        /// DNS messages counted here (their first sighting on any hook).
+        DNS_MESSAGES = "dns_messages",
+        DNS_DUPLICATES = "dns_duplicates",
+        /// DNS messages that were the first fragment of a fragmented datagram.
+        DNS_FRAGMENTED = "dns_fragmented",
+        UDP_FRAGMENTS = "udp_fragments",
+        EXT_HEADERS_TOO_DEEP = "ext_headers_too_deep",
+    }
+}
+use iface_view_counter as ivc;
+
+/// Interfaces remembered by index for the event counts (interfaces come and go on a busy node).
+const MAX_IFACES: usize = 4096;
+
+counter_set! {
     /// Per-(qname, qtype) counters, from parsed messages.
     pub mod name_counter {
         QUERIES = "queries",
@@ -125,7 +142,11 @@ pub struct DnsLayer {
     /// Interfaces watched, as of the last reading.
     interfaces: Vec<String>,
     search: search::SearchList,
-    per_interface: HashMap<String, WindowedCounts<{ ic::COUNT }>>,
+    per_interface: HashMap<String, WindowedCounts<{ ivc::COUNT }>>,
+    /// Since-start (messages, first fragments) per interface index, from the events.
+    iface_events: HashMap<u32, [u64; 2]>,
+    /// Interface index -> name, as of the last reading.
+    iface_names: HashMap<u32, String>,
     pub pending_dropped: u64,
     /// Resolver entries seen evicted from the kernel table (LRU).
     pub evictions: u64,
@@ -162,8 +183,8 @@ impl DnsView {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IfaceView {
     pub interface: String,
-    pub window: Counts<{ ic::COUNT }>,
-    pub total: Counts<{ ic::COUNT }>,
+    pub window: Counts<{ ivc::COUNT }>,
+    pub total: Counts<{ ivc::COUNT }>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -243,6 +264,8 @@ impl DnsLayer {
             interfaces: Vec::new(),
             search: search::SearchList::default(),
             per_interface: HashMap::new(),
+            iface_events: HashMap::new(),
+            iface_names: HashMap::new(),
             pending_dropped: 0,
             evictions: 0,
         }
@@ -260,6 +283,11 @@ impl DnsLayer {
     }
 
     pub fn on_message(&mut self, msg: &DnsMessage) {
+        if self.iface_events.len() < MAX_IFACES || self.iface_events.contains_key(&msg.ifindex) {
+            let c = self.iface_events.entry(msg.ifindex).or_default();
+            c[0] += 1;
+            c[1] += u64::from(msg.fragmented);
+        }
         let r = self.resolvers.entry(msg.resolver).or_default();
         if let Some(a) = msg.answerer
             && r.answered_by.len() < MAX_ANSWERERS
@@ -377,12 +405,26 @@ impl DnsLayer {
         }
 
         let window = self.cfg.window;
-        for (name, _) in &snap.per_interface {
+        self.iface_names.extend(snap.names.iter().cloned());
+        // One reading per interface name: the events' counts and the kernel's together.
+        let mut readings: HashMap<String, [u64; ivc::COUNT]> = HashMap::new();
+        for (name, k) in &snap.per_interface {
+            let r = readings.entry(name.clone()).or_default();
+            r[ivc::DNS_DUPLICATES] = k[ic::DNS_DUPLICATES];
+            r[ivc::UDP_FRAGMENTS] = k[ic::UDP_FRAGMENTS];
+            r[ivc::EXT_HEADERS_TOO_DEEP] = k[ic::EXT_HEADERS_TOO_DEEP];
+        }
+        for (ifindex, [messages, fragmented]) in &self.iface_events {
+            let name = self.iface_names.get(ifindex).cloned().unwrap_or_else(|| format!("ifindex {ifindex}"));
+            let r = readings.entry(name).or_default();
+            r[ivc::DNS_MESSAGES] = *messages;
+            r[ivc::DNS_FRAGMENTED] = *fragmented;
+        }
+        for name in readings.keys() {
             self.per_interface.entry(name.clone()).or_default();
         }
-        let readings: HashMap<&str, _> = snap.per_interface.iter().map(|(n, c)| (n.as_str(), c)).collect();
         for (name, w) in self.per_interface.iter_mut() {
-            w.observe(now, readings.get(name.as_str()).copied(), window);
+            w.observe(now, readings.get(name.as_str()), window);
         }
         let kernel: HashMap<SocketAddr, _> = snap.resolvers.iter().map(|(a, c)| (*a, c)).collect();
         for a in kernel.keys() {
@@ -517,8 +559,8 @@ impl Aggregator for DnsLayer {
             .iter()
             .map(|(name, w)| IfaceView {
                 interface: name.clone(),
-                window: Counts { values: w.window(), names: &ic::NAMES },
-                total: Counts { values: w.total(), names: &ic::NAMES },
+                window: Counts { values: w.window(), names: &ivc::NAMES },
+                total: Counts { values: w.total(), names: &ivc::NAMES },
             })
             .collect();
         per_interface.sort_by(|a, b| a.interface.cmp(&b.interface));

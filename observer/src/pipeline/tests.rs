@@ -46,6 +46,7 @@ fn dns(at_ns: u64, id: u16, response: bool) -> Event {
         answerer: None,
         is_response: response,
         ifindex: 2,
+        fragmented: false,
         dns_len: bytes.len(),
         bytes,
     })
@@ -62,7 +63,7 @@ impl Kernel {
     fn counters(&self) -> Counters {
         Counters {
             tcp: TcpSnapshot { dests: vec![(API.parse().unwrap(), self.tcp)], ports: vec![] },
-            dns: DnsSnapshot { resolvers: vec![(RESOLVER.parse().unwrap(), self.dns)], interfaces: vec!["eth0".into()], per_interface: vec![] },
+            dns: DnsSnapshot { resolvers: vec![(RESOLVER.parse().unwrap(), self.dns)], interfaces: vec!["eth0".into()], per_interface: vec![], names: vec![] },
         }
     }
 }

@@ -296,6 +296,7 @@ impl Probe {
             snap.resolvers.push((endpoint_addr(&key), sum_cpus(per_cpu.iter().map(|v| &v.c))));
         }
         let names = self.tc.as_ref().map(TcHooks::names).unwrap_or_default();
+        snap.names = names.iter().map(|(i, n)| (*i, n.clone())).collect();
         for (ifindex, per_cpu) in self.ifaces.iter().flatten() {
             let name = names.get(&ifindex).cloned().unwrap_or_else(|| format!("ifindex {ifindex}"));
             snap.per_interface.push((name, sum_cpus(per_cpu.iter().map(|v| &v.c))));

@@ -46,6 +46,7 @@ fn msg(ts_ms: u64, resolver: &str, is_response: bool, bytes: Vec<u8>) -> DnsMess
         answerer: None,
         is_response,
         ifindex: 2,
+        fragmented: false,
         dns_len: bytes.len(),
         bytes,
     }
@@ -201,7 +202,7 @@ fn kernel_counts_are_windowed_per_resolver() {
     let mut c = [0u64; kc::COUNT];
     c[kc::QUERIES] = 40;
     c[kc::SERVFAIL] = 12;
-    let snap = DnsSnapshot { resolvers: vec![(R1.parse().unwrap(), c)], interfaces: vec![], per_interface: vec![] };
+    let snap = DnsSnapshot { resolvers: vec![(R1.parse().unwrap(), c)], interfaces: vec![], per_interface: vec![], names: vec![] };
     l.on_snapshot(Mono(0), &snap);
     l.on_snapshot(Mono(11_000 * MS), &snap);
     let r = resolver(&l.resolvers(), R1).clone();
@@ -227,4 +228,29 @@ fn json_shape_of_a_resolver() {
     for k in ["queries", "responses", "servfail", "unanswered", "malformed", "nodata", "latency_us"] {
         assert!(v["window"].get(k).is_some(), "missing {k}: {v}");
     }
+}
+
+#[test]
+fn per_interface_figures_join_the_events_counts_and_the_kernels() {
+    let mut l = DnsLayer::new(cfg());
+    l.on_message(&msg(0, R1, false, query(1, "a.test")));
+    let mut m = msg(1, R1, true, reply(1, "a.test", RCODE::NoError, &[[10, 0, 0, 1]]));
+    m.fragmented = true;
+    l.on_message(&m);
+    let mut k = [0u64; ic::COUNT];
+    k[ic::DNS_DUPLICATES] = 3;
+    let snap = DnsSnapshot {
+        interfaces: vec!["eth0".into()],
+        per_interface: vec![("eth0".into(), k)],
+        names: vec![(2, "eth0".into())],
+        ..DnsSnapshot::default()
+    };
+    l.on_snapshot(Mono(MS), &snap);
+    let v = l.view();
+    let eth0 = v.per_interface.iter().find(|i| i.interface == "eth0").expect("eth0");
+    assert_eq!(eth0.total.get(ivc::DNS_MESSAGES), 2, "both messages carried ifindex 2");
+    assert_eq!(eth0.total.get(ivc::DNS_FRAGMENTED), 1);
+    assert_eq!(eth0.total.get(ivc::DNS_DUPLICATES), 3, "from the kernel");
+    let json = serde_json::to_string(&eth0.total).unwrap();
+    assert!(json.starts_with(r#"{"dns_messages":2,"dns_duplicates":3,"dns_fragmented":1,"#), "{json}");
 }

@@ -52,6 +52,7 @@ fn dns_msg(ts_ms: u64, id: u16, response: Option<RCODE>) -> DnsMessage {
         answerer: None,
         is_response: response.is_some(),
         ifindex: 2,
+        fragmented: false,
         dns_len: bytes.len(),
         bytes,
     }
@@ -104,6 +105,7 @@ fn build_with(s: Scenario, disabled: Vec<Disabled>) -> (Report, Vec<verdict::Cha
         )],
         interfaces: vec!["eth0".into(), "lo".into()],
         per_interface: vec![],
+        names: vec![],
     };
     for i in 0..20u64 {
         events.push(Event::Connect(connect(API, Outcome::Established, 800 + i * 20)));
