@@ -82,11 +82,9 @@ pub type IfaceCounts = [u64; iface_counter::COUNT];
 #[derive(Debug, Clone, Default)]
 pub struct DnsSnapshot {
     pub resolvers: Vec<(SocketAddr, ResolverCounts)>,
-    /// Interfaces the DNS programs were attached to at the reading.
-    pub interfaces: Vec<String>,
-    /// Since-start kernel DNS figures per interface name.
-    pub per_interface: Vec<(String, IfaceCounts)>,
-    /// Interface index -> name, for the interfaces watched (events carry the index).
+    /// Since-start kernel DNS figures per interface index.
+    pub per_interface: Vec<(u32, IfaceCounts)>,
+    /// Index -> name of the interfaces the TC program is attached to at the reading.
     pub names: Vec<(u32, String)>,
 }
 

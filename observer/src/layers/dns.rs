@@ -385,7 +385,8 @@ impl DnsLayer {
     pub fn on_snapshot(&mut self, now: Mono, snap: &DnsSnapshot) {
         self.now = Some(now);
         self.search.expire(now);
-        self.interfaces.clone_from(&snap.interfaces);
+        self.interfaces = snap.names.iter().map(|(_, n)| n.clone()).collect();
+        self.interfaces.sort();
         let timeout = self.cfg.unanswered_after;
         let mut expired = Vec::new();
         self.pending.retain(|(_, resolver, _), waiting| {
@@ -406,17 +407,18 @@ impl DnsLayer {
 
         let window = self.cfg.window;
         self.iface_names.extend(snap.names.iter().cloned());
-        // One reading per interface name: the events' counts and the kernel's together.
+        // One reading per interface name: the events' counts and the kernel's together, both
+        // keyed by interface index and named here.
+        let name_of = |ifindex: &u32| self.iface_names.get(ifindex).cloned().unwrap_or_else(|| format!("ifindex {ifindex}"));
         let mut readings: HashMap<String, [u64; ivc::COUNT]> = HashMap::new();
-        for (name, k) in &snap.per_interface {
-            let r = readings.entry(name.clone()).or_default();
+        for (ifindex, k) in &snap.per_interface {
+            let r = readings.entry(name_of(ifindex)).or_default();
             r[ivc::DNS_DUPLICATES] = k[ic::DNS_DUPLICATES];
             r[ivc::UDP_FRAGMENTS] = k[ic::UDP_FRAGMENTS];
             r[ivc::EXT_HEADERS_TOO_DEEP] = k[ic::EXT_HEADERS_TOO_DEEP];
         }
         for (ifindex, [messages, fragmented]) in &self.iface_events {
-            let name = self.iface_names.get(ifindex).cloned().unwrap_or_else(|| format!("ifindex {ifindex}"));
-            let r = readings.entry(name).or_default();
+            let r = readings.entry(name_of(ifindex)).or_default();
             r[ivc::DNS_MESSAGES] = *messages;
             r[ivc::DNS_FRAGMENTED] = *fragmented;
         }

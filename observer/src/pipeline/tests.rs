@@ -63,7 +63,7 @@ impl Kernel {
     fn counters(&self) -> Counters {
         Counters {
             tcp: TcpSnapshot { dests: vec![(API.parse().unwrap(), self.tcp)], ports: vec![] },
-            dns: DnsSnapshot { resolvers: vec![(RESOLVER.parse().unwrap(), self.dns)], interfaces: vec!["eth0".into()], per_interface: vec![], names: vec![] },
+            dns: DnsSnapshot { resolvers: vec![(RESOLVER.parse().unwrap(), self.dns)], per_interface: vec![], names: vec![(2, "eth0".into())] },
         }
     }
 }

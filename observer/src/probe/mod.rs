@@ -277,11 +277,6 @@ impl Probe {
         }
     }
 
-    /// Interfaces the TC program is attached to.
-    pub fn dns_interfaces(&self) -> Vec<String> {
-        self.tc.as_ref().map(TcHooks::interfaces).unwrap_or_default()
-    }
-
     /// What this kernel cannot give now: fixed at start, plus hooks that failed to attach.
     pub fn disabled(&self) -> Vec<Disabled> {
         let mut v = self.disabled.clone();
@@ -289,18 +284,16 @@ impl Probe {
         v
     }
 
-    /// Since-start DNS counters per resolver, and the interfaces watched.
+    /// Since-start DNS counters per resolver and per interface, and the interfaces watched.
     pub fn dns_snapshot(&self) -> DnsSnapshot {
-        let mut snap = DnsSnapshot { interfaces: self.dns_interfaces(), ..DnsSnapshot::default() };
+        let mut snap = DnsSnapshot::default();
         for (key, per_cpu) in self.resolvers.iter().flatten() {
             snap.resolvers.push((endpoint_addr(&key), sum_cpus(per_cpu.iter().map(|v| &v.c))));
         }
-        let names = self.tc.as_ref().map(TcHooks::names).unwrap_or_default();
-        snap.names = names.iter().map(|(i, n)| (*i, n.clone())).collect();
         for (ifindex, per_cpu) in self.ifaces.iter().flatten() {
-            let name = names.get(&ifindex).cloned().unwrap_or_else(|| format!("ifindex {ifindex}"));
-            snap.per_interface.push((name, sum_cpus(per_cpu.iter().map(|v| &v.c))));
+            snap.per_interface.push((ifindex, sum_cpus(per_cpu.iter().map(|v| &v.c))));
         }
+        snap.names = self.tc.as_ref().map(TcHooks::names).unwrap_or_default().into_iter().collect();
         snap
     }
 

@@ -202,7 +202,7 @@ fn kernel_counts_are_windowed_per_resolver() {
     let mut c = [0u64; kc::COUNT];
     c[kc::QUERIES] = 40;
     c[kc::SERVFAIL] = 12;
-    let snap = DnsSnapshot { resolvers: vec![(R1.parse().unwrap(), c)], interfaces: vec![], per_interface: vec![], names: vec![] };
+    let snap = DnsSnapshot { resolvers: vec![(R1.parse().unwrap(), c)], per_interface: vec![], names: vec![] };
     l.on_snapshot(Mono(0), &snap);
     l.on_snapshot(Mono(11_000 * MS), &snap);
     let r = resolver(&l.resolvers(), R1).clone();
@@ -240,13 +240,13 @@ fn per_interface_figures_join_the_events_counts_and_the_kernels() {
     let mut k = [0u64; ic::COUNT];
     k[ic::DNS_DUPLICATES] = 3;
     let snap = DnsSnapshot {
-        interfaces: vec!["eth0".into()],
-        per_interface: vec![("eth0".into(), k)],
+        per_interface: vec![(2, k)],
         names: vec![(2, "eth0".into())],
         ..DnsSnapshot::default()
     };
     l.on_snapshot(Mono(MS), &snap);
     let v = l.view();
+    assert_eq!(v.interfaces, ["eth0"], "named from the index map");
     let eth0 = v.per_interface.iter().find(|i| i.interface == "eth0").expect("eth0");
     assert_eq!(eth0.total.get(ivc::DNS_MESSAGES), 2, "both messages carried ifindex 2");
     assert_eq!(eth0.total.get(ivc::DNS_FRAGMENTED), 1);

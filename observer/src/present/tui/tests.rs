@@ -103,9 +103,8 @@ fn build_with(s: Scenario, disabled: Vec<Disabled>) -> (Report, Vec<verdict::Cha
             RESOLVER.parse().unwrap(),
             counts(&[(kc::QUERIES, 40), (kc::RESPONSES, 40), (kc::NOERROR, 40 - servfail), (kc::SERVFAIL, servfail)]),
         )],
-        interfaces: vec!["eth0".into(), "lo".into()],
         per_interface: vec![],
-        names: vec![],
+        names: vec![(2, "eth0".into()), (1, "lo".into())],
     };
     for i in 0..20u64 {
         events.push(Event::Connect(connect(API, Outcome::Established, 800 + i * 20)));
