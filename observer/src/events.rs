@@ -8,7 +8,7 @@ use std::{
 };
 
 use observer_common::{
-    dns::{DNS_EVENT_HEADER, DnsEvent, dns_counter, iface_counter},
+    dns::{CAPTURE_MAX, DNS_EVENT_HEADER, DnsEvent, dns_counter, iface_counter},
     tcp::{AF_INET, ConnectEvent, Endpoint, dest_counter, outcome, port_counter},
 };
 
@@ -113,13 +113,14 @@ pub fn decode_dns(raw: &[u8]) -> Option<DnsMessage> {
     if raw.len() < DNS_EVENT_HEADER {
         return None;
     }
-    let mut full = [0u8; size_of::<DnsEvent>()];
-    let n = raw.len().min(full.len());
-    full[..n].copy_from_slice(&raw[..n]);
-    // SAFETY: the buffer is DnsEvent-sized, DnsEvent is plain old data, the read is unaligned.
-    let ev: DnsEvent = unsafe { std::ptr::read_unaligned(full.as_ptr().cast()) };
+    // Only the header is copied into the event; the data is taken from the record itself.
+    // SAFETY: DnsEvent is plain old data, for which all zeroes is a valid value.
+    let mut ev: DnsEvent = unsafe { std::mem::zeroed() };
+    // SAFETY: DNS_EVENT_HEADER bytes exist on both sides, and the two do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(raw.as_ptr(), (&raw mut ev).cast::<u8>(), DNS_EVENT_HEADER) };
+    let data = &raw[DNS_EVENT_HEADER..];
     // Never trust the length field beyond what the record holds.
-    let captured = usize::from(ev.captured).min(n - DNS_EVENT_HEADER);
+    let captured = usize::from(ev.captured).min(data.len()).min(CAPTURE_MAX);
     Some(DnsMessage {
         at: Mono(ev.ts_ns),
         client: endpoint_addr(&ev.client),
@@ -129,7 +130,7 @@ pub fn decode_dns(raw: &[u8]) -> Option<DnsMessage> {
         ifindex: ev.ifindex,
         fragmented: ev.fragmented != 0,
         dns_len: usize::from(ev.dns_len),
-        bytes: ev.data[..captured].to_vec(),
+        bytes: data[..captured].to_vec(),
     })
 }
 
