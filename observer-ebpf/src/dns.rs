@@ -156,7 +156,6 @@ pub fn on_udp(ctx: &TcContext, pkt: &mut Packet) {
         copy_endpoint(&mut s.msg.resolver, &pkt.src);
     }
     s.msg.query_ns = now;
-    s.msg.answered_ns = 0;
     clear_endpoint(&mut s.answerer);
     s.key = DnsKey {
         client_port: s.msg.client.port,
@@ -203,7 +202,6 @@ pub fn on_udp(ctx: &TcContext, pkt: &mut Packet) {
     copy_endpoint(&mut slot.msg.client, &s.msg.client);
     copy_endpoint(&mut slot.msg.resolver, &s.msg.resolver);
     slot.msg.query_ns = now;
-    slot.msg.answered_ns = 0;
 
     if is_response {
         let rcode = match header[3] & 0x0f {
