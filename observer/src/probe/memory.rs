@@ -43,9 +43,16 @@ fn kind(map: &Map) -> Option<(Kind, &aya::maps::MapData)> {
     })
 }
 
-/// (total bytes, the largest maps by name and bytes, biggest first), for the maps loaded.
-pub fn of(ebpf: &Ebpf) -> (u64, Vec<(String, u64)>) {
+/// "kernel maps take about 6.2 MiB on 2 CPUs (largest: …)", for the maps loaded.
+pub fn summary(ebpf: &Ebpf) -> String {
     let cpus = aya::util::nr_cpus().map_or(1, |n| n as u64);
+    let (total, maps) = of(ebpf, cpus);
+    let largest: Vec<String> = maps.iter().take(3).map(|(n, b)| format!("{n} {}", mib(*b))).collect();
+    format!("kernel maps take about {} on {cpus} CPUs (largest: {})", mib(total), largest.join(", "))
+}
+
+/// (total bytes, the maps by name and bytes, biggest first).
+fn of(ebpf: &Ebpf, cpus: u64) -> (u64, Vec<(String, u64)>) {
     let mut maps: Vec<(String, u64)> = ebpf
         .maps()
         .filter_map(|(name, map)| {
@@ -60,7 +67,7 @@ pub fn of(ebpf: &Ebpf) -> (u64, Vec<(String, u64)>) {
 }
 
 /// "12.3 MiB"
-pub fn mib(bytes: u64) -> String {
+fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 

@@ -223,14 +223,7 @@ impl Probe {
             }
         }
         // Before the maps are taken out of `ebpf`: every one of them, sized as loaded.
-        let (map_bytes, largest) = memory::of(&ebpf);
-        let largest: Vec<String> = largest.iter().take(3).map(|(n, b)| format!("{n} {}", memory::mib(*b))).collect();
-        eprintln!(
-            "observer: kernel maps take about {} on {} CPUs (largest: {})",
-            memory::mib(map_bytes),
-            aya::util::nr_cpus().unwrap_or(1),
-            largest.join(", ")
-        );
+        eprintln!("observer: {}", memory::summary(&ebpf));
         let take = |ebpf: &mut Ebpf, name: &str| {
             ebpf.take_map(name).with_context(|| format!("map {name} missing from the eBPF object"))
         };
