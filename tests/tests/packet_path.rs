@@ -1,6 +1,6 @@
 //! The packet path on real topologies: a container behind a bridge asking a DNAT'd service
 //! address, classic TC after a SIGKILL, inline VLAN tags, IPv6 extension headers, and an
-//! interface without an Ethernet header.
+//! interface without an Ethernet header, and a CNI's program already on TC.
 
 use std::time::Duration;
 
@@ -190,4 +190,41 @@ fn an_interface_without_an_ethernet_header_is_parsed_from_l3() {
     let sent = flood(&pair.client, "10.80.1.2:53", "dns-flood", 40, 1);
     let rep = obs.wait_for(Duration::from_secs(5), |r| r.resolver_total("10.80.1.2:53", "queries") == sent);
     assert!(rep.is_some(), "{:#}", obs.reports().pop().map(|r| r.0).unwrap_or_default());
+}
+
+/// A CNI's TCX program (Cilium, Calico eBPF) that is already on a hook and drops or redirects
+/// packets must not hide them: observer attaches first in the chain. Here the stand-in
+/// drops everything, on egress (the queries) or on ingress (the answers).
+#[test]
+fn a_cni_program_already_on_tc_does_not_hide_packets() {
+    require_root();
+    for hook in ["egress", "ingress"] {
+        let pair = Pair::new(&format!("cni-{hook}"));
+        let resolver = format!("{}:53", pair.server_ip());
+        let _echo = pair.server.spawn(&format!("{} dns-echo {resolver}", peers::peer_bin().display()));
+        peers::wait_udp(&pair.server, 53);
+        // ARP would be dropped too, and unresolved packets never reach the device at all.
+        // Both ends get permanent neighbour entries.
+        for (ns, peer, peer_ip) in [(&pair.client, &pair.server, pair.server_ip()), (&pair.server, &pair.client, pair.client_ip())] {
+            let mac = peer.run("cat /sys/class/net/eth0/address");
+            ns.run(&format!("ip neigh replace {peer_ip} lladdr {} dev eth0 nud permanent", mac.trim()));
+        }
+        let _cni = pair.client.spawn(&format!("{} tc-drop eth0 {hook}", peers::peer_bin().display()));
+        // The stand-in is in place once the client's queries go unanswered.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while dig_status(&pair.client, &pair.server_ip(), 53, "probe.test", "+timeout=1") != "" {
+            assert!(std::time::Instant::now() < deadline, "the CNI stand-in did not attach on {hook}");
+        }
+        let obs = Observer::start(&pair.client, &["--interface", "eth0"]);
+        let sent = flood(&pair.client, &resolver, "dns-flood", 40, 1);
+        let want = |r: &observer_tests::Report| {
+            r.resolver_total(&resolver, "queries") == sent && (hook == "egress" || r.resolver_total(&resolver, "responses") == sent)
+        };
+        let rep = obs.wait_for(Duration::from_secs(5), want);
+        let rep = rep.unwrap_or_else(|| panic!("{hook}: packets hidden by the CNI: {:#}", obs.reports().pop().map(|r| r.0["dns"].clone()).unwrap_or_default()));
+        if hook == "egress" {
+            // Dropped before the wire: nothing came back.
+            assert_eq!(rep.resolver_total(&resolver, "responses"), 0, "{:#}", rep.0["dns"]);
+        }
+    }
 }

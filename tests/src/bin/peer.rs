@@ -16,6 +16,9 @@
 //!                                     write COUNT DNS queries SRC -> DST:53 as raw Ethernet
 //!                                     frames on IFACE with TAGS (1: 802.1Q, 2: QinQ) VLAN tags
 //!                                     inline, as a VM or a raw socket does.
+//!   peer tc-drop IFACE ingress|egress  stand in for a CNI: attach a TCX program that drops
+//!                                     every packet on IFACE's hook, until killed. It goes
+//!                                     first in the chain, as a CNI that attaches later would.
 
 use std::{
     io::Read,
@@ -45,6 +48,7 @@ fn main() {
             args[5].parse().expect("TAGS"),
             args[6].parse().expect("COUNT"),
         ),
+        Some("tc-drop") => tc_drop(&args[2], &args[3]),
         _ => {
             eprintln!("usage: peer rst-server|dns-delay|dns-junk|dns-flood|dns-echo …");
             std::process::exit(2);
@@ -253,4 +257,54 @@ fn dns_blast(dest: &str, secs: f64) {
         }
     }
     println!("{:.0}", sent as f64 / start.elapsed().as_secs_f64());
+}
+
+/// A TCX program that returns TC_ACT_SHOT for every packet, loaded and linked with bpf(2)
+/// directly (two instructions need no object file); the link lives as long as this process.
+fn tc_drop(iface: &str, hook: &str) {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_LINK_CREATE: libc::c_long = 28;
+    const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+    const BPF_TCX_INGRESS: u32 = 46;
+    const BPF_TCX_EGRESS: u32 = 47;
+    const BPF_F_BEFORE: u32 = 1 << 3;
+    const TC_ACT_SHOT: u64 = 2;
+    let attach_type = match hook {
+        "ingress" => BPF_TCX_INGRESS,
+        "egress" => BPF_TCX_EGRESS,
+        _ => panic!("HOOK is ingress or egress"),
+    };
+    let ifindex: u32 = std::fs::read_to_string(format!("/sys/class/net/{iface}/ifindex"))
+        .expect("IFACE exists")
+        .trim()
+        .parse()
+        .expect("ifindex");
+    // r0 = TC_ACT_SHOT; exit
+    let insns: [u64; 2] = [0xb7 | (TC_ACT_SHOT << 32), 0x95];
+    let license = c"GPL";
+    // union bpf_attr, BPF_PROG_LOAD: prog_type, insn_cnt, insns, license, log fields,
+    // kern_version, prog_flags, prog_name[16], prog_ifindex, expected_attach_type.
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&BPF_PROG_TYPE_SCHED_CLS.to_ne_bytes());
+    attr[4..8].copy_from_slice(&2u32.to_ne_bytes());
+    attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    attr[48..55].copy_from_slice(b"cni_sim");
+    attr[68..72].copy_from_slice(&attach_type.to_ne_bytes());
+    // SAFETY: bpf(2) reads `attr` and the buffers it points to, which outlive the call.
+    let prog = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, attr.as_ptr(), attr.len()) };
+    assert!(prog >= 0, "BPF_PROG_LOAD: {}", std::io::Error::last_os_error());
+    // BPF_LINK_CREATE: prog_fd, target_ifindex, attach_type, flags, then tcx's relative_fd.
+    let mut attr = [0u8; 64];
+    attr[0..4].copy_from_slice(&(prog as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+    attr[8..12].copy_from_slice(&attach_type.to_ne_bytes());
+    attr[12..16].copy_from_slice(&BPF_F_BEFORE.to_ne_bytes());
+    // SAFETY: as above.
+    let link = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, attr.as_ptr(), attr.len()) };
+    assert!(link >= 0, "BPF_LINK_CREATE: {}", std::io::Error::last_os_error());
+    println!("dropping every packet on {iface} {hook}");
+    loop {
+        thread::sleep(Duration::from_secs(3600));
+    }
 }
