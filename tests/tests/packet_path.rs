@@ -212,7 +212,7 @@ fn a_cni_program_already_on_tc_does_not_hide_packets() {
         let _cni = pair.client.spawn(&format!("{} tc-drop eth0 {hook}", peers::peer_bin().display()));
         // The stand-in is in place once the client's queries go unanswered.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while dig_status(&pair.client, &pair.server_ip(), 53, "probe.test", "+timeout=1") != "" {
+        while !dig_status(&pair.client, &pair.server_ip(), 53, "probe.test", "+timeout=1").is_empty() {
             assert!(std::time::Instant::now() < deadline, "the CNI stand-in did not attach on {hook}");
         }
         let obs = Observer::start(&pair.client, &["--interface", "eth0"]);

@@ -6,7 +6,7 @@
 //! unanswered queries, NODATA, answer sets, malformed messages and divergent resolvers.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::BTreeSet,
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
@@ -18,7 +18,7 @@ use observer_common::{
 use serde::Serialize;
 
 use super::{
-    Aggregator,
+    Aggregator, Map,
     counts::Counts,
     latency::{LatencySummary, LatencyWindow},
     window::WindowedCounts,
@@ -131,22 +131,22 @@ struct NameState {
 #[derive(Debug)]
 pub struct DnsLayer {
     cfg: DnsConfig,
-    resolvers: HashMap<SocketAddr, ResolverState>,
-    names: HashMap<NameKey, NameState>,
-    pending: HashMap<PendingKey, Vec<Pending>>,
+    resolvers: Map<SocketAddr, ResolverState>,
+    names: Map<NameKey, NameState>,
+    pending: Map<PendingKey, Vec<Pending>>,
     pending_len: usize,
     /// Latest address answer per (qname, qtype) per resolver, for divergence.
-    answers: HashMap<NameKey, HashMap<SocketAddr, AnswerSet>>,
+    answers: Map<NameKey, Map<SocketAddr, AnswerSet>>,
     /// The time of the last reading, stamped on answers seen since.
     now: Option<Mono>,
     /// Interfaces watched, as of the last reading.
     interfaces: Vec<String>,
     search: search::SearchList,
-    per_interface: HashMap<String, WindowedCounts<{ ivc::COUNT }>>,
+    per_interface: Map<String, WindowedCounts<{ ivc::COUNT }>>,
     /// Since-start (messages, first fragments) per interface index, from the events.
-    iface_events: HashMap<u32, [u64; 2]>,
+    iface_events: Map<u32, [u64; 2]>,
     /// Interface index -> name, as of the last reading.
-    iface_names: HashMap<u32, String>,
+    iface_names: Map<u32, String>,
     pub pending_dropped: u64,
     /// Resolver entries seen evicted from the kernel table (LRU).
     pub evictions: u64,
@@ -255,17 +255,17 @@ impl DnsLayer {
     pub fn new(cfg: DnsConfig) -> DnsLayer {
         DnsLayer {
             cfg,
-            resolvers: HashMap::new(),
-            names: HashMap::new(),
-            pending: HashMap::new(),
+            resolvers: Map::default(),
+            names: Map::default(),
+            pending: Map::default(),
             pending_len: 0,
-            answers: HashMap::new(),
+            answers: Map::default(),
             now: None,
             interfaces: Vec::new(),
             search: search::SearchList::default(),
-            per_interface: HashMap::new(),
-            iface_events: HashMap::new(),
-            iface_names: HashMap::new(),
+            per_interface: Map::default(),
+            iface_events: Map::default(),
+            iface_names: Map::default(),
             pending_dropped: 0,
             evictions: 0,
         }
@@ -410,7 +410,7 @@ impl DnsLayer {
         // One reading per interface name: the events' counts and the kernel's together, both
         // keyed by interface index and named here.
         let name_of = |ifindex: &u32| self.iface_names.get(ifindex).cloned().unwrap_or_else(|| format!("ifindex {ifindex}"));
-        let mut readings: HashMap<String, [u64; ivc::COUNT]> = HashMap::new();
+        let mut readings: Map<String, [u64; ivc::COUNT]> = Map::default();
         for (ifindex, k) in &snap.per_interface {
             let r = readings.entry(name_of(ifindex)).or_default();
             r[ivc::DNS_DUPLICATES] = k[ic::DNS_DUPLICATES];
@@ -428,7 +428,7 @@ impl DnsLayer {
         for (name, w) in self.per_interface.iter_mut() {
             w.observe(now, readings.get(name.as_str()), window);
         }
-        let kernel: HashMap<SocketAddr, _> = snap.resolvers.iter().map(|(a, c)| (*a, c)).collect();
+        let kernel: Map<SocketAddr, _> = snap.resolvers.iter().map(|(a, c)| (*a, c)).collect();
         for a in kernel.keys() {
             self.resolvers.entry(*a).or_default();
         }

@@ -9,6 +9,10 @@ pub mod window;
 
 use crate::events::{Event, Tick};
 
+/// The layers' hash map: keys come from packets (names, addresses), so the hash is seeded per
+/// run, and it is several times cheaper than std's SipHash on the per-message path.
+pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// A layer's aggregation: fed by a source, read once per interval as a view.
 pub trait Aggregator {
     /// What the verdict rules and the presenters read: built once per interval.

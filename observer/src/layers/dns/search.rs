@@ -5,12 +5,12 @@
 //! same client's lookup of a name it expands then succeeds.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
-use crate::events::Mono;
+use crate::{events::Mono, layers::Map};
 
 /// How long after an NXDOMAIN the success that explains it may come.
 const EXCUSE_WITHIN: Duration = Duration::from_secs(10);
@@ -32,7 +32,7 @@ struct Nx {
 
 #[derive(Debug, Default)]
 pub struct SearchList {
-    recent: HashMap<IpAddr, VecDeque<Nx>>,
+    recent: Map<IpAddr, VecDeque<Nx>>,
 }
 
 /// Is `nx` a search-list expansion of `ok`? Both share their leading labels (at least one),
@@ -76,8 +76,8 @@ impl SearchList {
     }
 
     /// NXDOMAINs per resolver still within their grace at `now`: not judged yet.
-    pub fn awaiting(&self, now: Mono) -> HashMap<SocketAddr, u64> {
-        let mut out = HashMap::new();
+    pub fn awaiting(&self, now: Mono) -> Map<SocketAddr, u64> {
+        let mut out = Map::default();
         for nx in self.recent.values().flatten().filter(|nx| now.since(nx.at) < GRACE) {
             *out.entry(nx.resolver).or_default() += 1;
         }
