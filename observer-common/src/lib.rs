@@ -10,6 +10,7 @@ pub mod counters;
 pub mod dns;
 pub mod layout;
 pub mod tcp;
+pub mod tls;
 
 // Indexes of the kernel's lost-event counters (a per-CPU array, summed by userspace).
 // Nothing is dropped silently: every place that cannot record something bumps one of these.
@@ -36,6 +37,12 @@ crate::counter_set! {
         IFACE_TABLE_FULL = "iface_table_full",
         /// A packet's headers were not linear and could not be pulled in: not parsed.
         PULL_FAILED = "pull_failed",
+        /// A TLS record did not fit in the TLS ring buffer.
+        TLS_RINGBUF_FULL = "tls_ringbuf_full",
+        /// The TLS flow table could not take a new flow.
+        TLS_TABLE_FULL = "tls_table_full",
+        /// A TLS flow's bytes could not be copied out of the packet.
+        TLS_COPY_FAILED = "tls_copy_failed",
     }
 }
 

@@ -6,6 +6,7 @@ mod conn;
 mod dns;
 mod maps;
 mod tc;
+mod tls;
 mod tracepoints;
 
 use aya_ebpf::{

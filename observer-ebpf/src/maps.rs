@@ -4,7 +4,7 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     macros::map,
-    maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use observer_common::{
     dns::{DnsCounters, DnsKey, DnsPending, IfaceCounters},
@@ -58,6 +58,25 @@ pub static SCRATCH: PerCpuArray<crate::tc::Packet> = PerCpuArray::with_max_entri
 /// Bounded copies of DNS messages for userspace.
 #[map]
 pub static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+
+/// TLS flows between their ClientHello and application data in both directions (or a RST).
+/// An LRU: a handshake that never ends is evicted, not left to fill the table.
+#[map]
+pub static TLS_FLOWS: LruHashMap<crate::tls::FlowKey, crate::tls::Flow> = LruHashMap::with_max_entries(8192, 0);
+
+/// Per port pair (hashed), the sequence number where a handshake record that ran past its
+/// packet continues: that next packet starts mid-record and is still copied.
+#[map]
+pub static TLS_CONTINUES: Array<u32> = Array::with_max_entries(crate::tls::CONTINUE_SLOTS, 0);
+
+/// Per flow direction (hashed, direct-mapped), whether its packets need their payload copied
+/// out to be checked for TLS: see `tls::on_tcp`.
+#[map]
+pub static FLOW_CACHE: Array<u64> = Array::with_max_entries(crate::tls::FLOW_CACHE_SLOTS, 0);
+
+/// The first bytes of TLS flows, their application data and closes, for userspace.
+#[map]
+pub static TLS_EVENTS: RingBuf = RingBuf::with_byte_size(512 * 1024, 0);
 
 /// Lost-event counters, indexed by `observer_common::lost`.
 #[map]

@@ -14,7 +14,7 @@ use observer_common::{
 };
 
 use crate::{
-    dns,
+    dns, tls,
     maps::{SCRATCH, bump_iface, count_lost},
 };
 
@@ -67,6 +67,7 @@ pub struct Packet {
     pub fragment: Fragment,
     /// The branches' own scratch space.
     pub dns: dns::Scratch,
+    pub tls: tls::Scratch,
 }
 
 /// A bounds-checked pointer into the packet's linear data.
@@ -156,7 +157,10 @@ pub fn handle<const L2: bool>(ctx: &TcContext, direction: u8) {
     }
     match pkt.proto {
         IPPROTO_UDP => dns::on_udp(ctx, pkt),
-        IPPROTO_TCP => dns::on_tcp(ctx, pkt),
+        IPPROTO_TCP => {
+            dns::on_tcp(ctx, pkt);
+            tls::on_tcp(ctx, pkt);
+        }
         _ => {}
     }
 }

@@ -1,0 +1,332 @@
+//! The TLS branch of the TC program. A TCP payload that starts like a TLS record costs a few
+//! loads; only a ClientHello starts a flow, and only a tracked flow is looked up again. The
+//! first bytes of each direction, the first application data of each, and FIN and RST go to
+//! userspace, which parses them (tls-parser). A flow is dropped from the table once both
+//! sides have sent application data, or on RST.
+
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_ktime_get_ns, generated::bpf_skb_load_bytes},
+    programs::TcContext,
+};
+use network_types::tcp::TcpHdr;
+use observer_common::{
+    lost,
+    tcp::Endpoint,
+    tls::{CHUNK_MAX, DIRECTION_BUDGET, TLS_EVENT_HEADER, TlsEvent, kind},
+};
+
+use crate::{
+    maps::{FLOW_CACHE, TLS_CONTINUES, TLS_EVENTS, TLS_FLOWS, count_lost},
+    tc::{MAX_L4_OFFSET, Packet, addresses, copy_endpoint, field, ptr_at},
+};
+
+const CONTENT_CHANGE_CIPHER_SPEC: u8 = 20;
+const CONTENT_HANDSHAKE: u8 = 22;
+const CONTENT_APPLICATION_DATA: u8 = 23;
+const HANDSHAKE_CLIENT_HELLO: u8 = 1;
+/// An encrypted alert's record: 2 bytes of alert, the inner type and a 16-byte tag. TLS 1.3
+/// encrypts its alerts as application data; this one is not the application's.
+const ENCRYPTED_ALERT_LEN: u16 = 19;
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+/// [`FLOW_CACHE`] states of a flow direction, in the tag's low two bits.
+const UNKNOWN: u64 = 0;
+const NOT_TLS: u64 = 1;
+const TRACKED: u64 = 2;
+/// Slots of [`FLOW_CACHE`]; a power of two.
+pub const FLOW_CACHE_SLOTS: u32 = 16384;
+/// Payloads larger than this are not TLS handshake packets (see `on_tcp`).
+const HANDSHAKE_PACKET_MAX: usize = 16 * 1024;
+/// Slots of [`TLS_CONTINUES`]; a power of two.
+pub const CONTINUE_SLOTS: u32 = 256;
+
+/// A flow, keyed by its two endpoints in a fixed order (the lower port first), so that both
+/// directions find it with one lookup.
+#[repr(C)]
+pub struct FlowKey {
+    a: Endpoint,
+    b: Endpoint,
+}
+
+#[repr(C)]
+pub struct Flow {
+    /// Sequence number of each direction's first record (index 0: the client's).
+    base: [u32; 2],
+    copied: [u32; 2],
+    based: [u8; 2],
+    /// 1 when the client is `a` of the key.
+    client_is_a: u8,
+    /// Bit 0: the client sent application data; bit 1: the server did.
+    app: u8,
+}
+
+/// The branch's working values, in the packet's scratch slot.
+#[repr(C)]
+pub struct Scratch {
+    key: FlowKey,
+    /// What `head_from_pages` found.
+    head: u64,
+    tag: u64,
+    known: u64,
+    event: TlsEvent,
+}
+
+#[inline(always)]
+fn less(x: &Endpoint, y: &Endpoint) -> bool {
+    if x.port != y.port {
+        return x.port < y.port;
+    }
+    let (xa, ya) = (x.addr.as_ptr().cast::<u32>(), y.addr.as_ptr().cast::<u32>());
+    // SAFETY: Endpoint is 4-byte aligned and its address is 16 bytes.
+    unsafe {
+        for i in 0..4 {
+            let (p, q) = (xa.add(i).read(), ya.add(i).read());
+            if p != q {
+                return p < q;
+            }
+        }
+    }
+    false
+}
+
+/// A direction of a flow as a [`FLOW_CACHE`] tag (the low two bits hold the state). The
+/// packet's flow hash (the socket's on egress, the NIC's on ingress) with the ports costs one
+/// load; without a hash, the addresses are folded in instead.
+#[inline(always)]
+fn direction_tag(ctx: &TcContext, pkt: &mut Packet, sport: u16, dport: u16) -> Option<u64> {
+    let ports = (u64::from(sport) << 16) | u64::from(dport);
+    let hash = unsafe { (*ctx.skb.skb).hash };
+    if hash != 0 {
+        return Some(((u64::from(hash) << 32) | ports) & !3);
+    }
+    addresses(ctx, pkt)?;
+    let fold = |e: &Endpoint| {
+        let w = e.addr.as_ptr().cast::<u32>();
+        // SAFETY: as in `less`.
+        unsafe { w.read() ^ w.add(1).read() ^ w.add(2).read() ^ w.add(3).read() }
+    };
+    Some(((ports << 32) | u64::from(fold(&pkt.src) ^ fold(&pkt.dst).rotate_left(7))) & !3)
+}
+
+#[inline(always)]
+fn cache_slot(tag: u64) -> u32 {
+    ((tag ^ (tag >> 29)) as u32 >> 2) & (FLOW_CACHE_SLOTS - 1)
+}
+
+/// Remember a direction's state; `tag` 0 means the packet did not come through the cache.
+#[inline(always)]
+fn cache_set(tag: u64, state: u64) {
+    if tag == 0 {
+        return;
+    }
+    if let Some(p) = FLOW_CACHE.get_ptr_mut(cache_slot(tag)) {
+        // One aligned word: racing CPUs write whole values.
+        unsafe { core::ptr::write_volatile(p, tag | state) };
+    }
+}
+
+/// The record header of a packet whose payload is not linear, into `pkt.tls.head`; false when
+/// the packet needs nothing more. Copying it out costs more than the rest of the branch, so a
+/// direction known not to be a TLS handshake is remembered (FLOW_CACHE) and skipped. A
+/// separate BPF function: inlined, its registers would cost every other packet too.
+#[inline(never)]
+fn head_from_pages(ctx: &TcContext, pkt: &mut Packet, payload: u32, ports_flags: u64) -> bool {
+    // Packed: BPF functions take at most five arguments.
+    let (sport, dport, flags) = ((ports_flags >> 24) as u16, (ports_flags >> 8) as u16, ports_flags as u8);
+    let Some(tag) = direction_tag(ctx, pkt, sport, dport) else { return false };
+    let cached = FLOW_CACHE.get(cache_slot(tag)).copied().unwrap_or(0);
+    let known = if cached & !3 == tag { cached & 3 } else { UNKNOWN };
+    if known == NOT_TLS && flags & (FIN | RST) == 0 {
+        return false;
+    }
+    let mut head = [0u8; 8];
+    let dst = head.as_mut_ptr().cast::<core::ffi::c_void>();
+    if unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), payload, dst, 6) } != 0 {
+        return false;
+    }
+    let s = &mut pkt.tls;
+    s.head = u64::from_le_bytes(head);
+    s.tag = tag;
+    s.known = known;
+    true
+}
+
+#[inline(always)]
+pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet) {
+    let l4 = pkt.l4;
+    if l4 > MAX_L4_OFFSET {
+        return;
+    }
+    let Some(tcp) = ptr_at::<TcpHdr>(ctx, l4) else { return };
+    let flags: u8 = field(tcp, 13);
+    let (sport, dport) = (u16::from_be(field(tcp, 0)), u16::from_be(field(tcp, 2)));
+    let payload = l4 + (field::<_, u8>(tcp, 12) >> 4) as usize * 4;
+    let plen = (ctx.len() as usize).saturating_sub(payload);
+    if flags & SYN != 0 {
+        // A new connection may reuse the ports (and hash) of one remembered as not TLS.
+        if let Some(tag) = direction_tag(ctx, pkt, sport, dport) {
+            cache_set(tag, UNKNOWN);
+        }
+        return;
+    }
+    // The record header, packed little-endian: content type, version (3, 1..=4), length, and
+    // a handshake's type.
+    let mut h: u64 = 0;
+    // The direction's FLOW_CACHE tag and state, for a packet whose payload is not linear.
+    let (mut tag, mut known) = (0u64, UNKNOWN);
+    if plen >= 6 {
+        match ptr_at::<[u8; 6]>(ctx, payload) {
+            Some(p) => h = u64::from(field::<_, u32>(p, 0)) | (u64::from(field::<_, u16>(p, 4)) << 32),
+            // Not in the linear data (GSO and most NICs keep the payload in pages). Bulk GSO
+            // and GRO packets, larger than any handshake flight, are not looked at.
+            None if plen > HANDSHAKE_PACKET_MAX => return,
+            None => {
+                let ports_flags = (u64::from(sport) << 24) | (u64::from(dport) << 8) | u64::from(flags);
+                if !head_from_pages(ctx, pkt, payload as u32, ports_flags) {
+                    return;
+                }
+                let s = &pkt.tls;
+                (h, tag, known) = (s.head, s.tag, s.known);
+            }
+        }
+    }
+    let head = h.to_le_bytes();
+    let content = head[0];
+    let is_record = plen >= 6 && (CONTENT_CHANGE_CIPHER_SPEC..=CONTENT_APPLICATION_DATA).contains(&content) && head[1] == 3 && (1..=4).contains(&head[2]);
+    let seq = u32::from_be(field(tcp, 4));
+    let slot = u32::from(sport ^ dport) & (CONTINUE_SLOTS - 1);
+    // A handshake record that ran past its packet continues in a packet that starts mid-record.
+    let continues = !is_record && plen > 0 && TLS_CONTINUES.get(slot).is_some_and(|&s| s == seq);
+    if !is_record && !continues && flags & (FIN | RST) == 0 && known != TRACKED {
+        cache_set(tag, NOT_TLS);
+        return;
+    }
+    if addresses(ctx, pkt).is_none() {
+        return;
+    }
+    pkt.src.port = sport;
+    pkt.dst.port = dport;
+    let src_is_a = less(&pkt.src, &pkt.dst);
+    let s = &mut pkt.tls;
+    if src_is_a {
+        copy_endpoint(&mut s.key.a, &pkt.src);
+        copy_endpoint(&mut s.key.b, &pkt.dst);
+    } else {
+        copy_endpoint(&mut s.key.a, &pkt.dst);
+        copy_endpoint(&mut s.key.b, &pkt.src);
+    }
+    let flow = match TLS_FLOWS.get_ptr_mut(&s.key) {
+        Some(f) => f,
+        None => {
+            // Only a ClientHello starts a flow.
+            if !(is_record && content == CONTENT_HANDSHAKE && head[5] == HANDSHAKE_CLIENT_HELLO) {
+                cache_set(tag, NOT_TLS);
+                return;
+            }
+            let new = Flow { base: [0; 2], copied: [0; 2], based: [0; 2], client_is_a: src_is_a as u8, app: 0 };
+            // EEXIST means another CPU created it first, which is fine.
+            let _ = TLS_FLOWS.insert(&s.key, &new, BPF_NOEXIST as u64);
+            match TLS_FLOWS.get_ptr_mut(&s.key) {
+                Some(f) => f,
+                None => {
+                    count_lost(lost::TLS_TABLE_FULL);
+                    return;
+                }
+            }
+        }
+    };
+    if known != TRACKED {
+        cache_set(tag, TRACKED);
+    }
+    // SAFETY: a map value; racing CPUs only make the budget approximate.
+    let flow = unsafe { &mut *flow };
+    let from_client = src_is_a == (flow.client_is_a == 1);
+    let d = if from_client { 0 } else { 1 };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if plen > 0 && d < 2 && (is_record || continues) {
+        if flow.based[d] == 0 && is_record {
+            flow.base[d] = seq;
+            flow.based[d] = 1;
+        }
+        let copied = flow.copied[d];
+        if flow.based[d] == 1 && copied < DIRECTION_BUDGET {
+            let left = (DIRECTION_BUDGET - copied) as usize;
+            let n = plen.min(left).min(CHUNK_MAX);
+            let offset = seq.wrapping_sub(flow.base[d]);
+            emit(ctx, pkt, kind::DATA, from_client, offset, plen, payload, n, now);
+            flow.copied[d] = copied + n as u32;
+        }
+        let record_len = u16::from_be_bytes([head[3], head[4]]) as usize;
+        if is_record && content == CONTENT_HANDSHAKE && record_len + 5 > plen {
+            if let Some(p) = TLS_CONTINUES.get_ptr_mut(slot) {
+                unsafe { *p = seq.wrapping_add(plen as u32) };
+            }
+        }
+        if is_record && content == CONTENT_APPLICATION_DATA && record_len as u16 != ENCRYPTED_ALERT_LEN {
+            let bit = 1u8 << d;
+            if flow.app & bit == 0 {
+                flow.app |= bit;
+                emit(ctx, pkt, kind::APP, from_client, 0, plen, payload, 0, now);
+                if flow.app == 3 {
+                    // The handshake is over: this flow costs nothing more (the other
+                    // direction learns it at its next lookup).
+                    let _ = TLS_FLOWS.remove(&pkt.tls.key);
+                    cache_set(tag, NOT_TLS);
+                    return;
+                }
+            }
+        }
+    }
+    if flags & RST != 0 {
+        emit(ctx, pkt, kind::RST, from_client, 0, plen, payload, 0, now);
+        let _ = TLS_FLOWS.remove(&pkt.tls.key);
+        cache_set(tag, NOT_TLS);
+    } else if flags & FIN != 0 {
+        emit(ctx, pkt, kind::FIN, from_client, 0, plen, payload, 0, now);
+    }
+}
+
+/// One record for userspace: `n` bytes of the payload at `payload` (none for FIN and RST).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit(ctx: &TcContext, pkt: &mut Packet, what: u8, from_client: bool, offset: u32, plen: usize, payload: usize, n: usize, now: u64) {
+    let src_is_client = from_client;
+    let ev = &mut pkt.tls.event;
+    ev.ts_ns = now;
+    if src_is_client {
+        copy_endpoint(&mut ev.client, &pkt.src);
+        copy_endpoint(&mut ev.server, &pkt.dst);
+    } else {
+        copy_endpoint(&mut ev.client, &pkt.dst);
+        copy_endpoint(&mut ev.server, &pkt.src);
+    }
+    ev.offset = offset;
+    ev.payload_len = plen as u32;
+    ev.kind = what;
+    ev.from_client = from_client as u8;
+    ev.ifindex = pkt.ifindex;
+    // Bounded for the verifier: 0..=CHUNK_MAX.
+    let n = if n > CHUNK_MAX { CHUNK_MAX } else { n };
+    ev.captured = 0;
+    if n > 0 {
+        // 1..=CHUNK_MAX in a form the verifier keeps: a bounds check on one register copy
+        // is lost on another.
+        let len = ((n as u32 - 1) & (CHUNK_MAX as u32 - 1)) + 1;
+        let dst = (&raw mut ev.data).cast::<core::ffi::c_void>();
+        if unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), payload as u32, dst, len) } != 0 {
+            count_lost(lost::TLS_COPY_FAILED);
+            return;
+        }
+        ev.captured = n as u16;
+    }
+    let len = TLS_EVENT_HEADER + n;
+    let len = if len > TLS_EVENT_HEADER + CHUNK_MAX { TLS_EVENT_HEADER + CHUNK_MAX } else { len };
+    let record = unsafe { core::slice::from_raw_parts((ev as *const TlsEvent).cast::<u8>(), len) };
+    // Handshakes are rare next to DNS: wake userspace once a little has gathered.
+    let flags = if TLS_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= 64 * 1024 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    if TLS_EVENTS.output::<[u8]>(record, flags as u64).is_err() {
+        count_lost(lost::TLS_RINGBUF_FULL);
+    }
+}
