@@ -20,6 +20,8 @@ pub mod kind {
     /// The sender's first packet that starts with application data (not an encrypted
     /// alert): its side of the handshake is done.
     pub const APP: u8 = 3;
+    /// The client's first payload on a connection to port 443 was not a TLS record.
+    pub const NOT_TLS: u8 = 4;
 }
 
 /// One record in the TLS ring. A record holds [`TLS_EVENT_HEADER`] + `captured` bytes.

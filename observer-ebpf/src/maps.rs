@@ -74,6 +74,11 @@ pub static TLS_CONTINUES: Array<u32> = Array::with_max_entries(crate::tls::CONTI
 #[map]
 pub static FLOW_CACHE: Array<u64> = Array::with_max_entries(crate::tls::FLOW_CACHE_SLOTS, 0);
 
+/// Per port pair (hashed), the sequence number of the client's first payload on a connection
+/// to the TLS port, from its SYN: a first payload that is not TLS is reported.
+#[map]
+pub static TLS_FIRST_DATA: Array<u32> = Array::with_max_entries(crate::tls::CONTINUE_SLOTS, 0);
+
 /// The first bytes of TLS flows, their application data and closes, for userspace.
 #[map]
 pub static TLS_EVENTS: RingBuf = RingBuf::with_byte_size(512 * 1024, 0);

@@ -17,7 +17,7 @@ use observer_common::{
 };
 
 use crate::{
-    maps::{FLOW_CACHE, TLS_CONTINUES, TLS_EVENTS, TLS_FLOWS, count_lost},
+    maps::{FLOW_CACHE, TLS_CONTINUES, TLS_EVENTS, TLS_FIRST_DATA, TLS_FLOWS, count_lost},
     tc::{MAX_L4_OFFSET, Packet, addresses, copy_endpoint, field, ptr_at},
 };
 
@@ -31,6 +31,9 @@ const ENCRYPTED_ALERT_LEN: u16 = 19;
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+/// Where a first payload that is not TLS is reported (`kind::NOT_TLS`).
+const TLS_PORT: u16 = 443;
 /// [`FLOW_CACHE`] states of a flow direction, in the tag's low two bits.
 const UNKNOWN: u64 = 0;
 const NOT_TLS: u64 = 1;
@@ -164,10 +167,17 @@ pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet) {
     let (sport, dport) = (u16::from_be(field(tcp, 0)), u16::from_be(field(tcp, 2)));
     let payload = l4 + (field::<_, u8>(tcp, 12) >> 4) as usize * 4;
     let plen = (ctx.len() as usize).saturating_sub(payload);
+    let seq = u32::from_be(field(tcp, 4));
+    let slot = u32::from(sport ^ dport) & (CONTINUE_SLOTS - 1);
     if flags & SYN != 0 {
         // A new connection may reuse the ports (and hash) of one remembered as not TLS.
         if let Some(tag) = direction_tag(ctx, pkt, sport, dport) {
             cache_set(tag, UNKNOWN);
+        }
+        if dport == TLS_PORT && flags & ACK == 0 {
+            if let Some(p) = TLS_FIRST_DATA.get_ptr_mut(slot) {
+                unsafe { *p = seq.wrapping_add(1) };
+            }
         }
         return;
     }
@@ -195,12 +205,15 @@ pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet) {
     let head = h.to_le_bytes();
     let content = head[0];
     let is_record = plen >= 6 && (CONTENT_CHANGE_CIPHER_SPEC..=CONTENT_APPLICATION_DATA).contains(&content) && head[1] == 3 && (1..=4).contains(&head[2]);
-    let seq = u32::from_be(field(tcp, 4));
-    let slot = u32::from(sport ^ dport) & (CONTINUE_SLOTS - 1);
     // A handshake record that ran past its packet continues in a packet that starts mid-record.
     let continues = !is_record && plen > 0 && TLS_CONTINUES.get(slot).is_some_and(|&s| s == seq);
     if !is_record && !continues && flags & (FIN | RST) == 0 && known != TRACKED {
         cache_set(tag, NOT_TLS);
+        if dport == TLS_PORT && plen > 0 {
+            let slot_seq = (u64::from(slot) << 32) | u64::from(seq);
+            let payload_plen = ((payload as u64) << 32) | plen as u64;
+            not_tls(ctx, pkt, slot_seq, (u32::from(sport) << 16) | u32::from(dport), payload_plen);
+        }
         return;
     }
     if addresses(ctx, pkt).is_none() {
@@ -286,6 +299,27 @@ pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet) {
     } else if flags & FIN != 0 {
         emit(ctx, pkt, kind::FIN, from_client, 0, plen, payload, 0, now);
     }
+}
+
+/// The client's first payload on a connection to the TLS port, when it is not a TLS record:
+/// plain HTTP to an HTTPS port, or garbage. Reported once, with its first bytes.
+#[inline(never)]
+fn not_tls(ctx: &TcContext, pkt: &mut Packet, slot_seq: u64, ports: u32, payload_plen: u64) {
+    // Packed: BPF functions take at most five arguments.
+    let (slot, seq) = ((slot_seq >> 32) as u32, slot_seq as u32);
+    let (payload, plen) = ((payload_plen >> 32) as usize, payload_plen as u32 as usize);
+    let Some(first) = TLS_FIRST_DATA.get_ptr_mut(slot) else { return };
+    if unsafe { *first } != seq {
+        return;
+    }
+    unsafe { *first = 0 };
+    if addresses(ctx, pkt).is_none() {
+        return;
+    }
+    pkt.src.port = (ports >> 16) as u16;
+    pkt.dst.port = ports as u16;
+    let now = unsafe { bpf_ktime_get_ns() };
+    emit(ctx, pkt, kind::NOT_TLS, true, 0, plen, payload, plen.min(64), now);
 }
 
 /// One record for userspace: `n` bytes of the payload at `payload` (none for FIN and RST).

@@ -42,6 +42,16 @@ success_ratio = 0.999
 min_attempts = 1
 # Resets received on established connections.
 min_resets = 1
+
+[tls]
+# Failed handshakes (a fatal alert, a close or reset before completion, or no ServerHello in
+# time) make a destination and SNI suspect when there are at least this many ...
+min_failures = 1
+# ... and they are at least this share of its finished handshakes: on a busy destination a
+# few cancelled handshakes are normal.
+failure_share = 0.2
+# A ClientHello with no ServerHello after this many seconds is stalled.
+stall_after_s = 10.0
 "#;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -49,6 +59,7 @@ min_resets = 1
 pub struct Config {
     pub dns: DnsThresholds,
     pub tcp: TcpThresholds,
+    pub tls: TlsThresholds,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +84,20 @@ pub struct TcpThresholds {
     pub success_ratio: f64,
     pub min_attempts: u64,
     pub min_resets: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsThresholds {
+    pub min_failures: u64,
+    pub failure_share: f64,
+    pub stall_after_s: f64,
+}
+
+impl Default for TlsThresholds {
+    fn default() -> Self {
+        TlsThresholds { min_failures: 1, failure_share: 0.2, stall_after_s: 10.0 }
+    }
 }
 
 impl Default for DnsThresholds {

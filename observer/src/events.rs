@@ -10,6 +10,7 @@ use std::{
 use observer_common::{
     dns::{CAPTURE_MAX, DNS_EVENT_HEADER, DnsEvent, dns_counter, iface_counter},
     tcp::{AF_INET, ConnectEvent, Endpoint, dest_counter, outcome, port_counter},
+    tls::{CHUNK_MAX, TLS_EVENT_HEADER, TlsEvent, kind as tls_kind},
 };
 
 /// A point on the kernel's CLOCK_MONOTONIC (what bpf_ktime_get_ns returns), in nanoseconds.
@@ -33,6 +34,62 @@ impl Mono {
 pub enum Event {
     Connect(ConnectRecord),
     Dns(DnsMessage),
+    Tls(TlsChunk),
+}
+
+/// What a TLS record from the kernel reports about one flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsKind {
+    /// Bytes of the sender's stream at `offset`.
+    Data,
+    /// The sender's first application data (not an encrypted alert).
+    App,
+    Fin,
+    Rst,
+    /// The first payload of a connection to a TLS port was not a TLS record.
+    NotTls,
+}
+
+/// One TLS record from the kernel: a piece of a flow's first bytes, or a mark on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsChunk {
+    pub at: Mono,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub from_client: bool,
+    pub kind: TlsKind,
+    pub offset: u32,
+    pub bytes: Vec<u8>,
+}
+
+/// Decode a TLS ring-buffer record; `None` for a short record or an unknown kind.
+pub fn decode_tls(raw: &[u8]) -> Option<TlsChunk> {
+    if raw.len() < TLS_EVENT_HEADER {
+        return None;
+    }
+    // SAFETY: TlsEvent is plain old data, for which all zeroes is a valid value.
+    let mut ev: TlsEvent = unsafe { std::mem::zeroed() };
+    // SAFETY: TLS_EVENT_HEADER bytes exist on both sides, and the two do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(raw.as_ptr(), (&raw mut ev).cast::<u8>(), TLS_EVENT_HEADER) };
+    let data = &raw[TLS_EVENT_HEADER..];
+    let captured = usize::from(ev.captured).min(data.len()).min(CHUNK_MAX);
+    let kind = match ev.kind {
+        tls_kind::DATA => TlsKind::Data,
+        tls_kind::APP => TlsKind::App,
+        tls_kind::FIN => TlsKind::Fin,
+        tls_kind::RST => TlsKind::Rst,
+        tls_kind::NOT_TLS => TlsKind::NotTls,
+        _ => return None,
+    };
+    Some(TlsChunk {
+        at: Mono(ev.ts_ns),
+        client: endpoint_addr(&ev.client),
+        server: endpoint_addr(&ev.server),
+        from_client: ev.from_client != 0,
+        kind,
+        offset: ev.offset,
+        bytes: data[..captured].to_vec(),
+    })
 }
 
 /// Since-start kernel counters, one reading per layer that keeps counters in the kernel.

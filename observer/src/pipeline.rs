@@ -12,6 +12,7 @@ use crate::{
         Aggregator,
         connect::ConnectLayer,
         dns::{DnsConfig, DnsLayer},
+        tls::{TlsConfig, TlsLayer},
         window::WindowedCounts,
     },
     present::{
@@ -50,7 +51,7 @@ impl Options {
 }
 
 /// Every layer observer runs, in report order.
-fn layers(o: &Options) -> Vec<Box<dyn Stage>> {
+fn layers(o: &Options, cfg: &Config) -> Vec<Box<dyn Stage>> {
     vec![
         Box::new(ConnectLayer::new(o.window, o.max_destinations, o.top)),
         Box::new(DnsLayer::new(DnsConfig {
@@ -59,6 +60,12 @@ fn layers(o: &Options) -> Vec<Box<dyn Stage>> {
             max_names: o.max_dns_names,
             max_pending: 65_536,
             top_names: o.dns_top_names,
+        })),
+        Box::new(TlsLayer::new(TlsConfig {
+            window: o.window,
+            stall_after: Duration::try_from_secs_f64(cfg.tls.stall_after_s).unwrap_or(Duration::from_secs(10)),
+            max_targets: o.max_destinations,
+            top: o.top,
         })),
     ]
 }
@@ -105,7 +112,7 @@ impl Pipeline {
     /// `started` is the source's time at start, for the report's uptime.
     pub fn new(opts: Options, config: Config, host: &str, started: Mono) -> Pipeline {
         Pipeline {
-            layers: layers(&opts),
+            layers: layers(&opts, &config),
             opts,
             config,
             host: host.to_owned(),

@@ -10,6 +10,7 @@ pub mod events;
 pub mod json;
 pub mod report;
 pub mod text;
+pub mod tls;
 pub mod tui;
 
 use std::fmt::Debug;

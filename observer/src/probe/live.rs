@@ -11,7 +11,7 @@ use tokio::{
 
 use super::{Probe, Rings, monotonic_ns};
 use crate::{
-    events::{Counters, Event, Input, Mono, Tick, decode_connect, decode_dns},
+    events::{Counters, Event, Input, Mono, Tick, decode_connect, decode_dns, decode_tls},
     source::Source,
 };
 
@@ -22,6 +22,7 @@ pub struct LiveSource {
     // Declared before `probe`: the ring buffers go before the programs that fill them.
     connect: AsyncFd<RingBuf<MapData>>,
     dns: AsyncFd<RingBuf<MapData>>,
+    tls: AsyncFd<RingBuf<MapData>>,
     pub probe: Probe,
     ticks: Interval,
     /// The DNS programs wake userspace only when the ring fills up; this drains it meanwhile.
@@ -62,6 +63,7 @@ impl LiveSource {
         Ok(LiveSource {
             connect: poll(rings.connect, "connect")?,
             dns: poll(rings.dns, "DNS")?,
+            tls: poll(rings.tls, "TLS")?,
             probe,
             ticks,
             drains,
@@ -73,6 +75,7 @@ impl LiveSource {
     fn drain_all(&mut self) -> Vec<Event> {
         let mut events = drain(self.connect.get_mut(), decode_connect, Event::Connect, &mut self.undecodable);
         events.extend(drain(self.dns.get_mut(), decode_dns, Event::Dns, &mut self.undecodable));
+        events.extend(drain(self.tls.get_mut(), decode_tls, Event::Tls, &mut self.undecodable));
         events
     }
 
@@ -100,7 +103,7 @@ impl Source for LiveSource {
         if let Some(input) = self.ready.pop_front() {
             return Ok(Some(input));
         }
-        let LiveSource { connect, dns, ticks, drains, undecodable, .. } = self;
+        let LiveSource { connect, dns, tls, ticks, drains, undecodable, .. } = self;
         let events = tokio::select! {
             guard = connect.readable_mut() => {
                 let mut guard = guard.context("polling the connect ring buffer failed")?;
@@ -114,7 +117,17 @@ impl Source for LiveSource {
                 guard.clear_ready();
                 events
             }
-            _ = drains.tick() => drain(dns.get_mut(), decode_dns, Event::Dns, undecodable),
+            guard = tls.readable_mut() => {
+                let mut guard = guard.context("polling the TLS ring buffer failed")?;
+                let events = drain(guard.get_inner_mut(), decode_tls, Event::Tls, undecodable);
+                guard.clear_ready();
+                events
+            }
+            _ = drains.tick() => {
+                let mut events = drain(dns.get_mut(), decode_dns, Event::Dns, undecodable);
+                events.extend(drain(tls.get_mut(), decode_tls, Event::Tls, undecodable));
+                events
+            }
             _ = ticks.tick() => {
                 self.close_interval();
                 return Ok(self.ready.pop_front());

@@ -114,6 +114,7 @@ pub struct ProbeConfig {
 pub struct Rings {
     pub connect: RingBuf<MapData>,
     pub dns: RingBuf<MapData>,
+    pub tls: RingBuf<MapData>,
 }
 
 pub struct Probe {
@@ -215,7 +216,7 @@ impl Probe {
             if let Err(e) = load_classifier(&mut ebpf, name) {
                 disabled.push(Disabled {
                     source: format!("tc:{name}"),
-                    signals: "DNS on every interface",
+                    signals: "DNS and TLS on every interface",
                     reason: format!("{e:#}"),
                 });
                 tc_ok = false;
@@ -235,6 +236,7 @@ impl Probe {
         let rings = Rings {
             connect: RingBuf::try_from(take(&mut ebpf, "CONNECT_EVENTS")?)?,
             dns: RingBuf::try_from(take(&mut ebpf, "DNS_EVENTS")?)?,
+            tls: RingBuf::try_from(take(&mut ebpf, "TLS_EVENTS")?)?,
         };
         let mut probe = Probe {
             ebpf,

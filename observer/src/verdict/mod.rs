@@ -7,6 +7,7 @@
 
 mod dns;
 mod tcp;
+mod tls;
 mod triage;
 
 use std::{
