@@ -16,6 +16,10 @@
 //!                                     write COUNT DNS queries SRC -> DST:53 as raw Ethernet
 //!                                     frames on IFACE with TAGS (1: 802.1Q, 2: QinQ) VLAN tags
 //!                                     inline, as a VM or a raw socket does.
+//!   peer tcp-hold LISTEN              accept TCP connections and never answer (a TLS server
+//!                                     that stalls), until killed.
+//!   peer tls-big-hello DEST SNI       send a ~3 KiB TLS 1.3 ClientHello for SNI in two writes
+//!                                     50 ms apart (two segments), print what came back.
 //!   peer tc-drop IFACE ingress|egress  stand in for a CNI: attach a TCX program that drops
 //!                                     every packet on IFACE's hook, until killed. It goes
 //!                                     first in the chain, as a CNI that attaches later would.
@@ -49,6 +53,8 @@ fn main() {
             args[6].parse().expect("COUNT"),
         ),
         Some("tc-drop") => tc_drop(&args[2], &args[3]),
+        Some("tcp-hold") => tcp_hold(&args[2]),
+        Some("tls-big-hello") => tls_big_hello(&args[2], &args[3]),
         _ => {
             eprintln!("usage: peer rst-server|dns-delay|dns-junk|dns-flood|dns-echo …");
             std::process::exit(2);
@@ -307,4 +313,62 @@ fn tc_drop(iface: &str, hook: &str) {
     loop {
         thread::sleep(Duration::from_secs(3600));
     }
+}
+
+fn tcp_hold(addr: &str) {
+    let listener = TcpListener::bind(addr).expect("bind");
+    let mut held = Vec::new();
+    for stream in listener.incoming().flatten() {
+        held.push(stream);
+    }
+}
+
+/// A ClientHello record: TLS 1.3 offered, an SNI, and a padding extension that makes it
+/// longer than one segment, as a post-quantum key share does.
+fn big_client_hello(sni: &str, pad: usize) -> Vec<u8> {
+    fn ext(kind: u16, data: &[u8]) -> Vec<u8> {
+        let mut e = kind.to_be_bytes().to_vec();
+        e.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        e.extend_from_slice(data);
+        e
+    }
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[0x5a; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+    let mut name = vec![0];
+    name.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    name.extend_from_slice(sni.as_bytes());
+    let mut list = (name.len() as u16).to_be_bytes().to_vec();
+    list.extend_from_slice(&name);
+    let mut exts = ext(0x0000, &list);
+    exts.extend(ext(0x002b, &[2, 3, 4]));
+    exts.extend(ext(0x000a, &[0, 2, 0, 0x1d]));
+    exts.extend(ext(0x000d, &[0, 2, 4, 3]));
+    exts.extend(ext(0x0015, &vec![0; pad]));
+    body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+    body.extend_from_slice(&exts);
+    let n = body.len() as u32;
+    let mut hs = vec![1, (n >> 16) as u8, (n >> 8) as u8, n as u8];
+    hs.extend_from_slice(&body);
+    let mut record = vec![22, 3, 1];
+    record.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    record.extend_from_slice(&hs);
+    record
+}
+
+fn tls_big_hello(dest: &str, sni: &str) {
+    use std::io::Write;
+    let dest: SocketAddr = dest.parse().expect("DEST");
+    let mut s = std::net::TcpStream::connect_timeout(&dest, Duration::from_secs(2)).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    let hello = big_client_hello(sni, 3000);
+    let (a, b) = hello.split_at(1000);
+    s.write_all(a).expect("write");
+    thread::sleep(Duration::from_millis(50));
+    s.write_all(b).expect("write");
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap_or(0);
+    println!("{} bytes sent, {n} bytes back", hello.len());
 }

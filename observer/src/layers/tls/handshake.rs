@@ -363,4 +363,4 @@ impl Flow {
 }
 
 #[cfg(test)]
-mod tests;
+pub mod tests;
