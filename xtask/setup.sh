@@ -9,8 +9,9 @@
 #   - aya-build runs `rustup run <toolchain> cargo`, so that rustc is linked into rustup as the
 #     toolchain `observer-bpf`.
 #   - bpf-linker 0.13.0 is built against the same LLVM major as that rustc.
-#   - The test peers (dnsmasq, nginx, nft, dig, curl, iperf3, tmux, bpftool, tcpdump) come from
-#     Debian, and so do qemu and busybox for booting older kernels (cargo xtask test-kernels).
+#   - The test peers (dnsmasq, nginx, nft, dig, curl, openssl, iperf3, tmux, bpftool, tcpdump,
+#     ethtool) come from Debian, and so do qemu and busybox for booting older kernels
+#     (cargo xtask test-kernels).
 set -euo pipefail
 
 TOOLCHAIN_NAME=${OBSERVER_BPF_TOOLCHAIN:-observer-bpf}
@@ -57,7 +58,7 @@ llvm_major=$(/usr/bin/rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 apt_install "llvm-${llvm_major}-dev" libzstd-dev zlib1g-dev
 
 # 2. Test peers and tools used by the end-to-end tests.
-apt_install iproute2 nftables dnsmasq-base nginx-light dnsutils curl openssl iperf3 tmux bpftool util-linux procps tcpdump
+apt_install iproute2 nftables dnsmasq-base nginx-light dnsutils curl openssl iperf3 tmux bpftool util-linux procps tcpdump ethtool
 
 # 2b. Booting Debian 12's stock kernel under qemu (TCG) with a busybox initramfs.
 apt_install qemu-system-x86 busybox-static cpio

@@ -193,7 +193,7 @@ fn a_client_hello_over_two_segments_is_parsed() {
     require_root();
     let s = setup("tls-big");
     // Segments as small as they come: no offload merges the two writes.
-    s.pair.client.run("ethtool -K eth0 tso off gso off >/dev/null 2>&1 || true");
+    s.pair.client.run("ethtool -K eth0 tso off gso off >/dev/null");
     let obs = Observer::start(&s.pair.client, &[]);
     let dest = s.dest(443);
     let out = s.pair.client.run(&format!("{} tls-big-hello {dest} big.test", peers::peer_bin().display()));
