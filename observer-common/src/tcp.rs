@@ -122,6 +122,9 @@ pub struct ConnectEvent {
     /// Thread group id of the process that called connect().
     pub pid: u32,
     pub comm: [u8; 16],
+    /// The local port of an established connect (0 for a failed one): with `dest`, the
+    /// connection's 4-tuple, which the TLS layer joins on.
+    pub local_port: u16,
     /// Explicit tail padding: the verifier rejects copying uninitialised stack bytes.
-    pub _pad: u32,
+    pub _pad: u16,
 }

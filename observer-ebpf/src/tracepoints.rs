@@ -147,14 +147,16 @@ pub fn inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
         let conn = unsafe { &mut *conn };
         conn.established = 1;
         bump_dest(&conn.dest, dest_counter::ESTABLISHED);
-        emit(conn, outcome::ESTABLISHED, 0);
+        // The port is bound by now (not yet at SYN_SENT).
+        let local_port = endpoints(ctx, &l).map_or(0, |(_, p)| p);
+        emit(conn, outcome::ESTABLISHED, 0, local_port);
     } else if old == TCP_SYN_SENT && new == TCP_CLOSE {
         if let Some(conn) = CONNS.get_ptr(&sk) {
             let conn = unsafe { *conn };
             let error = connect_error(sk, &conn);
             let (kind, counter) = classify_connect_error(error);
             bump_dest(&conn.dest, counter);
-            emit(&conn, kind, error);
+            emit(&conn, kind, error, 0);
         }
         let _ = CONNS.remove(&sk);
     } else if new == TCP_CLOSE {
@@ -164,7 +166,7 @@ pub fn inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
 }
 
 #[inline(always)]
-fn emit(conn: &Conn, kind: u32, error: i32) {
+fn emit(conn: &Conn, kind: u32, error: i32, local_port: u16) {
     let now = unsafe { bpf_ktime_get_ns() };
     match CONNECT_EVENTS.reserve::<ConnectEvent>(0) {
         Some(mut entry) => {
@@ -177,6 +179,7 @@ fn emit(conn: &Conn, kind: u32, error: i32) {
                 syn_retransmits: conn.syn_retransmits,
                 pid: conn.pid,
                 comm: conn.comm,
+                local_port,
                 _pad: 0,
             });
             entry.submit(0);

@@ -233,6 +233,8 @@ pub struct ConnectRecord {
     pub syn_retransmits: u32,
     pub pid: u32,
     pub comm: String,
+    /// The local port of an established connect; 0 when it failed.
+    pub local_port: u16,
 }
 
 pub fn endpoint_addr(e: &Endpoint) -> SocketAddr {
@@ -261,6 +263,7 @@ pub fn decode_connect(bytes: &[u8]) -> Option<ConnectRecord> {
         syn_retransmits: ev.syn_retransmits,
         pid: ev.pid,
         comm: String::from_utf8_lossy(&ev.comm[..comm_len]).into_owned(),
+        local_port: ev.local_port,
     })
 }
 
@@ -287,6 +290,7 @@ mod tests {
             syn_retransmits: 0,
             pid: 42,
             comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+            local_port: 0,
             _pad: 0,
         };
         let r = decode_connect(&raw(&ev)).unwrap();

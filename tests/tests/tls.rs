@@ -103,7 +103,7 @@ fn a_client_without_the_ca_is_an_alert_under_tls12_with_the_certificates_facts()
     let start = Instant::now();
     assert!(!s.curl("good.test", 443, "--tls-max 1.2"), "curl without the CA must fail");
     let dest = s.dest(443);
-    let r = assert_tls_suspect(&obs, start, &[&dest, "good.test", "unknown_ca sent by the client", "issued by CN=observer test CA"]);
+    let r = assert_tls_suspect(&obs, start, &[&dest, "good.test", "unknown_ca sent by the client", "issued by CN=observer test CA", "; process curl["]);
     let t = target(&r, &dest, "good.test").unwrap();
     assert_eq!(t["total"]["alert"], 1, "{t:#}");
     assert_eq!(t["version"], "TLSv1.2");

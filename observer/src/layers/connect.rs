@@ -285,6 +285,7 @@ mod tests {
             syn_retransmits: 0,
             pid: 7,
             comm: "curl".into(),
+            local_port: 0,
         }
     }
 

@@ -41,7 +41,7 @@ use tls_counter as tc;
 const MAX_FLOWS: usize = 16_384;
 /// A flow with no outcome this long after its ClientHello is dropped (counted as expired).
 const FLOW_MAX_AGE: Duration = Duration::from_secs(120);
-/// Processes remembered (by destination, from the connect layer's events).
+/// Connections whose process is remembered (by 4-tuple, from the connect layer's events).
 const MAX_PROCESSES: usize = 4096;
 
 #[derive(Debug, Clone)]
@@ -86,7 +86,10 @@ pub struct TlsLayer {
     cfg: TlsConfig,
     flows: Map<(SocketAddr, SocketAddr), Flow>,
     targets: Map<(SocketAddr, String), TargetState>,
-    processes: Map<SocketAddr, String>,
+    /// (local port, destination) of connects this host made -> "comm[pid]": the connect
+    /// layer's events, joined to a TLS flow by its 4-tuple (the local address is the flow's
+    /// client).
+    processes: Map<(u16, SocketAddr), String>,
     wall: Option<SystemTime>,
     flows_dropped: u64,
     flows_expired: u64,
@@ -268,7 +271,7 @@ impl TlsLayer {
     }
 
     fn finish(&mut self, f: &Flow, outcome: Outcome, now: Mono) {
-        let process = self.processes.get(&f.server).cloned();
+        let process = self.processes.remove(&(f.client.port(), f.server));
         let stall_after = self.cfg.stall_after;
         let key = (f.server, f.sni().to_owned());
         if !self.targets.contains_key(&key) && self.targets.len() >= self.cfg.max_targets {
@@ -399,9 +402,14 @@ impl Aggregator for TlsLayer {
         match event {
             Event::Tls(c) => self.on_chunk(c),
             Event::Connect(r) => {
-                if !r.comm.is_empty() && (self.processes.len() < MAX_PROCESSES || self.processes.contains_key(&r.dest)) {
-                    self.processes.insert(r.dest, format!("{}[{}]", r.comm, r.pid));
+                if r.local_port == 0 || r.comm.is_empty() {
+                    return;
                 }
+                if self.processes.len() >= MAX_PROCESSES {
+                    // Connections that never spoke TLS: forget them all rather than grow.
+                    self.processes.clear();
+                }
+                self.processes.insert((r.local_port, r.dest), format!("{}[{}]", r.comm, r.pid));
             }
             Event::Dns(_) => {}
         }

@@ -28,6 +28,7 @@ fn connect(at_ns: u64, outcome: Outcome) -> Event {
         syn_retransmits: 0,
         pid: 42,
         comm: "api-client".into(),
+        local_port: 0,
     })
 }
 

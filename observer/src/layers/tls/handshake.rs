@@ -247,12 +247,10 @@ impl Flow {
         let from_client = d == 0;
         match hdr.record_type {
             TlsRecordType::ChangeCipherSpec => self.streams[d].encrypted = true,
-            TlsRecordType::ApplicationData => {
-                // TLS 1.3 sends its encrypted handshake as application data too; an encrypted
-                // alert is not the peer's data.
-                if data.len() != ENCRYPTED_ALERT_LEN {
-                    self.app[d].get_or_insert(at);
-                }
+            // TLS 1.3 sends its encrypted handshake as application data too; an encrypted
+            // alert is not the peer's data.
+            TlsRecordType::ApplicationData if data.len() != ENCRYPTED_ALERT_LEN => {
+                self.app[d].get_or_insert(at);
             }
             TlsRecordType::Alert if self.streams[d].encrypted => {}
             TlsRecordType::Handshake if self.streams[d].encrypted => {}

@@ -68,6 +68,7 @@ fn connect(dest: &str, outcome: Outcome, latency_us: u64) -> ConnectRecord {
         syn_retransmits: 0,
         pid: 4121,
         comm: "api-client".into(),
+        local_port: 0,
     }
 }
 
