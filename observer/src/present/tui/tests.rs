@@ -27,6 +27,9 @@ enum Scenario {
     DnsFailing,
     ConnectFailing,
     BothFailing,
+    /// TCP connects to the API are fine, and 2 of its 5 TLS handshakes end in the client's
+    /// unknown_ca alert.
+    TlsFailing,
 }
 
 const RESOLVER: &str = "10.0.0.2:53";
@@ -117,6 +120,9 @@ fn build_with(s: Scenario, disabled: Vec<Disabled>) -> (Report, Vec<verdict::Cha
         }
         tcp.dests.push((DB.parse::<SocketAddr>().unwrap(), counts(&[(dc::ATTEMPTS, 5), (dc::REFUSED, 5)])));
     }
+    if matches!(s, Scenario::TlsFailing) {
+        events.extend(tls_handshakes());
+    }
     pipeline.on_input(&Input::Events(events), false);
     let tick = Tick {
         at: Mono(83_000_000_000),
@@ -127,6 +133,35 @@ fn build_with(s: Scenario, disabled: Vec<Disabled>) -> (Report, Vec<verdict::Cha
         notes: vec![],
     };
     pipeline.on_tick(&tick, false)
+}
+
+/// Five TLS 1.3 handshakes with the API: three complete, two end in unknown_ca.
+fn tls_handshakes() -> Vec<Event> {
+    use crate::{
+        events::TlsKind,
+        layers::tls::handshake::tests::{alert, app_data, chunk, client_hello, server_hello},
+    };
+    let mut out = Vec::new();
+    for i in 0..5u16 {
+        let ms = 500 + u64::from(i) * 20;
+        let mut c = |ms_after: u64, from_client, bytes: &[u8], offset: u32| {
+            let mut x = chunk(ms + ms_after, from_client, TlsKind::Data, offset, bytes);
+            x.client = SocketAddr::new(CLIENT.parse::<SocketAddr>().unwrap().ip(), 42000 + i);
+            x.server = API.parse().unwrap();
+            out.push(Event::Tls(x));
+        };
+        let ch = client_hello("api.example.com", &["h2", "http/1.1"], &[0x0304, 0x0303], 0);
+        c(0, true, &ch, 0);
+        let mut flight = server_hello(0x1301, true);
+        flight.extend(app_data(800));
+        c(2, false, &flight, 0);
+        if i < 3 {
+            c(4, true, &app_data(53), ch.len() as u32);
+        } else {
+            c(3, true, &alert(2, 48), ch.len() as u32);
+        }
+    }
+    out
 }
 
 fn app(s: Scenario) -> App {
@@ -180,6 +215,22 @@ fn a_signal_that_cannot_be_collected_shows_in_the_header_and_first_in_the_bottom
     let screen = frame(&a, 80, 24);
     assert!(screen.contains("disabled 1"), "{screen}");
     insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn tls_failing_80x24() {
+    insta::assert_snapshot!(frame(&app(Scenario::TlsFailing), 80, 24));
+}
+
+#[test]
+fn drill_down_into_a_failing_tls_destination() {
+    let mut a = app(Scenario::TlsFailing);
+    a.handle(Action::Panel(1));
+    // The TCP rows come first in the panel; the TLS row follows.
+    a.handle(Action::Down);
+    assert_eq!(a.handle(Action::Enter), Effect::None);
+    assert_eq!(a.drill.as_deref(), Some("tls 10.0.0.5:443 api.example.com"));
+    insta::assert_snapshot!(frame(&a, 100, 30));
 }
 
 #[test]
