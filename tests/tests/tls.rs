@@ -208,6 +208,24 @@ fn a_client_hello_over_two_segments_is_parsed() {
 }
 
 #[test]
+fn a_record_that_claims_16_kib_and_stops_is_malformed() {
+    require_root();
+    let pair = Pair::new("tls-cut");
+    let dest = format!("{}:11443", pair.server_ip());
+    let _server = pair.server.spawn(&format!("{} tls-truncated {dest}", peers::peer_bin().display()));
+    peers::wait_listening(&pair.server, &dest);
+    let obs = Observer::start(&pair.client, &[]);
+    let (ok, _) = pair.client.try_run(&format!("curl -sk --max-time 3 --resolve cut.test:11443:{} https://cut.test:11443/", pair.server_ip()));
+    assert!(!ok);
+    let r = obs
+        .wait_for(Duration::from_secs(5), |r| total(r, &dest, "cut.test", "malformed") == 1)
+        .unwrap_or_else(|| panic!("not malformed: {:#}", obs.reports().last().map(|r| r.0["tls"].clone()).unwrap_or_default()));
+    let t = target(&r, &dest, "cut.test").unwrap();
+    assert_eq!(t["last_failure"]["reason"], "a record claims 16384 bytes and stops after 100", "{t:#}");
+    obs.stop();
+}
+
+#[test]
 fn plain_http_to_the_tls_port_is_counted_as_malformed_and_nothing_stalls() {
     require_root();
     let s = setup("tls-junk");

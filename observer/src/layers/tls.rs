@@ -229,7 +229,7 @@ fn reason(f: &Flow, outcome: Outcome, stall_after: Duration) -> String {
             format!("{how} by the {} {when}", side(c.from_client))
         }
         Outcome::Stalled => format!("no ServerHello within {} s", stall_after.as_secs_f64()),
-        Outcome::Malformed => f.malformed.clone().unwrap_or_default(),
+        Outcome::Malformed => f.malformed.clone().or_else(|| f.truncated()).unwrap_or_default(),
         Outcome::Completed => "completed".to_owned(),
     }
 }

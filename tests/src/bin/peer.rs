@@ -18,6 +18,8 @@
 //!                                     inline, as a VM or a raw socket does.
 //!   peer tcp-hold LISTEN              accept TCP connections and never answer (a TLS server
 //!                                     that stalls), until killed.
+//!   peer tls-truncated LISTEN         accept TLS clients, read their ClientHello, answer with a
+//!                                     record header claiming 16 KiB and 100 bytes of it, close.
 //!   peer tls-big-hello DEST SNI       send a ~3 KiB TLS 1.3 ClientHello for SNI in two writes
 //!                                     50 ms apart (two segments), print what came back.
 //!   peer tc-drop IFACE ingress|egress  stand in for a CNI: attach a TCX program that drops
@@ -54,6 +56,7 @@ fn main() {
         ),
         Some("tc-drop") => tc_drop(&args[2], &args[3]),
         Some("tcp-hold") => tcp_hold(&args[2]),
+        Some("tls-truncated") => tls_truncated(&args[2]),
         Some("tls-big-hello") => tls_big_hello(&args[2], &args[3]),
         _ => {
             eprintln!("usage: peer rst-server|dns-delay|dns-junk|dns-flood|dns-echo …");
@@ -371,4 +374,19 @@ fn tls_big_hello(dest: &str, sni: &str) {
     let mut buf = [0u8; 4096];
     let n = s.read(&mut buf).unwrap_or(0);
     println!("{} bytes sent, {n} bytes back", hello.len());
+}
+
+fn tls_truncated(addr: &str) {
+    use std::io::Write;
+    let listener = TcpListener::bind(addr).expect("bind");
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf);
+        let mut cut = vec![22, 3, 3, 0x40, 0x00];
+        cut.extend_from_slice(&[2; 100]);
+        let _ = stream.write_all(&cut);
+        // Dropping the stream closes it with a FIN.
+    }
 }

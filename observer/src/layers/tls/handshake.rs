@@ -13,6 +13,8 @@ use crate::events::{Mono, TlsChunk, TlsKind};
 
 /// Bytes kept per direction (the kernel copies at most 8 KiB).
 const STREAM_MAX: usize = 16 * 1024;
+/// What the kernel copies of each direction: a stream this long may have been cut by it.
+const COPIED_PER_DIRECTION: usize = observer_common::tls::DIRECTION_BUDGET as usize;
 /// Pieces kept out of order per direction, waiting for the gap before them.
 const PENDING_MAX: usize = 8;
 /// The largest record TLS allows (2^14 plus expansion).
@@ -329,9 +331,26 @@ impl Flow {
         self.server_hello.as_ref().is_some_and(|s| s.version == "TLSv1.3")
     }
 
+    /// A record cut short by a close: its header claims more than its sender sent before
+    /// closing. Only said when the kernel's copy of that direction was not cut first.
+    pub fn truncated(&self) -> Option<String> {
+        self.close?;
+        self.streams.iter().find_map(|s| {
+            let rest = &s.buf[s.cursor..];
+            if rest.is_empty() || s.buf.len() >= COPIED_PER_DIRECTION {
+                return None;
+            }
+            if rest.len() < 5 {
+                return Some(format!("a record header cut after {} bytes", rest.len()));
+            }
+            let claimed = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+            Some(format!("a record claims {claimed} bytes and stops after {}", rest.len() - 5))
+        })
+    }
+
     /// The flow's outcome, once it has one; `now` and `stall_after` judge a missing ServerHello.
     pub fn outcome(&self, now: Mono, stall_after: Duration) -> Option<Outcome> {
-        if self.malformed.is_some() {
+        if self.malformed.is_some() || self.truncated().is_some() {
             return Some(Outcome::Malformed);
         }
         if self.alert.as_ref().is_some_and(|(_, a)| a.fatal) {

@@ -205,6 +205,19 @@ fn bad_records_are_malformed_and_incomplete_ones_wait() {
 }
 
 #[test]
+fn a_record_that_claims_16_kib_and_stops_at_a_close_is_malformed() {
+    let mut f = Flow::new(client(), server(), Mono(0));
+    f.on_chunk(&data(0, true, 0, &client_hello("cut.test", &[], &[0x0304], 0)));
+    let mut cut = vec![22, 3, 3, 0x40, 0x00];
+    cut.extend_from_slice(&[2; 100]);
+    f.on_chunk(&data(1, false, 0, &cut));
+    assert_eq!(f.outcome(Mono(2), STALL), None, "it may still come");
+    f.on_chunk(&chunk(2, false, TlsKind::Fin, 0, &[]));
+    assert_eq!(f.outcome(Mono(3), STALL), Some(Outcome::Malformed));
+    assert_eq!(f.truncated().as_deref(), Some("a record claims 16384 bytes and stops after 100"));
+}
+
+#[test]
 fn random_bytes_never_panic() {
     // A small xorshift: deterministic, no dependency.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
