@@ -4,7 +4,6 @@
 //! userspace for parsing.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_ktime_get_ns, generated::bpf_skb_load_bytes},
     programs::TcContext,
 };
@@ -27,9 +26,10 @@ use crate::{
 #[unsafe(no_mangle)]
 static DNS_EXTRA_PORTS: [u16; MAX_EXTRA_PORTS as usize] = [0; MAX_EXTRA_PORTS as usize];
 
-/// Wake userspace only once this much is waiting in the ring (set by userspace to a quarter
-/// of the ring); below it, userspace drains on its own timer. A wakeup per message costs
-/// more than the rest of the program.
+/// Wake userspace once per this many bytes a CPU wrote to the ring (set by userspace to a
+/// quarter of the ring divided by the CPUs); in between, userspace drains on its own timer.
+/// A wakeup is an IPI (a VM exit in a guest): one per message, or one per message once the
+/// ring is a quarter full, costs more than the rest of the program.
 #[unsafe(no_mangle)]
 static DNS_WAKEUP_BYTES: u64 = 256 * 1024;
 
@@ -106,6 +106,8 @@ pub struct Scratch {
     /// For a response through NAT: who actually answered.
     answerer: Endpoint,
     _pad: u32,
+    /// Bytes this CPU wrote to the ring since it last woke the reader.
+    produced: u64,
     /// The record for userspace is built here, then only its used part is copied to the ring.
     event: DnsEvent,
 }
@@ -277,8 +279,8 @@ fn emit(ctx: &TcContext, pkt: &mut Packet, offset: usize, len: usize, full_len: 
     // move ten cache lines to the reader for a 40-byte query.
     let record = unsafe { core::slice::from_raw_parts((ev as *const DnsEvent).cast::<u8>(), DNS_EVENT_HEADER + n) };
     let wakeup = unsafe { core::ptr::read_volatile(&DNS_WAKEUP_BYTES) };
-    let flags = if DNS_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= wakeup { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
-    if DNS_EVENTS.output::<[u8]>(record, flags as u64).is_err() {
+    let flags = crate::maps::wakeup_flags(&mut s.produced, record.len() as u64, wakeup);
+    if DNS_EVENTS.output::<[u8]>(record, flags).is_err() {
         count_lost(lost::DNS_RINGBUF_FULL);
     }
 }

@@ -188,3 +188,17 @@ pub fn bump_resolver_all(resolver: &Endpoint, indices: &[usize]) {
 pub fn bump_iface(ifindex: u32, index: usize) {
     bump(&IFACES, &ifindex, index, lost::IFACE_TABLE_FULL);
 }
+
+/// Ring-buffer flags for a record of `len` bytes, given the bytes this CPU produced since its
+/// last wakeup (`produced`, kept per CPU): wake the reader once per `every` bytes. Asking the
+/// ring how much is waiting instead reads the reader's cache line on every record.
+#[inline(always)]
+pub fn wakeup_flags(produced: &mut u64, len: u64, every: u64) -> u64 {
+    *produced += len;
+    if *produced >= every {
+        *produced = 0;
+        aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        aya_ebpf::bindings::BPF_RB_NO_WAKEUP as u64
+    }
+}

@@ -5,7 +5,7 @@
 //! sides have sent application data, or on RST.
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::BPF_NOEXIST,
     helpers::{bpf_ktime_get_ns, generated::bpf_skb_load_bytes},
     programs::TcContext,
 };
@@ -17,7 +17,7 @@ use observer_common::{
 };
 
 use crate::{
-    maps::{FLOW_CACHE, TLS_CONTINUES, TLS_EVENTS, TLS_FIRST_DATA, TLS_FLOWS, count_lost},
+    maps::{FLOW_CACHE, TLS_CONTINUES, TLS_EVENTS, TLS_FIRST_DATA, TLS_FLOWS, count_lost, wakeup_flags},
     tc::{MAX_L4_OFFSET, Packet, addresses, copy_endpoint, field, ptr_at},
 };
 
@@ -71,6 +71,8 @@ pub struct Scratch {
     key: FlowKey,
     /// What `head_from_pages` found.
     head: u64,
+    /// Bytes this CPU wrote to the ring since it last woke the reader.
+    produced: u64,
     tag: u64,
     known: u64,
     event: TlsEvent,
@@ -358,9 +360,9 @@ fn emit(ctx: &TcContext, pkt: &mut Packet, what: u8, from_client: bool, offset: 
     let len = TLS_EVENT_HEADER + n;
     let len = if len > TLS_EVENT_HEADER + CHUNK_MAX { TLS_EVENT_HEADER + CHUNK_MAX } else { len };
     let record = unsafe { core::slice::from_raw_parts((ev as *const TlsEvent).cast::<u8>(), len) };
-    // Handshakes are rare next to DNS: wake userspace once a little has gathered.
-    let flags = if TLS_EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= 64 * 1024 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
-    if TLS_EVENTS.output::<[u8]>(record, flags as u64).is_err() {
+    // Userspace drains every 20 ms; a wakeup per 32 KiB from this CPU (see wakeup_flags).
+    let flags = wakeup_flags(&mut pkt.tls.produced, len as u64, 32 * 1024);
+    if TLS_EVENTS.output::<[u8]>(record, flags).is_err() {
         count_lost(lost::TLS_RINGBUF_FULL);
     }
 }

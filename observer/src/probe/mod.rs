@@ -186,8 +186,10 @@ impl Probe {
         loader.override_global("DNS_EXTRA_PORTS", &extra_ports, true);
         let extra_port_count = cfg.dns_ports.len().min(MAX_EXTRA_PORTS as usize) as u32;
         loader.override_global("DNS_EXTRA_PORT_COUNT", &extra_port_count, true);
-        // Wake userspace when a quarter of the ring is waiting; it drains on a timer otherwise.
-        let wakeup_bytes = u64::from(cfg.dns_ringbuf_bytes) / 4;
+        // Wake userspace when a quarter of the ring may be waiting (each CPU wakes it once per
+        // its share); it drains on a timer otherwise.
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u64;
+        let wakeup_bytes = (u64::from(cfg.dns_ringbuf_bytes) / 4 / cpus).max(4096);
         loader.override_global("DNS_WAKEUP_BYTES", &wakeup_bytes, true);
         loader
             .map_max_entries("TCP_DESTS", cfg.max_destinations)
