@@ -283,11 +283,14 @@ impl DnsLayer {
     }
 
     pub fn on_message(&mut self, msg: &DnsMessage) {
-        if self.iface_events.len() < MAX_IFACES || self.iface_events.contains_key(&msg.ifindex) {
-            let c = self.iface_events.entry(msg.ifindex).or_default();
+        // One lookup per message where one does: this runs for every message on the host.
+        if let Some(c) = self.iface_events.get_mut(&msg.ifindex) {
             c[0] += 1;
             c[1] += u64::from(msg.fragmented);
+        } else if self.iface_events.len() < MAX_IFACES {
+            self.iface_events.insert(msg.ifindex, [1, u64::from(msg.fragmented)]);
         }
+        // Every resolver a message names is reported, whether or not the kernel's table had it.
         let r = self.resolvers.entry(msg.resolver).or_default();
         if let Some(a) = msg.answerer
             && r.answered_by.len() < MAX_ANSWERERS

@@ -24,10 +24,7 @@ pub struct Parsed {
 /// lengths, truncated headers) is an error from simple-dns, never a panic.
 pub fn parse(bytes: &[u8]) -> Result<Parsed, simple_dns::SimpleDnsError> {
     let p = Packet::parse(bytes)?;
-    let qname = p
-        .questions
-        .first()
-        .map(|q| (q.qname.to_string().trim_end_matches('.').to_ascii_lowercase(), qtype_name(q.qtype)));
+    let qname = p.questions.first().map(|q| (name_text(&q.qname), qtype_name(q.qtype)));
     let rcode = match p.rcode() {
         RCODE::NoError => nc::NOERROR,
         RCODE::NameError => nc::NXDOMAIN,
@@ -69,6 +66,24 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, simple_dns::SimpleDnsError> {
     })
 }
 
+/// The name lower-cased, without the trailing dot. Built from the labels' bytes in one
+/// allocation; a name with bytes other than printable ASCII goes through simple-dns's own
+/// text form, which escapes them.
+fn name_text(n: &simple_dns::Name<'_>) -> String {
+    let plain = n.as_bytes().all(|l| l.iter().all(|b| b.is_ascii_graphic() && *b != b'.' && *b != b'\\'));
+    if !plain {
+        return n.to_string().trim_end_matches('.').to_ascii_lowercase();
+    }
+    let mut out = String::with_capacity(64);
+    for label in n.as_bytes() {
+        if !out.is_empty() {
+            out.push('.');
+        }
+        out.extend(label.iter().map(|b| char::from(b.to_ascii_lowercase())));
+    }
+    out
+}
+
 fn qtype_name(q: simple_dns::QTYPE) -> String {
     match q {
         simple_dns::QTYPE::TYPE(t) => format!("{t:?}"),
@@ -78,4 +93,25 @@ fn qtype_name(q: simple_dns::QTYPE) -> String {
 
 pub fn dns_id(bytes: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([*bytes.first()?, *bytes.get(1)?]))
+}
+
+#[cfg(test)]
+mod tests {
+    use simple_dns::{CLASS, Name, Packet, Question, TYPE};
+
+    fn query(name: &str) -> Vec<u8> {
+        let mut p = Packet::new_query(7);
+        p.questions.push(Question::new(Name::new_unchecked(name), TYPE::AAAA.into(), CLASS::IN.into(), false));
+        p.build_bytes_vec().unwrap()
+    }
+
+    #[test]
+    fn names_are_lower_cased_without_the_root_dot_and_odd_bytes_are_escaped() {
+        let (name, qtype) = super::parse(&query("Api.Example.COM")).unwrap().qname.unwrap();
+        assert_eq!((name.as_str(), qtype.as_str()), ("api.example.com", "AAAA"));
+        assert_eq!(super::parse(&query("Api.Example.COM.")).unwrap().qname.unwrap().0, "api.example.com");
+        // A label with a space: simple-dns's text form, as before.
+        let odd = super::parse(&query("a b.test")).unwrap().qname.unwrap().0;
+        assert!(odd.ends_with(".test") && odd.starts_with('a'), "{odd}");
+    }
 }
