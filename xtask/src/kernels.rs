@@ -1,8 +1,8 @@
 //! `cargo xtask test-kernels`: boot Debian 12's stock kernel (6.1, from Debian's package) in
 //! qemu under TCG, with a busybox initramfs that holds the release observer and the test
 //! peer, and check what observer reports from inside: every program loads and attaches
-//! (classic TC: 6.1 has no TCX), refused connects and DNS over lo are counted, and a clean
-//! exit leaves no filter or qdisc behind. A second run puts a VLAN device and a bond on veths
+//! (classic TC: 6.1 has no TCX), refused connects, DNS and TLS handshakes (a stalled one, a
+//! cut one) over lo are counted, and a clean exit leaves no filter or qdisc behind. A second run puts a VLAN device and a bond on veths
 //! (drivers this machine's own kernel lacks) and checks that each message is counted once.
 
 use std::{
@@ -25,7 +25,9 @@ for m in $(cat /modules/order); do insmod "/modules/$m" || echo "=== INSMOD FAIL
 ip link set lo up
 echo "=== KERNEL $(uname -r)"
 /peer dns-echo 127.0.0.1:53 &
-/observer --format json --interval 1 --duration 20 > /out.json 2> /err.txt &
+/peer tcp-hold 127.0.0.1:10443 &
+/peer tls-truncated 127.0.0.1:11443 &
+/observer --format json --interval 1 --duration 20 --set tls.stall_after_s=1 > /out.json 2> /err.txt &
 obs=$!
 i=0
 while ! grep -q "observer: attached" /err.txt && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done
@@ -33,6 +35,8 @@ echo "=== QDISC WHILE RUNNING"
 tc qdisc show dev lo
 /peer dns-flood 127.0.0.1:53 20 1
 for p in 1 2 3; do nc 127.0.0.1 9 </dev/null; done
+/peer tls-big-hello 127.0.0.1:10443 stall.test
+/peer tls-big-hello 127.0.0.1:11443 cut.test
 wait $obs
 echo "=== EXIT $?"
 echo "=== STDERR"
@@ -207,6 +211,12 @@ pub fn run(root: &Path, bin: &Path, tally: &mut (u64, u64)) -> anyhow::Result<()
         stacked["dns"]["per_interface"].as_array().and_then(|a| a.iter().find(|i| i["interface"] == iface)).map_or(0, |i| i["total"]["dns_duplicates"].as_u64().unwrap_or(0))
     };
     let dest = report["tcp"]["destinations"].as_array().and_then(|ds| ds.iter().find(|d| d["dest"] == "127.0.0.1:9"));
+    let tls = |dest: &str, sni: &str, outcome: &str| {
+        let t = report["tls"]["targets"].as_array().and_then(|ts| ts.iter().find(|t| t["dest"] == dest && t["sni"] == sni));
+        (t.is_some_and(|t| t["total"][outcome] == 1 && t["total"]["handshakes"] == 1), format!("{dest} {sni}: {}", t.cloned().unwrap_or_default()))
+    };
+    let (stalled, stalled_detail) = tls("127.0.0.1:10443", "stall.test", "stalled");
+    let (cut, cut_detail) = tls("127.0.0.1:11443", "cut.test", "malformed");
     let checks: Vec<(&str, bool, String)> = vec![
         ("boots_debian_6_1", kernel.starts_with("6.1."), format!("kernel {kernel:?}")),
         (
@@ -243,6 +253,8 @@ pub fn run(root: &Path, bin: &Path, tally: &mut (u64, u64)) -> anyhow::Result<()
             format!("{bond_detail}; duplicates on v2 and bond1: {}", dups("v2") + dups("bond1")),
         ),
         ("every_module_loads", !console.contains("=== INSMOD FAILED"), "insmod".into()),
+        ("a_tls_client_hello_with_no_answer_is_stalled", stalled, stalled_detail),
+        ("a_tls_record_cut_by_a_close_is_malformed", cut, cut_detail),
         (
             "refused_connects_are_counted",
             dest.is_some_and(|d| d["total"]["refused"] == 3),

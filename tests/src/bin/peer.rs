@@ -382,8 +382,13 @@ fn tls_truncated(addr: &str) {
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        let mut buf = [0u8; 4096];
-        let _ = stream.read(&mut buf);
+        // The whole ClientHello record first, however many segments it came in.
+        let mut header = [0u8; 5];
+        if stream.read_exact(&mut header).is_err() {
+            continue;
+        }
+        let mut body = vec![0u8; usize::from(u16::from_be_bytes([header[3], header[4]]))];
+        let _ = stream.read_exact(&mut body);
         let mut cut = vec![22, 3, 3, 0x40, 0x00];
         cut.extend_from_slice(&[2; 100]);
         let _ = stream.write_all(&cut);
