@@ -7,7 +7,7 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, generated::bpf_skb_load_bytes},
     programs::TcContext,
 };
-use network_types::{tcp::TcpHdr, udp::UdpHdr};
+use network_types::udp::UdpHdr;
 use observer_common::{
     dns::{
         CAPTURE_MAX, DNS_EVENT_HEADER, DUPLICATE_WINDOW_NS, DnsEvent, DnsKey, DnsPending, MAX_EXTRA_PORTS, dns_counter as dc,
@@ -19,7 +19,7 @@ use observer_common::{
 
 use crate::{
     maps::{DNS_EVENTS, DNS_PENDING, DNS_RECENT, bump_iface, bump_resolver, bump_resolver_all, count_lost},
-    tc::{Fragment, MAX_L4_OFFSET, Packet, addresses, clear_endpoint, copy_endpoint, field, ptr_at},
+    tc::{Fragment, MAX_L4_OFFSET, Packet, Tcp, addresses, clear_endpoint, copy_endpoint, field, ptr_at},
 };
 
 /// Extra DNS ports besides 53 (`--dns-port`); 0 marks an unused slot. Set by userspace.
@@ -225,23 +225,15 @@ pub fn on_udp(ctx: &TcContext, pkt: &mut Packet) {
 
 /// DNS over TCP is counted per resolver, not parsed.
 #[inline(always)]
-pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet) {
-    let l4 = pkt.l4;
-    if l4 > MAX_L4_OFFSET {
-        return;
-    }
-    let Some(tcp) = ptr_at::<TcpHdr>(ctx, l4) else { return };
-    let (sport, dport) = (u16::from_be(field(tcp, 0)), u16::from_be(field(tcp, 2)));
-    let (to_dns, from_dns) = (dport == 53, sport == 53);
+pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet, t: &Tcp) {
+    let (to_dns, from_dns) = (t.dport == 53, t.sport == 53);
     if !to_dns && !from_dns {
         return;
     }
-    // Data offset: the high nibble of byte 12, in 32-bit words.
-    let header = (field::<_, u8>(tcp, 12) >> 4) as usize * 4;
     if addresses(ctx, pkt).is_none() {
         return;
     }
-    if ctx.len() as usize > l4 + header {
+    if ctx.len() as usize > t.payload {
         let mut resolver = if to_dns { pkt.dst } else { pkt.src };
         resolver.port = 53;
         bump_resolver(&resolver, dc::TCP_SEGMENTS);

@@ -6,6 +6,7 @@ use aya_ebpf::{bindings::TC_ACT_UNSPEC, programs::TcContext};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
 };
 use observer_common::{
     dns::iface_counter as ic,
@@ -68,6 +69,33 @@ pub struct Packet {
     /// The branches' own scratch space.
     pub dns: dns::Scratch,
     pub tls: tls::Scratch,
+}
+
+/// The TCP header's fields that the branches use, read once for all of them.
+pub struct Tcp {
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub flags: u8,
+    /// Offset of the payload from the start of the packet data.
+    pub payload: usize,
+}
+
+#[inline(always)]
+fn tcp_header(ctx: &TcContext, pkt: &Packet) -> Option<Tcp> {
+    let l4 = pkt.l4;
+    if l4 > MAX_L4_OFFSET {
+        return None;
+    }
+    let tcp = ptr_at::<TcpHdr>(ctx, l4)?;
+    Some(Tcp {
+        sport: u16::from_be(field(tcp, 0)),
+        dport: u16::from_be(field(tcp, 2)),
+        seq: u32::from_be(field(tcp, 4)),
+        flags: field(tcp, 13),
+        // Data offset: the high nibble of byte 12, in 32-bit words.
+        payload: l4 + (field::<_, u8>(tcp, 12) >> 4) as usize * 4,
+    })
 }
 
 /// A bounds-checked pointer into the packet's linear data.
@@ -158,8 +186,10 @@ pub fn handle<const L2: bool>(ctx: &TcContext, direction: u8) {
     match pkt.proto {
         IPPROTO_UDP => dns::on_udp(ctx, pkt),
         IPPROTO_TCP => {
-            dns::on_tcp(ctx, pkt);
-            tls::on_tcp(ctx, pkt);
+            if let Some(t) = tcp_header(ctx, pkt) {
+                dns::on_tcp(ctx, pkt, &t);
+                tls::on_tcp(ctx, pkt, &t);
+            }
         }
         _ => {}
     }

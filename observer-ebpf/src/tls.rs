@@ -9,7 +9,6 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, generated::bpf_skb_load_bytes},
     programs::TcContext,
 };
-use network_types::tcp::TcpHdr;
 use observer_common::{
     lost,
     tcp::Endpoint,
@@ -18,7 +17,7 @@ use observer_common::{
 
 use crate::{
     maps::{FLOW_CACHE, TLS_CONTINUES, TLS_EVENTS, TLS_FIRST_DATA, TLS_FLOWS, count_lost, wakeup_flags},
-    tc::{MAX_L4_OFFSET, Packet, addresses, copy_endpoint, field, ptr_at},
+    tc::{Packet, Tcp, addresses, copy_endpoint, field, ptr_at},
 };
 
 const CONTENT_CHANGE_CIPHER_SPEC: u8 = 20;
@@ -159,17 +158,9 @@ fn head_from_pages(ctx: &TcContext, pkt: &mut Packet, payload: u32, ports_flags:
 }
 
 #[inline(always)]
-pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet) {
-    let l4 = pkt.l4;
-    if l4 > MAX_L4_OFFSET {
-        return;
-    }
-    let Some(tcp) = ptr_at::<TcpHdr>(ctx, l4) else { return };
-    let flags: u8 = field(tcp, 13);
-    let (sport, dport) = (u16::from_be(field(tcp, 0)), u16::from_be(field(tcp, 2)));
-    let payload = l4 + (field::<_, u8>(tcp, 12) >> 4) as usize * 4;
+pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet, t: &Tcp) {
+    let (sport, dport, flags, payload, seq) = (t.sport, t.dport, t.flags, t.payload, t.seq);
     let plen = (ctx.len() as usize).saturating_sub(payload);
-    let seq = u32::from_be(field(tcp, 4));
     let slot = u32::from(sport ^ dport) & (CONTINUE_SLOTS - 1);
     if flags & SYN != 0 {
         // A new connection may reuse the ports (and hash) of one remembered as not TLS.
