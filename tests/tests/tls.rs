@@ -88,6 +88,23 @@ fn healthy_handshakes_complete_with_sni_version_and_latency_and_stay_healthy() {
     assert_eq!(t["version"], "TLSv1.3");
     assert!(t["offered_alpn"].to_string().contains("http/1.1"), "{t:#}");
     assert_eq!(t["certificate_note"].as_str().map(|n| n.contains("TLS 1.3")), Some(true));
+    // TLS 1.2 completes too, and its certificate is in the clear: issued by the test CA,
+    // valid, covering the SNI.
+    assert!(s.curl("good.test", 443, &format!("{} --tls-max 1.2", s.with_ca())));
+    let r = obs
+        .wait_for(Duration::from_secs(5), |r| total(r, &dest, "good.test", "completed") == 6)
+        .expect("the TLS 1.2 handshake completes");
+    let c = &target(&r, &dest, "good.test").unwrap()["certificate"];
+    assert_eq!((c["issuer"].as_str(), c["covers_sni"].as_bool(), c["expired"].as_bool()), (Some("CN=observer test CA"), Some(true), Some(false)), "{c:#}");
+    // A client that skips verification (-k) completes with a name the certificate does not
+    // cover: the facts say so, and a completed handshake is not a failure.
+    assert!(s.curl("other.test", 9443, "-k --tls-max 1.2"));
+    let mismatch = s.dest(9443);
+    let r = obs
+        .wait_for(Duration::from_secs(5), |r| total(r, &mismatch, "other.test", "completed") == 1)
+        .expect("the -k handshake completes");
+    let c = &target(&r, &mismatch, "other.test").unwrap()["certificate"];
+    assert_eq!((c["covers_sni"].as_bool(), c["expired"].as_bool()), (Some(false), Some(true)), "{c:#}");
     let all = obs.reports();
     obs.stop();
     for rep in &all {
