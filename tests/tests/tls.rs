@@ -96,6 +96,16 @@ fn healthy_handshakes_complete_with_sni_version_and_latency_and_stay_healthy() {
         .expect("the TLS 1.2 handshake completes");
     let c = &target(&r, &dest, "good.test").unwrap()["certificate"];
     assert_eq!((c["issuer"].as_str(), c["covers_sni"].as_bool(), c["expired"].as_bool()), (Some("CN=observer test CA"), Some(true), Some(false)), "{c:#}");
+    // A health check: a TLS 1.2 handshake, then a close with no data (openssl s_client with
+    // nothing to send). Both Finished messages went by: completed, not aborted.
+    s.pair.client.run(&format!(
+        "openssl s_client -connect {dest} -servername good.test -tls1_2 -CAfile {} </dev/null >/dev/null 2>&1",
+        s.certs.path("ca.pem")
+    ));
+    let r = obs
+        .wait_for(Duration::from_secs(5), |r| total(r, &dest, "good.test", "completed") == 7)
+        .unwrap_or_else(|| panic!("the health check did not complete: {:#}", obs.reports().last().map(|r| r.0["tls"].clone()).unwrap_or_default()));
+    assert_eq!(total(&r, &dest, "good.test", "aborted"), 0);
     // A client that skips verification (-k) completes with a name the certificate does not
     // cover: the facts say so, and a completed handshake is not a failure.
     assert!(s.curl("other.test", 9443, "-k --tls-max 1.2"));

@@ -138,6 +138,10 @@ pub struct Flow {
     pub alert: Option<(Mono, Alert)>,
     /// The first application data of the client (0) and of the server (1).
     pub app: [Option<Mono>; 2],
+    /// When each side sent ChangeCipherSpec: with TLS 1.2 and earlier, both sides having
+    /// sent it (and their Finished after it) is a completed handshake, even when no data
+    /// follows (a load balancer's health check).
+    pub ccs: [Option<Mono>; 2],
     pub close: Option<Close>,
     pub malformed: Option<String>,
 }
@@ -187,6 +191,7 @@ impl Flow {
             cert: None,
             alert: None,
             app: [None, None],
+            ccs: [None, None],
             close: None,
             malformed: None,
         }
@@ -248,7 +253,10 @@ impl Flow {
     fn on_record(&mut self, d: usize, at: Mono, hdr: &tls_parser::TlsRecordHeader, data: &[u8]) {
         let from_client = d == 0;
         match hdr.record_type {
-            TlsRecordType::ChangeCipherSpec => self.streams[d].encrypted = true,
+            TlsRecordType::ChangeCipherSpec => {
+                self.streams[d].encrypted = true;
+                self.ccs[d].get_or_insert(at);
+            }
             // TLS 1.3 sends its encrypted handshake as application data too; an encrypted
             // alert is not the peer's data.
             TlsRecordType::ApplicationData if data.len() != ENCRYPTED_ALERT_LEN => {
@@ -356,7 +364,7 @@ impl Flow {
         if self.alert.as_ref().is_some_and(|(_, a)| a.fatal) {
             return Some(Outcome::Alert);
         }
-        if self.app[0].is_some() && self.app[1].is_some() {
+        if self.done_at().is_some() {
             return Some(Outcome::Completed);
         }
         if self.close.is_some() {
@@ -373,9 +381,23 @@ impl Flow {
         self.server_hello.as_ref().map(|s| s.at.since(self.started))
     }
 
-    /// ClientHello to application data in both directions.
+    /// When the handshake was done: application data in both directions, or (TLS 1.2 and
+    /// earlier) ChangeCipherSpec from both sides. TLS 1.3 sends ChangeCipherSpec only for
+    /// middleboxes, so it proves nothing there.
+    fn done_at(&self) -> Option<Mono> {
+        if let (Some(a), Some(b)) = (self.app[0], self.app[1]) {
+            return Some(a.max(b));
+        }
+        let pre13 = self.server_hello.as_ref().is_some_and(|s| s.version != "TLSv1.3");
+        match (pre13, self.ccs[0], self.ccs[1]) {
+            (true, Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        }
+    }
+
+    /// ClientHello to a completed handshake (see `done_at`).
     pub fn complete_latency(&self) -> Option<Duration> {
-        Some(self.app[0]?.max(self.app[1]?).since(self.started))
+        Some(self.done_at()?.since(self.started))
     }
 }
 

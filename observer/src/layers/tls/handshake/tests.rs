@@ -179,6 +179,35 @@ fn an_encrypted_alert_then_a_close_after_server_hello_is_aborted_by_the_client()
 }
 
 #[test]
+fn a_tls12_handshake_closed_after_both_finished_messages_is_completed() {
+    // A health check: full handshake, then a close, no data.
+    let mut f = Flow::new(client(), server(), Mono(0));
+    let ch = client_hello("lb.test", &[], &[0x0303], 0);
+    f.on_chunk(&data(0, true, 0, &ch));
+    let sh = server_hello(0xc02f, false);
+    f.on_chunk(&data(2, false, 0, &sh));
+    let mut fin = record(22, &[16, 0, 0, 1, 0]);
+    fin.extend(record(20, &[1]));
+    fin.extend(record(22, &[0x55; 40]));
+    f.on_chunk(&data(3, true, ch.len() as u32, &fin));
+    assert_eq!(f.outcome(Mono(3_500_000), STALL), None);
+    let mut server_fin = record(20, &[1]);
+    server_fin.extend(record(22, &[0x66; 40]));
+    f.on_chunk(&data(4, false, sh.len() as u32, &server_fin));
+    assert_eq!(f.outcome(Mono(4_000_001), STALL), Some(Outcome::Completed));
+    assert_eq!(f.complete_latency(), Some(Duration::from_millis(4)));
+    assert!(f.malformed.is_none(), "encrypted Finished records are not parsed");
+    // The same under TLS 1.3 proves nothing: its ChangeCipherSpec is for middleboxes.
+    let mut g = Flow::new(client(), server(), Mono(0));
+    g.on_chunk(&data(0, true, 0, &ch));
+    let mut sh13 = server_hello(0x1301, true);
+    sh13.extend(record(20, &[1]));
+    g.on_chunk(&data(2, false, 0, &sh13));
+    g.on_chunk(&data(3, true, ch.len() as u32, &record(20, &[1])));
+    assert_eq!(g.outcome(Mono(3_000_001), STALL), None);
+}
+
+#[test]
 fn no_server_hello_within_the_timeout_is_stalled() {
     let mut f = Flow::new(client(), server(), Mono(0));
     f.on_chunk(&data(0, true, 0, &client_hello("slow.test", &[], &[0x0304], 0)));
