@@ -18,6 +18,11 @@ error_share = 0.05
 min_errors = 1
 # Queries with no response within --dns-timeout.
 min_unanswered = 1
+# A resolver is silent when it has answered nothing since a query that has waited at least
+# this many times its own since-start p99 ...
+overdue_factor = 10.0
+# ... and at least this long: named within about 2 s instead of after the timeout.
+overdue_floor_ms = 1000.0
 # Lookup p95 at or above this is a red flag (a healthy baseline is under 100-200 ms).
 p95_ms = 200.0
 # Lookup p95 at or above this many times the resolver's own since-start median ...
@@ -68,6 +73,8 @@ pub struct DnsThresholds {
     pub error_share: f64,
     pub min_errors: u64,
     pub min_unanswered: u64,
+    pub overdue_factor: f64,
+    pub overdue_floor_ms: f64,
     pub p95_ms: f64,
     pub baseline_factor: f64,
     pub baseline_floor_ms: f64,
@@ -106,6 +113,8 @@ impl Default for DnsThresholds {
             error_share: 0.05,
             min_errors: 1,
             min_unanswered: 1,
+            overdue_factor: 10.0,
+            overdue_floor_ms: 1000.0,
             p95_ms: 200.0,
             baseline_factor: 5.0,
             baseline_floor_ms: 20.0,

@@ -62,6 +62,22 @@ fn an_unanswered_resolver_makes_dns_suspect() {
     obs.stop();
 }
 
+/// With the default 5 s timeout, a resolver that has answered nothing since a query is named
+/// within 2 s anyway (dns.silent), long before its queries count as unanswered.
+#[test]
+fn a_silent_resolver_is_named_before_the_timeout() {
+    require_root();
+    let pair = Pair::new("v-silent5");
+    pair.server.nft_drop_input("udp dport 53");
+    let obs = Observer::start(&pair.client, &[]);
+    let start = Instant::now();
+    let client = pair.client.spawn(&format!("dig +tries=1 +retry=0 +timeout=4 @{} api.test", pair.server_ip()));
+    let r = assert_only_suspect(&obs, "dns", start, "silent resolver");
+    assert_eq!(r.0["verdicts"]["dns"]["rules"].to_string(), r#"["dns.silent"]"#, "not yet unanswered");
+    drop(client);
+    obs.stop();
+}
+
 #[test]
 fn a_refused_port_makes_tcp_suspect() {
     require_root();

@@ -116,6 +116,11 @@ struct ResolverState {
     user_total: [u64; rc::COUNT],
     user: WindowedCounts<{ rc::COUNT }>,
     latency: LatencyWindow,
+    /// When it last answered anything.
+    last_response: Option<Mono>,
+    /// At the last reading: queries waiting for it that it has answered nothing since, and
+    /// how long the oldest of them has waited.
+    silent: (u64, Duration),
 }
 
 #[derive(Debug, Default)]
@@ -196,6 +201,10 @@ pub struct ResolverView {
     /// NXDOMAINs too fresh to judge: a search-list success may still explain them.
     #[serde(skip)]
     pub nxdomain_in_grace: u64,
+    /// Queries waiting for it, at the last reading, that it has answered nothing since they
+    /// were sent; and how long the oldest of them has waited (ms).
+    pub silent_queries: u64,
+    pub silent_for_ms: u64,
     pub window: DnsPeriod,
     pub total: DnsPeriod,
 }
@@ -292,6 +301,9 @@ impl DnsLayer {
         }
         // Every resolver a message names is reported, whether or not the kernel's table had it.
         let r = self.resolvers.entry(msg.resolver).or_default();
+        if msg.is_response {
+            r.last_response = Some(r.last_response.map_or(msg.at, |t| t.max(msg.at)));
+        }
         if let Some(a) = msg.answerer
             && r.answered_by.len() < MAX_ANSWERERS
         {
@@ -407,6 +419,20 @@ impl DnsLayer {
             self.bump_resolver(resolver, rc::UNANSWERED);
             self.name((qname, qtype)).total[nc::UNANSWERED] += 1;
         }
+        // Queries still waiting that their resolver has answered nothing since: a resolver
+        // gone silent shows here long before the unanswered timeout.
+        for r in self.resolvers.values_mut() {
+            r.silent = (0, Duration::ZERO);
+        }
+        for ((_, resolver, _), waiting) in &self.pending {
+            let Some(r) = self.resolvers.get_mut(resolver) else { continue };
+            for p in waiting {
+                if r.last_response.is_none_or(|t| t < p.at) {
+                    r.silent.0 += 1;
+                    r.silent.1 = r.silent.1.max(now.since(p.at));
+                }
+            }
+        }
 
         let window = self.cfg.window;
         self.iface_names.extend(snap.names.iter().cloned());
@@ -476,6 +502,8 @@ impl DnsLayer {
                 resolver: *a,
                 answered_by: r.answered_by.iter().copied().collect(),
                 nxdomain_in_grace: in_grace.get(a).copied().unwrap_or(0),
+                silent_queries: r.silent.0,
+                silent_for_ms: r.silent.1.as_millis() as u64,
                 window: period(r.kernel.window(), r.user.window(), r.latency.window()),
                 total: period(r.kernel.total(), r.user.total(), r.latency.total()),
             })

@@ -86,6 +86,21 @@ fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
                 )),
             });
         }
+        // A resolver gone silent, named before its queries time out: queries it has answered
+        // nothing since, the oldest waiting longer than its own p99 many times over.
+        let overdue_ms = t.overdue_floor_ms.max(t.overdue_factor * r.total.latency_us.p99 as f64 / 1000.0);
+        if r.silent_queries >= t.min_unanswered && r.silent_for_ms as f64 >= overdue_ms {
+            hits.push(Hit {
+                rule: "dns.silent",
+                destination: dest,
+                evidence: Some(format!(
+                    "DNS: {} queries to {dest} waiting up to {:.1} s, with no response from it since the first of them (silent resolver; they count as unanswered after {})",
+                    r.silent_queries,
+                    r.silent_for_ms as f64 / 1000.0,
+                    secs(view.unanswered_after.as_secs_f64())
+                )),
+            });
+        }
         if unanswered >= t.min_unanswered {
             hits.push(Hit {
                 rule: "dns.unanswered",

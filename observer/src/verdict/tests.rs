@@ -36,6 +36,8 @@ fn resolver(kernel: &[(usize, u64)], parsed: &[(usize, u64)], window_lat: Latenc
         resolver: R.parse().unwrap(),
         answered_by: vec![],
         nxdomain_in_grace: 0,
+        silent_queries: 0,
+        silent_for_ms: 0,
         window: period(kernel, parsed, window_lat),
         total: period(kernel, parsed, lat(100, baseline_p50_us * 2, baseline_p50_us)),
     }
@@ -156,6 +158,28 @@ fn dns_unanswered_fires_at_one() {
     assert_eq!(v.evidence, ["DNS: 1 queries to 10.0.0.2:53 unanswered (no response within 5 s) in the last 10 s"]);
     let v = dns_with(&[(kc::QUERIES, 3), (kc::RESPONSES, 3)], &[], LatencySummary::default(), 0).dns(&cfg);
     assert_eq!(v.verdict, State::Healthy);
+}
+
+#[test]
+fn dns_silent_fires_at_the_floor_or_ten_times_the_resolvers_p99() {
+    let cfg = Config::default();
+    let silent = |queries: u64, for_ms: u64, baseline_p50_us: u64| {
+        let mut d = dns_with(&[(kc::QUERIES, 3)], &[], LatencySummary::default(), baseline_p50_us);
+        d.resolvers[0].silent_queries = queries;
+        d.resolvers[0].silent_for_ms = for_ms;
+        d.dns(&cfg)
+    };
+    assert_eq!(silent(2, 999, 0).verdict, State::Healthy);
+    let v = silent(2, 1000, 0);
+    assert_eq!(fired(&v), ["dns.silent"]);
+    assert_eq!(
+        v.evidence,
+        ["DNS: 2 queries to 10.0.0.2:53 waiting up to 1.0 s, with no response from it since the first of them (silent resolver; they count as unanswered after 5 s)"]
+    );
+    // A resolver whose p99 is 200 ms (the helper sets p99 to twice the p50) gets 2 s.
+    assert_eq!(silent(1, 1999, 100_000).verdict, State::Healthy);
+    assert_eq!(fired(&silent(1, 2000, 100_000)), ["dns.silent"]);
+    assert_eq!(silent(0, 5000, 0).verdict, State::Healthy, "nothing waiting, nothing silent");
 }
 
 #[test]

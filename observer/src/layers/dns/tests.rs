@@ -254,3 +254,25 @@ fn per_interface_figures_join_the_events_counts_and_the_kernels() {
     let json = serde_json::to_string(&eth0.total).unwrap();
     assert!(json.starts_with(r#"{"dns_messages":2,"dns_duplicates":3,"dns_fragmented":1,"#), "{json}");
 }
+
+#[test]
+fn queries_a_resolver_answered_nothing_since_are_silent_and_a_later_answer_clears_them() {
+    let mut l = DnsLayer::new(cfg());
+    let snap = DnsSnapshot::default();
+    l.on_message(&msg(0, R1, false, query(1, "a.test")));
+    l.on_message(&msg(2, R1, true, reply(1, "a.test", RCODE::NoError, &[[10, 0, 0, 1]])));
+    // Two queries it never answers, and one to another resolver that answers.
+    l.on_message(&msg(100, R1, false, query(2, "b.test")));
+    l.on_message(&msg(600, R1, false, query(3, "c.test")));
+    l.on_message(&msg(100, R2, false, query(4, "d.test")));
+    l.on_message(&msg(103, R2, true, reply(4, "d.test", RCODE::NoError, &[[10, 0, 0, 2]])));
+    l.on_snapshot(Mono(1600 * MS), &snap);
+    let v = l.resolvers();
+    assert_eq!((resolver(&v, R1).silent_queries, resolver(&v, R1).silent_for_ms), (2, 1500));
+    assert_eq!(resolver(&v, R2).silent_queries, 0);
+    // An answer to anything clears it: the resolver is slow or lossy, not silent.
+    l.on_message(&msg(1700, R1, false, query(5, "e.test")));
+    l.on_message(&msg(1701, R1, true, reply(5, "e.test", RCODE::NoError, &[[10, 0, 0, 3]])));
+    l.on_snapshot(Mono(2600 * MS), &snap);
+    assert_eq!(resolver(&l.resolvers(), R1).silent_queries, 0);
+}
