@@ -37,6 +37,10 @@ const TLS_PORT: u16 = 443;
 const UNKNOWN: u64 = 0;
 const NOT_TLS: u64 = 1;
 const TRACKED: u64 = 2;
+/// Wake userspace once per this many bytes a CPU wrote to the TLS ring (set by userspace to
+/// a quarter of the ring divided by the CPUs, as for DNS).
+#[unsafe(no_mangle)]
+static TLS_WAKEUP_BYTES: u64 = 32 * 1024;
 /// Slots of [`FLOW_CACHE`]; a power of two.
 pub const FLOW_CACHE_SLOTS: u32 = 16384;
 /// Payloads larger than this are not TLS handshake packets (see `on_tcp`).
@@ -351,8 +355,9 @@ fn emit(ctx: &TcContext, pkt: &mut Packet, what: u8, from_client: bool, offset: 
     let len = TLS_EVENT_HEADER + n;
     let len = if len > TLS_EVENT_HEADER + CHUNK_MAX { TLS_EVENT_HEADER + CHUNK_MAX } else { len };
     let record = unsafe { core::slice::from_raw_parts((ev as *const TlsEvent).cast::<u8>(), len) };
-    // Userspace drains every 20 ms; a wakeup per 32 KiB from this CPU (see wakeup_flags).
-    let flags = wakeup_flags(&mut pkt.tls.produced, len as u64, 32 * 1024);
+    // Userspace drains every 20 ms; a wakeup per share of the ring from this CPU.
+    let every = unsafe { core::ptr::read_volatile(&TLS_WAKEUP_BYTES) };
+    let flags = wakeup_flags(&mut pkt.tls.produced, len as u64, every);
     if TLS_EVENTS.output::<[u8]>(record, flags).is_err() {
         count_lost(lost::TLS_RINGBUF_FULL);
     }

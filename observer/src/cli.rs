@@ -108,6 +108,14 @@ pub struct Cli {
     #[arg(long, default_value_t = 1024, value_parser = ringbuf_kib, env = "OBSERVER_DNS_RINGBUF_KIB")]
     pub dns_ringbuf_kib: u32,
 
+    /// Size of the kernel's table of TLS handshakes in progress (LRU).
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(64..=1_048_576), env = "OBSERVER_MAX_TLS_FLOWS")]
+    pub max_tls_flows: u32,
+
+    /// TLS handshake ring buffer size in KiB (a power of two, at least 4).
+    #[arg(long, default_value_t = 512, value_parser = ringbuf_kib, env = "OBSERVER_TLS_RINGBUF_KIB")]
+    pub tls_ringbuf_kib: u32,
+
     /// How to attach the TC program: `tcx` links (Linux 6.6+, first in the chain), `classic`
     /// clsact filters (any kernel; created and removed by observer), or `auto`: TCX where the
     /// kernel has it.
@@ -179,6 +187,10 @@ mod tests {
         assert!(err.to_string().contains("power of two"), "{err}");
         let err = Cli::try_parse_from(["observer", "--max-destinations", "1"]).unwrap_err();
         assert!(err.to_string().contains("16"), "{err}");
+        let err = Cli::try_parse_from(["observer", "--tls-ringbuf-kib", "3"]).unwrap_err();
+        assert!(err.to_string().contains("power of two"), "{err}");
+        let err = Cli::try_parse_from(["observer", "--max-tls-flows", "10"]).unwrap_err();
+        assert!(err.to_string().contains("64"), "{err}");
     }
 
     #[test]

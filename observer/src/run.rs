@@ -125,6 +125,8 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
         ringbuf_bytes: cli.ringbuf_kib * 1024,
         max_resolvers: cli.max_resolvers,
         dns_ringbuf_bytes: cli.dns_ringbuf_kib * 1024,
+        max_tls_flows: cli.max_tls_flows,
+        tls_ringbuf_bytes: cli.tls_ringbuf_kib * 1024,
         dns_ports: cli.dns_ports.clone(),
         interfaces: cli.interfaces.clone(),
         tc_baseline: cli.tc_baseline,

@@ -98,6 +98,8 @@ pub struct ProbeConfig {
     pub ringbuf_bytes: u32,
     pub max_resolvers: u32,
     pub dns_ringbuf_bytes: u32,
+    pub max_tls_flows: u32,
+    pub tls_ringbuf_bytes: u32,
     /// DNS ports besides 53.
     pub dns_ports: Vec<u16>,
     /// Watch only these interfaces (empty: all that are up).
@@ -191,13 +193,17 @@ impl Probe {
         let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u64;
         let wakeup_bytes = (u64::from(cfg.dns_ringbuf_bytes) / 4 / cpus).max(4096);
         loader.override_global("DNS_WAKEUP_BYTES", &wakeup_bytes, true);
+        let tls_wakeup_bytes = (u64::from(cfg.tls_ringbuf_bytes) / 4 / cpus).max(1024);
+        loader.override_global("TLS_WAKEUP_BYTES", &tls_wakeup_bytes, true);
         loader
             .map_max_entries("TCP_DESTS", cfg.max_destinations)
             .map_max_entries("TCP_PORTS", cfg.max_ports)
             .map_max_entries("CONNS", cfg.max_connections)
             .map_max_entries("CONNECT_EVENTS", cfg.ringbuf_bytes)
             .map_max_entries("DNS_RESOLVERS", cfg.max_resolvers)
-            .map_max_entries("DNS_EVENTS", cfg.dns_ringbuf_bytes);
+            .map_max_entries("DNS_EVENTS", cfg.dns_ringbuf_bytes)
+            .map_max_entries("TLS_FLOWS", cfg.max_tls_flows)
+            .map_max_entries("TLS_EVENTS", cfg.tls_ringbuf_bytes);
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .context("loading observer's eBPF object into the kernel failed")?;
