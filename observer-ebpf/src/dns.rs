@@ -19,7 +19,7 @@ use observer_common::{
 
 use crate::{
     maps::{DNS_EVENTS, DNS_PENDING, DNS_RECENT, bump_iface, bump_resolver, bump_resolver_all, count_lost},
-    tc::{Fragment, MAX_L4_OFFSET, Packet, Tcp, addresses, clear_endpoint, copy_endpoint, field, ptr_at},
+    tc::{Fragment, MAX_L4_OFFSET, Packet, Tcp, clear_endpoint, copy_endpoint, endpoints, field, ptr_at},
 };
 
 /// Extra DNS ports besides 53 (`--dns-port`); 0 marks an unused slot. Set by userspace.
@@ -130,11 +130,9 @@ pub fn on_udp(ctx: &TcContext, pkt: &mut Packet) {
     if !to_dns && !from_dns {
         return;
     }
-    if addresses(ctx, pkt).is_none() {
+    if endpoints(ctx, pkt, sport, dport).is_none() {
         return;
     }
-    pkt.src.port = sport;
-    pkt.dst.port = dport;
     let payload = l4 + UdpHdr::LEN;
     let udp_payload = (u16::from_be(udp_len) as usize).saturating_sub(UdpHdr::LEN);
     let len = udp_payload.min((ctx.len() as usize).saturating_sub(payload));
@@ -230,13 +228,11 @@ pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet, t: &Tcp) {
     if !to_dns && !from_dns {
         return;
     }
-    if addresses(ctx, pkt).is_none() {
+    if endpoints(ctx, pkt, t.sport, t.dport).is_none() {
         return;
     }
     if ctx.len() as usize > t.payload {
-        let mut resolver = if to_dns { pkt.dst } else { pkt.src };
-        resolver.port = 53;
-        bump_resolver(&resolver, dc::TCP_SEGMENTS);
+        bump_resolver(if to_dns { &pkt.dst } else { &pkt.src }, dc::TCP_SEGMENTS);
     }
 }
 

@@ -183,7 +183,6 @@ pub fn bump_resolver_all(resolver: &Endpoint, indices: &[usize]) {
     bump_all(&DNS_RESOLVERS, resolver, indices, lost::RESOLVER_TABLE_FULL);
 }
 
-
 #[inline(always)]
 pub fn bump_iface(ifindex: u32, index: usize) {
     bump(&IFACES, &ifindex, index, lost::IFACE_TABLE_FULL);

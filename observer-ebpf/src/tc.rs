@@ -55,7 +55,7 @@ pub enum Fragment {
 pub struct Packet {
     pub ifindex: u32,
     pub direction: u8,
-    /// Source and destination addresses; ports are filled in by the branch that reads L4.
+    /// Source and destination endpoints, filled in by a branch that wants them (`endpoints`).
     pub src: Endpoint,
     pub dst: Endpoint,
     pub proto: u8,
@@ -145,9 +145,9 @@ pub fn clear_endpoint(dst: &mut Endpoint) {
     }
 }
 
-/// Write an address (network order words) into an endpoint: four word stores.
+/// Write an address (network order words) and a port into an endpoint.
 #[inline(always)]
-fn set_addr(ep: &mut Endpoint, words: [u32; 4], family: u16) {
+fn set_addr(ep: &mut Endpoint, words: [u32; 4], port: u16, family: u16) {
     // SAFETY: Endpoint is 4-byte aligned and `addr` is its first field.
     let w = ep.addr.as_mut_ptr().cast::<u32>();
     unsafe {
@@ -156,7 +156,7 @@ fn set_addr(ep: &mut Endpoint, words: [u32; 4], family: u16) {
         w.add(2).write(words[2]);
         w.add(3).write(words[3]);
     }
-    ep.port = 0;
+    ep.port = port;
     ep.family = family;
 }
 
@@ -220,21 +220,22 @@ fn v6_words<H>(header: *const H, offset: usize) -> [u32; 4] {
     [field(header, offset), field(header, offset + 4), field(header, offset + 8), field(header, offset + 12)]
 }
 
-/// Fill in the packet's source and destination addresses (ports stay 0).
+/// Fill in the packet's source and destination endpoints: the addresses from the IP header,
+/// and the ports the calling branch read from its L4 header.
 #[inline(always)]
-pub fn addresses(ctx: &TcContext, pkt: &mut Packet) -> Option<()> {
+pub fn endpoints(ctx: &TcContext, pkt: &mut Packet, sport: u16, dport: u16) -> Option<()> {
     let l3 = pkt.l3;
     if l3 > MAX_L4_OFFSET {
         return None;
     }
     if pkt.family == AF_INET {
         let ip = ptr_at::<Ipv4Hdr>(ctx, l3)?;
-        set_addr(&mut pkt.src, [field(ip, at::V4_SRC), 0, 0, 0], AF_INET);
-        set_addr(&mut pkt.dst, [field(ip, at::V4_DST), 0, 0, 0], AF_INET);
+        set_addr(&mut pkt.src, [field(ip, at::V4_SRC), 0, 0, 0], sport, AF_INET);
+        set_addr(&mut pkt.dst, [field(ip, at::V4_DST), 0, 0, 0], dport, AF_INET);
     } else {
         let ip = ptr_at::<Ipv6Hdr>(ctx, l3)?;
-        set_addr(&mut pkt.src, v6_words(ip, at::V6_SRC), AF_INET6);
-        set_addr(&mut pkt.dst, v6_words(ip, at::V6_DST), AF_INET6);
+        set_addr(&mut pkt.src, v6_words(ip, at::V6_SRC), sport, AF_INET6);
+        set_addr(&mut pkt.dst, v6_words(ip, at::V6_DST), dport, AF_INET6);
     }
     Some(())
 }

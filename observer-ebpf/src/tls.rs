@@ -17,7 +17,7 @@ use observer_common::{
 
 use crate::{
     maps::{FLOW_CACHE, TLS_CONTINUES, TLS_EVENTS, TLS_FIRST_DATA, TLS_FLOWS, count_lost, wakeup_flags},
-    tc::{Packet, Tcp, addresses, copy_endpoint, field, ptr_at},
+    tc::{Packet, Tcp, copy_endpoint, endpoints, field, ptr_at},
 };
 
 const CONTENT_CHANGE_CIPHER_SPEC: u8 = 20;
@@ -72,12 +72,12 @@ pub struct Flow {
 #[repr(C)]
 pub struct Scratch {
     key: FlowKey,
-    /// What `head_from_pages` found.
+    /// What `head_from_pages` found: the record header, and the FLOW_CACHE tag and state.
     head: u64,
-    /// Bytes this CPU wrote to the ring since it last woke the reader.
-    produced: u64,
     tag: u64,
     known: u64,
+    /// Bytes this CPU wrote to the ring since it last woke the reader.
+    produced: u64,
     event: TlsEvent,
 }
 
@@ -109,7 +109,7 @@ fn direction_tag(ctx: &TcContext, pkt: &mut Packet, sport: u16, dport: u16) -> O
     if hash != 0 {
         return Some(((u64::from(hash) << 32) | ports) & !3);
     }
-    addresses(ctx, pkt)?;
+    endpoints(ctx, pkt, sport, dport)?;
     let fold = |e: &Endpoint| {
         let w = e.addr.as_ptr().cast::<u32>();
         // SAFETY: as in `less`.
@@ -213,11 +213,9 @@ pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet, t: &Tcp) {
         }
         return;
     }
-    if addresses(ctx, pkt).is_none() {
+    if endpoints(ctx, pkt, sport, dport).is_none() {
         return;
     }
-    pkt.src.port = sport;
-    pkt.dst.port = dport;
     let src_is_a = less(&pkt.src, &pkt.dst);
     let s = &mut pkt.tls;
     if src_is_a {
@@ -310,11 +308,9 @@ fn not_tls(ctx: &TcContext, pkt: &mut Packet, slot_seq: u64, ports: u32, payload
         return;
     }
     unsafe { *first = 0 };
-    if addresses(ctx, pkt).is_none() {
+    if endpoints(ctx, pkt, (ports >> 16) as u16, ports as u16).is_none() {
         return;
     }
-    pkt.src.port = (ports >> 16) as u16;
-    pkt.dst.port = ports as u16;
     let now = unsafe { bpf_ktime_get_ns() };
     emit(ctx, pkt, kind::NOT_TLS, true, 0, plen, payload, plen.min(64), now);
 }
@@ -323,10 +319,9 @@ fn not_tls(ctx: &TcContext, pkt: &mut Packet, slot_seq: u64, ports: u32, payload
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn emit(ctx: &TcContext, pkt: &mut Packet, what: u8, from_client: bool, offset: u32, plen: usize, payload: usize, n: usize, now: u64) {
-    let src_is_client = from_client;
     let ev = &mut pkt.tls.event;
     ev.ts_ns = now;
-    if src_is_client {
+    if from_client {
         copy_endpoint(&mut ev.client, &pkt.src);
         copy_endpoint(&mut ev.server, &pkt.dst);
     } else {
@@ -353,7 +348,6 @@ fn emit(ctx: &TcContext, pkt: &mut Packet, what: u8, from_client: bool, offset: 
         ev.captured = n as u16;
     }
     let len = TLS_EVENT_HEADER + n;
-    let len = if len > TLS_EVENT_HEADER + CHUNK_MAX { TLS_EVENT_HEADER + CHUNK_MAX } else { len };
     let record = unsafe { core::slice::from_raw_parts((ev as *const TlsEvent).cast::<u8>(), len) };
     // Userspace drains every 20 ms; a wakeup per share of the ring from this CPU.
     let every = unsafe { core::ptr::read_volatile(&TLS_WAKEUP_BYTES) };
