@@ -62,16 +62,42 @@ pub struct TlsChunk {
     pub bytes: Vec<u8>,
 }
 
-/// Decode a TLS ring-buffer record; `None` for a short record or an unknown kind.
-pub fn decode_tls(raw: &[u8]) -> Option<TlsChunk> {
-    if raw.len() < TLS_EVENT_HEADER {
+/// A ring event that is plain old data: all zeroes is a valid value, and the first
+/// `HEADER` bytes of a record hold its fixed fields (the captured bytes follow them).
+///
+/// # Safety
+/// Implement only for `#[repr(C)]` types without pointers, references or niches, with
+/// `HEADER <= size_of::<Self>()`.
+unsafe trait RingRecord: Sized {
+    const HEADER: usize;
+}
+
+// SAFETY: both are #[repr(C)] integers and byte arrays; their HEADER is an offset_of!.
+unsafe impl RingRecord for DnsEvent {
+    const HEADER: usize = DNS_EVENT_HEADER;
+}
+// SAFETY: as above.
+unsafe impl RingRecord for TlsEvent {
+    const HEADER: usize = TLS_EVENT_HEADER;
+}
+
+/// A variable-length ring record: the event's fixed fields (only those are copied), and the
+/// bytes after them. `None` for a record shorter than the fixed fields.
+fn split_record<T: RingRecord>(raw: &[u8]) -> Option<(T, &[u8])> {
+    if raw.len() < T::HEADER {
         return None;
     }
-    // SAFETY: TlsEvent is plain old data, for which all zeroes is a valid value.
-    let mut ev: TlsEvent = unsafe { std::mem::zeroed() };
-    // SAFETY: TLS_EVENT_HEADER bytes exist on both sides, and the two do not overlap.
-    unsafe { std::ptr::copy_nonoverlapping(raw.as_ptr(), (&raw mut ev).cast::<u8>(), TLS_EVENT_HEADER) };
-    let data = &raw[TLS_EVENT_HEADER..];
+    // SAFETY: RingRecord promises that all zeroes is a valid T.
+    let mut ev: T = unsafe { std::mem::zeroed() };
+    // SAFETY: T::HEADER bytes exist on both sides (RingRecord and the check above), and the
+    // two do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(raw.as_ptr(), (&raw mut ev).cast::<u8>(), T::HEADER) };
+    Some((ev, &raw[T::HEADER..]))
+}
+
+/// Decode a TLS ring-buffer record; `None` for a short record or an unknown kind.
+pub fn decode_tls(raw: &[u8]) -> Option<TlsChunk> {
+    let (ev, data) = split_record::<TlsEvent>(raw)?;
     let captured = usize::from(ev.captured).min(data.len()).min(CHUNK_MAX);
     let kind = match ev.kind {
         tls_kind::DATA => TlsKind::Data,
@@ -167,15 +193,7 @@ pub struct DnsMessage {
 /// Decode a DNS ring-buffer record: the event's header, then the bytes captured. `None` for
 /// a record shorter than the header (counted by the caller).
 pub fn decode_dns(raw: &[u8]) -> Option<DnsMessage> {
-    if raw.len() < DNS_EVENT_HEADER {
-        return None;
-    }
-    // Only the header is copied into the event; the data is taken from the record itself.
-    // SAFETY: DnsEvent is plain old data, for which all zeroes is a valid value.
-    let mut ev: DnsEvent = unsafe { std::mem::zeroed() };
-    // SAFETY: DNS_EVENT_HEADER bytes exist on both sides, and the two do not overlap.
-    unsafe { std::ptr::copy_nonoverlapping(raw.as_ptr(), (&raw mut ev).cast::<u8>(), DNS_EVENT_HEADER) };
-    let data = &raw[DNS_EVENT_HEADER..];
+    let (ev, data) = split_record::<DnsEvent>(raw)?;
     // Never trust the length field beyond what the record holds.
     let captured = usize::from(ev.captured).min(data.len()).min(CAPTURE_MAX);
     Some(DnsMessage {
@@ -235,6 +253,13 @@ pub struct ConnectRecord {
     pub comm: String,
     /// The local port of an established connect; 0 when it failed.
     pub local_port: u16,
+}
+
+impl ConnectRecord {
+    /// "comm[pid]", as processes are named in reports and evidence.
+    pub fn process(&self) -> String {
+        format!("{}[{}]", self.comm, self.pid)
+    }
 }
 
 pub fn endpoint_addr(e: &Endpoint) -> SocketAddr {
@@ -326,5 +351,28 @@ mod tests {
         let all = unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<DnsEvent>()) };
         assert_eq!(decode_dns(&all[..DNS_EVENT_HEADER + 2]).unwrap().bytes, [1, 2]);
         assert!(decode_dns(&all[..DNS_EVENT_HEADER - 1]).is_none());
+    }
+
+    #[test]
+    fn a_tls_record_holds_the_header_and_the_captured_bytes_and_unknown_kinds_are_refused() {
+        use observer_common::tls::{TLS_EVENT_HEADER, TlsEvent, kind};
+        let mut ev: TlsEvent = unsafe { std::mem::zeroed() };
+        ev.ts_ns = 9;
+        ev.client = Endpoint { addr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], port: 40000, family: AF_INET };
+        ev.server = Endpoint { addr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], port: 443, family: AF_INET };
+        ev.kind = kind::DATA;
+        ev.from_client = 1;
+        ev.offset = 1400;
+        ev.captured = 5000;
+        ev.data[..4].copy_from_slice(&[22, 3, 1, 0]);
+        // SAFETY: reading the bytes of a plain #[repr(C)] value.
+        let all = unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<TlsEvent>()) };
+        let c = decode_tls(&all[..TLS_EVENT_HEADER + 4]).unwrap();
+        assert_eq!((c.kind, c.from_client, c.offset, c.at), (TlsKind::Data, true, 1400, Mono(9)));
+        assert_eq!((c.bytes.as_slice(), c.server), (&[22u8, 3, 1, 0][..], "10.0.0.2:443".parse().unwrap()));
+        assert!(decode_tls(&all[..TLS_EVENT_HEADER - 1]).is_none());
+        ev.kind = 99;
+        let all = unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<TlsEvent>()) };
+        assert!(decode_tls(&all[..TLS_EVENT_HEADER]).is_none());
     }
 }

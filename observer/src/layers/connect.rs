@@ -139,7 +139,7 @@ impl ConnectLayer {
     pub fn on_connect(&mut self, rec: &ConnectRecord) {
         let state = self.dests.entry(rec.dest).or_insert_with(DestState::new);
         if state.processes.len() < MAX_PROCESSES && !rec.comm.is_empty() {
-            state.processes.insert(format!("{}[{}]", rec.comm, rec.pid));
+            state.processes.insert(rec.process());
         }
         if rec.outcome == Outcome::Established {
             state.latency.record(rec.latency);

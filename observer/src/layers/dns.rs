@@ -21,7 +21,7 @@ use super::{
     Aggregator, Map,
     counts::Counts,
     latency::{LatencySummary, LatencyWindow},
-    window::WindowedCounts,
+    window::{Tally, WindowedCounts},
 };
 use crate::events::{DnsMessage, DnsSnapshot, Event, Mono, Tick};
 use parse::{dns_id, parse};
@@ -113,8 +113,7 @@ struct ResolverState {
     /// Where its answers really came from, when NAT rewrote the address the client used.
     answered_by: BTreeSet<SocketAddr>,
     kernel: WindowedCounts<{ kc::COUNT }>,
-    user_total: [u64; rc::COUNT],
-    user: WindowedCounts<{ rc::COUNT }>,
+    user: Tally<{ rc::COUNT }>,
     latency: LatencyWindow,
     /// When it last answered anything.
     last_response: Option<Mono>,
@@ -125,8 +124,7 @@ struct ResolverState {
 
 #[derive(Debug, Default)]
 struct NameState {
-    total: [u64; nc::COUNT],
-    counts: WindowedCounts<{ nc::COUNT }>,
+    counts: Tally<{ nc::COUNT }>,
     latency: LatencyWindow,
     answers: BTreeSet<String>,
     resolvers: BTreeSet<SocketAddr>,
@@ -281,7 +279,7 @@ impl DnsLayer {
     }
 
     fn bump_resolver(&mut self, resolver: SocketAddr, counter: usize) {
-        self.resolvers.entry(resolver).or_default().user_total[counter] += 1;
+        self.resolvers.entry(resolver).or_default().user.bump(counter);
     }
 
     fn name(&mut self, key: (String, String)) -> &mut NameState {
@@ -325,7 +323,7 @@ impl DnsLayer {
         let key = (msg.client, msg.resolver, id);
         if !msg.is_response {
             let Some((qname, qtype)) = parsed.and_then(|p| p.qname) else { return };
-            self.name((qname.clone(), qtype.clone())).total[nc::QUERIES] += 1;
+            self.name((qname.clone(), qtype.clone())).counts.bump(nc::QUERIES);
             if self.pending_len >= self.cfg.max_pending {
                 self.pending_dropped += 1;
                 return;
@@ -369,12 +367,12 @@ impl DnsLayer {
         }
         let n = self.name(name_key);
         n.latency.record(latency);
-        n.total[p.rcode] += 1;
+        n.counts.bump(p.rcode);
         if p.nodata {
-            n.total[nc::NODATA] += 1;
+            n.counts.bump(nc::NODATA);
         }
         if p.truncated {
-            n.total[nc::TRUNCATED] += 1;
+            n.counts.bump(nc::TRUNCATED);
         }
         if p.rcode == nc::NOERROR {
             n.answers = p.answers;
@@ -390,7 +388,7 @@ impl DnsLayer {
         } else if rcode == nc::NOERROR {
             for (resolver, name, qtype) in self.search.on_success(client, qname, msg.at) {
                 self.bump_resolver(resolver, rc::SEARCH_NXDOMAIN);
-                self.name((name, qtype)).total[nc::SEARCH_NXDOMAIN] += 1;
+                self.name((name, qtype)).counts.bump(nc::SEARCH_NXDOMAIN);
             }
         }
     }
@@ -417,7 +415,7 @@ impl DnsLayer {
         self.pending_len -= expired.len();
         for (resolver, qname, qtype) in expired {
             self.bump_resolver(resolver, rc::UNANSWERED);
-            self.name((qname, qtype)).total[nc::UNANSWERED] += 1;
+            self.name((qname, qtype)).counts.bump(nc::UNANSWERED);
         }
         // Queries still waiting that their resolver has answered nothing since: a resolver
         // gone silent shows here long before the unanswered timeout.
@@ -465,13 +463,11 @@ impl DnsLayer {
             if r.kernel.observe(now, kernel.get(addr).copied(), window) {
                 self.evictions += 1;
             }
-            let user = r.user_total;
-            r.user.observe(now, Some(&user), window);
+            r.user.close(now, window);
             r.latency.close(now, window);
         }
         for n in self.names.values_mut() {
-            let total = n.total;
-            n.counts.observe(now, Some(&total), window);
+            n.counts.close(now, window);
             n.latency.close(now, window);
         }
         if self.names.len() > self.cfg.max_names {
@@ -525,7 +521,7 @@ impl DnsLayer {
                     counts: Counts { values: n.counts.window(), names: &nc::NAMES },
                     latency_us: n.latency.window(),
                 },
-                total: NamePeriod { counts: Counts { values: n.total, names: &nc::NAMES }, latency_us: n.latency.total() },
+                total: NamePeriod { counts: Counts { values: n.counts.total(), names: &nc::NAMES }, latency_us: n.latency.total() },
                 answers: n.answers.iter().cloned().collect(),
                 resolvers: n.resolvers.iter().copied().collect(),
             })

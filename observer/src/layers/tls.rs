@@ -17,7 +17,7 @@ use super::{
     Aggregator, Map,
     counts::Counts,
     latency::{LatencySummary, LatencyWindow},
-    window::WindowedCounts,
+    window::Tally,
 };
 use crate::events::{Event, Mono, Tick, TlsChunk, TlsKind};
 use cert::CertFacts;
@@ -54,8 +54,7 @@ pub struct TlsConfig {
 
 #[derive(Debug, Default)]
 struct TargetState {
-    user_total: [u64; tc::COUNT],
-    counts: WindowedCounts<{ tc::COUNT }>,
+    counts: Tally<{ tc::COUNT }>,
     hello_latency: LatencyWindow,
     complete_latency: LatencyWindow,
     /// "unknown_ca by the client" -> since-start count.
@@ -219,7 +218,7 @@ fn side(from_client: bool) -> &'static str {
 fn reason(f: &Flow, outcome: Outcome, stall_after: Duration) -> String {
     match outcome {
         Outcome::Alert => match &f.alert {
-            Some((_, a)) => format!("alert {} sent by the {}", a.description, side(a.from_client)),
+            Some(a) => format!("alert {} sent by the {}", a.description, side(a.from_client)),
             None => "alert".to_owned(),
         },
         Outcome::Aborted => {
@@ -279,14 +278,14 @@ impl TlsLayer {
         }
         let t = self.targets.entry(key).or_default();
         t.last_seen = now;
-        t.user_total[tc::HANDSHAKES] += 1;
-        t.user_total[match outcome {
+        t.counts.bump(tc::HANDSHAKES);
+        t.counts.bump(match outcome {
             Outcome::Completed => tc::COMPLETED,
             Outcome::Alert => tc::ALERT,
             Outcome::Aborted => tc::ABORTED,
             Outcome::Stalled => tc::STALLED,
             Outcome::Malformed => tc::MALFORMED,
-        }] += 1;
+        });
         if let Some(d) = f.hello_latency() {
             t.hello_latency.record(d);
         }
@@ -310,7 +309,7 @@ impl TlsLayer {
         if let Some(c) = &f.cert {
             t.cert = Some(c.clone());
         }
-        if let Some((_, a)) = &f.alert {
+        if let Some(a) = &f.alert {
             *t.alerts.entry(format!("{} by the {}", a.description, side(a.from_client))).or_default() += 1;
         }
         if outcome != Outcome::Completed {
@@ -345,7 +344,7 @@ impl TlsLayer {
         }
         let window = self.cfg.window;
         for t in self.targets.values_mut() {
-            t.counts.observe(now, Some(&t.user_total), window);
+            t.counts.close(now, window);
             t.hello_latency.close(now, window);
             t.complete_latency.close(now, window);
         }
@@ -409,7 +408,7 @@ impl Aggregator for TlsLayer {
                     // Connections that never spoke TLS: forget them all rather than grow.
                     self.processes.clear();
                 }
-                self.processes.insert((r.local_port, r.dest), format!("{}[{}]", r.comm, r.pid));
+                self.processes.insert((r.local_port, r.dest), r.process());
             }
             Event::Dns(_) => {}
         }

@@ -82,6 +82,39 @@ impl<const N: usize> WindowedCounts<N> {
     }
 }
 
+/// Counts kept in userspace (from events), over the window and since start: bumped as
+/// things happen, and closed into the window at each reading.
+#[derive(Debug, Clone)]
+pub struct Tally<const N: usize> {
+    total: [u64; N],
+    window: WindowedCounts<N>,
+}
+
+impl<const N: usize> Default for Tally<N> {
+    fn default() -> Self {
+        Tally { total: [0; N], window: WindowedCounts::default() }
+    }
+}
+
+impl<const N: usize> Tally<N> {
+    pub fn bump(&mut self, index: usize) {
+        self.total[index] += 1;
+    }
+
+    /// Close the current interval at `now` and forget intervals older than `window`.
+    pub fn close(&mut self, now: Mono, window: Duration) {
+        self.window.observe(now, Some(&self.total), window);
+    }
+
+    pub fn window(&self) -> [u64; N] {
+        self.window.window()
+    }
+
+    pub fn total(&self) -> [u64; N] {
+        self.total
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +133,18 @@ mod tests {
         assert_eq!(w.window(), [2, 0]);
         assert_eq!(w.total(), [7, 1]);
         assert_eq!(w.last_change, Some(t0.after(Duration::from_secs(1))));
+    }
+
+    #[test]
+    fn a_tally_counts_since_start_and_over_the_window() {
+        let t0 = Mono(1_000);
+        let mut t = Tally::<2>::default();
+        t.bump(0);
+        t.bump(0);
+        t.close(t0, W);
+        t.bump(1);
+        t.close(t0.after(Duration::from_secs(3)), W);
+        assert_eq!((t.window(), t.total()), ([0, 1], [2, 1]));
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl Panel for TlsView {
     fn detail(&self, row: &str) -> Option<Detail> {
         let t = self.targets.iter().find(|t| t.key() == row)?;
         let counters = tc::NAMES.iter().enumerate().map(|(i, n)| (*n, t.window.get(i), t.total.get(i))).collect();
-        let mut notes = vec![format!("{}", t.label())];
+        let mut notes = vec![t.label()];
         notes.push(format!(
             "offered {} (ALPN {}); negotiated {} {} (ALPN {})",
             if t.offered_versions.is_empty() { "-".to_owned() } else { t.offered_versions.join(", ") },

@@ -75,7 +75,6 @@ pub struct Alert {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Close {
-    pub at: Mono,
     pub from_client: bool,
     pub rst: bool,
 }
@@ -87,8 +86,6 @@ struct Stream {
     cursor: usize,
     /// Pieces past a gap, by offset.
     pending: BTreeMap<u32, Vec<u8>>,
-    /// Set once a ChangeCipherSpec went by: later handshake records are encrypted.
-    encrypted: bool,
 }
 
 impl Stream {
@@ -135,12 +132,12 @@ pub struct Flow {
     pub hello: Option<ClientHello>,
     pub server_hello: Option<ServerHello>,
     pub cert: Option<CertFacts>,
-    pub alert: Option<(Mono, Alert)>,
+    pub alert: Option<Alert>,
     /// The first application data of the client (0) and of the server (1).
     pub app: [Option<Mono>; 2],
-    /// When each side sent ChangeCipherSpec: with TLS 1.2 and earlier, both sides having
-    /// sent it (and their Finished after it) is a completed handshake, even when no data
-    /// follows (a load balancer's health check).
+    /// When each side sent ChangeCipherSpec: its later handshake records and alerts are
+    /// encrypted. With TLS 1.2 and earlier, both sides having sent it (and their Finished
+    /// after it) is a completed handshake, even when no data follows (a health check).
     pub ccs: [Option<Mono>; 2],
     pub close: Option<Close>,
     pub malformed: Option<String>,
@@ -172,6 +169,11 @@ fn snake(camel: &str) -> String {
         }
     }
     out
+}
+
+/// A hello's extensions; none when they do not parse (the hello's own fields still count).
+fn extensions(raw: Option<&[u8]>) -> Vec<TlsExtension<'_>> {
+    raw.and_then(|e| parse_tls_extensions(e).ok()).map(|(_, v)| v).unwrap_or_default()
 }
 
 pub fn alert_name(code: tls_parser::TlsAlertDescription) -> String {
@@ -213,7 +215,7 @@ impl Flow {
             }
             TlsKind::Fin | TlsKind::Rst => {
                 if self.close.is_none() {
-                    self.close = Some(Close { at: c.at, from_client: c.from_client, rst: c.kind == TlsKind::Rst });
+                    self.close = Some(Close { from_client: c.from_client, rst: c.kind == TlsKind::Rst });
                 }
             }
             TlsKind::NotTls => self.malformed = Some("the first bytes are not a TLS record".to_owned()),
@@ -254,7 +256,6 @@ impl Flow {
         let from_client = d == 0;
         match hdr.record_type {
             TlsRecordType::ChangeCipherSpec => {
-                self.streams[d].encrypted = true;
                 self.ccs[d].get_or_insert(at);
             }
             // TLS 1.3 sends its encrypted handshake as application data too; an encrypted
@@ -262,8 +263,7 @@ impl Flow {
             TlsRecordType::ApplicationData if data.len() != ENCRYPTED_ALERT_LEN => {
                 self.app[d].get_or_insert(at);
             }
-            TlsRecordType::Alert if self.streams[d].encrypted => {}
-            TlsRecordType::Handshake if self.streams[d].encrypted => {}
+            TlsRecordType::Alert | TlsRecordType::Handshake if self.ccs[d].is_some() => {}
             TlsRecordType::Alert | TlsRecordType::Handshake => {
                 match parse_tls_record_with_header(data, hdr) {
                     Ok((_, messages)) => {
@@ -286,7 +286,7 @@ impl Flow {
         match m {
             TlsMessage::Handshake(TlsMessageHandshake::ClientHello(ch)) if from_client && self.hello.is_none() => {
                 let mut hello = ClientHello { versions: vec![version_name(ch.version)], ..ClientHello::default() };
-                for ext in ch.ext.and_then(|e| parse_tls_extensions(e).ok()).map(|(_, v)| v).unwrap_or_default() {
+                for ext in extensions(ch.ext) {
                     match ext {
                         TlsExtension::SNI(names) => {
                             hello.sni = names.first().map(|(_, n)| String::from_utf8_lossy(n).into_owned());
@@ -305,7 +305,7 @@ impl Flow {
             TlsMessage::Handshake(TlsMessageHandshake::ServerHello(sh)) if !from_client && self.server_hello.is_none() => {
                 let mut version = version_name(sh.version);
                 let mut alpn = None;
-                for ext in sh.ext.and_then(|e| parse_tls_extensions(e).ok()).map(|(_, v)| v).unwrap_or_default() {
+                for ext in extensions(sh.ext) {
                     match ext {
                         TlsExtension::SupportedVersions(vs) => {
                             if let Some(v) = vs.first() {
@@ -326,8 +326,8 @@ impl Flow {
             }
             TlsMessage::Alert(a) => {
                 let alert = Alert { description: alert_name(a.code), fatal: a.severity.0 == 2, from_client };
-                if self.alert.as_ref().is_none_or(|(_, old)| !old.fatal) {
-                    self.alert = Some((at, alert));
+                if self.alert.as_ref().is_none_or(|old| !old.fatal) {
+                    self.alert = Some(alert);
                 }
             }
             _ => {}
@@ -361,7 +361,7 @@ impl Flow {
         if self.malformed.is_some() || self.truncated().is_some() {
             return Some(Outcome::Malformed);
         }
-        if self.alert.as_ref().is_some_and(|(_, a)| a.fatal) {
+        if self.alert.as_ref().is_some_and(|a| a.fatal) {
             return Some(Outcome::Alert);
         }
         if self.done_at().is_some() {

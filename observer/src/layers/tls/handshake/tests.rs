@@ -131,7 +131,7 @@ fn a_fatal_alert_in_the_clear_names_its_description_and_sender() {
     f.on_chunk(&data(0, true, 0, &client_hello("x.test", &[], &[0x0303], 0)));
     f.on_chunk(&data(1, false, 0, &alert(2, 70)));
     assert_eq!(f.outcome(Mono(2), STALL), Some(Outcome::Alert));
-    let (_, a) = f.alert.as_ref().unwrap();
+    let a = f.alert.as_ref().unwrap();
     assert_eq!((a.description.as_str(), a.fatal, a.from_client), ("protocol_version", true, false));
 }
 
