@@ -76,7 +76,7 @@ impl TcHooks {
     pub fn disabled(&self) -> Vec<Disabled> {
         self.failed
             .iter()
-            .map(|(hook, reason)| Disabled { source: format!("tc:{hook}"), signals: "DNS on this interface", reason: reason.clone() })
+            .map(|(hook, reason)| Disabled { source: format!("tc:{hook}"), signals: "DNS and TLS on this interface", reason: reason.clone() })
             .collect()
     }
 
@@ -140,7 +140,7 @@ impl TcHooks {
                     Err(e) => {
                         let reason = format!("{e:#}");
                         if self.failed.get(&key) != Some(&reason) {
-                            notes.push(format!("cannot watch DNS on {key}: {reason}"));
+                            notes.push(format!("cannot watch DNS and TLS on {key}: {reason}"));
                         }
                         self.failed.insert(key, reason);
                     }

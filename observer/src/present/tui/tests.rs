@@ -206,7 +206,7 @@ fn both_failing_uses_a_large_terminal() {
 fn a_signal_that_cannot_be_collected_shows_in_the_header_and_first_in_the_bottom_panel() {
     let disabled = vec![Disabled {
         source: "tc:eth1 ingress".into(),
-        signals: "DNS on this interface",
+        signals: "DNS and TLS on this interface",
         reason: "cannot add a clsact qdisc: Operation not supported".into(),
     }];
     let (r, changes) = build_with(Scenario::Healthy, disabled);
