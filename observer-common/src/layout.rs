@@ -54,3 +54,30 @@ impl TpLayout {
         daddr_v6: ABSENT,
     };
 }
+
+/// Where the kernel keeps what leads from a thread's file descriptor to its TCP socket's
+/// addresses: member offsets from the running kernel's BTF, for the OpenSSL probes (they
+/// see a `write(fd, …)` and need the connection). `enabled` 0: not known, not walked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockLayout {
+    pub enabled: u32,
+    /// task_struct.files, files_struct.fdt, fdtable.max_fds, fdtable.fd.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    /// file.private_data (a struct socket for a socket), socket.sk.
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    /// In struct sock (its sock_common first): the family, the remote and local IPv4
+    /// addresses, the remote port (network order), the local port (host order), and the
+    /// IPv6 addresses.
+    pub family: u32,
+    pub daddr: u32,
+    pub rcv_saddr: u32,
+    pub dport: u32,
+    pub num: u32,
+    pub v6_daddr: u32,
+    pub v6_rcv_saddr: u32,
+}

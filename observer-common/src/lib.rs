@@ -10,6 +10,7 @@ pub mod counters;
 pub mod dns;
 pub mod layout;
 pub mod tcp;
+pub mod http;
 pub mod tls;
 
 // Indexes of the kernel's lost-event counters (a per-CPU array, summed by userspace).
@@ -43,6 +44,12 @@ crate::counter_set! {
         TLS_TABLE_FULL = "tls_table_full",
         /// A TLS flow's bytes could not be copied out of the packet.
         TLS_COPY_FAILED = "tls_copy_failed",
+        /// An HTTP payload or OpenSSL plaintext did not fit in the HTTP ring buffer.
+        HTTP_RINGBUF_FULL = "http_ringbuf_full",
+        /// An HTTP payload's bytes (or a process's plaintext) could not be copied.
+        HTTP_COPY_FAILED = "http_copy_failed",
+        /// The table of OpenSSL calls in progress could not take another thread.
+        SSL_CALLS_FULL = "ssl_calls_full",
     }
 }
 
@@ -50,7 +57,7 @@ crate::counter_set! {
 mod pod {
     use crate::{
         dns::{DnsCounters, DnsKey, DnsPending, IfaceCounters},
-        layout::TpLayout,
+        layout::{SockLayout, TpLayout},
         tcp::*,
     };
     // SAFETY: all of these are #[repr(C)], Copy, with no padding and no pointers.
@@ -58,6 +65,7 @@ mod pod {
     unsafe impl aya::Pod for TcpCounters {}
     unsafe impl aya::Pod for PortCounters {}
     unsafe impl aya::Pod for TpLayout {}
+    unsafe impl aya::Pod for SockLayout {}
     unsafe impl aya::Pod for DnsCounters {}
     unsafe impl aya::Pod for IfaceCounters {}
     unsafe impl aya::Pod for DnsKey {}

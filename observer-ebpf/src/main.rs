@@ -4,14 +4,16 @@
 
 mod conn;
 mod dns;
+mod http;
 mod maps;
+mod ssl;
 mod tc;
 mod tls;
 mod tracepoints;
 
 use aya_ebpf::{
-    macros::{classifier, tracepoint},
-    programs::{TcContext, TracePointContext},
+    macros::{classifier, tracepoint, uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext, TcContext, TracePointContext},
 };
 use observer_common::dns::{DIRECTION_EGRESS, DIRECTION_INGRESS};
 
@@ -42,6 +44,44 @@ pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
     let _ = tracepoints::tcp_retransmit_synack(&ctx);
+    0
+}
+
+// OpenSSL: the entry probes remember the call, the return probes copy its plaintext.
+#[uprobe]
+pub fn ssl_write(ctx: ProbeContext) -> u32 {
+    ssl::enter(&ctx, ssl::WRITE, false);
+    0
+}
+
+#[uprobe]
+pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
+    ssl::enter(&ctx, ssl::WRITE, true);
+    0
+}
+
+#[uprobe]
+pub fn ssl_read(ctx: ProbeContext) -> u32 {
+    ssl::enter(&ctx, ssl::READ, false);
+    0
+}
+
+#[uprobe]
+pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
+    ssl::enter(&ctx, ssl::READ, true);
+    0
+}
+
+#[uretprobe]
+pub fn ssl_return(ctx: RetProbeContext) -> u32 {
+    ssl::exit(&ctx);
+    0
+}
+
+/// Attached to `syscalls:sys_enter_{read,write,sendto,recvfrom}`.
+#[tracepoint]
+pub fn ssl_syscall(ctx: TracePointContext) -> u32 {
+    ssl::syscall(&ctx);
     0
 }
 

@@ -64,10 +64,11 @@ pub static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
 #[map]
 pub static TLS_FLOWS: LruHashMap<crate::tls::FlowKey, crate::tls::Flow> = LruHashMap::with_max_entries(8192, 0);
 
-/// Per port pair (hashed), the sequence number where a handshake record that ran past its
-/// packet continues: that next packet starts mid-record and is still copied.
+/// Per port pair (hashed), the sequence number where a TLS handshake record or an HTTP
+/// request's header block that ran past its packet continues (the high bits say which):
+/// that next packet starts mid-record and is still copied.
 #[map]
-pub static TLS_CONTINUES: Array<u32> = Array::with_max_entries(crate::tls::CONTINUE_SLOTS, 0);
+pub static CONTINUES: Array<u64> = Array::with_max_entries(crate::tls::CONTINUE_SLOTS, 0);
 
 /// Per flow direction (hashed, direct-mapped), whether its packets need their payload copied
 /// out to be checked for TLS: see `tls::on_tcp`.
@@ -82,6 +83,19 @@ pub static TLS_FIRST_DATA: Array<u32> = Array::with_max_entries(crate::tls::CONT
 /// The first bytes of TLS flows, their application data and closes, for userspace.
 #[map]
 pub static TLS_EVENTS: RingBuf = RingBuf::with_byte_size(512 * 1024, 0);
+
+/// The first bytes of HTTP messages (TC) and OpenSSL plaintext (uprobes), for userspace.
+#[map]
+pub static HTTP_EVENTS: RingBuf = RingBuf::with_byte_size(512 * 1024, 0);
+
+/// OpenSSL calls in progress, per thread (pid_tgid): an LRU, so that a thread that died
+/// inside a call does not hold its slot.
+#[map]
+pub static SSL_CALLS: LruHashMap<u64, crate::ssl::Call> = LruHashMap::with_max_entries(4096, 0);
+
+/// Per CPU, the OpenSSL plaintext event being built.
+#[map]
+pub static SSL_SCRATCH: PerCpuArray<crate::ssl::Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Lost-event counters, indexed by `observer_common::lost`.
 #[map]

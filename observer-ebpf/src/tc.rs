@@ -15,7 +15,7 @@ use observer_common::{
 };
 
 use crate::{
-    dns, tls,
+    dns, http, tls,
     maps::{SCRATCH, bump_iface, count_lost},
 };
 
@@ -69,6 +69,7 @@ pub struct Packet {
     /// The branches' own scratch space.
     pub dns: dns::Scratch,
     pub tls: tls::Scratch,
+    pub http: http::Scratch,
 }
 
 /// The TCP header's fields that the branches use, read once for all of them.

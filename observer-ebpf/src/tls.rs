@@ -16,7 +16,8 @@ use observer_common::{
 };
 
 use crate::{
-    maps::{FLOW_CACHE, TLS_CONTINUES, TLS_EVENTS, TLS_FIRST_DATA, TLS_FLOWS, count_lost, wakeup_flags},
+    maps::{CONTINUES, FLOW_CACHE, TLS_EVENTS, TLS_FIRST_DATA, TLS_FLOWS, count_lost, wakeup_flags},
+    http,
     tc::{Packet, Tcp, copy_endpoint, endpoints, field, ptr_at},
 };
 
@@ -35,17 +36,20 @@ const ACK: u8 = 0x10;
 const TLS_PORT: u16 = 443;
 /// [`FLOW_CACHE`] states of a flow direction, in the tag's low two bits.
 const UNKNOWN: u64 = 0;
+/// Neither a TLS handshake nor HTTP: its packets' payloads are not copied out to be checked.
 const NOT_TLS: u64 = 1;
 const TRACKED: u64 = 2;
+/// It started with an HTTP message: every packet is checked for the next one (keep-alive).
+const HTTP: u64 = 3;
+/// A [`CONTINUES`] slot's mark for a TLS handshake record's next segment.
+const CONTINUE_MARK: u64 = 1 << 32;
 /// Wake userspace once per this many bytes a CPU wrote to the TLS ring (set by userspace to
 /// a quarter of the ring divided by the CPUs, as for DNS).
 #[unsafe(no_mangle)]
 static TLS_WAKEUP_BYTES: u64 = 32 * 1024;
 /// Slots of [`FLOW_CACHE`]; a power of two.
 pub const FLOW_CACHE_SLOTS: u32 = 16384;
-/// Payloads larger than this are not TLS handshake packets (see `on_tcp`).
-const HANDSHAKE_PACKET_MAX: usize = 16 * 1024;
-/// Slots of [`TLS_CONTINUES`]; a power of two.
+/// Slots of [`CONTINUES`]; a power of two.
 pub const CONTINUE_SLOTS: u32 = 256;
 
 /// A flow, keyed by its two endpoints in a fixed order (the lower port first), so that both
@@ -186,9 +190,8 @@ pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet, t: &Tcp) {
     if plen >= 6 {
         match ptr_at::<[u8; 6]>(ctx, payload) {
             Some(p) => h = u64::from(field::<_, u32>(p, 0)) | (u64::from(field::<_, u16>(p, 4)) << 32),
-            // Not in the linear data (GSO and most NICs keep the payload in pages). Bulk GSO
-            // and GRO packets, larger than any handshake flight, are not looked at.
-            None if plen > HANDSHAKE_PACKET_MAX => return,
+            // Not in the linear data (GSO and most NICs keep the payload in pages): copied
+            // out, unless the direction is known to be neither TLS nor HTTP.
             None => {
                 let ports_flags = (u64::from(sport) << 24) | (u64::from(dport) << 8) | u64::from(flags);
                 if !head_from_pages(ctx, pkt, payload as u32, ports_flags) {
@@ -202,10 +205,25 @@ pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet, t: &Tcp) {
     let head = h.to_le_bytes();
     let content = head[0];
     let is_record = plen >= 6 && (CONTENT_CHANGE_CIPHER_SPEC..=CONTENT_APPLICATION_DATA).contains(&content) && head[1] == 3 && (1..=4).contains(&head[2]);
-    // A handshake record that ran past its packet continues in a packet that starts mid-record.
-    let continues = !is_record && plen > 0 && TLS_CONTINUES.get(slot).is_some_and(|&s| s == seq);
+    // A handshake record (or an HTTP request's header block) that ran past its packet
+    // continues in a packet that starts mid-record.
+    let next = if plen > 0 && !is_record { CONTINUES.get(slot).copied().unwrap_or(0) } else { 0 };
+    let continues = next == CONTINUE_MARK | u64::from(seq);
+    let http_start = !is_record && plen >= 4 && http::starts(h as u32);
+    if http_start || next == http::CONTINUE_MARK | u64::from(seq) {
+        let s = &mut pkt.http;
+        (s.seq, s.slot, s.payload, s.plen, s.first, s.sport, s.dport) =
+            (seq, slot, payload as u32, plen as u32, h as u32, sport, dport);
+        s.kind = if http_start { observer_common::http::kind::START } else { observer_common::http::kind::CONTINUES };
+        http::emit(ctx, pkt);
+        if known != HTTP {
+            cache_set(tag, HTTP);
+        }
+    }
     if !is_record && !continues && flags & (FIN | RST) == 0 && known != TRACKED {
-        cache_set(tag, NOT_TLS);
+        if known != HTTP && !http_start {
+            cache_set(tag, NOT_TLS);
+        }
         if dport == TLS_PORT && plen > 0 {
             let slot_seq = (u64::from(slot) << 32) | u64::from(seq);
             let payload_plen = ((payload as u64) << 32) | plen as u64;
@@ -268,8 +286,8 @@ pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet, t: &Tcp) {
         }
         let record_len = u16::from_be_bytes([head[3], head[4]]) as usize;
         if is_record && content == CONTENT_HANDSHAKE && record_len + 5 > plen {
-            if let Some(p) = TLS_CONTINUES.get_ptr_mut(slot) {
-                unsafe { *p = seq.wrapping_add(plen as u32) };
+            if let Some(p) = CONTINUES.get_ptr_mut(slot) {
+                unsafe { *p = CONTINUE_MARK | u64::from(seq.wrapping_add(plen as u32)) };
             }
         }
         if is_record && content == CONTENT_APPLICATION_DATA && record_len as u16 != ENCRYPTED_ALERT_LEN {

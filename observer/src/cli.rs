@@ -116,6 +116,19 @@ pub struct Cli {
     #[arg(long, default_value_t = 512, value_parser = ringbuf_kib, env = "OBSERVER_TLS_RINGBUF_KIB")]
     pub tls_ringbuf_kib: u32,
 
+    /// An HTTP request with no response after this many seconds counts as `no_response`.
+    #[arg(long, default_value_t = 30.0, value_parser = positive_seconds, env = "OBSERVER_HTTP_TIMEOUT")]
+    pub http_timeout: f64,
+
+    /// HTTP ring buffer size in KiB (a power of two, at least 4): request heads, status
+    /// lines and OpenSSL plaintext heads.
+    #[arg(long, default_value_t = 512, value_parser = ringbuf_kib, env = "OBSERVER_HTTP_RINGBUF_KIB")]
+    pub http_ringbuf_kib: u32,
+
+    /// Do not attach uprobes to OpenSSL (HTTPS is then seen only as TLS handshakes).
+    #[arg(long, env = "OBSERVER_NO_SSL_UPROBES")]
+    pub no_ssl_uprobes: bool,
+
     /// How to attach the TC program: `tcx` links (Linux 6.6+, first in the chain), `classic`
     /// clsact filters (any kernel; created and removed by observer), or `auto`: TCX where the
     /// kernel has it.

@@ -57,6 +57,24 @@ min_failures = 1
 failure_share = 0.2
 # A ClientHello with no ServerHello after this many seconds is stalled.
 stall_after_s = 10.0
+
+[l7]
+# 502, 503 and 504 (a gateway's answers about its upstream) for one destination or local
+# port and Host: at least this many in the window.
+min_gateway_errors = 3
+# Any 5xx, and requests with no response (--http-timeout), make a target suspect when they
+# are at least this share of its requests ...
+error_share = 0.05
+# ... and at least this many.
+min_errors = 3
+# Response time p95 above the timeout budget of the hop in front (a CDN or proxy timeout).
+timeout_budget_ms = 5000.0
+# Response time p95 at or above this many times the target's own since-start median ...
+baseline_factor = 4.0
+# ... counts only when the p95 is also at least this.
+baseline_floor_ms = 100.0
+# Latency rules need at least this many responses in the window.
+min_latency_samples = 5
 "#;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -65,6 +83,33 @@ pub struct Config {
     pub dns: DnsThresholds,
     pub tcp: TcpThresholds,
     pub tls: TlsThresholds,
+    pub l7: L7Thresholds,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct L7Thresholds {
+    pub min_gateway_errors: u64,
+    pub error_share: f64,
+    pub min_errors: u64,
+    pub timeout_budget_ms: f64,
+    pub baseline_factor: f64,
+    pub baseline_floor_ms: f64,
+    pub min_latency_samples: u64,
+}
+
+impl Default for L7Thresholds {
+    fn default() -> Self {
+        L7Thresholds {
+            min_gateway_errors: 3,
+            error_share: 0.05,
+            min_errors: 3,
+            timeout_budget_ms: 5000.0,
+            baseline_factor: 4.0,
+            baseline_floor_ms: 100.0,
+            min_latency_samples: 5,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ use std::{
 use observer_common::{
     dns::{CAPTURE_MAX, DNS_EVENT_HEADER, DnsEvent, dns_counter, iface_counter},
     tcp::{AF_INET, ConnectEvent, Endpoint, dest_counter, outcome, port_counter},
+    http::{HTTP_CAPTURE, HTTP_EVENT_HEADER, HttpEvent, kind as http_kind},
     tls::{CHUNK_MAX, TLS_EVENT_HEADER, TlsEvent, kind as tls_kind},
 };
 
@@ -35,6 +36,45 @@ pub enum Event {
     Connect(ConnectRecord),
     Dns(DnsMessage),
     Tls(TlsChunk),
+    Http(HttpChunk),
+}
+
+/// Where an HTTP chunk was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpKind {
+    /// At TC: a TCP payload that starts like an HTTP message.
+    Start,
+    /// At TC: the segment after a request whose header block did not end in its packet.
+    Continues,
+    /// A process's plaintext through OpenSSL: what it wrote, or what it read.
+    SslWrite,
+    SslRead,
+}
+
+/// The first bytes of an HTTP message, from a packet or from a process's TLS plaintext.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpChunk {
+    pub at: Mono,
+    /// The sender and the receiver. For OpenSSL plaintext the source fills them in from the
+    /// process's socket; `None` when it could not.
+    pub src: Option<SocketAddr>,
+    pub dst: Option<SocketAddr>,
+    pub kind: HttpKind,
+    /// TC: the segment's sequence number.
+    pub seq: u32,
+    /// The message's bytes in this packet or call; `bytes` may be a prefix.
+    pub payload_len: u32,
+    pub ifindex: u32,
+    /// OpenSSL plaintext: the process, its socket and its SSL object.
+    pub pid: u32,
+    pub fd: i32,
+    pub ssl: u64,
+    /// "comm[pid]", when the source knows it.
+    pub process: Option<String>,
+    /// The receiver is an address of this host (set by the source): a request to it is
+    /// served here.
+    pub dst_is_local: bool,
+    pub bytes: Vec<u8>,
 }
 
 /// What a TLS record from the kernel reports about one flow.
@@ -81,6 +121,11 @@ unsafe impl RingRecord for TlsEvent {
     const HEADER: usize = TLS_EVENT_HEADER;
 }
 
+// SAFETY: as above.
+unsafe impl RingRecord for HttpEvent {
+    const HEADER: usize = HTTP_EVENT_HEADER;
+}
+
 /// A variable-length ring record: the event's fixed fields (only those are copied), and the
 /// bytes after them. `None` for a record shorter than the fixed fields.
 fn split_record<T: RingRecord>(raw: &[u8]) -> Option<(T, &[u8])> {
@@ -114,6 +159,39 @@ pub fn decode_tls(raw: &[u8]) -> Option<TlsChunk> {
         from_client: ev.from_client != 0,
         kind,
         offset: ev.offset,
+        bytes: data[..captured].to_vec(),
+    })
+}
+
+/// Decode an HTTP ring-buffer record; `None` for a short record or an unknown kind. The
+/// addresses of OpenSSL plaintext are left for the source to fill in.
+pub fn decode_http(raw: &[u8]) -> Option<HttpChunk> {
+    let (ev, data) = split_record::<HttpEvent>(raw)?;
+    let captured = usize::from(ev.captured).min(data.len()).min(HTTP_CAPTURE);
+    let kind = match ev.kind {
+        http_kind::START => HttpKind::Start,
+        http_kind::CONTINUES => HttpKind::Continues,
+        http_kind::SSL_WRITE => HttpKind::SslWrite,
+        http_kind::SSL_READ => HttpKind::SslRead,
+        _ => return None,
+    };
+    let tc = matches!(kind, HttpKind::Start | HttpKind::Continues);
+    // A uprobe's addresses are there when the kernel could read the socket.
+    let known = tc || (ev.src.family != 0 && ev.dst.family != 0);
+    let comm = String::from_utf8_lossy(ev.comm.split(|&b| b == 0).next().unwrap_or(&[])).into_owned();
+    Some(HttpChunk {
+        at: Mono(ev.ts_ns),
+        src: known.then(|| endpoint_addr(&ev.src)),
+        dst: known.then(|| endpoint_addr(&ev.dst)),
+        kind,
+        seq: if tc { ev.seq_or_ssl as u32 } else { 0 },
+        payload_len: ev.payload_len,
+        ifindex: ev.ifindex,
+        pid: ev.pid,
+        fd: ev.fd,
+        ssl: if tc { 0 } else { ev.seq_or_ssl },
+        process: (!tc && !comm.is_empty()).then(|| format!("{comm}[{}]", ev.pid)),
+        dst_is_local: false,
         bytes: data[..captured].to_vec(),
     })
 }

@@ -12,6 +12,7 @@ use crate::{
         Aggregator,
         connect::ConnectLayer,
         dns::{DnsConfig, DnsLayer},
+        http::{HttpConfig, HttpLayer},
         tls::{TlsConfig, TlsLayer},
         window::WindowedCounts,
     },
@@ -32,6 +33,7 @@ pub struct Options {
     pub dns_timeout: Duration,
     pub max_dns_names: usize,
     pub dns_top_names: usize,
+    pub http_timeout: Duration,
 }
 
 #[cfg(test)]
@@ -46,6 +48,7 @@ impl Options {
             dns_timeout: Duration::from_secs(5),
             max_dns_names: 100,
             dns_top_names: 20,
+            http_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -65,6 +68,13 @@ fn layers(o: &Options, cfg: &Config) -> Vec<Box<dyn Stage>> {
             window: o.window,
             stall_after: Duration::try_from_secs_f64(cfg.tls.stall_after_s).unwrap_or(Duration::from_secs(10)),
             max_targets: o.max_destinations,
+            top: o.top,
+        })),
+        Box::new(HttpLayer::new(HttpConfig {
+            window: o.window,
+            timeout: o.http_timeout,
+            max_targets: o.max_destinations,
+            max_connections: 65_536,
             top: o.top,
         })),
     ]

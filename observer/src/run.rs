@@ -114,6 +114,7 @@ fn options(cli: &Cli) -> Options {
         dns_timeout: Duration::from_secs_f64(cli.dns_timeout),
         max_dns_names: cli.max_dns_names as usize,
         dns_top_names: cli.dns_top_names as usize,
+        http_timeout: Duration::from_secs_f64(cli.http_timeout),
     }
 }
 
@@ -127,6 +128,8 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
         dns_ringbuf_bytes: cli.dns_ringbuf_kib * 1024,
         max_tls_flows: cli.max_tls_flows,
         tls_ringbuf_bytes: cli.tls_ringbuf_kib * 1024,
+        http_ringbuf_bytes: cli.http_ringbuf_kib * 1024,
+        ssl_uprobes: !cli.no_ssl_uprobes,
         dns_ports: cli.dns_ports.clone(),
         interfaces: cli.interfaces.clone(),
         tc_baseline: cli.tc_baseline,
@@ -137,7 +140,7 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let (probe, rings) = Probe::start(&cfg, &tracefs)?;
-    privileges::drop_after_attach()?;
+    privileges::drop_after_attach(!cli.no_ssl_uprobes)?;
     for d in &probe.disabled() {
         eprintln!("observer: disabled: {} ({}): {}", d.signals, d.source, d.reason);
     }

@@ -9,6 +9,7 @@
 pub mod net;
 pub mod observer;
 pub mod peers;
+pub mod http;
 pub mod tls;
 
 pub use net::{Netns, Pair, Proc};

@@ -119,7 +119,7 @@ pub fn failures(c: &DestCounts) -> u64 {
     c[dc::REFUSED] + c[dc::TIMED_OUT] + c[dc::UNREACHABLE] + c[dc::OTHER_ERROR] + c[dc::ABORTED]
 }
 
-fn outcome_name(o: Outcome) -> &'static str {
+pub fn outcome_name(o: Outcome) -> &'static str {
     match o {
         Outcome::Established => "established",
         Outcome::Refused => "refused",

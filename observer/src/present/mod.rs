@@ -7,6 +7,7 @@
 pub mod connect;
 pub mod dns;
 pub mod events;
+pub mod http;
 pub mod json;
 pub mod report;
 pub mod text;

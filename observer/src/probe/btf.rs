@@ -35,6 +35,22 @@ impl Reader<'_> {
 }
 
 /// Byte offset of `member` in `struct name`.
+/// One type record: its kind, name, member count, kind flag and where its members start.
+#[derive(Clone, Copy)]
+struct TypeRec {
+    kind: u32,
+    name_off: u32,
+    vlen: usize,
+    kind_flag: bool,
+    body: usize,
+}
+
+const KIND_UNION: u32 = 5;
+/// Anonymous structs and unions followed, at most (sock_common nests one level).
+const MAX_NESTING: usize = 4;
+
+/// Offset in bytes of `member` in `struct name`, looking inside anonymous struct and union
+/// members (as C does: `sk->__sk_common.skc_daddr` sits in an unnamed union).
 pub fn member_offset(blob: &[u8], name: &str, member: &str) -> Result<u32, BtfError> {
     let r = Reader(blob);
     let magic = blob.get(0..2).map(|b| u16::from_le_bytes([b[0], b[1]])).ok_or(BtfError::Malformed(0))?;
@@ -52,6 +68,8 @@ pub fn member_offset(blob: &[u8], name: &str, member: &str) -> Result<u32, BtfEr
     if types_end > blob.len() || strs.checked_add(str_len).is_none_or(|e| e > blob.len()) {
         return Err(BtfError::Malformed(types_end));
     }
+    // Type ids start at 1; index 0 stands for void.
+    let mut recs = vec![TypeRec { kind: 0, name_off: 0, vlen: 0, kind_flag: false, body: 0 }];
     let mut at = types;
     while at < types_end {
         let name_off = r.u32_at(at)?;
@@ -69,21 +87,38 @@ pub fn member_offset(blob: &[u8], name: &str, member: &str) -> Result<u32, BtfEr
             15 | 19 => 12 * vlen,
             k => return Err(BtfError::UnknownKind(k)),
         };
-        if kind == KIND_STRUCT && r.str_at(strs, str_len, name_off)? == name {
-            for i in 0..vlen {
-                let m = body + 12 * i;
-                if r.str_at(strs, str_len, r.u32_at(m)?)? == member {
-                    let raw = r.u32_at(m + 8)?;
-                    // With kind_flag the low 24 bits are the bit offset, the top 8 a bitfield size.
-                    let bits = if kind_flag { raw & 0x00ff_ffff } else { raw };
-                    return Ok(bits / 8);
-                }
-            }
-            return Err(BtfError::NoMember(name.to_owned(), member.to_owned()));
-        }
+        recs.push(TypeRec { kind, name_off, vlen, kind_flag, body });
         at = body + extra;
     }
+    for rec in &recs[1..] {
+        if rec.kind == KIND_STRUCT && r.str_at(strs, str_len, rec.name_off)? == name {
+            return find_member(&r, &recs, (strs, str_len), rec, member, 0)?
+                .ok_or_else(|| BtfError::NoMember(name.to_owned(), member.to_owned()));
+        }
+    }
     Err(BtfError::NoStruct(name.to_owned()))
+}
+
+/// `member`'s offset in the struct or union `rec`, through its anonymous members.
+fn find_member(r: &Reader, recs: &[TypeRec], strs: (usize, usize), rec: &TypeRec, member: &str, depth: usize) -> Result<Option<u32>, BtfError> {
+    for i in 0..rec.vlen {
+        let m = rec.body + 12 * i;
+        let name = r.str_at(strs.0, strs.1, r.u32_at(m)?)?;
+        let raw = r.u32_at(m + 8)?;
+        let bits = if rec.kind_flag { raw & 0x00ff_ffff } else { raw };
+        if name == member {
+            return Ok(Some(bits / 8));
+        }
+        if name.is_empty() && depth < MAX_NESTING {
+            let Some(inner) = recs.get(r.u32_at(m + 4)? as usize) else { continue };
+            if (inner.kind == KIND_STRUCT || inner.kind == KIND_UNION)
+                && let Some(off) = find_member(r, recs, strs, inner, member, depth + 1)?
+            {
+                return Ok(Some(bits / 8 + off));
+            }
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -151,5 +186,11 @@ mod tests {
         let Ok(vmlinux) = std::fs::read("/sys/kernel/btf/vmlinux") else { return };
         let off = member_offset(&vmlinux, "sock", "sk_err").expect("struct sock has sk_err");
         assert!(off > 0 && off < 4096, "{off}");
+        // Inside anonymous unions: the address pair, then the port pair.
+        let daddr = member_offset(&vmlinux, "sock_common", "skc_daddr").expect("skc_daddr");
+        let saddr = member_offset(&vmlinux, "sock_common", "skc_rcv_saddr").expect("skc_rcv_saddr");
+        let dport = member_offset(&vmlinux, "sock_common", "skc_dport").expect("skc_dport");
+        let num = member_offset(&vmlinux, "sock_common", "skc_num").expect("skc_num");
+        assert_eq!((daddr, saddr, num - dport), (0, 4, 2));
     }
 }

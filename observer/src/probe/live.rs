@@ -9,9 +9,9 @@ use tokio::{
     time::{Interval, MissedTickBehavior, interval_at},
 };
 
-use super::{Probe, Rings, monotonic_ns};
+use super::{Probe, Rings, monotonic_ns, sockets::HttpResolver};
 use crate::{
-    events::{Counters, Event, Input, Mono, Tick, decode_connect, decode_dns, decode_tls},
+    events::{Counters, Event, Input, Mono, Tick, decode_connect, decode_dns, decode_http, decode_tls},
     source::Source,
 };
 
@@ -23,7 +23,10 @@ pub struct LiveSource {
     connect: AsyncFd<RingBuf<MapData>>,
     dns: AsyncFd<RingBuf<MapData>>,
     tls: AsyncFd<RingBuf<MapData>>,
+    http: AsyncFd<RingBuf<MapData>>,
     pub probe: Probe,
+    /// Fills in what the HTTP records leave to userspace (local addresses, OpenSSL sockets).
+    resolver: HttpResolver,
     ticks: Interval,
     /// The DNS programs wake userspace only when the ring fills up; this drains it meanwhile.
     drains: Interval,
@@ -53,6 +56,21 @@ fn drain<T>(ring: &mut RingBuf<MapData>, decode: impl Fn(&[u8]) -> Option<T>, wr
     out
 }
 
+/// The HTTP ring, with each record completed by the resolver.
+fn drain_http(ring: &mut RingBuf<MapData>, resolver: &mut HttpResolver, bad: &mut u64) -> Vec<Event> {
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        match decode_http(&item) {
+            Some(mut c) => {
+                resolver.fill(&mut c);
+                out.push(Event::Http(c));
+            }
+            None => *bad += 1,
+        }
+    }
+    out
+}
+
 impl LiveSource {
     /// Must run inside the tokio runtime (the ring buffers register with its reactor).
     pub fn new(probe: Probe, rings: Rings, interval: std::time::Duration) -> anyhow::Result<LiveSource> {
@@ -64,6 +82,8 @@ impl LiveSource {
             connect: poll(rings.connect, "connect")?,
             dns: poll(rings.dns, "DNS")?,
             tls: poll(rings.tls, "TLS")?,
+            http: poll(rings.http, "HTTP")?,
+            resolver: HttpResolver::new("/proc".into()),
             probe,
             ticks,
             drains,
@@ -76,6 +96,7 @@ impl LiveSource {
         let mut events = drain(self.connect.get_mut(), decode_connect, Event::Connect, &mut self.undecodable);
         events.extend(drain(self.dns.get_mut(), decode_dns, Event::Dns, &mut self.undecodable));
         events.extend(drain(self.tls.get_mut(), decode_tls, Event::Tls, &mut self.undecodable));
+        events.extend(drain_http(self.http.get_mut(), &mut self.resolver, &mut self.undecodable));
         events
     }
 
@@ -93,6 +114,8 @@ impl LiveSource {
             self.ready.push_back(Input::Events(events));
         }
         lost.push(("undecodable_events", self.undecodable));
+        lost.push(("ssl_socket_unresolved", self.resolver.unresolved));
+        self.resolver.refresh_local();
         let tick = Tick { at, wall: SystemTime::now(), counters, lost, disabled: self.probe.disabled(), notes };
         self.ready.push_back(Input::Tick(tick));
     }
@@ -103,7 +126,7 @@ impl Source for LiveSource {
         if let Some(input) = self.ready.pop_front() {
             return Ok(Some(input));
         }
-        let LiveSource { connect, dns, tls, ticks, drains, undecodable, .. } = self;
+        let LiveSource { connect, dns, tls, http, resolver, ticks, drains, undecodable, .. } = self;
         let events = tokio::select! {
             guard = connect.readable_mut() => {
                 let mut guard = guard.context("polling the connect ring buffer failed")?;
@@ -123,9 +146,16 @@ impl Source for LiveSource {
                 guard.clear_ready();
                 events
             }
+            guard = http.readable_mut() => {
+                let mut guard = guard.context("polling the HTTP ring buffer failed")?;
+                let events = drain_http(guard.get_inner_mut(), resolver, undecodable);
+                guard.clear_ready();
+                events
+            }
             _ = drains.tick() => {
                 let mut events = drain(dns.get_mut(), decode_dns, Event::Dns, undecodable);
                 events.extend(drain(tls.get_mut(), decode_tls, Event::Tls, undecodable));
+                events.extend(drain_http(http.get_mut(), resolver, undecodable));
                 events
             }
             _ = ticks.tick() => {

@@ -6,6 +6,8 @@ pub mod interfaces;
 pub mod live;
 mod memory;
 pub mod privileges;
+pub mod sockets;
+pub mod ssl;
 pub mod tc_attach;
 mod tc_hooks;
 pub mod tracefs;
@@ -100,6 +102,9 @@ pub struct ProbeConfig {
     pub dns_ringbuf_bytes: u32,
     pub max_tls_flows: u32,
     pub tls_ringbuf_bytes: u32,
+    pub http_ringbuf_bytes: u32,
+    /// Attach uprobes to OpenSSL for HTTPS plaintext.
+    pub ssl_uprobes: bool,
     /// DNS ports besides 53.
     pub dns_ports: Vec<u16>,
     /// Watch only these interfaces (empty: all that are up).
@@ -117,6 +122,7 @@ pub struct Rings {
     pub connect: RingBuf<MapData>,
     pub dns: RingBuf<MapData>,
     pub tls: RingBuf<MapData>,
+    pub http: RingBuf<MapData>,
 }
 
 pub struct Probe {
@@ -134,7 +140,15 @@ pub struct Probe {
     /// The TC program's links; `None` when the kernel rejected the program. After `ebpf`:
     /// fields drop in order, and the qdiscs it owns go after the links.
     tc: Option<TcHooks>,
+    /// OpenSSL uprobes; `None` when they are off or could not load.
+    ssl: Option<ssl::SslProbes>,
+    /// Intervals until the next scan of the processes for libssl files.
+    ssl_scan_in: u32,
 }
+
+/// Scan the processes for new libssl files once per this many intervals: reading every
+/// process's maps is not free on a busy host.
+const SSL_SCAN_EVERY: u32 = 5;
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer-ebpf"));
 
@@ -162,10 +176,14 @@ impl Probe {
             }
         }
 
-        let sk_err = match std::fs::read("/sys/kernel/btf/vmlinux") {
-            Ok(blob) => btf::member_offset(&blob, "sock", "sk_err").map_err(|e| e.to_string()),
+        let vmlinux = std::fs::read("/sys/kernel/btf/vmlinux");
+        let sk_err = match &vmlinux {
+            Ok(blob) => btf::member_offset(blob, "sock", "sk_err").map_err(|e| e.to_string()),
             Err(e) => Err(format!("cannot read /sys/kernel/btf/vmlinux: {e}")),
         };
+        // Without it the OpenSSL probes still work; userspace then finds sockets in /proc,
+        // which misses connections that close within a drain interval.
+        let sock_layout = vmlinux.as_ref().ok().and_then(|blob| ssl::sock_layout(blob).ok()).unwrap_or_default();
         let sk_err = sk_err.unwrap_or_else(|reason| {
             disabled.push(Disabled {
                 source: "btf:struct sock.sk_err".to_owned(),
@@ -181,6 +199,7 @@ impl Probe {
             loader.override_global(spec.global, layout, true);
         }
         loader.override_global("SOCK_ERR_OFFSET", &sk_err, true);
+        loader.override_global("SOCK_LAYOUT", &sock_layout, true);
         let mut extra_ports = [0u16; MAX_EXTRA_PORTS as usize];
         for (slot, port) in extra_ports.iter_mut().zip(&cfg.dns_ports) {
             *slot = *port;
@@ -195,6 +214,8 @@ impl Probe {
         loader.override_global("DNS_WAKEUP_BYTES", &wakeup_bytes, true);
         let tls_wakeup_bytes = (u64::from(cfg.tls_ringbuf_bytes) / 4 / cpus).max(1024);
         loader.override_global("TLS_WAKEUP_BYTES", &tls_wakeup_bytes, true);
+        let http_wakeup_bytes = (u64::from(cfg.http_ringbuf_bytes) / 4 / cpus).max(1024);
+        loader.override_global("HTTP_WAKEUP_BYTES", &http_wakeup_bytes, true);
         loader
             .map_max_entries("TCP_DESTS", cfg.max_destinations)
             .map_max_entries("TCP_PORTS", cfg.max_ports)
@@ -203,7 +224,8 @@ impl Probe {
             .map_max_entries("DNS_RESOLVERS", cfg.max_resolvers)
             .map_max_entries("DNS_EVENTS", cfg.dns_ringbuf_bytes)
             .map_max_entries("TLS_FLOWS", cfg.max_tls_flows)
-            .map_max_entries("TLS_EVENTS", cfg.tls_ringbuf_bytes);
+            .map_max_entries("TLS_EVENTS", cfg.tls_ringbuf_bytes)
+            .map_max_entries("HTTP_EVENTS", cfg.http_ringbuf_bytes);
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .context("loading observer's eBPF object into the kernel failed")?;
@@ -224,13 +246,33 @@ impl Probe {
             if let Err(e) = load_classifier(&mut ebpf, name) {
                 disabled.push(Disabled {
                     source: format!("tc:{name}"),
-                    signals: "DNS and TLS on every interface",
+                    signals: "DNS, TLS and HTTP on every interface",
                     reason: format!("{e:#}"),
                 });
                 tc_ok = false;
                 break;
             }
         }
+        let ssl = if cfg.ssl_uprobes {
+            match ssl::SslProbes::load(&mut ebpf, tracefs) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    disabled.push(Disabled {
+                        source: "uprobe:libssl".to_owned(),
+                        signals: "HTTP inside TLS (OpenSSL plaintext)",
+                        reason: format!("{e:#}"),
+                    });
+                    None
+                }
+            }
+        } else {
+            disabled.push(Disabled {
+                source: "uprobe:libssl".to_owned(),
+                signals: "HTTP inside TLS (OpenSSL plaintext)",
+                reason: "turned off with --no-ssl-uprobes".to_owned(),
+            });
+            None
+        };
         // Before the maps are taken out of `ebpf`: every one of them, sized as loaded.
         eprintln!("observer: {}", memory::summary(&ebpf));
         let take = |ebpf: &mut Ebpf, name: &str| {
@@ -245,6 +287,7 @@ impl Probe {
             connect: RingBuf::try_from(take(&mut ebpf, "CONNECT_EVENTS")?)?,
             dns: RingBuf::try_from(take(&mut ebpf, "DNS_EVENTS")?)?,
             tls: RingBuf::try_from(take(&mut ebpf, "TLS_EVENTS")?)?,
+            http: RingBuf::try_from(take(&mut ebpf, "HTTP_EVENTS")?)?,
         };
         let mut probe = Probe {
             ebpf,
@@ -257,12 +300,17 @@ impl Probe {
             attached,
             attach_time: Duration::ZERO,
             tc: tc_ok.then(|| TcHooks::new(cfg.tc_attach, cfg.interfaces.clone(), (cfg.tc_baseline, cfg.tc_empty_only))),
+            ssl,
+            ssl_scan_in: 0,
         };
         for note in probe.refresh_interfaces() {
             eprintln!("observer: {note}");
         }
         if let Some(tc) = probe.tc.as_ref().filter(|t| !t.interfaces().is_empty()) {
             probe.attached.push(format!("tc({}):observer on {}", tc.mode.word(), tc.interfaces().join(",")));
+        }
+        if let Some(s) = probe.ssl.as_ref().filter(|s| !s.libraries.is_empty()) {
+            probe.attached.push(format!("uprobe:OpenSSL in {}", s.libraries.join(",")));
         }
         if probe.attached.is_empty() {
             anyhow::bail!("nothing could be attached; see the lines above for each program");
@@ -274,16 +322,25 @@ impl Probe {
     /// Attach the TC program to interfaces that came up since the last call, and forget the
     /// ones that went away. Returns lines to tell the user.
     pub fn refresh_interfaces(&mut self) -> Vec<String> {
-        match &mut self.tc {
+        let mut notes = match &mut self.tc {
             Some(tc) => tc.refresh(&mut self.ebpf),
             None => Vec::new(),
+        };
+        if let Some(ssl) = &mut self.ssl {
+            if self.ssl_scan_in == 0 {
+                notes.extend(ssl.refresh(&mut self.ebpf, Path::new("/proc")));
+                self.ssl_scan_in = SSL_SCAN_EVERY;
+            }
+            self.ssl_scan_in -= 1;
         }
+        notes
     }
 
     /// What this kernel cannot give now: fixed at start, plus hooks that failed to attach.
     pub fn disabled(&self) -> Vec<Disabled> {
         let mut v = self.disabled.clone();
         v.extend(self.tc.as_ref().map(TcHooks::disabled).unwrap_or_default());
+        v.extend(self.ssl.as_ref().map(ssl::SslProbes::disabled).unwrap_or_default());
         v
     }
 

@@ -58,9 +58,16 @@ pub fn check_capabilities() -> Result<(), PrivilegeError> {
 }
 
 /// Once everything is attached, keep only what attaching to interfaces that come up later
-/// needs (CAP_NET_ADMIN, CAP_BPF); reading maps and ring buffers needs none.
-pub fn drop_after_attach() -> Result<(), PrivilegeError> {
-    let keep: caps::CapsHashSet = [Capability::CAP_NET_ADMIN, Capability::CAP_BPF].into_iter().collect();
+/// needs (CAP_NET_ADMIN, CAP_BPF); reading maps and ring buffers needs none. With the OpenSSL
+/// uprobes on, also what they need later: CAP_PERFMON to attach to a libssl that a new
+/// container brings, CAP_SYS_PTRACE to read other processes' `/proc/PID/{maps,fd,net}` (a
+/// process with capabilities is not readable without it), and CAP_DAC_READ_SEARCH to open a
+/// container's library through `/proc/PID/root`.
+pub fn drop_after_attach(ssl_uprobes: bool) -> Result<(), PrivilegeError> {
+    let mut keep: caps::CapsHashSet = [Capability::CAP_NET_ADMIN, Capability::CAP_BPF].into_iter().collect();
+    if ssl_uprobes {
+        keep.extend([Capability::CAP_PERFMON, Capability::CAP_SYS_PTRACE, Capability::CAP_DAC_READ_SEARCH]);
+    }
     let have = caps::read(None, CapSet::Permitted).map_err(|e| PrivilegeError::Read(e.to_string()))?;
     let keep: caps::CapsHashSet = keep.intersection(&have).copied().collect();
     let set = |which| caps::set(None, which, &keep).map_err(|e| PrivilegeError::Read(e.to_string()));

@@ -163,7 +163,7 @@ fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
             }
         }
     }
-    Evaluation { hits, had_signal, quiet_note: "no DNS messages in the window", context }
+    Evaluation { hits, had_signal, quiet_note: "no DNS messages in the window", context, upstreams: vec![] }
 }
 
 /// "; names: a.example (3 SERVFAIL)" for the names this resolver answered with errors.

@@ -6,6 +6,7 @@
 //! layer adds a module here and nothing else in this folder.
 
 mod dns;
+mod http;
 mod tcp;
 mod tls;
 mod triage;
@@ -50,6 +51,9 @@ pub struct Evaluation {
     /// Lines that explain what the rules set aside (for example search-list NXDOMAINs):
     /// shown in the verdict's note, not as evidence.
     context: Vec<String>,
+    /// Destinations whose trouble comes with failing connects to these upstreams (a proxy's
+    /// 502s): the triage order asks the earlier layers about the upstreams too.
+    upstreams: Vec<(SocketAddr, Vec<SocketAddr>)>,
 }
 
 /// The triage layers, in triage order.
@@ -96,9 +100,15 @@ impl Layer {
                 name: "routing",
                 missing: "observer does not collect routing evidence yet (loss, RTT, ICMP, path changes)",
             }],
-            Layer::L7 => &[Part { name: "HTTP", missing: "observer does not parse HTTP yet" }],
+            Layer::L7 => &[Part { name: "HTTP", missing: "HTTP is not observed" }],
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Upstreams {
+    pub destination: SocketAddr,
+    pub upstreams: Vec<SocketAddr>,
 }
 
 /// A part of a triage layer's evidence.
@@ -139,13 +149,25 @@ pub struct Verdict {
     pub destinations: Vec<SocketAddr>,
     /// Set when an earlier suspect layer explains this one.
     pub consequence_of: Option<Layer>,
+    /// Destinations (a proxy's listening address) whose trouble comes with failing connects
+    /// from this host to these upstreams.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<Upstreams>,
     /// Why there is no signal, or what limits the verdict.
     pub note: Option<String>,
 }
 
 impl Verdict {
     fn empty(verdict: State) -> Verdict {
-        Verdict { verdict, rules: vec![], evidence: vec![], destinations: vec![], consequence_of: None, note: None }
+        Verdict {
+            verdict,
+            rules: vec![],
+            evidence: vec![],
+            destinations: vec![],
+            consequence_of: None,
+            upstreams: vec![],
+            note: None,
+        }
     }
 
     pub fn no_signal(note: &str) -> Verdict {
@@ -235,9 +257,11 @@ fn merge<'a>(layer: Layer, rules: impl Iterator<Item = &'a &'a dyn Rules>, windo
     let mut quiet = Vec::new();
     let mut covered = Vec::new();
     let mut context = Vec::new();
+    let mut upstreams = Vec::new();
     for r in rules {
         let e = r.evaluate(window_s, cfg);
         hits.extend(e.hits);
+        upstreams.extend(e.upstreams.into_iter().map(|(destination, upstreams)| Upstreams { destination, upstreams }));
         had_signal |= e.had_signal;
         quiet.push(e.quiet_note);
         context.extend(e.context);
@@ -249,6 +273,9 @@ fn merge<'a>(layer: Layer, rules: impl Iterator<Item = &'a &'a dyn Rules>, windo
         return Verdict::no_signal(&notes.join("; "));
     }
     let mut v = Verdict::from_hits(hits, had_signal, &quiet.join("; "));
+    if v.verdict == State::Suspect {
+        v.upstreams = upstreams;
+    }
     if v.verdict != State::NoSignal && !missing.is_empty() {
         let notes: Vec<&str> = missing.iter().map(|p| p.missing).collect();
         context.push(format!("{}: this verdict covers {}", notes.join("; "), covered.join(" and ")));

@@ -117,5 +117,5 @@ fn evaluate(view: &ConnectView, window_s: f64, cfg: &Config) -> Evaluation {
             });
         }
     }
-    Evaluation { hits, had_signal, quiet_note: "no TCP connects or TCP events in the window", context: vec![] }
+    Evaluation { hits, had_signal, quiet_note: "no TCP connects or TCP events in the window", context: vec![], upstreams: vec![] }
 }

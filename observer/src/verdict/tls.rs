@@ -53,7 +53,7 @@ impl Rules for TlsView {
             }
             hits.push(Hit { rule: "tls.handshake_failures", destination: target.dest, evidence: Some(evidence) });
         }
-        Evaluation { hits, had_signal, quiet_note: "no TLS handshakes in the window", context }
+        Evaluation { hits, had_signal, quiet_note: "no TLS handshakes in the window", context, upstreams: vec![] }
     }
 
     /// A failing handshake explains HTTP trouble with the same addresses.

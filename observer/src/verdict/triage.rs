@@ -38,8 +38,17 @@ pub fn order(v: &mut Verdicts, rules: &[&dyn Rules], lost_in_window: u64) -> Opt
         if v.get(later).verdict != State::Suspect {
             continue;
         }
-        let dests = &v.get(later).destinations;
-        if !dests.is_empty() && dests.iter().all(|d| explained.contains(&d.ip())) {
+        // A destination is explained by its own address, or (a proxy's listening address)
+        // by the upstreams it failed to reach.
+        let l = v.get(later);
+        let is_explained = |d: &SocketAddr| {
+            explained.contains(&d.ip())
+                || l.upstreams.iter().any(|u| {
+                    u.destination == *d && !u.upstreams.is_empty() && u.upstreams.iter().all(|x| explained.contains(&x.ip()))
+                })
+        };
+        let dests = &l.destinations;
+        if !dests.is_empty() && dests.iter().all(is_explained) {
             v.get_mut(later).consequence_of = Some(first);
             consequences.push(later);
         } else {

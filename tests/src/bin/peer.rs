@@ -22,6 +22,13 @@
 //!                                     record header claiming 16 KiB and 100 bytes of it, close.
 //!   peer tls-big-hello DEST SNI       send a ~3 KiB TLS 1.3 ClientHello for SNI in two writes
 //!                                     50 ms apart (two segments), print what came back.
+//!   peer http-slow LISTEN MS          an HTTP/1.1 upstream that answers every request 200 after
+//!                                     MS milliseconds (keep-alive), until killed.
+//!   peer http-split DEST HOST         send one request in two segments 100 ms apart (the Host
+//!                                     header in the second), print the status line.
+//!   peer http-garbage DEST            send a request line followed by binary junk, then a
+//!                                     request whose header block is larger than 512 bytes
+//!                                     before its Host, each on its own connection.
 //!   peer tc-drop IFACE ingress|egress  stand in for a CNI: attach a TCX program that drops
 //!                                     every packet on IFACE's hook, until killed. It goes
 //!                                     first in the chain, as a CNI that attaches later would.
@@ -55,6 +62,9 @@ fn main() {
             args[6].parse().expect("COUNT"),
         ),
         Some("tc-drop") => tc_drop(&args[2], &args[3]),
+        Some("http-slow") => http_slow(&args[2], args[3].parse().expect("MS")),
+        Some("http-split") => http_split(&args[2], &args[3]),
+        Some("http-garbage") => http_garbage(&args[2]),
         Some("tcp-hold") => tcp_hold(&args[2]),
         Some("tls-truncated") => tls_truncated(&args[2]),
         Some("tls-big-hello") => tls_big_hello(&args[2], &args[3]),
@@ -393,5 +403,64 @@ fn tls_truncated(addr: &str) {
         cut.extend_from_slice(&[2; 100]);
         let _ = stream.write_all(&cut);
         // Dropping the stream closes it with a FIN.
+    }
+}
+
+/// Read up to the end of a request's header block; false at EOF.
+fn read_head(s: &mut std::net::TcpStream) -> bool {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn http_slow(addr: &str, ms: u64) {
+    use std::io::Write;
+    let listener = TcpListener::bind(addr).expect("bind");
+    for stream in listener.incoming().flatten() {
+        thread::spawn(move || {
+            let mut s = stream;
+            while read_head(&mut s) {
+                thread::sleep(Duration::from_millis(ms));
+                if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn http_split(dest: &str, host: &str) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(dest).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    s.write_all(b"GET /split/path?q=1 HTTP/1.1\r\nUser-Agent: observer-test\r\n").expect("write");
+    thread::sleep(Duration::from_millis(100));
+    s.write_all(format!("Host: {host}\r\nConnection: close\r\n\r\n").as_bytes()).expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    println!("{}", out.lines().next().unwrap_or(""));
+}
+
+fn http_garbage(dest: &str) {
+    use std::io::Write;
+    let mut junk = b"GET /\x00\x01".to_vec();
+    junk.extend((0..200u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
+    junk.extend_from_slice(b"\r\n\r\n");
+    let mut big = b"GET /big HTTP/1.1\r\nCookie: ".to_vec();
+    big.extend(std::iter::repeat_n(b'c', 700));
+    big.extend_from_slice(b"\r\nHost: big.test\r\nConnection: close\r\n\r\n");
+    for payload in [junk, big] {
+        let mut s = std::net::TcpStream::connect(dest).expect("connect");
+        s.write_all(&payload).expect("write");
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        println!("{}", String::from_utf8_lossy(&out).lines().next().unwrap_or(""));
     }
 }

@@ -30,12 +30,50 @@ enum Scenario {
     /// TCP connects to the API are fine, and 2 of its 5 TLS handshakes end in the client's
     /// unknown_ca alert.
     TlsFailing,
+    /// This host is a proxy on 10.0.0.5:8080: 12 of the 40 requests it serves for
+    /// api.internal get a 502, and its connects to the upstream 10.0.0.9:9000 are refused.
+    ProxyFailing,
 }
 
 const RESOLVER: &str = "10.0.0.2:53";
 const CLIENT: &str = "10.0.0.10:41000";
 const API: &str = "10.0.0.5:443";
 const DB: &str = "10.1.2.3:5432";
+const PROXY: &str = "10.0.0.5:8080";
+const UPSTREAM: &str = "10.0.0.9:9000";
+
+/// 40 requests to the proxy from clients, each answered 4 to 6 ms later: three in ten (the
+/// orders endpoint) with a 502.
+fn proxy_requests() -> Vec<Event> {
+    use crate::events::{HttpChunk, HttpKind};
+    let mut out = Vec::new();
+    for i in 0..40u16 {
+        let client = SocketAddr::new(CLIENT.parse::<SocketAddr>().unwrap().ip(), 43000 + i);
+        let proxy: SocketAddr = PROXY.parse().unwrap();
+        let at = 600 + u64::from(i) * 10;
+        let chunk = |ms: u64, src, dst, bytes: &[u8]| HttpChunk {
+            at: Mono(ms * 1_000_000),
+            src: Some(src),
+            dst: Some(dst),
+            kind: HttpKind::Start,
+            seq: 1,
+            payload_len: bytes.len() as u32,
+            ifindex: 2,
+            pid: 0,
+            fd: -1,
+            ssl: 0,
+            process: None,
+            dst_is_local: dst == proxy,
+            bytes: bytes.to_vec(),
+        };
+        let path = if i % 10 < 3 { "/v1/orders" } else { "/v1/items" };
+        let req = format!("GET {path}?page=2 HTTP/1.1\r\nHost: api.internal\r\n\r\n");
+        out.push(Event::Http(chunk(at, client, proxy, req.as_bytes())));
+        let status: &[u8] = if i % 10 < 3 { b"HTTP/1.1 502 Bad Gateway\r\n" } else { b"HTTP/1.1 200 OK\r\n" };
+        out.push(Event::Http(chunk(at + 4 + u64::from(i % 3), proxy, client, status)));
+    }
+    out
+}
 
 fn dns_msg(ts_ms: u64, id: u16, response: Option<RCODE>) -> DnsMessage {
     let name = "api.example.com";
@@ -122,6 +160,13 @@ fn build_with(s: Scenario, disabled: Vec<Disabled>) -> (Report, Vec<verdict::Cha
     }
     if matches!(s, Scenario::TlsFailing) {
         events.extend(tls_handshakes());
+    }
+    if matches!(s, Scenario::ProxyFailing) {
+        events.extend(proxy_requests());
+        for _ in 0..12 {
+            events.push(Event::Connect(connect(UPSTREAM, Outcome::Refused, 150)));
+        }
+        tcp.dests.push((UPSTREAM.parse::<SocketAddr>().unwrap(), counts(&[(dc::ATTEMPTS, 12), (dc::REFUSED, 12)])));
     }
     pipeline.on_input(&Input::Events(events), false);
     let tick = Tick {
@@ -243,6 +288,29 @@ fn drill_down_into_the_refused_destination() {
     insta::assert_snapshot!(frame(&a, 80, 24));
     a.handle(Action::Back);
     assert!(a.drill.is_none());
+}
+
+#[test]
+fn proxy_failing_80x24() {
+    insta::assert_snapshot!(frame(&app(Scenario::ProxyFailing), 80, 24));
+}
+
+#[test]
+fn a_proxys_502s_are_a_consequence_of_its_refused_upstream_and_drill_down_shows_the_slowest() {
+    let (r, _) = build(Scenario::ProxyFailing);
+    let cause = r.cause.as_ref().expect("a cause");
+    assert_eq!(cause.layer, crate::verdict::Layer::TcpTls);
+    assert_eq!(cause.consequences, [crate::verdict::Layer::L7], "{:#?}", r.verdicts.l7);
+    let l7 = &r.verdicts.l7;
+    assert_eq!(
+        l7.evidence,
+        ["L7: 12/40 responses served on 10.0.0.5:8080 (Host api.internal) were 502 in the last 10 s (e.g. GET /v1/orders -> 502 after 6.0 ms); upstream connects to 10.0.0.9:9000 refused"]
+    );
+    let mut a = app(Scenario::ProxyFailing);
+    a.handle(Action::Panel(3));
+    assert_eq!(a.handle(Action::Enter), Effect::None);
+    assert_eq!(a.drill.as_deref(), Some("http server 10.0.0.5:8080 api.internal"));
+    insta::assert_snapshot!(frame(&a, 100, 30));
 }
 
 #[test]

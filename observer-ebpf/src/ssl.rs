@@ -1,0 +1,195 @@
+//! OpenSSL's plaintext, for the HTTP layer: uprobes on `SSL_write`, `SSL_read` and their
+//! `_ex` forms in libssl. The entry probe remembers the call's buffer per thread; the return
+//! probe copies what was written or read. The socket under the call is learned from the
+//! read/write syscall the call makes (the syscall tracepoints look only at threads inside an
+//! OpenSSL call); userspace maps (pid, fd) to the connection.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_probe_read_user_buf, generated::bpf_get_current_task,
+    },
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
+};
+use observer_common::{
+    http::{HTTP_CAPTURE, HttpEvent, kind},
+    layout::SockLayout,
+    lost,
+    tcp::{AF_INET, AF_INET6, Endpoint},
+};
+
+use crate::{
+    http::{output, starts},
+    tc::copy_endpoint,
+    maps::{SSL_CALLS, SSL_SCRATCH, count_lost},
+};
+
+/// Offset of `fd` in the `syscalls:sys_enter_{read,write,sendto,recvfrom}` records, from
+/// tracefs (set by userspace; the same for all four).
+#[unsafe(no_mangle)]
+static SYS_ENTER_FD_OFFSET: u32 = 16;
+
+/// From BTF (set by userspace): the way from a file descriptor to its socket's addresses.
+#[unsafe(no_mangle)]
+static SOCK_LAYOUT: SockLayout = SockLayout {
+    enabled: 0,
+    task_files: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    file_private_data: 0,
+    socket_sk: 0,
+    family: 0,
+    daddr: 0,
+    rcv_saddr: 0,
+    dport: 0,
+    num: 0,
+    v6_daddr: 0,
+    v6_rcv_saddr: 0,
+};
+
+/// One OpenSSL call in progress on a thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Call {
+    ssl: u64,
+    buf: u64,
+    /// `_ex` forms: where the byte count is written.
+    count_at: u64,
+    /// The socket under the call, once a syscall showed it (family 0 until then).
+    local: Endpoint,
+    remote: Endpoint,
+    fd: i32,
+    kind: u8,
+    ex: u8,
+    _pad: [u8; 2],
+}
+
+/// Per CPU: the event being built and the bytes written since the last wakeup.
+#[repr(C)]
+pub struct Scratch {
+    produced: u64,
+    event: HttpEvent,
+}
+
+#[inline(always)]
+pub fn enter(ctx: &ProbeContext, what: u8, ex: bool) {
+    let (Some(ssl), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else { return };
+    let count_at = if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 };
+    let none = Endpoint { addr: [0; 16], port: 0, family: 0 };
+    let call = Call { ssl, buf, count_at, local: none, remote: none, fd: -1, kind: what, ex: ex as u8, _pad: [0; 2] };
+    if SSL_CALLS.insert(&bpf_get_current_pid_tgid(), &call, 0).is_err() {
+        count_lost(lost::SSL_CALLS_FULL);
+    }
+}
+
+/// A read or write syscall: if its thread is inside an OpenSSL call, that call's socket.
+#[inline(always)]
+pub fn syscall(ctx: &TracePointContext) {
+    let Some(call) = SSL_CALLS.get_ptr_mut(&bpf_get_current_pid_tgid()) else { return };
+    let offset = unsafe { core::ptr::read_volatile(&SYS_ENTER_FD_OFFSET) } as usize;
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(offset) }) else { return };
+    // SAFETY: a map value of this thread's, which only this thread writes.
+    let call = unsafe { &mut *call };
+    if call.fd == fd as i32 && call.local.family != 0 {
+        return;
+    }
+    call.fd = fd as i32;
+    let _ = socket_of(fd, call);
+}
+
+/// Read the addresses of the TCP socket behind this thread's `fd`:
+/// task->files->fdt->fd[fd]->private_data (a socket)->sk.
+#[inline(always)]
+fn socket_of(fd: u64, call: &mut Call) -> Option<()> {
+    let l = unsafe { core::ptr::read_volatile(&SOCK_LAYOUT) };
+    if l.enabled == 0 {
+        return None;
+    }
+    let at = |base: u64, off: u32| (base + u64::from(off)) as *const u64;
+    let read = |p: *const u64| unsafe { bpf_probe_read_kernel(p) }.ok().filter(|v| *v != 0);
+    let task = unsafe { bpf_get_current_task() };
+    let files = read(at(task, l.task_files))?;
+    let fdt = read(at(files, l.files_fdt))?;
+    let max = unsafe { bpf_probe_read_kernel((fdt + u64::from(l.fdt_max_fds)) as *const u32) }.ok()?;
+    if fd >= u64::from(max) {
+        return None;
+    }
+    let fds = read(at(fdt, l.fdt_fd))?;
+    let file = read((fds + fd * 8) as *const u64)?;
+    let socket = read(at(file, l.file_private_data))?;
+    let sk = read(at(socket, l.socket_sk))?;
+    let family = unsafe { bpf_probe_read_kernel((sk + u64::from(l.family)) as *const u16) }.ok()?;
+    let dport = u16::from_be(unsafe { bpf_probe_read_kernel((sk + u64::from(l.dport)) as *const u16) }.ok()?);
+    let num = unsafe { bpf_probe_read_kernel((sk + u64::from(l.num)) as *const u16) }.ok()?;
+    let (local, remote) = (&mut call.local, &mut call.remote);
+    if family == AF_INET {
+        let d = unsafe { bpf_probe_read_kernel((sk + u64::from(l.daddr)) as *const [u8; 4]) }.ok()?;
+        let s = unsafe { bpf_probe_read_kernel((sk + u64::from(l.rcv_saddr)) as *const [u8; 4]) }.ok()?;
+        remote.addr = [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        local.addr = [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    } else if family == AF_INET6 {
+        remote.addr = unsafe { bpf_probe_read_kernel((sk + u64::from(l.v6_daddr)) as *const [u8; 16]) }.ok()?;
+        local.addr = unsafe { bpf_probe_read_kernel((sk + u64::from(l.v6_rcv_saddr)) as *const [u8; 16]) }.ok()?;
+    } else {
+        return None;
+    }
+    (remote.port, local.port) = (dport, num);
+    (remote.family, local.family) = (family, family);
+    Some(())
+}
+
+#[inline(always)]
+pub fn exit(ctx: &RetProbeContext) {
+    let id = bpf_get_current_pid_tgid();
+    let Some(&call) = (unsafe { SSL_CALLS.get(&id) }) else { return };
+    let _ = SSL_CALLS.remove(&id);
+    let ret: i64 = ctx.ret();
+    let n = if call.ex == 1 {
+        if ret != 1 || call.count_at == 0 {
+            return;
+        }
+        match unsafe { bpf_probe_read_user(call.count_at as *const u64) } {
+            Ok(n) => n,
+            Err(_) => return,
+        }
+    } else if ret > 0 {
+        ret as u64
+    } else {
+        return;
+    };
+    let Some(s) = SSL_SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: this CPU's slot; a probe runs to completion on one CPU.
+    let s = unsafe { &mut *s };
+    let ev = &mut s.event;
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    ev.seq_or_ssl = call.ssl;
+    ev.payload_len = n.min(u64::from(u32::MAX)) as u32;
+    ev.ifindex = 0;
+    ev.pid = (id >> 32) as u32;
+    ev.fd = call.fd;
+    ev.kind = call.kind;
+    ev.direction = 0;
+    // The sender first: what this process wrote, or what its peer sent it.
+    let (src, dst) = if call.kind == WRITE { (&call.local, &call.remote) } else { (&call.remote, &call.local) };
+    copy_endpoint(&mut ev.src, src);
+    copy_endpoint(&mut ev.dst, dst);
+    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    ev.captured = 0;
+    // 1..=HTTP_CAPTURE in a form the verifier keeps.
+    let len = ((n.min(HTTP_CAPTURE as u64) as usize - 1) & (HTTP_CAPTURE - 1)) + 1;
+    if unsafe { bpf_probe_read_user_buf(call.buf as *const u8, &mut ev.data[..len]) }.is_err() {
+        count_lost(lost::HTTP_COPY_FAILED);
+        return;
+    }
+    ev.captured = len as u16;
+    // Only the start of a message is worth a record: bodies are not parsed.
+    let first = u32::from_le_bytes([ev.data[0], ev.data[1], ev.data[2], ev.data[3]]);
+    if len < 4 || !starts(first) {
+        return;
+    }
+    output(&mut s.produced, ev);
+}
+
+pub const WRITE: u8 = kind::SSL_WRITE;
+pub const READ: u8 = kind::SSL_READ;

@@ -1,0 +1,199 @@
+//! Uprobes on OpenSSL (`SSL_write`, `SSL_read` and their `_ex` forms) in every libssl that a
+//! process on this host maps, containers included (found through `/proc/PID/root`), and in
+//! the host's own libssl so that processes that start later are covered from their first
+//! call. A uprobe belongs to a file, not to a process: each distinct file is attached once.
+//! The syscall tracepoints tell which socket each call used.
+
+use std::{
+    collections::HashSet,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    programs::{TracePoint, UProbe, uprobe::UProbeScope},
+};
+
+use observer_common::layout::SockLayout;
+
+use crate::events::Disabled;
+
+/// (entry program, symbol); the one return program follows every symbol.
+const ENTRIES: [(&str, &str); 4] =
+    [("ssl_write", "SSL_write"), ("ssl_write_ex", "SSL_write_ex"), ("ssl_read", "SSL_read"), ("ssl_read_ex", "SSL_read_ex")];
+const RETURN: &str = "ssl_return";
+const SYSCALLS: [&str; 4] = ["sys_enter_write", "sys_enter_read", "sys_enter_sendto", "sys_enter_recvfrom"];
+/// Where distributions keep the host's own libssl.
+const HOST_DIRS: [&str; 6] =
+    ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/lib64", "/usr/lib"];
+const LIB_NAMES: [&str; 2] = ["libssl.so.3", "libssl.so.1.1"];
+const SIGNALS: &str = "HTTP inside TLS (OpenSSL plaintext); Go crypto/tls, BoringSSL, rustls and statically linked OpenSSL are not covered";
+
+pub struct SslProbes {
+    /// (device, inode) of each libssl file attached.
+    attached: HashSet<(u64, u64)>,
+    pub libraries: Vec<String>,
+    /// Files that could not be attached, with the reason (said once each).
+    failed: Vec<(String, String)>,
+    ready: bool,
+}
+
+impl SslProbes {
+    /// Load the programs and the syscall tracepoints. Errors leave HTTPS unobserved, not the rest.
+    pub fn load(ebpf: &mut Ebpf, tracefs: &Path) -> anyhow::Result<SslProbes> {
+        let text = super::tracefs::read_format(tracefs, "syscalls", "sys_enter_write")
+            .context("tracepoint syscalls:sys_enter_write not available")?;
+        let fd = super::tracefs::parse_format(&text).get("fd").map(|f| f.offset).context("sys_enter_write has no fd field")?;
+        if fd != 16 {
+            anyhow::bail!("sys_enter_write's fd is at offset {fd}, not 16 as the program reads it");
+        }
+        for (program, _) in ENTRIES.iter().chain([&(RETURN, "")]) {
+            let p: &mut UProbe = ebpf.program_mut(program).with_context(|| format!("program {program} missing"))?.try_into()?;
+            p.load().with_context(|| format!("the verifier rejected {program}"))?;
+        }
+        let tp: &mut TracePoint = ebpf.program_mut("ssl_syscall").context("program ssl_syscall missing")?.try_into()?;
+        tp.load().context("the verifier rejected ssl_syscall")?;
+        for name in SYSCALLS {
+            tp.attach("syscalls", name).with_context(|| format!("attaching to syscalls:{name}"))?;
+        }
+        Ok(SslProbes { attached: HashSet::new(), libraries: Vec::new(), failed: Vec::new(), ready: true })
+    }
+
+    /// Attach to libssl files not attached yet: the host's own and those mapped by running
+    /// processes. Returns lines to tell the user.
+    pub fn refresh(&mut self, ebpf: &mut Ebpf, proc: &Path) -> Vec<String> {
+        if !self.ready {
+            return Vec::new();
+        }
+        let mut notes = Vec::new();
+        for path in candidates(proc) {
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            let id = (meta.dev(), meta.ino());
+            if self.attached.contains(&id) || self.failed.iter().any(|(p, _)| *p == path.display().to_string()) {
+                continue;
+            }
+            match attach(ebpf, &path) {
+                Ok(()) => {
+                    self.attached.insert(id);
+                    self.libraries.push(path.display().to_string());
+                    notes.push(format!("OpenSSL uprobes attached to {}", path.display()));
+                }
+                Err(e) => {
+                    notes.push(format!("cannot attach OpenSSL uprobes to {}: {e:#}", path.display()));
+                    self.failed.push((path.display().to_string(), format!("{e:#}")));
+                }
+            }
+        }
+        notes
+    }
+
+    pub fn disabled(&self) -> Vec<Disabled> {
+        let mut v: Vec<Disabled> = self
+            .failed
+            .iter()
+            .map(|(path, reason)| Disabled { source: format!("uprobe:{path}"), signals: SIGNALS, reason: reason.clone() })
+            .collect();
+        if self.attached.is_empty() && self.failed.is_empty() {
+            v.push(Disabled {
+                source: "uprobe:libssl".to_owned(),
+                signals: SIGNALS,
+                reason: "no libssl.so.3 or libssl.so.1.1 on this host or in any running process".to_owned(),
+            });
+        }
+        v
+    }
+}
+
+/// The way from a file descriptor to its socket's addresses, from BTF.
+pub fn sock_layout(blob: &[u8]) -> Result<SockLayout, super::btf::BtfError> {
+    let m = |s: &str, f: &str| super::btf::member_offset(blob, s, f);
+    let common = m("sock", "__sk_common")?;
+    Ok(SockLayout {
+        enabled: 1,
+        task_files: m("task_struct", "files")?,
+        files_fdt: m("files_struct", "fdt")?,
+        fdt_max_fds: m("fdtable", "max_fds")?,
+        fdt_fd: m("fdtable", "fd")?,
+        file_private_data: m("file", "private_data")?,
+        socket_sk: m("socket", "sk")?,
+        family: common + m("sock_common", "skc_family")?,
+        daddr: common + m("sock_common", "skc_daddr")?,
+        rcv_saddr: common + m("sock_common", "skc_rcv_saddr")?,
+        dport: common + m("sock_common", "skc_dport")?,
+        num: common + m("sock_common", "skc_num")?,
+        v6_daddr: common + m("sock_common", "skc_v6_daddr")?,
+        v6_rcv_saddr: common + m("sock_common", "skc_v6_rcv_saddr")?,
+    })
+}
+
+fn attach(ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<()> {
+    for (program, symbol) in ENTRIES {
+        let p: &mut UProbe = ebpf.program_mut(program).context("program missing")?.try_into()?;
+        p.attach(symbol, path, UProbeScope::AllProcesses).with_context(|| symbol.to_string())?;
+        let r: &mut UProbe = ebpf.program_mut(RETURN).context("program missing")?.try_into()?;
+        r.attach(symbol, path, UProbeScope::AllProcesses).with_context(|| format!("{symbol} (return)"))?;
+    }
+    Ok(())
+}
+
+/// libssl files: the host's, then every one a process maps, seen through its root.
+fn candidates(proc: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for dir in HOST_DIRS {
+        for name in LIB_NAMES {
+            let p = Path::new(dir).join(name);
+            if p.exists() {
+                out.push(p);
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(proc) else { return out };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(maps) = std::fs::read_to_string(e.path().join("maps")) else { continue };
+        for lib in mapped_libssl(&maps) {
+            let p = e.path().join("root").join(lib.trim_start_matches('/'));
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The libssl paths in a `/proc/PID/maps` text.
+pub fn mapped_libssl(maps: &str) -> Vec<&str> {
+    let mut v: Vec<&str> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.starts_with('/') && p.rsplit('/').next().is_some_and(|f| f.starts_with("libssl.so")))
+        .collect();
+    v.dedup();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn libssl_paths_from_a_maps_file() {
+        let maps = "7f00-7f01 r--p 00000000 08:01 123 /usr/lib/x86_64-linux-gnu/libssl.so.3\n\
+                    7f01-7f02 r-xp 00001000 08:01 123 /usr/lib/x86_64-linux-gnu/libssl.so.3\n\
+                    7f02-7f03 r--p 00000000 08:01 124 /usr/lib/x86_64-linux-gnu/libcrypto.so.3\n\
+                    7f03-7f04 rw-p 00000000 00:00 0 \n\
+                    7f04-7f05 r--p 00000000 08:01 125 /opt/app/lib/libssl.so.1.1 (deleted)\n";
+        assert_eq!(super::mapped_libssl(maps), ["/usr/lib/x86_64-linux-gnu/libssl.so.3", "/opt/app/lib/libssl.so.1.1"]);
+    }
+
+    #[test]
+    fn the_socket_layout_comes_from_the_running_kernel_when_it_has_btf() {
+        let Ok(vmlinux) = std::fs::read("/sys/kernel/btf/vmlinux") else { return };
+        let l = super::sock_layout(&vmlinux).expect("every member is in this kernel's BTF");
+        assert_eq!((l.enabled, l.daddr, l.rcv_saddr), (1, 0, 4));
+        assert!(l.v6_daddr > l.num && l.task_files > 0 && l.socket_sk > 0, "{l:?}");
+    }
+}
