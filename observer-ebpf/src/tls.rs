@@ -82,6 +82,9 @@ pub struct Scratch {
     known: u64,
     /// Bytes this CPU wrote to the ring since it last woke the reader.
     produced: u64,
+    /// The direction this CPU last found NOT_TLS in FLOW_CACHE: a bulk flow's next packet,
+    /// usually on the same CPU, is skipped without the call and the lookup.
+    skip: u64,
     event: TlsEvent,
 }
 
@@ -151,6 +154,7 @@ fn head_from_pages(ctx: &TcContext, pkt: &mut Packet, payload: u32, ports_flags:
     let cached = FLOW_CACHE.get(cache_slot(tag)).copied().unwrap_or(0);
     let known = if cached & !3 == tag { cached & 3 } else { UNKNOWN };
     if known == NOT_TLS && flags & (FIN | RST) == 0 {
+        pkt.tls.skip = tag;
         return false;
     }
     let mut head = [0u8; 8];
@@ -175,6 +179,7 @@ pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet, t: &Tcp) {
         if let Some(tag) = direction_tag(ctx, pkt, sport, dport) {
             cache_set(tag, UNKNOWN);
         }
+        pkt.tls.skip = 0;
         if dport == TLS_PORT && flags & ACK == 0 {
             if let Some(p) = TLS_FIRST_DATA.get_ptr_mut(slot) {
                 unsafe { *p = seq.wrapping_add(1) };
@@ -193,6 +198,11 @@ pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet, t: &Tcp) {
             // Not in the linear data (GSO and most NICs keep the payload in pages): copied
             // out, unless the direction is known to be neither TLS nor HTTP.
             None => {
+                let hash = unsafe { (*ctx.skb.skb).hash };
+                let quick = ((u64::from(hash) << 32) | (u64::from(sport) << 16) | u64::from(dport)) & !3;
+                if hash != 0 && pkt.tls.skip == quick && flags & (FIN | RST) == 0 {
+                    return;
+                }
                 let ports_flags = (u64::from(sport) << 24) | (u64::from(dport) << 8) | u64::from(flags);
                 if !head_from_pages(ctx, pkt, payload as u32, ports_flags) {
                     return;
@@ -218,6 +228,7 @@ pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet, t: &Tcp) {
         http::emit(ctx, pkt);
         if known != HTTP {
             cache_set(tag, HTTP);
+            pkt.tls.skip = 0;
         }
     }
     if !is_record && !continues && flags & (FIN | RST) == 0 && known != TRACKED {
@@ -265,6 +276,7 @@ pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet, t: &Tcp) {
     };
     if known != TRACKED {
         cache_set(tag, TRACKED);
+        pkt.tls.skip = 0;
     }
     // SAFETY: a map value; racing CPUs only make the budget approximate.
     let flow = unsafe { &mut *flow };
