@@ -4,7 +4,7 @@
 //!
 //! The proxy routes by path: `/dead/` to a port nothing listens on (502), `/slow/` to an
 //! upstream that answers after 3 s with `proxy_read_timeout 1s` (504), `/busy/` to an
-//! upstream that returns 503, and `/ok/` to one that returns 200.
+//! upstream that returns 503, and `/ok/` to one that returns 200. Port 9443 speaks HTTP/2.
 
 use std::fs;
 
@@ -85,6 +85,8 @@ impl Proxy {
                uwsgi_temp_path {d}; scgi_temp_path {d}; proxy_next_upstream off;\n\
                server {{ listen {ip}:8080; {routes} }}\n\
                server {{ listen {ip}:8443 ssl; server_name good.test; ssl_certificate {good}; ssl_certificate_key {key};\n\
+                 {routes} }}\n\
+               server {{ listen {ip}:9443 ssl http2; server_name good.test; ssl_certificate {good}; ssl_certificate_key {key};\n\
                  {routes} }} }}\n"
         );
         fs::write(dir.0.join("nginx.conf"), conf).unwrap();
@@ -101,6 +103,7 @@ impl Proxy {
         dirs.push(dir);
         wait_listening(&pair.server, &format!("{ip}:8080"));
         wait_listening(&pair.server, &format!("{ip}:8443"));
+        wait_listening(&pair.server, &format!("{ip}:9443"));
         Proxy { pair, upstream, certs, _procs: procs, _dirs: dirs }
     }
 
@@ -125,9 +128,13 @@ impl Proxy {
 
     /// curl the proxy over TLS (good.test, with the test CA); the status code.
     pub fn curl_tls(&self, path: &str) -> String {
+        self.curl_tls_port(8443, path)
+    }
+
+    pub fn curl_tls_port(&self, port: u16, path: &str) -> String {
         let ip = self.pair.server_ip();
         self.pair.client.run(&format!(
-            "curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 --cacert {} --resolve good.test:8443:{ip} https://good.test:8443{path}",
+            "curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 --cacert {} --resolve good.test:{port}:{ip} https://good.test:{port}{path}",
             self.certs.path("ca.pem")
         ))
     }

@@ -187,3 +187,23 @@ fn a_container_with_its_own_libssl_is_found_through_its_root_and_seen() {
     assert!(t["process"].as_str().unwrap_or("").starts_with("nginx["), "{t:#}");
     obs.stop();
 }
+
+#[test]
+fn http2_is_detected_by_alpn_and_preface_and_said_to_be_unparsed() {
+    require_root();
+    let p = Proxy::start("http-h2");
+    let obs = Observer::start(&p.pair.server, &[]);
+    assert_eq!(p.curl_tls_port(9443, "/ok/"), "200");
+    let proxy = p.proxy(9443);
+    let r = obs
+        .wait_for(Duration::from_secs(5), |r| {
+            // The ServerHello's ALPN (TLS, per destination), and the preface each process
+            // wrote or read (OpenSSL plaintext).
+            total(r, "client", &proxy, "", "h2_not_parsed") >= 2 && total(r, "server", &proxy, "", "h2_not_parsed") >= 1
+        })
+        .unwrap_or_else(|| panic!("HTTP/2 never showed: {}", dump(&obs)));
+    let note = verdict(&r, "l7")["note"].to_string();
+    assert!(note.contains(&format!("HTTP/2 connections with {proxy} (no Host) are not parsed")), "{:#}", verdict(&r, "l7"));
+    assert_eq!(total(&r, "client", &proxy, "good.test:9443", "requests"), 0, "nothing is parsed inside HTTP/2");
+    obs.stop();
+}

@@ -21,7 +21,7 @@ use super::{
     latency::{LatencySummary, LatencyWindow},
     window::Tally,
 };
-use crate::events::{Event, HttpChunk, HttpKind, Mono, Outcome, Tick};
+use crate::events::{Event, HttpChunk, HttpKind, Mono, Outcome, Tick, TlsKind};
 use parse::Message;
 
 observer_common::counter_set! {
@@ -588,6 +588,13 @@ impl Aggregator for HttpLayer {
                         }
                         self.connect_failures.push_back((None, r.dest, o));
                     }
+                }
+            }
+            // HTTP/2 inside TLS shows in the ServerHello's ALPN: counted, not parsed.
+            Event::Tls(t) if t.kind == TlsKind::Data && !t.from_client && t.offset == 0 => {
+                if crate::layers::tls::handshake::server_alpn(&t.bytes).as_deref() == Some("h2") {
+                    self.now = self.now.max(t.at);
+                    self.target((Role::Client, t.server, String::new()), None).counts.bump(hc::H2);
                 }
             }
             Event::Dns(_) | Event::Tls(_) => {}

@@ -28,6 +28,13 @@ impl Rules for HttpView {
             let requests = c.get(hc::REQUESTS);
             let responses = c.get(hc::RESPONSES);
             let no_response = c.get(hc::NO_RESPONSE);
+            if c.get(hc::H2) > 0 {
+                e.context.push(format!(
+                    "L7: {} HTTP/2 connections with {} are not parsed (their status codes are not seen)",
+                    c.get(hc::H2),
+                    target.label()
+                ));
+            }
             if requests + responses + no_response == 0 {
                 continue;
             }

@@ -282,6 +282,9 @@ fn merge<'a>(layer: Layer, rules: impl Iterator<Item = &'a &'a dyn Rules>, windo
     }
     if v.verdict != State::NoSignal && !context.is_empty() {
         v.note = Some(context.join("; "));
+    } else if v.verdict == State::NoSignal && !context.is_empty() {
+        // What was seen but cannot be judged (HTTP/2): silence is not health.
+        v.note = Some(format!("{}; {}", v.note.take().unwrap_or_default(), context.join("; ")));
     }
     v
 }

@@ -195,3 +195,17 @@ fn failed_connects_are_kept_for_the_window_and_name_the_process_of_a_client() {
     tick(&mut l, 12_000);
     assert!(l.view().connect_failures.is_empty(), "out of the window");
 }
+
+#[test]
+fn http2_chosen_in_a_tls_handshake_is_counted_per_destination() {
+    use crate::{events::TlsKind, layers::tls::handshake::tests::{chunk as tls_chunk, server_hello_alpn}};
+    let mut l = HttpLayer::new(cfg());
+    let h2 = tls_chunk(1, false, TlsKind::Data, 0, &server_hello_alpn(0x1301, true, Some("h2")));
+    let h1 = tls_chunk(2, false, TlsKind::Data, 0, &server_hello_alpn(0x1301, true, Some("http/1.1")));
+    l.on_event(&Event::Tls(h2.clone()));
+    l.on_event(&Event::Tls(h1));
+    tick(&mut l, 1000);
+    let v = l.view();
+    assert_eq!(v.targets.len(), 1);
+    assert_eq!((v.targets[0].server, v.targets[0].window.get(hc::H2)), (h2.server, 1));
+}

@@ -176,6 +176,23 @@ fn extensions(raw: Option<&[u8]>) -> Vec<TlsExtension<'_>> {
     raw.and_then(|e| parse_tls_extensions(e).ok()).map(|(_, v)| v).unwrap_or_default()
 }
 
+/// The protocol a server chose (ALPN) in a ServerHello at the start of `bytes`, for the HTTP
+/// layer: "h2" there means HTTP/2 follows, which it counts and does not parse.
+pub fn server_alpn(bytes: &[u8]) -> Option<String> {
+    let (_, record) = parse_tls_raw_record(bytes).ok()?;
+    if record.hdr.record_type != TlsRecordType::Handshake {
+        return None;
+    }
+    let (_, messages) = parse_tls_record_with_header(record.data, &record.hdr).ok()?;
+    messages.into_iter().find_map(|m| match m {
+        TlsMessage::Handshake(TlsMessageHandshake::ServerHello(sh)) => extensions(sh.ext).into_iter().find_map(|e| match e {
+            TlsExtension::ALPN(protos) => protos.first().map(|p| String::from_utf8_lossy(p).into_owned()),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
 pub fn alert_name(code: tls_parser::TlsAlertDescription) -> String {
     let text = code.to_string();
     if text.chars().all(|c| c.is_ascii_alphanumeric()) { snake(&text) } else { format!("alert_{}", code.0) }

@@ -63,12 +63,24 @@ pub fn client_hello(sni: &str, alpn: &[&str], versions: &[u16], pad: usize) -> V
 }
 
 pub fn server_hello(cipher: u16, tls13: bool) -> Vec<u8> {
+    server_hello_alpn(cipher, tls13, None)
+}
+
+/// A ServerHello that chose `alpn`.
+pub fn server_hello_alpn(cipher: u16, tls13: bool, alpn: Option<&str>) -> Vec<u8> {
     let mut body = vec![3, 3];
     body.extend_from_slice(&[9; 32]);
     body.push(0);
     body.extend_from_slice(&cipher.to_be_bytes());
     body.push(0);
-    let exts = if tls13 { ext(0x002b, &[3, 4]) } else { Vec::new() };
+    let mut exts = if tls13 { ext(0x002b, &[3, 4]) } else { Vec::new() };
+    if let Some(p) = alpn {
+        let mut list = vec![p.len() as u8];
+        list.extend_from_slice(p.as_bytes());
+        let mut v = (list.len() as u16).to_be_bytes().to_vec();
+        v.extend_from_slice(&list);
+        exts.extend(ext(0x0010, &v));
+    }
     body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
     body.extend_from_slice(&exts);
     record(22, &handshake(2, &body))
@@ -279,4 +291,12 @@ fn alert_names_are_snake_case() {
     assert_eq!(alert_name(tls_parser::TlsAlertDescription(42)), "bad_certificate");
     assert_eq!(alert_name(tls_parser::TlsAlertDescription(112)), "unrecognized_name");
     assert_eq!(alert_name(tls_parser::TlsAlertDescription(250)), "alert_250");
+}
+
+#[test]
+fn the_servers_alpn_is_read_from_its_hello_alone() {
+    assert_eq!(super::server_alpn(&server_hello_alpn(0x1301, true, Some("h2"))).as_deref(), Some("h2"));
+    assert_eq!(super::server_alpn(&server_hello(0x1301, true)), None);
+    assert_eq!(super::server_alpn(&alert(2, 40)), None);
+    assert_eq!(super::server_alpn(b"HTTP/1.1 200 OK"), None);
 }
