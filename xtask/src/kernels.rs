@@ -1,8 +1,9 @@
 //! `cargo xtask test-kernels`: boot Debian 12's stock kernel (6.1, from Debian's package) in
 //! qemu under TCG, with a busybox initramfs that holds the release observer and the test
 //! peer, and check what observer reports from inside: every program loads and attaches
-//! (classic TC: 6.1 has no TCX), refused connects, DNS and TLS handshakes (a stalled one, a
-//! cut one) over lo are counted, and a clean exit leaves no filter or qdisc behind. A second run puts a VLAN device and a bond on veths
+//! (classic TC: 6.1 has no TCX; the OpenSSL uprobes), refused connects, DNS, TLS handshakes
+//! (a stalled one, a cut one), HTTP in clear text and HTTPS read through the uprobes over lo
+//! are counted, and a clean exit leaves no filter or qdisc behind. A second run puts a VLAN device and a bond on veths
 //! (drivers this machine's own kernel lacks) and checks that each message is counted once.
 
 use std::{
@@ -27,6 +28,7 @@ echo "=== KERNEL $(uname -r)"
 /peer dns-echo 127.0.0.1:53 &
 /peer tcp-hold 127.0.0.1:10443 &
 /peer tls-truncated 127.0.0.1:11443 &
+/peer http-slow 127.0.0.1:8088 5 &
 /observer --format json --interval 1 --duration 20 --set tls.stall_after_s=1 > /out.json 2> /err.txt &
 obs=$!
 i=0
@@ -37,6 +39,10 @@ tc qdisc show dev lo
 for p in 1 2 3; do nc 127.0.0.1 9 </dev/null; done
 /peer tls-big-hello 127.0.0.1:10443 stall.test
 /peer tls-big-hello 127.0.0.1:11443 cut.test
+for p in 1 2 3; do wget -q -O /dev/null http://127.0.0.1:8088/vm/$p; done
+/openssl s_server -quiet -accept 127.0.0.1:4433 -cert /cert.pem -key /key.pem -www > /dev/null 2>&1 &
+sleep 1
+printf 'GET /tls HTTP/1.0\r\nHost: vm.test\r\n\r\n' | timeout 5 /openssl s_client -quiet -connect 127.0.0.1:4433 -servername vm.test > /dev/null 2>&1
 wait $obs
 echo "=== EXIT $?"
 echo "=== STDERR"
@@ -154,6 +160,13 @@ fn initramfs(work: &Path, modules: &Path, bin: &Path) -> anyhow::Result<PathBuf>
     fs::write(root.join("modules/order"), order)?;
     // iproute2's ip, for namespaces and bonds (busybox's ip has neither).
     install_with_libs(Path::new("/usr/sbin/ip"), &root, "ip2")?;
+    // openssl and its libssl, for HTTPS through the OpenSSL uprobes, with a certificate.
+    install_with_libs(Path::new("/usr/bin/openssl"), &root, "openssl")?;
+    sh(&format!(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=vm.test \
+         -keyout {0}/key.pem -out {0}/cert.pem 2>/dev/null",
+        root.display()
+    ))?;
     fs::write(root.join("init"), INIT)?;
     sh(&format!("chmod +x {}/init", root.display()))?;
     let image = work.join("initramfs.cpio.gz");
@@ -215,6 +228,11 @@ pub fn run(root: &Path, bin: &Path, tally: &mut (u64, u64)) -> anyhow::Result<()
         let t = report["tls"]["targets"].as_array().and_then(|ts| ts.iter().find(|t| t["dest"] == dest && t["sni"] == sni));
         (t.is_some_and(|t| t["total"][outcome] == 1 && t["total"]["handshakes"] == 1), format!("{dest} {sni}: {}", t.cloned().unwrap_or_default()))
     };
+    let http = |server: &str, host: &str| {
+        report["http"]["targets"].as_array().and_then(|ts| ts.iter().find(|t| t["server"] == server && t["host"] == host)).cloned()
+    };
+    let plain = http("127.0.0.1:8088", "127.0.0.1:8088");
+    let over_tls = http("127.0.0.1:4433", "vm.test");
     let (stalled, stalled_detail) = tls("127.0.0.1:10443", "stall.test", "stalled");
     let (cut, cut_detail) = tls("127.0.0.1:11443", "cut.test", "malformed");
     let checks: Vec<(&str, bool, String)> = vec![
@@ -255,6 +273,16 @@ pub fn run(root: &Path, bin: &Path, tally: &mut (u64, u64)) -> anyhow::Result<()
         ("every_module_loads", !console.contains("=== INSMOD FAILED"), "insmod".into()),
         ("a_tls_client_hello_with_no_answer_is_stalled", stalled, stalled_detail),
         ("a_tls_record_cut_by_a_close_is_malformed", cut, cut_detail),
+        (
+            "http_over_lo_is_matched_request_to_response",
+            plain.as_ref().is_some_and(|t| t["total"]["responses"] == 3 && t["total"]["2xx"] == 3),
+            format!("target: {}", plain.clone().unwrap_or_default()),
+        ),
+        (
+            "https_is_read_through_the_openssl_uprobes",
+            over_tls.as_ref().is_some_and(|t| t["total"]["2xx"].as_u64().unwrap_or(0) >= 1),
+            format!("target: {}; http: {}", over_tls.clone().unwrap_or_default(), report["http"]),
+        ),
         (
             "refused_connects_are_counted",
             dest.is_some_and(|d| d["total"]["refused"] == 3),
