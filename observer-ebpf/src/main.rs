@@ -12,8 +12,8 @@ mod tls;
 mod tracepoints;
 
 use aya_ebpf::{
-    macros::{classifier, tracepoint, uprobe, uretprobe},
-    programs::{ProbeContext, RetProbeContext, TcContext, TracePointContext},
+    macros::{classifier, fentry, tracepoint, uprobe, uretprobe},
+    programs::{FEntryContext, ProbeContext, RetProbeContext, TcContext, TracePointContext},
 };
 use observer_common::dns::{DIRECTION_EGRESS, DIRECTION_INGRESS};
 
@@ -78,7 +78,27 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// Attached to `syscalls:sys_enter_{read,write,sendto,recvfrom}`.
+/// The socket under an OpenSSL call, where TCP sends and receives on it.
+#[fentry(function = "tcp_sendmsg")]
+pub fn ssl_tcp_sendmsg(ctx: FEntryContext) -> u32 {
+    ssl::tcp_call(ctx.arg(0));
+    0
+}
+
+#[fentry(function = "tcp_recvmsg")]
+pub fn ssl_tcp_recvmsg(ctx: FEntryContext) -> u32 {
+    ssl::tcp_call(ctx.arg(0));
+    0
+}
+
+/// Where fentry is not allowed: `sock:sock_send_length` and `sock:sock_recv_length` (6.3+).
+#[tracepoint]
+pub fn ssl_sock_length(ctx: TracePointContext) -> u32 {
+    ssl::sock_length(&ctx);
+    0
+}
+
+/// Where neither is: `syscalls:sys_enter_{read,write,sendto,recvfrom}`.
 #[tracepoint]
 pub fn ssl_syscall(ctx: TracePointContext) -> u32 {
     ssl::syscall(&ctx);

@@ -1,8 +1,8 @@
 //! OpenSSL's plaintext, for the HTTP layer: uprobes on `SSL_write`, `SSL_read` and their
 //! `_ex` forms in libssl. The entry probe remembers the call's buffer per thread; the return
-//! probe copies what was written or read. The socket under the call is learned from the
-//! read/write syscall the call makes (the syscall tracepoints look only at threads inside an
-//! OpenSSL call); userspace maps (pid, fd) to the connection.
+//! probe copies what was written or read. The socket under the call is learned where the
+//! call sends or receives: fentry on tcp_sendmsg/tcp_recvmsg where the kernel allows it, else
+//! the read/write syscall tracepoints (which put every syscall on the host on a slower path).
 
 use aya_ebpf::{
     helpers::{
@@ -28,6 +28,12 @@ use crate::{
 /// tracefs (set by userspace; the same for all four).
 #[unsafe(no_mangle)]
 static SYS_ENTER_FD_OFFSET: u32 = 16;
+/// Offsets of `sk` and `protocol` in `sock:sock_{send,recv}_length` (Linux 6.3+), from tracefs.
+#[unsafe(no_mangle)]
+static SOCK_LENGTH_SK_OFFSET: u32 = 8;
+#[unsafe(no_mangle)]
+static SOCK_LENGTH_PROTOCOL_OFFSET: u32 = 18;
+const IPPROTO_TCP: u16 = 6;
 
 /// From BTF (set by userspace): the way from a file descriptor to its socket's addresses.
 #[unsafe(no_mangle)]
@@ -98,6 +104,33 @@ pub fn syscall(ctx: &TracePointContext) {
     let _ = socket_of(fd, call);
 }
 
+/// The thread's TCP socket, seen where the kernel sends or receives on it (fentry on
+/// tcp_sendmsg and tcp_recvmsg): if the thread is inside an OpenSSL call, that call's socket.
+/// Only TCP sends and receives pay for this, not every syscall.
+#[inline(always)]
+pub fn tcp_call(sk: u64) {
+    let Some(call) = SSL_CALLS.get_ptr_mut(&bpf_get_current_pid_tgid()) else { return };
+    // SAFETY: a map value of this thread's, which only this thread writes.
+    let call = unsafe { &mut *call };
+    if call.local.family == 0 {
+        let l = unsafe { core::ptr::read_volatile(&SOCK_LAYOUT) };
+        let _ = read_sock(&l, sk, call);
+    }
+}
+
+/// `sock:sock_{send,recv}_length`: a socket send or receive finished on this thread.
+#[inline(always)]
+pub fn sock_length(ctx: &TracePointContext) {
+    let at = |g: &'static u32| unsafe { core::ptr::read_volatile(g) } as usize;
+    let Ok(protocol) = (unsafe { ctx.read_at::<u16>(at(&SOCK_LENGTH_PROTOCOL_OFFSET)) }) else { return };
+    if protocol != IPPROTO_TCP {
+        return;
+    }
+    if let Ok(sk) = unsafe { ctx.read_at::<u64>(at(&SOCK_LENGTH_SK_OFFSET)) } {
+        tcp_call(sk);
+    }
+}
+
 /// Read the addresses of the TCP socket behind this thread's `fd`:
 /// task->files->fdt->fd[fd]->private_data (a socket)->sk.
 #[inline(always)]
@@ -119,6 +152,15 @@ fn socket_of(fd: u64, call: &mut Call) -> Option<()> {
     let file = read((fds + fd * 8) as *const u64)?;
     let socket = read(at(file, l.file_private_data))?;
     let sk = read(at(socket, l.socket_sk))?;
+    read_sock(&l, sk, call)
+}
+
+/// The addresses of `sk` into the call, from struct sock_common.
+#[inline(always)]
+fn read_sock(l: &SockLayout, sk: u64, call: &mut Call) -> Option<()> {
+    if l.enabled == 0 || sk == 0 {
+        return None;
+    }
     let family = unsafe { bpf_probe_read_kernel((sk + u64::from(l.family)) as *const u16) }.ok()?;
     let dport = u16::from_be(unsafe { bpf_probe_read_kernel((sk + u64::from(l.dport)) as *const u16) }.ok()?);
     let num = unsafe { bpf_probe_read_kernel((sk + u64::from(l.num)) as *const u16) }.ok()?;

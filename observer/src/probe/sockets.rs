@@ -22,6 +22,9 @@ pub struct HttpResolver {
     sockets: HashMap<(u32, i32), (u64, SocketAddr, SocketAddr)>,
     /// (pid, SSL object) -> the fd its last syscall used.
     ssl_fds: HashMap<(u32, u64), i32>,
+    /// (pid, SSL object) -> (local, remote), from calls whose socket the kernel read: a read
+    /// served from OpenSSL's buffer makes no syscall and has none of its own.
+    ssl_addrs: HashMap<(u32, u64), (SocketAddr, SocketAddr)>,
     comms: HashMap<u32, String>,
     /// OpenSSL plaintext whose socket could not be found.
     pub unresolved: u64,
@@ -44,8 +47,19 @@ impl HttpResolver {
             HttpKind::Start | HttpKind::Continues => {
                 c.dst_is_local = c.dst.is_some_and(|d| self.local.contains(&d.ip()));
             }
-            // The kernel read the socket's addresses: nothing to do.
-            HttpKind::SslWrite | HttpKind::SslRead if c.src.is_some() => {}
+            // The kernel read the socket's addresses: remember them for the SSL object.
+            HttpKind::SslWrite | HttpKind::SslRead if c.src.is_some() => {
+                let (src, dst) = (c.src.expect("checked"), c.dst.unwrap_or(c.src.expect("checked")));
+                let pair = if c.kind == HttpKind::SslWrite { (src, dst) } else { (dst, src) };
+                if self.ssl_addrs.len() >= MAX_CACHED {
+                    self.ssl_addrs.clear();
+                }
+                self.ssl_addrs.insert((c.pid, c.ssl), pair);
+            }
+            HttpKind::SslWrite | HttpKind::SslRead if self.ssl_addrs.contains_key(&(c.pid, c.ssl)) => {
+                let (local, remote) = self.ssl_addrs[&(c.pid, c.ssl)];
+                (c.src, c.dst) = if c.kind == HttpKind::SslWrite { (Some(local), Some(remote)) } else { (Some(remote), Some(local)) };
+            }
             HttpKind::SslWrite | HttpKind::SslRead => {
                 let fd = if c.fd >= 0 {
                     if self.ssl_fds.len() >= MAX_CACHED {

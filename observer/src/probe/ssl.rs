@@ -2,7 +2,8 @@
 //! process on this host maps, containers included (found through `/proc/PID/root`), and in
 //! the host's own libssl so that processes that start later are covered from their first
 //! call. A uprobe belongs to a file, not to a process: each distinct file is attached once.
-//! The syscall tracepoints tell which socket each call used.
+//! fentry on tcp_sendmsg/tcp_recvmsg (or, where the kernel refuses it, the read/write syscall
+//! tracepoints) tells which socket each call used.
 
 use std::{
     collections::HashSet,
@@ -13,7 +14,7 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    programs::{TracePoint, UProbe, uprobe::UProbeScope},
+    programs::{FEntry, TracePoint, UProbe, uprobe::UProbeScope},
 };
 
 use observer_common::layout::SockLayout;
@@ -43,21 +44,26 @@ pub struct SslProbes {
 impl SslProbes {
     /// Load the programs and the syscall tracepoints. Errors leave HTTPS unobserved, not the rest.
     pub fn load(ebpf: &mut Ebpf, tracefs: &Path) -> anyhow::Result<SslProbes> {
-        let text = super::tracefs::read_format(tracefs, "syscalls", "sys_enter_write")
-            .context("tracepoint syscalls:sys_enter_write not available")?;
-        let fd = super::tracefs::parse_format(&text).get("fd").map(|f| f.offset).context("sys_enter_write has no fd field")?;
-        if fd != 16 {
-            anyhow::bail!("sys_enter_write's fd is at offset {fd}, not 16 as the program reads it");
-        }
         for (program, _) in ENTRIES.iter().chain([&(RETURN, "")]) {
             let p: &mut UProbe = ebpf.program_mut(program).with_context(|| format!("program {program} missing"))?.try_into()?;
             p.load().with_context(|| format!("the verifier rejected {program}"))?;
         }
-        let tp: &mut TracePoint = ebpf.program_mut("ssl_syscall").context("program ssl_syscall missing")?.try_into()?;
-        tp.load().context("the verifier rejected ssl_syscall")?;
-        for name in SYSCALLS {
-            tp.attach("syscalls", name).with_context(|| format!("attaching to syscalls:{name}"))?;
-        }
+        let how = match attach_fentry(ebpf) {
+            Ok(()) => "fentry on tcp_sendmsg and tcp_recvmsg".to_owned(),
+            Err(fentry) => match attach_sock_length(ebpf, tracefs) {
+                Ok(()) => format!("the sock:sock_send_length and sock_recv_length tracepoints (fentry: {fentry:#})"),
+                Err(sock) => {
+                    attach_syscalls(ebpf, tracefs).with_context(|| {
+                        format!("fentry failed ({fentry:#}), so did the socket tracepoints ({sock:#}) and the syscall tracepoints")
+                    })?;
+                    format!(
+                        "the read/write syscall tracepoints, because fentry ({fentry:#}) and the socket tracepoints \
+                         ({sock:#}) failed: every syscall on this host takes the kernel's slower traced path while observer runs"
+                    )
+                }
+            },
+        };
+        eprintln!("observer: OpenSSL calls find their socket through {how}");
         Ok(SslProbes { attached: HashSet::new(), libraries: Vec::new(), failed: Vec::new(), ready: true })
     }
 
@@ -126,6 +132,60 @@ pub fn sock_layout(blob: &[u8]) -> Result<SockLayout, super::btf::BtfError> {
         v6_daddr: common + m("sock_common", "skc_v6_daddr")?,
         v6_rcv_saddr: common + m("sock_common", "skc_v6_rcv_saddr")?,
     })
+}
+
+/// The cheap way: only TCP sends and receives pay.
+fn attach_fentry(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let btf = aya::Btf::from_sys_fs().context("no kernel BTF")?;
+    for (program, function) in [("ssl_tcp_sendmsg", "tcp_sendmsg"), ("ssl_tcp_recvmsg", "tcp_recvmsg")] {
+        let p: &mut FEntry = ebpf.program_mut(program).with_context(|| format!("program {program} missing"))?.try_into()?;
+        p.load(function, &btf).with_context(|| format!("loading {program}"))?;
+        p.attach().with_context(|| format!("attaching to {function}"))?;
+    }
+    Ok(())
+}
+
+/// Linux 6.3+: a tracepoint at every socket send and receive, with the socket.
+fn attach_sock_length(ebpf: &mut Ebpf, tracefs: &Path) -> anyhow::Result<()> {
+    let mut offsets = None;
+    for name in ["sock_send_length", "sock_recv_length"] {
+        let text = super::tracefs::read_format(tracefs, "sock", name).with_context(|| format!("no tracepoint sock:{name}"))?;
+        let fields = super::tracefs::parse_format(&text);
+        let (Some(sk), Some(protocol)) = (fields.get("sk"), fields.get("protocol")) else {
+            anyhow::bail!("sock:{name} has no sk or protocol field");
+        };
+        if offsets.is_some_and(|o| o != (sk.offset, protocol.offset)) {
+            anyhow::bail!("sock_send_length and sock_recv_length differ in layout");
+        }
+        offsets = Some((sk.offset, protocol.offset));
+    }
+    // The programs read these offsets from globals set at load time; the defaults are the
+    // layout every kernel that has these tracepoints uses. Anything else is refused.
+    if offsets != Some((8, 18)) {
+        anyhow::bail!("sock:sock_send_length has sk and protocol at {offsets:?}, not (8, 18)");
+    }
+    let tp: &mut TracePoint = ebpf.program_mut("ssl_sock_length").context("program ssl_sock_length missing")?.try_into()?;
+    tp.load().context("the verifier rejected ssl_sock_length")?;
+    for name in ["sock_send_length", "sock_recv_length"] {
+        tp.attach("sock", name).with_context(|| format!("attaching to sock:{name}"))?;
+    }
+    Ok(())
+}
+
+/// The fallback: the read/write syscalls' tracepoints, looking only at threads inside a call.
+fn attach_syscalls(ebpf: &mut Ebpf, tracefs: &Path) -> anyhow::Result<()> {
+    let text = super::tracefs::read_format(tracefs, "syscalls", "sys_enter_write")
+        .context("tracepoint syscalls:sys_enter_write not available")?;
+    let fd = super::tracefs::parse_format(&text).get("fd").map(|f| f.offset).context("sys_enter_write has no fd field")?;
+    if fd != 16 {
+        anyhow::bail!("sys_enter_write's fd is at offset {fd}, not 16 as the program reads it");
+    }
+    let tp: &mut TracePoint = ebpf.program_mut("ssl_syscall").context("program ssl_syscall missing")?.try_into()?;
+    tp.load().context("the verifier rejected ssl_syscall")?;
+    for name in SYSCALLS {
+        tp.attach("syscalls", name).with_context(|| format!("attaching to syscalls:{name}"))?;
+    }
+    Ok(())
 }
 
 fn attach(ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<()> {

@@ -10,6 +10,10 @@
 //!    TCP transfer (iperf3), where every packet is not DNS.
 //! 3. Userspace: observer's CPU and memory at 50k responses/s, whether the kernel's counts are
 //!    exact, and what the ring buffer dropped.
+//! 4. HTTP and the OpenSSL probes: requests per second on one keep-alive connection (client
+//!    namespace to an upstream in the server namespace), and `write(2)` calls per second on
+//!    the host (every one passes the syscall tracepoint that the OpenSSL probes add), bare,
+//!    with observer and `--no-ssl-uprobes`, and with observer as it runs by default.
 
 use std::{
     fs, thread,
@@ -197,12 +201,48 @@ fn userspace(pair: &Pair, resolver: &str, secs: u64) {
     drop(obs);
 }
 
+fn http_and_ssl(pair: &Pair, secs: u64, rounds: usize) {
+    let peer = peers::peer_bin();
+    let upstream = format!("{}:8080", pair.server_ip());
+    let _server = pair.server.spawn(&format!("{} http-slow {upstream} 0", peer.display()));
+    peers::wait_listening(&pair.server, &upstream);
+    let modes: [(&str, Option<&[&str]>); 3] =
+        [("bare", None), ("observer --no-ssl-uprobes", Some(&["--interface", "eth0", "--no-ssl-uprobes"])), ("observer", Some(&["--interface", "eth0"]))];
+    let mut http = vec![Vec::new(); modes.len()];
+    let mut writes = vec![Vec::new(); modes.len()];
+    let mut parsed = vec![0u64; modes.len()];
+    for round in 0..rounds {
+        for (i, (name, args)) in modes.iter().enumerate() {
+            let obs = args.map(|a| Observer::start(&pair.client, a));
+            let r: f64 = pair.client.run(&format!("{} http-load {upstream} {secs}", peer.display())).trim().parse().expect("requests/s");
+            let w: f64 = pair.client.run(&format!("{} write-loop {secs}", peer.display())).trim().parse().expect("writes/s");
+            if let Some(o) = obs {
+                thread::sleep(Duration::from_millis(1200));
+                let report = o.reports().pop().expect("a report");
+                let t = report.0["http"]["targets"].as_array().and_then(|ts| ts.iter().find(|t| t["host"] == "load.test")).cloned();
+                parsed[i] = t.and_then(|t| t["total"]["responses"].as_u64()).unwrap_or(0);
+            }
+            eprintln!("bench: round {} {name:<26} {r:>8.0} requests/s {w:>10.0} writes/s", round + 1);
+            http[i].push(r);
+            writes[i].push(w);
+        }
+    }
+    println!("\n4. HTTP on one keep-alive connection, and write(2) on the host ({secs} s each, median of {rounds} rounds)");
+    println!("{:<27} {:>11} {:>8} {:>14} {:>10} {:>8}", "mode", "requests/s", "of bare", "matched (last)", "writes/s", "of bare");
+    let (hb, wb) = (median(&mut http[0].clone()), median(&mut writes[0].clone()));
+    for (i, (name, _)) in modes.iter().enumerate() {
+        let (h, w) = (median(&mut http[i]), median(&mut writes[i]));
+        let matched = if i == 0 { "-".to_owned() } else { parsed[i].to_string() };
+        println!("{name:<27} {h:>11.0} {:>6.0} % {matched:>14} {w:>10.0} {:>6.0} %", h * 100.0 / hb, w * 100.0 / wb);
+    }
+}
+
 fn main() {
     require_root();
     let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let secs = args.first().copied().unwrap_or(5);
     let rounds = args.get(1).copied().unwrap_or(3) as usize;
-    // Which sections to run (1, 2, 3), all by default: `bench 5 3 2` runs the second only.
+    // Which sections to run (1 to 4), all by default: `bench 5 3 2` runs the second only.
     let only: Vec<u64> = args.get(2..).map(<[u64]>::to_vec).unwrap_or_default();
     let run = |n: u64| only.is_empty() || only.contains(&n);
     let previous_stats = fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_else(|_| "0".into());
@@ -220,6 +260,9 @@ fn main() {
     }
     if run(3) {
         userspace(&pair, &resolver, secs);
+    }
+    if run(4) {
+        http_and_ssl(&pair, secs, rounds);
     }
     sh(&format!("sysctl -qw kernel.bpf_stats_enabled={}", previous_stats.trim()));
 }

@@ -29,6 +29,10 @@
 //!   peer http-garbage DEST            send a request line followed by binary junk, then a
 //!                                     request whose header block is larger than 512 bytes
 //!                                     before its Host, each on its own connection.
+//!   peer http-load DEST SECS          send requests one after another on one keep-alive
+//!                                     connection for SECS; print requests per second.
+//!   peer write-loop SECS              write one byte to /dev/null as fast as one thread can
+//!                                     for SECS; print writes per second.
 //!   peer tc-drop IFACE ingress|egress  stand in for a CNI: attach a TCX program that drops
 //!                                     every packet on IFACE's hook, until killed. It goes
 //!                                     first in the chain, as a CNI that attaches later would.
@@ -65,6 +69,8 @@ fn main() {
         Some("http-slow") => http_slow(&args[2], args[3].parse().expect("MS")),
         Some("http-split") => http_split(&args[2], &args[3]),
         Some("http-garbage") => http_garbage(&args[2]),
+        Some("http-load") => http_load(&args[2], args[3].parse().expect("SECS")),
+        Some("write-loop") => write_loop(args[2].parse().expect("SECS")),
         Some("tcp-hold") => tcp_hold(&args[2]),
         Some("tls-truncated") => tls_truncated(&args[2]),
         Some("tls-big-hello") => tls_big_hello(&args[2], &args[3]),
@@ -463,4 +469,33 @@ fn http_garbage(dest: &str) {
         let _ = s.read_to_end(&mut out);
         println!("{}", String::from_utf8_lossy(&out).lines().next().unwrap_or(""));
     }
+}
+
+fn http_load(dest: &str, secs: u64) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(dest).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    let req = b"GET /load HTTP/1.1\r\nHost: load.test\r\n\r\n";
+    let expect = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".len();
+    let mut buf = vec![0u8; expect];
+    let (start, mut n) = (Instant::now(), 0u64);
+    while start.elapsed() < Duration::from_secs(secs) {
+        s.write_all(req).expect("write");
+        s.read_exact(&mut buf).expect("read the response");
+        n += 1;
+    }
+    println!("{:.0}", n as f64 / start.elapsed().as_secs_f64());
+}
+
+fn write_loop(secs: u64) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).open("/dev/null").expect("/dev/null");
+    let (start, mut n) = (Instant::now(), 0u64);
+    while start.elapsed() < Duration::from_secs(secs) {
+        for _ in 0..1000 {
+            f.write_all(b"x").expect("write");
+        }
+        n += 1000;
+    }
+    println!("{:.0}", n as f64 / start.elapsed().as_secs_f64());
 }
