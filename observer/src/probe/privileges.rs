@@ -26,8 +26,8 @@ pub enum KernelError {
 
 /// What observer needs: BPF and PERFMON to load tracing programs (SYS_ADMIN stands in for both
 /// on kernels before 5.8), NET_ADMIN for TC links, SYS_ADMIN and DAC_READ_SEARCH to mount and
-/// read tracefs.
-const SETCAP: &str = "cap_bpf,cap_perfmon,cap_net_admin,cap_sys_admin,cap_dac_read_search";
+/// read tracefs, SYS_PTRACE to find libssl in other processes (the OpenSSL uprobes).
+const SETCAP: &str = "cap_bpf,cap_perfmon,cap_net_admin,cap_sys_admin,cap_dac_read_search,cap_sys_ptrace";
 
 pub fn check_capabilities() -> Result<(), PrivilegeError> {
     let eff = caps::read(None, CapSet::Effective).map_err(|e| PrivilegeError::Read(e.to_string()))?;
