@@ -38,8 +38,14 @@ observer_common::counter_set! {
         S502 = "502",
         S503 = "503",
         S504 = "504",
-        /// No response within the timeout.
+        /// No response within the timeout, and the client sent nothing after it on that
+        /// connection: it was waiting.
         NO_RESPONSE = "no_response",
+        /// No response seen within the timeout, but the client sent another request after it
+        /// on the connection: a client that does not pipeline had its response, and observer
+        /// missed it (a response that did not start a segment, or a connection that was
+        /// already open mid-response when observer started). Not a failure.
+        RESPONSE_NOT_SEEN = "response_not_seen",
         /// A request whose line or header block could not be read (cut before Host, garbage).
         UNPARSED = "unparsed",
         /// Connections that started with the HTTP/2 preface: counted, not parsed.
@@ -107,6 +113,8 @@ struct Pending {
     path: String,
     /// A request whose header block goes on in the next segment.
     partial: Option<Vec<u8>>,
+    /// The client sent another request after this one on the connection.
+    followed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +125,12 @@ struct Conn {
     seen: [[u32; 4]; 2],
     /// HTTP/2 or an upgrade (101): nothing more to parse.
     opaque: bool,
+    /// Requests and responses seen on it.
+    requests: u64,
+    responses: u64,
+    /// A request on it timed out although the client had sent another after it: observer
+    /// misses this connection's responses, so its timeouts are not failures.
+    blind: bool,
     last: Mono,
     process: Option<String>,
 }
@@ -365,6 +379,7 @@ impl HttpLayer {
                 if (100..200).contains(&status) && status != 101 {
                     // Informational: the final response is still to come.
                 } else if let Some(p) = conn.pending.pop_front() {
+                    conn.responses += 1;
                     if status == 101 {
                         conn.opaque = true;
                     }
@@ -379,7 +394,11 @@ impl HttpLayer {
                 if conn.pending.len() >= MAX_PIPELINE {
                     done.push(Done::Unparsed(target));
                 } else {
-                    let mut p = Pending { at: c.at, target, method: String::new(), path: String::new(), partial: None };
+                    for earlier in conn.pending.iter_mut() {
+                        earlier.followed = true;
+                    }
+                    conn.requests += 1;
+                    let mut p = Pending { at: c.at, target, method: String::new(), path: String::new(), partial: None, followed: false };
                     match m {
                         Message::Incomplete => p.partial = Some(c.bytes.clone()),
                         m => settle(&mut p, m, &mut done),
@@ -431,6 +450,7 @@ impl HttpLayer {
                 t.latency.record(latency);
                 remember(t, Slow { method: p.method, path: p.path, status: Some(status), latency_us: micros(latency), closed: None });
             }
+            Done::NotSeen(p) => self.target(p.target, process).counts.bump(hc::RESPONSE_NOT_SEEN),
             Done::NoResponse(p, waited) => {
                 let t = self.target(p.target, process);
                 t.counts.bump(hc::NO_RESPONSE);
@@ -457,7 +477,12 @@ impl HttpLayer {
                     settle(&mut p, parse::parse(&bytes, true), &mut sub);
                     done.extend(sub.into_iter().map(|d| (d, conn.process.clone())));
                 }
-                done.push((Done::NoResponse(p, timeout), conn.process.clone()));
+                // A response observer cannot have seen: the client went on after it, or this
+                // connection already showed that its responses are invisible (several requests,
+                // no response ever).
+                conn.blind |= p.followed || (conn.responses == 0 && conn.requests > 1);
+                let d = if conn.blind { Done::NotSeen(p) } else { Done::NoResponse(p, timeout) };
+                done.push((d, conn.process.clone()));
             }
             !conn.pending.is_empty() || now.since(conn.last) < IDLE_CONN
         });
@@ -533,6 +558,7 @@ enum Done {
     H2(TargetKey),
     Response(Pending, u16, Mono),
     NoResponse(Pending, Duration),
+    NotSeen(Pending),
 }
 
 /// A request's parse result: it becomes a request of its Host, or an unparsed one.

@@ -209,3 +209,25 @@ fn http2_chosen_in_a_tls_handshake_is_counted_per_destination() {
     assert_eq!(v.targets.len(), 1);
     assert_eq!((v.targets[0].server, v.targets[0].window.get(hc::H2)), (h2.server, 1));
 }
+
+#[test]
+fn a_request_followed_by_another_had_a_response_observer_missed_and_is_not_a_failure() {
+    let mut l = HttpLayer::new(cfg());
+    // A keep-alive connection whose responses observer cannot see: the client sends each
+    // request after the previous response, so only the last one may really be waiting.
+    for i in 0..4u32 {
+        l.on_chunk(&chunk(u64::from(i) * 100, CLIENT, SERVER, 10 + i, &req(&format!("/r{i}"), "api"), false));
+    }
+    tick(&mut l, 31_000);
+    let v = l.view();
+    let w = &target(&v, Role::Client, SERVER, "api").window;
+    assert_eq!((w.get(hc::RESPONSE_NOT_SEEN), w.get(hc::NO_RESPONSE)), (4, 0), "the last one too: the connection is blind");
+    // A connection that showed its responses, then one request that hangs: a failure.
+    l.on_chunk(&chunk(40_000, "10.0.0.10:41001", SERVER, 1, &req("/a", "api"), false));
+    l.on_chunk(&chunk(40_010, SERVER, "10.0.0.10:41001", 1, &resp(200), false));
+    l.on_chunk(&chunk(40_020, "10.0.0.10:41001", SERVER, 2, &req("/hang", "api"), false));
+    tick(&mut l, 71_000);
+    let v = l.view();
+    let w = &target(&v, Role::Client, SERVER, "api").window;
+    assert_eq!(w.get(hc::NO_RESPONSE), 1);
+}
