@@ -163,6 +163,29 @@ pub fn decode_tls(raw: &[u8]) -> Option<TlsChunk> {
     })
 }
 
+#[cfg(test)]
+impl HttpChunk {
+    /// A message's first bytes seen at TC, `at_ms` into the run; `dst_is_local`: its
+    /// receiver is this host.
+    pub fn at_tc(at_ms: u64, src: &str, dst: &str, bytes: &[u8], dst_is_local: bool) -> HttpChunk {
+        HttpChunk {
+            at: Mono(at_ms * 1_000_000),
+            src: Some(src.parse().expect("an address")),
+            dst: Some(dst.parse().expect("an address")),
+            kind: HttpKind::Start,
+            seq: 1,
+            payload_len: bytes.len() as u32,
+            ifindex: 2,
+            pid: 0,
+            fd: -1,
+            ssl: 0,
+            process: None,
+            dst_is_local,
+            bytes: bytes.to_vec(),
+        }
+    }
+}
+
 /// Decode an HTTP ring-buffer record; `None` for a short record or an unknown kind. The
 /// addresses of OpenSSL plaintext are left for the source to fill in.
 pub fn decode_http(raw: &[u8]) -> Option<HttpChunk> {

@@ -166,7 +166,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        events::{Event, HttpChunk, HttpKind, Mono, Tick},
+        events::{Event, HttpChunk, Mono, Tick},
         layers::{
             Aggregator,
             http::{HttpConfig, HttpLayer},
@@ -183,21 +183,7 @@ mod tests {
             max_connections: 1000,
             top: 10,
         });
-        let chunk = |at_ms: u64, src: &str, dst: &str, bytes: Vec<u8>| HttpChunk {
-            at: Mono(at_ms * 1_000_000),
-            src: Some(src.parse().unwrap()),
-            dst: Some(dst.parse().unwrap()),
-            kind: HttpKind::Start,
-            seq: 1,
-            payload_len: bytes.len() as u32,
-            ifindex: 2,
-            pid: 0,
-            fd: -1,
-            ssl: 0,
-            process: None,
-            dst_is_local: false,
-            bytes,
-        };
+        let chunk = |at_ms: u64, src: &str, dst: &str, bytes: Vec<u8>| HttpChunk::at_tc(at_ms, src, dst, &bytes, false);
         for i in 0..n {
             let client = format!("10.0.0.10:{}", 40000 + i);
             let req = format!("GET /r/{i} HTTP/1.1\r\nHost: api\r\n\r\n").into_bytes();

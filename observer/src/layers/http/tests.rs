@@ -16,21 +16,7 @@ fn ms(v: u64) -> Mono {
 
 /// A TC chunk from `src` to `dst`; `dst_is_local` makes a request to it served here.
 fn chunk(at: u64, src: &str, dst: &str, seq: u32, bytes: &[u8], local: bool) -> HttpChunk {
-    HttpChunk {
-        at: ms(at),
-        src: Some(src.parse().unwrap()),
-        dst: Some(dst.parse().unwrap()),
-        kind: HttpKind::Start,
-        seq,
-        payload_len: bytes.len() as u32,
-        ifindex: 2,
-        pid: 0,
-        fd: -1,
-        ssl: 0,
-        process: None,
-        dst_is_local: local,
-        bytes: bytes.to_vec(),
-    }
+    HttpChunk { seq, ..HttpChunk::at_tc(at, src, dst, bytes, local) }
 }
 
 fn req(path: &str, host: &str) -> Vec<u8> {

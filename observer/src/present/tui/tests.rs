@@ -45,26 +45,14 @@ const UPSTREAM: &str = "10.0.0.9:9000";
 /// 40 requests to the proxy from clients, each answered 4 to 6 ms later: three in ten (the
 /// orders endpoint) with a 502.
 fn proxy_requests() -> Vec<Event> {
-    use crate::events::{HttpChunk, HttpKind};
+    use crate::events::HttpChunk;
     let mut out = Vec::new();
     for i in 0..40u16 {
         let client = SocketAddr::new(CLIENT.parse::<SocketAddr>().unwrap().ip(), 43000 + i);
         let proxy: SocketAddr = PROXY.parse().unwrap();
         let at = 600 + u64::from(i) * 10;
-        let chunk = |ms: u64, src, dst, bytes: &[u8]| HttpChunk {
-            at: Mono(ms * 1_000_000),
-            src: Some(src),
-            dst: Some(dst),
-            kind: HttpKind::Start,
-            seq: 1,
-            payload_len: bytes.len() as u32,
-            ifindex: 2,
-            pid: 0,
-            fd: -1,
-            ssl: 0,
-            process: None,
-            dst_is_local: dst == proxy,
-            bytes: bytes.to_vec(),
+        let chunk = |ms: u64, src: SocketAddr, dst: SocketAddr, bytes: &[u8]| {
+            HttpChunk::at_tc(ms, &src.to_string(), &dst.to_string(), bytes, dst == proxy)
         };
         let path = if i % 10 < 3 { "/v1/orders" } else { "/v1/items" };
         let req = format!("GET {path}?page=2 HTTP/1.1\r\nHost: api.internal\r\n\r\n");
