@@ -14,7 +14,8 @@ pub struct Conn {
     pub comm: [u8; 16],
     /// 1 once an RST arrived while in SYN_SENT: the refusal, if sk_err cannot be read.
     pub rst_seen: u32,
-    /// Explicit padding: map values must have no uninitialised bytes.
-    pub _pad: u32,
+    /// The error an error report (`inet_sk_error_report`) found on the socket in SYN_SENT:
+    /// an ICMP error the application may read and clear before it closes.
+    pub reported_error: i32,
 }
 

@@ -12,8 +12,8 @@ mod tls;
 mod tracepoints;
 
 use aya_ebpf::{
-    macros::{classifier, fentry, tracepoint, uprobe, uretprobe},
-    programs::{FEntryContext, ProbeContext, RetProbeContext, TcContext, TracePointContext},
+    macros::{classifier, fentry, raw_tracepoint, tracepoint, uprobe, uretprobe},
+    programs::{FEntryContext, ProbeContext, RawTracePointContext, RetProbeContext, TcContext, TracePointContext},
 };
 use observer_common::dns::{DIRECTION_EGRESS, DIRECTION_INGRESS};
 
@@ -38,6 +38,14 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     let _ = tracepoints::tcp_send_reset(&ctx);
+    0
+}
+
+/// Raw, for its `struct sock *`: the record has only the 4-tuple and `sk_err`, which is 0
+/// for a soft error.
+#[raw_tracepoint(tracepoint = "inet_sk_error_report")]
+pub fn inet_sk_error_report(ctx: RawTracePointContext) -> i32 {
+    tracepoints::error_report(ctx.arg(0));
     0
 }
 

@@ -30,9 +30,18 @@ static TP_RECV_RESET: TpLayout = TpLayout::DISABLED;
 static TP_SEND_RESET: TpLayout = TpLayout::DISABLED;
 #[unsafe(no_mangle)]
 static TP_RETRANS_SYNACK: TpLayout = TpLayout::DISABLED;
+
 /// offsetof(struct sock, sk_err) from BTF; u32::MAX when unknown.
 #[unsafe(no_mangle)]
 static SOCK_ERR_OFFSET: u32 = u32::MAX;
+/// From BTF, the way to the errno of the first error queued on a socket: offsets of
+/// sock.sk_error_queue, sk_buff_head.next, sk_buff.cb (a sock_exterr_skb), its `ee`, and
+/// `ee.ee_errno`. All u32::MAX when unknown.
+#[unsafe(no_mangle)]
+static ERR_QUEUE_LAYOUT: [u32; 4] = [u32::MAX; 4];
+/// offsetof(struct sock, sk_err_soft) from BTF; u32::MAX when unknown.
+#[unsafe(no_mangle)]
+static SOCK_ERR_SOFT_OFFSET: u32 = u32::MAX;
 
 const IPPROTO_TCP: u16 = 6;
 const TCP_ESTABLISHED: i32 = 1;
@@ -136,7 +145,7 @@ pub fn inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
             pid: (bpf_get_current_pid_tgid() >> 32) as u32,
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
             rst_seen: 0,
-            _pad: 0,
+            reported_error: 0,
         };
         if CONNS.insert(&sk, &conn, 0).is_err() {
             count_lost(lost::CONN_TABLE_FULL);
@@ -153,7 +162,12 @@ pub fn inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
     } else if old == TCP_SYN_SENT && new == TCP_CLOSE {
         if let Some(conn) = CONNS.get_ptr(&sk) {
             let conn = unsafe { *conn };
-            let error = connect_error(sk, &conn);
+            let mut error = connect_error(sk, &conn);
+            if error == 0 {
+                // An error the application read (SO_ERROR clears sk_err and sk_err_soft)
+                // before closing.
+                error = conn.reported_error;
+            }
             let (kind, counter) = classify_connect_error(error);
             bump_dest(&conn.dest, counter);
             emit(&conn, kind, error, 0);
@@ -190,15 +204,24 @@ fn emit(conn: &Conn, kind: u32, error: i32, local_port: u16) {
 
 /// The errno that ended a connect in SYN_SENT, or 0 when the application closed it.
 /// The kernel writes sk->sk_err before tcp_done() on every failure path (RST, SYN retries
-/// exhausted, ICMP), so it is set when SYN_SENT -> CLOSE fires. Its offset in struct sock
-/// comes from the kernel's BTF.
+/// exhausted, ICMP), so it is set when SYN_SENT -> CLOSE fires. An ICMP error that arrives
+/// while the socket is locked (the connect() call still sending its SYN: a reject from the
+/// next hop comes back that fast) goes to sk->sk_err_soft instead, and the application that
+/// learns of it closes the socket: that close is the ICMP's doing, not the application's
+/// choice. Both offsets come from the kernel's BTF.
 #[inline(always)]
 fn connect_error(sk: u64, conn: &Conn) -> i32 {
-    let offset = unsafe { core::ptr::read_volatile(&SOCK_ERR_OFFSET) };
-    let mut error = 0;
-    if offset != u32::MAX {
+    let read = |global: &'static u32| {
+        let offset = unsafe { core::ptr::read_volatile(global) };
+        if offset == u32::MAX {
+            return 0;
+        }
         let ptr = (sk as usize + offset as usize) as *const i32;
-        error = unsafe { bpf_probe_read_kernel(ptr) }.unwrap_or(0);
+        unsafe { bpf_probe_read_kernel(ptr) }.unwrap_or(0)
+    };
+    let mut error = read(&SOCK_ERR_OFFSET);
+    if error == 0 {
+        error = read(&SOCK_ERR_SOFT_OFFSET);
     }
     if error == 0 && conn.rst_seen != 0 {
         error = errno::ECONNREFUSED;
@@ -226,6 +249,45 @@ pub fn tcp_retransmit_skb(ctx: &TracePointContext) -> Option<()> {
         bump_port(local_port, port_counter::DATA_RETRANSMITS);
     }
     Some(())
+}
+
+/// `sock:inet_sk_error_report` (raw): an error reported on a socket. For a connect in
+/// SYN_SENT, its error is kept, so that the close is classified by it even after the
+/// application read and cleared it: an ICMP host-unreachable in SYN_SENT is a soft error
+/// (sk_err_soft, sk_err stays 0) and wakes the application, which reads SO_ERROR and closes.
+pub fn error_report(sk: u64) {
+    let Some(conn) = CONNS.get_ptr_mut(&sk) else { return };
+    let conn = unsafe { &mut *conn };
+    if conn.established != 0 {
+        return;
+    }
+    let mut error = connect_error(sk, conn);
+    if error == 0 {
+        // A soft error: TCP sets sk_err_soft only after this report, when the ICMP arrives
+        // while connect() still holds the socket. The report is for the error queued on
+        // the socket (ip_icmp_error), which carries the errno.
+        error = queued_errno(sk).unwrap_or(0);
+    }
+    if error != 0 {
+        conn.reported_error = error;
+    }
+}
+
+/// The errno of the first error queued on `sk` (struct sock_exterr_skb in the skb's cb).
+#[inline(always)]
+fn queued_errno(sk: u64) -> Option<i32> {
+    let l = unsafe { core::ptr::read_volatile(&ERR_QUEUE_LAYOUT) };
+    if l[0] == u32::MAX {
+        return None;
+    }
+    let queue = sk + u64::from(l[0]);
+    let skb: u64 = unsafe { bpf_probe_read_kernel((queue + u64::from(l[1])) as *const u64) }.ok()?;
+    // An empty queue points at itself.
+    if skb == 0 || skb == queue {
+        return None;
+    }
+    let errno: u32 = unsafe { bpf_probe_read_kernel((skb + u64::from(l[2]) + u64::from(l[3])) as *const u32) }.ok()?;
+    Some(errno as i32)
 }
 
 pub fn tcp_receive_reset(ctx: &TracePointContext) -> Option<()> {

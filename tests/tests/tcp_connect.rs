@@ -54,6 +54,33 @@ fn dropped_syns_are_retransmitted_then_time_out() {
 }
 
 #[test]
+fn a_syn_answered_by_icmp_host_unreachable_is_unreachable_not_an_abort() {
+    require_root();
+    let pair = Pair::new("icmp");
+    let dest = format!("{}:84", pair.server_ip());
+    pair.server.run(
+        "nft add table inet obs && nft add chain inet obs in '{ type filter hook input priority 0; }' && \
+         nft add rule inet obs in tcp dport 84 reject with icmp type host-unreachable",
+    );
+    let obs = Observer::start(&pair.client, &[]);
+    for _ in 0..3 {
+        let (ok, _) = pair.client.try_run(&format!("curl -s --max-time 3 http://{dest}/"));
+        assert!(!ok, "the path rejects {dest}: curl must fail");
+    }
+    let r = obs
+        .wait_for(Duration::from_secs(5), |r| r.0["verdicts"]["tcp_tls"]["verdict"] == "suspect")
+        .unwrap_or_else(|| panic!("TCP never turned suspect: {:#}", obs.reports().last().map(|r| r.0.clone()).unwrap_or_default()));
+    // curl reads the error (SO_ERROR clears it) before it closes: the kernel's error report
+    // is where the errno is kept.
+    assert_eq!(r.total(&dest, "unreachable"), 3, "{:#}", r.0["tcp"]);
+    assert_eq!(r.total(&dest, "aborted"), 0, "{:#}", r.0["tcp"]);
+    assert_eq!(r.dest(&dest).unwrap()["last_failure"]["errno"], 113, "EHOSTUNREACH");
+    let evidence = r.0["verdicts"]["tcp_tls"]["evidence"].to_string();
+    assert!(evidence.contains("host/network unreachable"), "{evidence}");
+    obs.stop();
+}
+
+#[test]
 fn client_side_timeout_is_an_abort_with_syn_retransmits() {
     require_root();
     let pair = Pair::new("abort");
@@ -225,7 +252,7 @@ fn without_privileges_it_says_what_is_missing_and_how_to_fix_it() {
         "setpriv --reuid=65534 --regid=65534 --clear-groups {} --format json --duration 1 2>&1",
         copy.display()
     ));
-    assert!(out.contains("observer: attached 7 "), "{out}");
+    assert!(out.contains("observer: attached 8 "), "{out}");
     assert!(out.lines().last().unwrap_or("").contains("\"final\":true"), "{out}");
 }
 

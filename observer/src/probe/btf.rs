@@ -35,6 +35,14 @@ impl Reader<'_> {
 }
 
 /// Byte offset of `member` in `struct name`.
+/// The way from a socket to the errno of its first queued error: offsets of
+/// sock.sk_error_queue, sk_buff_head.next, sk_buff.cb, and sock_exterr_skb.ee plus
+/// sock_extended_err.ee_errno (summed).
+pub fn error_queue_layout(blob: &[u8]) -> Result<[u32; 4], BtfError> {
+    let ee = member_offset(blob, "sock_exterr_skb", "ee")? + member_offset(blob, "sock_extended_err", "ee_errno")?;
+    Ok([member_offset(blob, "sock", "sk_error_queue")?, member_offset(blob, "sk_buff_head", "next")?, member_offset(blob, "sk_buff", "cb")?, ee])
+}
+
 /// One type record: its kind, name, member count, kind flag and where its members start.
 #[derive(Clone, Copy)]
 struct TypeRec {
@@ -192,5 +200,7 @@ mod tests {
         let dport = member_offset(&vmlinux, "sock_common", "skc_dport").expect("skc_dport");
         let num = member_offset(&vmlinux, "sock_common", "skc_num").expect("skc_num");
         assert_eq!((daddr, saddr, num - dport), (0, 4, 2));
+        let q = error_queue_layout(&vmlinux).expect("the error queue's members");
+        assert!(q[0] > 0 && q[2] > 0 && q[3] >= 16, "{q:?}");
     }
 }

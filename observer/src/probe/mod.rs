@@ -21,7 +21,7 @@ use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{SchedClassifier, TracePoint},
+    programs::{RawTracePoint, SchedClassifier, TracePoint},
 };
 use observer_common::{
     dns::{DnsCounters, IfaceCounters, MAX_EXTRA_PORTS},
@@ -199,6 +199,11 @@ impl Probe {
             loader.override_global(spec.global, layout, true);
         }
         loader.override_global("SOCK_ERR_OFFSET", &sk_err, true);
+        let sk_err_soft =
+            vmlinux.as_ref().ok().and_then(|blob| btf::member_offset(blob, "sock", "sk_err_soft").ok()).unwrap_or(u32::MAX);
+        loader.override_global("SOCK_ERR_SOFT_OFFSET", &sk_err_soft, true);
+        let err_queue = vmlinux.as_ref().ok().and_then(|blob| btf::error_queue_layout(blob).ok()).unwrap_or([u32::MAX; 4]);
+        loader.override_global("ERR_QUEUE_LAYOUT", &err_queue, true);
         loader.override_global("SOCK_LAYOUT", &sock_layout, true);
         let mut extra_ports = [0u16; MAX_EXTRA_PORTS as usize];
         for (slot, port) in extra_ports.iter_mut().zip(&cfg.dns_ports) {
@@ -239,6 +244,15 @@ impl Probe {
                 Ok(()) => attached.push(format!("{}:{}", spec.category, spec.name)),
                 Err(e) => disabled.push(disable(spec, format!("attach failed: {e:#}"))),
             }
+        }
+        // Raw, for its socket pointer: the soft ICMP errors that end a connect in SYN_SENT.
+        match attach_error_report(&mut ebpf) {
+            Ok(()) => attached.push("raw_tp:inet_sk_error_report".to_owned()),
+            Err(e) => disabled.push(Disabled {
+                source: "raw_tp:inet_sk_error_report".to_owned(),
+                signals: "connects ended by an ICMP error that the application read before closing (they count as aborted)",
+                reason: format!("{e:#}"),
+            }),
         }
         // A TC program the verifier rejects costs DNS, not the rest.
         let mut tc_ok = true;
@@ -408,6 +422,14 @@ fn verifier_tail(e: &aya::programs::ProgramError) -> String {
     let text = e.to_string();
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(6)..].join(" | ")
+}
+
+fn attach_error_report(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let prog: &mut RawTracePoint =
+        ebpf.program_mut("inet_sk_error_report").context("program inet_sk_error_report missing")?.try_into()?;
+    prog.load().context("the verifier rejected inet_sk_error_report")?;
+    prog.attach("inet_sk_error_report")?;
+    Ok(())
 }
 
 fn attach_tracepoint(ebpf: &mut Ebpf, spec: &TpSpec) -> anyhow::Result<()> {
