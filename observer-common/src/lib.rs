@@ -11,6 +11,7 @@ pub mod dns;
 pub mod layout;
 pub mod tcp;
 pub mod http;
+pub mod icmp;
 pub mod tls;
 
 // Indexes of the kernel's lost-event counters (a per-CPU array, summed by userspace).
@@ -50,6 +51,8 @@ crate::counter_set! {
         HTTP_COPY_FAILED = "http_copy_failed",
         /// The table of OpenSSL calls in progress could not take another thread.
         SSL_CALLS_FULL = "ssl_calls_full",
+        /// An ICMP error did not fit in the ICMP ring buffer.
+        ICMP_RINGBUF_FULL = "icmp_ringbuf_full",
     }
 }
 

@@ -5,6 +5,7 @@
 mod conn;
 mod dns;
 mod http;
+mod icmp;
 mod maps;
 mod ssl;
 mod tc;

@@ -97,6 +97,10 @@ pub static SSL_CALLS: LruHashMap<u64, crate::ssl::Call> = LruHashMap::with_max_e
 #[map]
 pub static SSL_SCRATCH: PerCpuArray<crate::ssl::Scratch> = PerCpuArray::with_max_entries(1, 0);
 
+/// ICMP errors arriving, for userspace (rare: the senders rate-limit them).
+#[map]
+pub static ICMP_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
 /// Lost-event counters, indexed by `observer_common::lost`.
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::COUNT as u32, 0);

@@ -15,7 +15,7 @@ use observer_common::{
 };
 
 use crate::{
-    dns, http, tls,
+    dns, http, icmp, tls,
     maps::{SCRATCH, bump_iface, count_lost},
 };
 
@@ -186,6 +186,7 @@ pub fn handle<const L2: bool>(ctx: &TcContext, direction: u8) {
     }
     match pkt.proto {
         IPPROTO_UDP => dns::on_udp(ctx, pkt),
+        icmp::IPPROTO_ICMP | icmp::IPPROTO_ICMPV6 => icmp::on_icmp(ctx, pkt),
         IPPROTO_TCP => {
             if let Some(t) = tcp_header(ctx, pkt) {
                 dns::on_tcp(ctx, pkt, &t);

@@ -58,6 +58,14 @@ failure_share = 0.2
 # A ClientHello with no ServerHello after this many seconds is stalled.
 stall_after_s = 10.0
 
+[routing]
+# ICMP destination unreachable (network, host, administratively prohibited) for one
+# destination: this many in the window. Port unreachable (nothing listens) and
+# fragmentation needed are said in the note, not judged.
+min_unreachable = 1
+# ICMP time exceeded for one destination (a routing loop, or a TTL too low).
+min_time_exceeded = 1
+
 [l7]
 # 502, 503 and 504 (a gateway's answers about its upstream) for one destination or local
 # port and Host: at least this many in the window.
@@ -83,7 +91,21 @@ pub struct Config {
     pub dns: DnsThresholds,
     pub tcp: TcpThresholds,
     pub tls: TlsThresholds,
+    pub routing: RoutingThresholds,
     pub l7: L7Thresholds,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingThresholds {
+    pub min_unreachable: u64,
+    pub min_time_exceeded: u64,
+}
+
+impl Default for RoutingThresholds {
+    fn default() -> Self {
+        RoutingThresholds { min_unreachable: 1, min_time_exceeded: 1 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ use observer_common::{
     dns::{CAPTURE_MAX, DNS_EVENT_HEADER, DnsEvent, dns_counter, iface_counter},
     tcp::{AF_INET, ConnectEvent, Endpoint, dest_counter, outcome, port_counter},
     http::{HTTP_CAPTURE, HTTP_EVENT_HEADER, HttpEvent, kind as http_kind},
+    icmp::IcmpEvent,
     tls::{CHUNK_MAX, TLS_EVENT_HEADER, TlsEvent, kind as tls_kind},
 };
 
@@ -37,6 +38,39 @@ pub enum Event {
     Dns(DnsMessage),
     Tls(TlsChunk),
     Http(HttpChunk),
+    Icmp(IcmpMessage),
+}
+
+/// An ICMP error that arrived, about a packet sent to `dest`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IcmpMessage {
+    pub at: Mono,
+    /// The quoted packet's destination (port 0 when it was neither TCP nor UDP).
+    pub dest: SocketAddr,
+    /// The router or host that sent the error.
+    pub reporter: IpAddr,
+    pub v6: bool,
+    pub icmp_type: u8,
+    pub code: u8,
+    /// The quoted packet's protocol.
+    pub proto: u8,
+    /// Fragmentation needed / packet too big: the next hop's MTU.
+    pub mtu: u32,
+}
+
+/// Decode an ICMP ring-buffer record (fixed size); `None` for a short one.
+pub fn decode_icmp(raw: &[u8]) -> Option<IcmpMessage> {
+    let (ev, _) = split_record::<IcmpEvent>(raw)?;
+    Some(IcmpMessage {
+        at: Mono(ev.ts_ns),
+        dest: endpoint_addr(&ev.dest),
+        reporter: endpoint_addr(&ev.reporter).ip(),
+        v6: ev.v6 != 0,
+        icmp_type: ev.icmp_type,
+        code: ev.code,
+        proto: ev.proto,
+        mtu: ev.mtu,
+    })
 }
 
 /// Where an HTTP chunk was seen.
@@ -121,6 +155,10 @@ unsafe impl RingRecord for TlsEvent {
     const HEADER: usize = TLS_EVENT_HEADER;
 }
 
+// SAFETY: as above.
+unsafe impl RingRecord for IcmpEvent {
+    const HEADER: usize = size_of::<IcmpEvent>();
+}
 // SAFETY: as above.
 unsafe impl RingRecord for HttpEvent {
     const HEADER: usize = HTTP_EVENT_HEADER;

@@ -13,6 +13,7 @@ use crate::{
         connect::ConnectLayer,
         dns::{DnsConfig, DnsLayer},
         http::{HttpConfig, HttpLayer},
+        icmp::IcmpLayer,
         tls::{TlsConfig, TlsLayer},
         window::WindowedCounts,
     },
@@ -70,6 +71,7 @@ fn layers(o: &Options, cfg: &Config) -> Vec<Box<dyn Stage>> {
             max_targets: o.max_destinations,
             top: o.top,
         })),
+        Box::new(IcmpLayer::new(o.window, o.max_destinations, o.top)),
         Box::new(HttpLayer::new(HttpConfig {
             window: o.window,
             timeout: o.http_timeout,

@@ -5,6 +5,7 @@ pub mod connect;
 pub mod counts;
 pub mod dns;
 pub mod http;
+pub mod icmp;
 pub mod latency;
 pub mod tls;
 pub mod window;

@@ -8,6 +8,7 @@ pub mod connect;
 pub mod dns;
 pub mod events;
 pub mod http;
+pub mod icmp;
 pub mod json;
 pub mod report;
 pub mod text;

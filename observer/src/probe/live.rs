@@ -11,7 +11,7 @@ use tokio::{
 
 use super::{Probe, Rings, monotonic_ns, sockets::HttpResolver};
 use crate::{
-    events::{Counters, Event, Input, Mono, Tick, decode_connect, decode_dns, decode_http, decode_tls},
+    events::{Counters, Event, Input, Mono, Tick, decode_connect, decode_dns, decode_http, decode_icmp, decode_tls},
     source::Source,
 };
 
@@ -24,6 +24,7 @@ pub struct LiveSource {
     dns: AsyncFd<RingBuf<MapData>>,
     tls: AsyncFd<RingBuf<MapData>>,
     http: AsyncFd<RingBuf<MapData>>,
+    icmp: AsyncFd<RingBuf<MapData>>,
     pub probe: Probe,
     /// Fills in what the HTTP records leave to userspace (local addresses, OpenSSL sockets).
     resolver: HttpResolver,
@@ -83,6 +84,7 @@ impl LiveSource {
             dns: poll(rings.dns, "DNS")?,
             tls: poll(rings.tls, "TLS")?,
             http: poll(rings.http, "HTTP")?,
+            icmp: poll(rings.icmp, "ICMP")?,
             resolver: HttpResolver::new("/proc".into()),
             probe,
             ticks,
@@ -97,6 +99,7 @@ impl LiveSource {
         events.extend(drain(self.dns.get_mut(), decode_dns, Event::Dns, &mut self.undecodable));
         events.extend(drain(self.tls.get_mut(), decode_tls, Event::Tls, &mut self.undecodable));
         events.extend(drain_http(self.http.get_mut(), &mut self.resolver, &mut self.undecodable));
+        events.extend(drain(self.icmp.get_mut(), decode_icmp, Event::Icmp, &mut self.undecodable));
         events
     }
 
@@ -126,7 +129,7 @@ impl Source for LiveSource {
         if let Some(input) = self.ready.pop_front() {
             return Ok(Some(input));
         }
-        let LiveSource { connect, dns, tls, http, resolver, ticks, drains, undecodable, .. } = self;
+        let LiveSource { connect, dns, tls, http, icmp, resolver, ticks, drains, undecodable, .. } = self;
         let events = tokio::select! {
             guard = connect.readable_mut() => {
                 let mut guard = guard.context("polling the connect ring buffer failed")?;
@@ -149,6 +152,12 @@ impl Source for LiveSource {
             guard = http.readable_mut() => {
                 let mut guard = guard.context("polling the HTTP ring buffer failed")?;
                 let events = drain_http(guard.get_inner_mut(), resolver, undecodable);
+                guard.clear_ready();
+                events
+            }
+            guard = icmp.readable_mut() => {
+                let mut guard = guard.context("polling the ICMP ring buffer failed")?;
+                let events = drain(guard.get_inner_mut(), decode_icmp, Event::Icmp, undecodable);
                 guard.clear_ready();
                 events
             }

@@ -123,6 +123,7 @@ pub struct Rings {
     pub dns: RingBuf<MapData>,
     pub tls: RingBuf<MapData>,
     pub http: RingBuf<MapData>,
+    pub icmp: RingBuf<MapData>,
 }
 
 pub struct Probe {
@@ -260,7 +261,7 @@ impl Probe {
             if let Err(e) = load_classifier(&mut ebpf, name) {
                 disabled.push(Disabled {
                     source: format!("tc:{name}"),
-                    signals: "DNS, TLS and HTTP on every interface",
+                    signals: "DNS, TLS, HTTP and ICMP errors on every interface",
                     reason: format!("{e:#}"),
                 });
                 tc_ok = false;
@@ -302,6 +303,7 @@ impl Probe {
             dns: RingBuf::try_from(take(&mut ebpf, "DNS_EVENTS")?)?,
             tls: RingBuf::try_from(take(&mut ebpf, "TLS_EVENTS")?)?,
             http: RingBuf::try_from(take(&mut ebpf, "HTTP_EVENTS")?)?,
+            icmp: RingBuf::try_from(take(&mut ebpf, "ICMP_EVENTS")?)?,
         };
         let mut probe = Probe {
             ebpf,

@@ -7,6 +7,7 @@
 
 mod dns;
 mod http;
+mod icmp;
 mod tcp;
 mod tls;
 mod triage;
@@ -96,10 +97,10 @@ impl Layer {
                 Part { name: "TCP connects", missing: "TCP connects are not observed" },
                 Part { name: "TLS handshakes", missing: "TLS handshakes are not observed yet" },
             ],
-            Layer::Routing => &[Part {
-                name: "routing",
-                missing: "observer does not collect routing evidence yet (loss, RTT, ICMP, path changes)",
-            }],
+            Layer::Routing => &[
+                Part { name: "ICMP errors", missing: "ICMP errors are not observed" },
+                Part { name: "loss, RTT and path changes", missing: "observer does not collect loss, RTT or path changes yet" },
+            ],
             Layer::L7 => &[Part { name: "HTTP", missing: "HTTP is not observed" }],
         }
     }
@@ -282,9 +283,13 @@ fn merge<'a>(layer: Layer, rules: impl Iterator<Item = &'a &'a dyn Rules>, windo
     }
     if v.verdict != State::NoSignal && !context.is_empty() {
         v.note = Some(context.join("; "));
-    } else if v.verdict == State::NoSignal && !context.is_empty() {
-        // What was seen but cannot be judged (HTTP/2): silence is not health.
-        v.note = Some(format!("{}; {}", v.note.take().unwrap_or_default(), context.join("; ")));
+    } else if v.verdict == State::NoSignal {
+        // What was seen but cannot be judged (HTTP/2), and what is not looked at: silence is
+        // not health.
+        context.extend(missing.iter().map(|p| p.missing.to_owned()));
+        if !context.is_empty() {
+            v.note = Some(format!("{}; {}", v.note.take().unwrap_or_default(), context.join("; ")));
+        }
     }
     v
 }
