@@ -1,5 +1,14 @@
 //! The ICMP branch's records: an error message about a packet this host (or a namespace
-//! behind it) sent, attributed to that packet's destination from the header it quotes.
+//! behind it) sent, attributed to that packet's destination from the header it quotes; and
+//! the TTL of a SYN-ACK, from which the hop count to its sender is inferred.
+
+/// What an [`IcmpEvent`] is.
+pub mod what {
+    /// An ICMP or ICMPv6 error.
+    pub const ERROR: u8 = 0;
+    /// A SYN-ACK arrived from `reporter` with IP TTL (hop limit) `ttl`.
+    pub const SYNACK_TTL: u8 = 1;
+}
 
 use crate::tcp::Endpoint;
 
@@ -21,4 +30,9 @@ pub struct IcmpEvent {
     pub v6: u8,
     /// The quoted packet's protocol (6 TCP, 17 UDP, …).
     pub proto: u8,
+    /// [`what`].
+    pub what: u8,
+    /// SYNACK_TTL: the TTL or hop limit it arrived with.
+    pub ttl: u8,
+    pub _pad: [u8; 2],
 }

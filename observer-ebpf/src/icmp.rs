@@ -6,7 +6,7 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
 use observer_common::{
     dns::DIRECTION_INGRESS,
-    icmp::IcmpEvent,
+    icmp::{IcmpEvent, what},
     lost,
     tcp::{AF_INET, AF_INET6, Endpoint},
 };
@@ -100,6 +100,45 @@ fn quoted(ctx: &TcContext, pkt: &mut Packet, type_code: u32, mtu: u32) -> Option
     ev.code = type_code as u8;
     ev.v6 = v6 as u8;
     ev.proto = proto;
+    ev.what = what::ERROR;
+    ev.ttl = 0;
+    ev._pad = [0; 2];
+    entry.submit(0);
+    Some(())
+}
+
+/// A SYN-ACK arriving: its TTL (hop limit) says how many hops its sender is away, and a
+/// change of it says the path changed. SYN-ACKs are one per connect, so this is cheap.
+#[inline(never)]
+pub fn on_synack(ctx: &TcContext, pkt: &mut Packet, ports: u32) -> Option<()> {
+    if pkt.direction != DIRECTION_INGRESS {
+        return None;
+    }
+    let l3 = pkt.l3;
+    if l3 > MAX_L4_OFFSET {
+        return None;
+    }
+    let v6 = pkt.family == AF_INET6;
+    let ip = ptr_at::<[u8; 9]>(ctx, l3)?;
+    let ttl: u8 = if v6 { field(ip, 7) } else { field(ip, 8) };
+    endpoints(ctx, pkt, (ports >> 16) as u16, ports as u16)?;
+    let Some(mut entry) = ICMP_EVENTS.reserve::<IcmpEvent>(0) else {
+        count_lost(lost::ICMP_RINGBUF_FULL);
+        return None;
+    };
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
+    copy_endpoint(&mut ev.dest, &pkt.src);
+    copy_endpoint(&mut ev.reporter, &pkt.src);
+    ev.mtu = 0;
+    ev.ifindex = pkt.ifindex;
+    ev.icmp_type = 0;
+    ev.code = 0;
+    ev.v6 = v6 as u8;
+    ev.proto = IPPROTO_TCP;
+    ev.what = what::SYNACK_TTL;
+    ev.ttl = ttl;
+    ev._pad = [0; 2];
     entry.submit(0);
     Some(())
 }

@@ -190,6 +190,10 @@ pub fn handle<const L2: bool>(ctx: &TcContext, direction: u8) {
         IPPROTO_TCP => {
             if let Some(t) = tcp_header(ctx, pkt) {
                 dns::on_tcp(ctx, pkt, &t);
+                // SYN and ACK set, RST clear.
+                if t.flags & 0x16 == 0x12 {
+                    let _ = icmp::on_synack(ctx, pkt, (u32::from(t.sport) << 16) | u32::from(t.dport));
+                }
                 tls::on_tcp(ctx, pkt, &t);
             }
         }

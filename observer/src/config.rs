@@ -65,6 +65,8 @@ stall_after_s = 10.0
 min_unreachable = 1
 # ICMP time exceeded for one destination (a routing loop, or a TTL too low).
 min_time_exceeded = 1
+# Changes of the hop count to a peer (from its SYN-ACKs' TTL) in the window.
+min_path_changes = 1
 
 [l7]
 # 502, 503 and 504 (a gateway's answers about its upstream) for one destination or local
@@ -100,11 +102,12 @@ pub struct Config {
 pub struct RoutingThresholds {
     pub min_unreachable: u64,
     pub min_time_exceeded: u64,
+    pub min_path_changes: u64,
 }
 
 impl Default for RoutingThresholds {
     fn default() -> Self {
-        RoutingThresholds { min_unreachable: 1, min_time_exceeded: 1 }
+        RoutingThresholds { min_unreachable: 1, min_time_exceeded: 1, min_path_changes: 1 }
     }
 }
 

@@ -11,7 +11,7 @@ use observer_common::{
     dns::{CAPTURE_MAX, DNS_EVENT_HEADER, DnsEvent, dns_counter, iface_counter},
     tcp::{AF_INET, ConnectEvent, Endpoint, dest_counter, outcome, port_counter},
     http::{HTTP_CAPTURE, HTTP_EVENT_HEADER, HttpEvent, kind as http_kind},
-    icmp::IcmpEvent,
+    icmp::{IcmpEvent, what as icmp_what},
     tls::{CHUNK_MAX, TLS_EVENT_HEADER, TlsEvent, kind as tls_kind},
 };
 
@@ -39,6 +39,15 @@ pub enum Event {
     Tls(TlsChunk),
     Http(HttpChunk),
     Icmp(IcmpMessage),
+    Hops(HopSample),
+}
+
+/// A SYN-ACK's TTL (hop limit): the hop count to its sender, inferred.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HopSample {
+    pub at: Mono,
+    pub peer: IpAddr,
+    pub ttl: u8,
 }
 
 /// An ICMP error that arrived, about a packet sent to `dest`.
@@ -58,10 +67,17 @@ pub struct IcmpMessage {
     pub mtu: u32,
 }
 
-/// Decode an ICMP ring-buffer record (fixed size); `None` for a short one.
-pub fn decode_icmp(raw: &[u8]) -> Option<IcmpMessage> {
+/// Decode an ICMP ring-buffer record (fixed size): an ICMP error or a SYN-ACK's TTL; `None`
+/// for a short one or an unknown kind.
+pub fn decode_icmp(raw: &[u8]) -> Option<Event> {
     let (ev, _) = split_record::<IcmpEvent>(raw)?;
-    Some(IcmpMessage {
+    if ev.what == icmp_what::SYNACK_TTL {
+        return Some(Event::Hops(HopSample { at: Mono(ev.ts_ns), peer: endpoint_addr(&ev.reporter).ip(), ttl: ev.ttl }));
+    }
+    if ev.what != icmp_what::ERROR {
+        return None;
+    }
+    Some(Event::Icmp(IcmpMessage {
         at: Mono(ev.ts_ns),
         dest: endpoint_addr(&ev.dest),
         reporter: endpoint_addr(&ev.reporter).ip(),
@@ -70,7 +86,7 @@ pub fn decode_icmp(raw: &[u8]) -> Option<IcmpMessage> {
         code: ev.code,
         proto: ev.proto,
         mtu: ev.mtu,
-    })
+    }))
 }
 
 /// Where an HTTP chunk was seen.

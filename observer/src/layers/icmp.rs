@@ -1,6 +1,7 @@
-//! Layer 3, ICMP errors: destination unreachable (by kind), time exceeded and fragmentation
-//! needed / packet too big, arriving at this host, per destination of the packet they quote,
-//! with the routers that sent them.
+//! Layer 3, ICMP errors and path changes: destination unreachable (by kind), time exceeded
+//! and fragmentation needed / packet too big, arriving at this host, per destination of the
+//! packet they quote, with the routers that sent them; and the hop count to each peer,
+//! inferred from the TTL of its SYN-ACKs, with its changes.
 
 use std::{
     collections::BTreeSet,
@@ -11,7 +12,7 @@ use std::{
 use serde::Serialize;
 
 use super::{Aggregator, Map, counts::Counts, window::Tally};
-use crate::events::{Event, IcmpMessage, Mono, Tick};
+use crate::events::{Event, HopSample, IcmpMessage, Mono, Tick};
 
 observer_common::counter_set! {
     /// Per quoted destination, counted in userspace.
@@ -66,12 +67,37 @@ struct DestState {
     last_seen: Mono,
 }
 
+/// Per peer: [SYN-ACKs sampled, hop-count changes].
+const SAMPLES: usize = 0;
+const CHANGES: usize = 1;
+
+#[derive(Debug, Default)]
+struct PathState {
+    counts: Tally<2>,
+    hops: u8,
+    ttl: u8,
+    /// The last change: (hops before, hops after).
+    last_change: Option<(u8, u8)>,
+    /// A different hop count seen once: a change only if the next SYN-ACK says it again (one
+    /// odd packet, or ECMP paths of two lengths alternating, is not a path change).
+    candidate: Option<u8>,
+    last_seen: Mono,
+}
+
 #[derive(Debug)]
 pub struct IcmpLayer {
     window: Duration,
     max_dests: usize,
     top: usize,
     dests: Map<SocketAddr, DestState>,
+    paths: Map<IpAddr, PathState>,
+}
+
+/// Hops from a received TTL: the sender started at 64, 128 or 255 (the common initial
+/// values), whichever is the nearest at or above it.
+pub fn hops(ttl: u8) -> u8 {
+    let initial: u8 = if ttl <= 64 { 64 } else if ttl <= 128 { 128 } else { 255 };
+    initial - ttl
 }
 
 /// The `icmp` section of the report.
@@ -80,8 +106,31 @@ pub struct IcmpView {
     /// The most errors in the window first.
     pub destinations: Vec<DestView>,
     pub destinations_omitted: usize,
+    /// Hop counts per peer from SYN-ACK TTLs, the most changes in the window first.
+    pub paths: Vec<PathView>,
+    pub paths_omitted: usize,
     #[serde(skip)]
     pub top: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PathView {
+    pub peer: IpAddr,
+    /// Inferred from the last SYN-ACK's TTL (`ttl`).
+    pub hops: u8,
+    pub ttl: u8,
+    /// SYN-ACKs sampled, and hop-count changes, in the window and since start.
+    pub samples_window: u64,
+    pub changes_window: u64,
+    pub changes_total: u64,
+    /// The last change of the hop count.
+    pub last_change: Option<PathChange>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PathChange {
+    pub before: u8,
+    pub after: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -98,7 +147,30 @@ pub struct DestView {
 
 impl IcmpLayer {
     pub fn new(window: Duration, max_dests: usize, top: usize) -> IcmpLayer {
-        IcmpLayer { window, max_dests, top, dests: Map::default() }
+        IcmpLayer { window, max_dests, top, dests: Map::default(), paths: Map::default() }
+    }
+
+    fn on_hops(&mut self, s: &HopSample) {
+        if !self.paths.contains_key(&s.peer)
+            && self.paths.len() >= self.max_dests
+            && let Some(k) = self.paths.iter().min_by_key(|(_, p)| p.last_seen).map(|(k, _)| *k)
+        {
+            self.paths.remove(&k);
+        }
+        let new = !self.paths.contains_key(&s.peer);
+        let p = self.paths.entry(s.peer).or_default();
+        let h = hops(s.ttl);
+        p.counts.bump(SAMPLES);
+        p.last_seen = s.at;
+        if new || h == p.hops {
+            (p.hops, p.ttl, p.candidate) = (h, s.ttl, None);
+        } else if p.candidate == Some(h) {
+            p.counts.bump(CHANGES);
+            p.last_change = Some((p.hops, h));
+            (p.hops, p.ttl, p.candidate) = (h, s.ttl, None);
+        } else {
+            p.candidate = Some(h);
+        }
     }
 
     fn on_message(&mut self, m: &IcmpMessage) {
@@ -126,6 +198,8 @@ impl IcmpView {
     pub fn limit(&mut self) {
         self.destinations_omitted += self.destinations.len().saturating_sub(self.top);
         self.destinations.truncate(self.top);
+        self.paths_omitted += self.paths.len().saturating_sub(self.top);
+        self.paths.truncate(self.top);
     }
 }
 
@@ -133,14 +207,19 @@ impl Aggregator for IcmpLayer {
     type View = IcmpView;
 
     fn on_event(&mut self, event: &Event) {
-        if let Event::Icmp(m) = event {
-            self.on_message(m);
+        match event {
+            Event::Icmp(m) => self.on_message(m),
+            Event::Hops(s) => self.on_hops(s),
+            _ => {}
         }
     }
 
     fn on_tick(&mut self, tick: &Tick) {
         for d in self.dests.values_mut() {
             d.counts.close(tick.at, self.window);
+        }
+        for p in self.paths.values_mut() {
+            p.counts.close(tick.at, self.window);
         }
     }
 
@@ -164,7 +243,24 @@ impl Aggregator for IcmpLayer {
         destinations.sort_by(|a, b| {
             (b.window.get(ic::ERRORS), b.total.get(ic::ERRORS), a.dest).cmp(&(a.window.get(ic::ERRORS), a.total.get(ic::ERRORS), b.dest))
         });
-        IcmpView { destinations, destinations_omitted: 0, top: self.top }
+        let mut paths: Vec<PathView> = self
+            .paths
+            .iter()
+            .map(|(peer, p)| {
+                let (w, t) = (p.counts.window(), p.counts.total());
+                PathView {
+                    peer: *peer,
+                    hops: p.hops,
+                    ttl: p.ttl,
+                    samples_window: w[SAMPLES],
+                    changes_window: w[CHANGES],
+                    changes_total: t[CHANGES],
+                    last_change: p.last_change.map(|(before, after)| PathChange { before, after }),
+                }
+            })
+            .collect();
+        paths.sort_by(|a, b| (b.changes_window, b.samples_window, a.peer).cmp(&(a.changes_window, a.samples_window, b.peer)));
+        IcmpView { destinations, destinations_omitted: 0, paths, paths_omitted: 0, top: self.top }
     }
 }
 
@@ -215,5 +311,23 @@ mod tests {
         let d = &v.destinations[0];
         assert_eq!((d.total.get(ic::ERRORS), d.total.get(ic::HOST_UNREACHABLE), d.total.get(ic::FRAG_NEEDED)), (2, 1, 1));
         assert_eq!((d.reporters.len(), d.mtu), (1, Some(1400)));
+    }
+
+    #[test]
+    fn hop_counts_come_from_the_nearest_initial_ttl_and_a_change_is_counted_once() {
+        assert_eq!((hops(64), hops(61), hops(128), hops(120), hops(255), hops(250)), (0, 3, 0, 8, 0, 5));
+        let mut l = IcmpLayer::new(Duration::from_secs(10), 10, 10);
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        // One odd SYN-ACK, and ECMP paths of two lengths alternating, are not changes.
+        for ttl in [62, 62, 61, 62, 61, 62] {
+            l.on_event(&Event::Hops(HopSample { at: Mono(1), peer, ttl }));
+        }
+        assert_eq!(l.view().paths[0].changes_total, 0);
+        for ttl in [61, 61] {
+            l.on_event(&Event::Hops(HopSample { at: Mono(1), peer, ttl }));
+        }
+        let v = l.view();
+        let p = &v.paths[0];
+        assert_eq!((p.hops, p.changes_total, p.last_change), (3, 1, Some(PathChange { before: 2, after: 3 })));
     }
 }

@@ -21,6 +21,14 @@ fn row(d: &crate::layers::icmp::DestView) -> String {
     )
 }
 
+/// "path to 10.0.0.9: 3 hops, changed from 2 (TTL 61)".
+fn path_line(p: &crate::layers::icmp::PathView) -> String {
+    match p.last_change {
+        Some(c) => format!("path to {}: {} hops, changed from {} (TTL {})", p.peer, p.hops, c.before, p.ttl),
+        None => format!("path to {}: {} hops (TTL {})", p.peer, p.hops, p.ttl),
+    }
+}
+
 const HEADER: [&str; 8] = ["ICMP errors for (window)", "all", "net", "host", "prohib", "port", "frag", "ttl"];
 
 fn header() -> String {
@@ -38,7 +46,8 @@ impl Panel for IcmpView {
     }
 
     fn table(&self) -> Table {
-        Table { header: header(), rows: self.destinations.iter().map(|d| (d.dest.to_string(), row(d))).collect(), extra: vec![] }
+        let extra = self.paths.iter().filter(|p| p.changes_window > 0).map(path_line).collect();
+        Table { header: header(), rows: self.destinations.iter().map(|d| (d.dest.to_string(), row(d))).collect(), extra }
     }
 
     fn activity(&self) -> Vec<(String, u64)> {
@@ -65,6 +74,7 @@ impl Panel for IcmpView {
     fn text(&self) -> Vec<String> {
         let mut out = vec![header()];
         out.extend(self.destinations.iter().map(row));
+        out.extend(self.paths.iter().filter(|p| p.changes_window > 0).map(path_line));
         if self.destinations_omitted > 0 {
             out.push(format!("… {} more destinations with ICMP errors", self.destinations_omitted));
         }

@@ -99,7 +99,7 @@ impl LiveSource {
         events.extend(drain(self.dns.get_mut(), decode_dns, Event::Dns, &mut self.undecodable));
         events.extend(drain(self.tls.get_mut(), decode_tls, Event::Tls, &mut self.undecodable));
         events.extend(drain_http(self.http.get_mut(), &mut self.resolver, &mut self.undecodable));
-        events.extend(drain(self.icmp.get_mut(), decode_icmp, Event::Icmp, &mut self.undecodable));
+        events.extend(drain(self.icmp.get_mut(), decode_icmp, |e| e, &mut self.undecodable));
         events
     }
 
@@ -157,7 +157,7 @@ impl Source for LiveSource {
             }
             guard = icmp.readable_mut() => {
                 let mut guard = guard.context("polling the ICMP ring buffer failed")?;
-                let events = drain(guard.get_inner_mut(), decode_icmp, Event::Icmp, undecodable);
+                let events = drain(guard.get_inner_mut(), decode_icmp, |e| e, undecodable);
                 guard.clear_ready();
                 events
             }

@@ -18,13 +18,31 @@ impl Rules for IcmpView {
     }
 
     fn covers(&self) -> &'static str {
-        "ICMP errors"
+        "ICMP errors and path changes"
     }
 
     fn evaluate(&self, window_s: f64, cfg: &Config) -> Evaluation {
         let t = &cfg.routing;
         let w = secs(window_s);
-        let mut e = Evaluation { quiet_note: "no ICMP errors in the window", ..Evaluation::default() };
+        let mut e = Evaluation { quiet_note: "no ICMP errors or SYN-ACKs in the window", ..Evaluation::default() };
+        for p in &self.paths {
+            if p.samples_window == 0 && p.changes_window == 0 {
+                continue;
+            }
+            e.had_signal = true;
+            if p.changes_window >= t.min_path_changes
+                && let Some(c) = p.last_change
+            {
+                e.hits.push(Hit {
+                    rule: "routing.path_change",
+                    destination: std::net::SocketAddr::new(p.peer, 0),
+                    evidence: Some(format!(
+                        "Routing: the path to {} changed from {} to {} hops in the last {w} (its SYN-ACKs now arrive with TTL {})",
+                        p.peer, c.before, c.after, p.ttl
+                    )),
+                });
+            }
+        }
         for d in &self.destinations {
             let c = &d.window;
             if c.get(ic::ERRORS) == 0 {

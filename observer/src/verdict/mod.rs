@@ -98,8 +98,8 @@ impl Layer {
                 Part { name: "TLS handshakes", missing: "TLS handshakes are not observed yet" },
             ],
             Layer::Routing => &[
-                Part { name: "ICMP errors", missing: "ICMP errors are not observed" },
-                Part { name: "loss, RTT and path changes", missing: "observer does not collect loss, RTT or path changes yet" },
+                Part { name: "ICMP errors and path changes", missing: "ICMP errors and path changes are not observed" },
+                Part { name: "loss and RTT", missing: "observer does not collect loss or RTT yet" },
             ],
             Layer::L7 => &[Part { name: "HTTP", missing: "HTTP is not observed" }],
         }
