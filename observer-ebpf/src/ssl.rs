@@ -1,7 +1,8 @@
 //! OpenSSL's plaintext, for the HTTP layer: uprobes on `SSL_write`, `SSL_read` and their
 //! `_ex` forms in libssl. The entry probe remembers the call's buffer per thread; the return
-//! probe copies what was written or read. The socket under the call is learned where the
-//! call sends or receives: fentry on tcp_sendmsg/tcp_recvmsg where the kernel allows it, else
+//! probe copies what was written or read, when it starts an HTTP message. The socket under
+//! the call is learned where the call sends or receives: fentry on tcp_sendmsg/tcp_recvmsg
+//! where the kernel allows it, else the sock:sock_{send,recv}_length tracepoints (6.3+), else
 //! the read/write syscall tracepoints (which put every syscall on the host on a slower path).
 
 use aya_ebpf::{
@@ -24,15 +25,13 @@ use crate::{
     maps::{SSL_CALLS, SSL_SCRATCH, count_lost},
 };
 
-/// Offset of `fd` in the `syscalls:sys_enter_{read,write,sendto,recvfrom}` records, from
-/// tracefs (set by userspace; the same for all four).
-#[unsafe(no_mangle)]
-static SYS_ENTER_FD_OFFSET: u32 = 16;
-/// Offsets of `sk` and `protocol` in `sock:sock_{send,recv}_length` (Linux 6.3+), from tracefs.
-#[unsafe(no_mangle)]
-static SOCK_LENGTH_SK_OFFSET: u32 = 8;
-#[unsafe(no_mangle)]
-static SOCK_LENGTH_PROTOCOL_OFFSET: u32 = 18;
+/// Offset of `fd` in the `syscalls:sys_enter_{read,write,sendto,recvfrom}` records; userspace
+/// checks that tracefs says the same before it attaches (`probe/ssl.rs`).
+const SYS_ENTER_FD_OFFSET: usize = 16;
+/// Offsets of `sk` and `protocol` in `sock:sock_{send,recv}_length` (Linux 6.3+), checked the
+/// same way.
+const SOCK_LENGTH_SK_OFFSET: usize = 8;
+const SOCK_LENGTH_PROTOCOL_OFFSET: usize = 18;
 const IPPROTO_TCP: u16 = 6;
 
 /// From BTF (set by userspace): the way from a file descriptor to its socket's addresses.
@@ -62,7 +61,7 @@ pub struct Call {
     buf: u64,
     /// `_ex` forms: where the byte count is written.
     count_at: u64,
-    /// The socket under the call, once a syscall showed it (family 0 until then).
+    /// The socket under the call, once a send or receive showed it (family 0 until then).
     local: Endpoint,
     remote: Endpoint,
     fd: i32,
@@ -93,8 +92,7 @@ pub fn enter(ctx: &ProbeContext, what: u8, ex: bool) {
 #[inline(always)]
 pub fn syscall(ctx: &TracePointContext) {
     let Some(call) = SSL_CALLS.get_ptr_mut(&bpf_get_current_pid_tgid()) else { return };
-    let offset = unsafe { core::ptr::read_volatile(&SYS_ENTER_FD_OFFSET) } as usize;
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(offset) }) else { return };
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(SYS_ENTER_FD_OFFSET) }) else { return };
     // SAFETY: a map value of this thread's, which only this thread writes.
     let call = unsafe { &mut *call };
     if call.fd == fd as i32 && call.local.family != 0 {
@@ -121,12 +119,11 @@ pub fn tcp_call(sk: u64) {
 /// `sock:sock_{send,recv}_length`: a socket send or receive finished on this thread.
 #[inline(always)]
 pub fn sock_length(ctx: &TracePointContext) {
-    let at = |g: &'static u32| unsafe { core::ptr::read_volatile(g) } as usize;
-    let Ok(protocol) = (unsafe { ctx.read_at::<u16>(at(&SOCK_LENGTH_PROTOCOL_OFFSET)) }) else { return };
+    let Ok(protocol) = (unsafe { ctx.read_at::<u16>(SOCK_LENGTH_PROTOCOL_OFFSET) }) else { return };
     if protocol != IPPROTO_TCP {
         return;
     }
-    if let Ok(sk) = unsafe { ctx.read_at::<u64>(at(&SOCK_LENGTH_SK_OFFSET)) } {
+    if let Ok(sk) = unsafe { ctx.read_at::<u64>(SOCK_LENGTH_SK_OFFSET) } {
         tcp_call(sk);
     }
 }
@@ -200,6 +197,15 @@ pub fn exit(ctx: &RetProbeContext) {
     } else {
         return;
     };
+    // Only the start of a message is worth a record (bodies are not parsed): its first four
+    // bytes decide before the rest is copied.
+    if n < 4 {
+        return;
+    }
+    match unsafe { bpf_probe_read_user(call.buf as *const [u8; 4]) } {
+        Ok(first) if starts(u32::from_le_bytes(first)) => {}
+        _ => return,
+    }
     let Some(s) = SSL_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's slot; a probe runs to completion on one CPU.
     let s = unsafe { &mut *s };
@@ -225,11 +231,6 @@ pub fn exit(ctx: &RetProbeContext) {
         return;
     }
     ev.captured = len as u16;
-    // Only the start of a message is worth a record: bodies are not parsed.
-    let first = u32::from_le_bytes([ev.data[0], ev.data[1], ev.data[2], ev.data[3]]);
-    if len < 4 || !starts(first) {
-        return;
-    }
     output(&mut s.produced, ev);
 }
 
