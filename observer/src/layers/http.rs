@@ -324,15 +324,15 @@ impl HttpLayer {
             _ => Side::Packets,
         };
         let key = if is_response { (dst, src, side) } else { (src, dst, side) };
-        // Server role: this host received the request (a packet to a local address, or a
-        // process's read); client role otherwise, which includes traffic it forwards.
+        // A request's role. Server: this host received it (a packet to a local address, or a
+        // process's read); client otherwise, which includes traffic it forwards. (A response
+        // goes to its request's target and needs none.)
         let role = match c.kind {
             HttpKind::SslRead => Role::Server,
             HttpKind::SslWrite => Role::Client,
             _ if c.dst_is_local => Role::Server,
             _ => Role::Client,
         };
-        let role = if is_response { opposite(role) } else { role };
         if !self.conns.contains_key(&key) {
             if is_response || msg.is_none() {
                 // A response on a connection whose request came before observer started.
@@ -529,13 +529,6 @@ impl HttpLayer {
             *per.entry(*dest).or_default().entry(outcome_name(*outcome)).or_default() += 1;
         }
         per.into_iter().map(|(dest, o)| ConnectFailures { dest, outcomes: o.into_iter().collect() }).collect()
-    }
-}
-
-fn opposite(r: Role) -> Role {
-    match r {
-        Role::Client => Role::Server,
-        Role::Server => Role::Client,
     }
 }
 

@@ -47,39 +47,50 @@ impl HttpResolver {
             HttpKind::Start | HttpKind::Continues => {
                 c.dst_is_local = c.dst.is_some_and(|d| self.local.contains(&d.ip()));
             }
-            // The kernel read the socket's addresses: remember them for the SSL object.
-            HttpKind::SslWrite | HttpKind::SslRead if c.src.is_some() => {
-                let (src, dst) = (c.src.expect("checked"), c.dst.unwrap_or(c.src.expect("checked")));
-                let pair = if c.kind == HttpKind::SslWrite { (src, dst) } else { (dst, src) };
-                if self.ssl_addrs.len() >= MAX_CACHED {
-                    self.ssl_addrs.clear();
-                }
-                self.ssl_addrs.insert((c.pid, c.ssl), pair);
-            }
-            HttpKind::SslWrite | HttpKind::SslRead if self.ssl_addrs.contains_key(&(c.pid, c.ssl)) => {
-                let (local, remote) = self.ssl_addrs[&(c.pid, c.ssl)];
-                (c.src, c.dst) = if c.kind == HttpKind::SslWrite { (Some(local), Some(remote)) } else { (Some(remote), Some(local)) };
-            }
             HttpKind::SslWrite | HttpKind::SslRead => {
-                let fd = if c.fd >= 0 {
-                    if self.ssl_fds.len() >= MAX_CACHED {
-                        self.ssl_fds.clear();
+                // (sender, receiver) <-> (local, remote): a process writes from its end.
+                let write = c.kind == HttpKind::SslWrite;
+                let key = (c.pid, c.ssl);
+                let (local, remote) = match (c.src, c.dst) {
+                    // The kernel read the socket's addresses: remember them for the SSL
+                    // object, whose reads from OpenSSL's buffer make no send or receive.
+                    (Some(src), Some(dst)) => {
+                        let pair = if write { (src, dst) } else { (dst, src) };
+                        if self.ssl_addrs.len() >= MAX_CACHED {
+                            self.ssl_addrs.clear();
+                        }
+                        self.ssl_addrs.insert(key, pair);
+                        pair
                     }
-                    self.ssl_fds.insert((c.pid, c.ssl), c.fd);
-                    Some(c.fd)
-                } else {
-                    self.ssl_fds.get(&(c.pid, c.ssl)).copied()
+                    _ => match self.ssl_addrs.get(&key).copied().or_else(|| self.through_proc(c)) {
+                        Some(pair) => pair,
+                        None => {
+                            self.unresolved += 1;
+                            return;
+                        }
+                    },
                 };
-                let Some((local, remote)) = fd.and_then(|fd| self.socket(c.pid, fd)) else {
-                    self.unresolved += 1;
-                    return;
-                };
-                (c.src, c.dst) = if c.kind == HttpKind::SslWrite { (Some(local), Some(remote)) } else { (Some(remote), Some(local)) };
+                (c.src, c.dst) = if write { (Some(local), Some(remote)) } else { (Some(remote), Some(local)) };
                 if c.process.is_none() {
                     c.process = Some(format!("{}[{}]", self.comm(c.pid), c.pid));
                 }
             }
         }
+    }
+
+    /// Without the kernel's addresses: the call's fd (or the one its SSL object used last),
+    /// through /proc.
+    fn through_proc(&mut self, c: &HttpChunk) -> Option<(SocketAddr, SocketAddr)> {
+        let fd = if c.fd >= 0 {
+            if self.ssl_fds.len() >= MAX_CACHED {
+                self.ssl_fds.clear();
+            }
+            self.ssl_fds.insert((c.pid, c.ssl), c.fd);
+            c.fd
+        } else {
+            *self.ssl_fds.get(&(c.pid, c.ssl))?
+        };
+        self.socket(c.pid, fd)
     }
 
     fn comm(&mut self, pid: u32) -> String {
@@ -183,6 +194,27 @@ fn local_addresses() -> HashSet<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_without_addresses_takes_those_its_ssl_object_had_and_each_kind_is_oriented() {
+        let mut r = HttpResolver { proc: "/nonexistent".into(), ..HttpResolver::default() };
+        let (local, remote): (SocketAddr, SocketAddr) = ("10.0.0.5:443".parse().unwrap(), "10.0.0.10:41000".parse().unwrap());
+        // A server's read of a request: the kernel read the socket (sender first).
+        let mut read = HttpChunk { ssl: 7, pid: 42, kind: HttpKind::SslRead, ..HttpChunk::at_tc(0, "10.0.0.10:41000", "10.0.0.5:443", b"GET", false) };
+        read.process = Some("nginx[42]".into());
+        r.fill(&mut read);
+        assert_eq!((read.src, read.dst), (Some(remote), Some(local)));
+        // Its write of the response, served with no send seen: the SSL object's addresses.
+        let mut write = HttpChunk { src: None, dst: None, kind: HttpKind::SslWrite, ..read.clone() };
+        r.fill(&mut write);
+        assert_eq!((write.src, write.dst, r.unresolved), (Some(local), Some(remote), 0));
+        // Another SSL object, nothing known and no fd: unresolved, counted.
+        let mut other = HttpChunk { ssl: 8, ..write.clone() };
+        other.src = None;
+        other.dst = None;
+        r.fill(&mut other);
+        assert_eq!((other.src, r.unresolved), (None, 1));
+    }
 
     #[test]
     fn sockets_by_inode_from_proc_net_tcp() {

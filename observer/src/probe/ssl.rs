@@ -38,11 +38,11 @@ pub struct SslProbes {
     pub libraries: Vec<String>,
     /// Files that could not be attached, with the reason (said once each).
     failed: Vec<(String, String)>,
-    ready: bool,
 }
 
 impl SslProbes {
-    /// Load the programs and the syscall tracepoints. Errors leave HTTPS unobserved, not the rest.
+    /// Load the probes, and attach the first way of learning a call's socket that the kernel
+    /// allows. Errors leave HTTPS unobserved, not the rest.
     pub fn load(ebpf: &mut Ebpf, tracefs: &Path) -> anyhow::Result<SslProbes> {
         for (program, _) in ENTRIES.iter().chain([&(RETURN, "")]) {
             let p: &mut UProbe = ebpf.program_mut(program).with_context(|| format!("program {program} missing"))?.try_into()?;
@@ -64,15 +64,12 @@ impl SslProbes {
             },
         };
         eprintln!("observer: OpenSSL calls find their socket through {how}");
-        Ok(SslProbes { attached: HashSet::new(), libraries: Vec::new(), failed: Vec::new(), ready: true })
+        Ok(SslProbes { attached: HashSet::new(), libraries: Vec::new(), failed: Vec::new() })
     }
 
     /// Attach to libssl files not attached yet: the host's own and those mapped by running
     /// processes. Returns lines to tell the user.
     pub fn refresh(&mut self, ebpf: &mut Ebpf, proc: &Path) -> Vec<String> {
-        if !self.ready {
-            return Vec::new();
-        }
         let mut notes = Vec::new();
         for path in candidates(proc) {
             let Ok(meta) = std::fs::metadata(&path) else { continue };
