@@ -269,7 +269,7 @@ impl Probe {
             }
         }
         let ssl = if cfg.ssl_uprobes {
-            match ssl::SslProbes::load(&mut ebpf, tracefs) {
+            match ssl::SslProbes::load(&mut ebpf, tracefs, sock_layout.enabled == 1) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     disabled.push(Disabled {

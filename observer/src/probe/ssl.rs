@@ -43,10 +43,21 @@ pub struct SslProbes {
 impl SslProbes {
     /// Load the probes, and attach the first way of learning a call's socket that the kernel
     /// allows. Errors leave HTTPS unobserved, not the rest.
-    pub fn load(ebpf: &mut Ebpf, tracefs: &Path) -> anyhow::Result<SslProbes> {
+    /// `kernel_reads_sockets`: BTF gave `struct sock`'s offsets. Without them only the syscall
+    /// tracepoints help: they record the fd, which userspace resolves through /proc.
+    pub fn load(ebpf: &mut Ebpf, tracefs: &Path, kernel_reads_sockets: bool) -> anyhow::Result<SslProbes> {
         for (program, _) in ENTRIES.iter().chain([&(RETURN, "")]) {
             let p: &mut UProbe = ebpf.program_mut(program).with_context(|| format!("program {program} missing"))?.try_into()?;
             p.load().with_context(|| format!("the verifier rejected {program}"))?;
+        }
+        if !kernel_reads_sockets {
+            attach_syscalls(ebpf, tracefs).context("no BTF for struct sock, and the syscall tracepoints failed")?;
+            eprintln!(
+                "observer: OpenSSL calls find their socket through the read/write syscall tracepoints and /proc, \
+                 because the kernel has no BTF for struct sock: every syscall on this host takes the kernel's \
+                 slower traced path while observer runs"
+            );
+            return Ok(SslProbes { attached: HashSet::new(), libraries: Vec::new(), failed: Vec::new() });
         }
         let how = match attach_fentry(ebpf) {
             Ok(()) => "fentry on tcp_sendmsg and tcp_recvmsg".to_owned(),
