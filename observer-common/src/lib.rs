@@ -12,6 +12,7 @@ pub mod layout;
 pub mod tcp;
 pub mod http;
 pub mod icmp;
+pub mod route;
 pub mod tls;
 
 // Indexes of the kernel's lost-event counters (a per-CPU array, summed by userspace).
@@ -53,6 +54,12 @@ crate::counter_set! {
         SSL_CALLS_FULL = "ssl_calls_full",
         /// An ICMP error did not fit in the ICMP ring buffer.
         ICMP_RINGBUF_FULL = "icmp_ringbuf_full",
+        /// A TCP sample, drop or early connect failure did not fit in the route ring buffer.
+        ROUTE_RINGBUF_FULL = "route_ringbuf_full",
+        /// The table of established connections sampled for loss and RTT was full.
+        TCP_SOCKS_FULL = "tcp_socks_full",
+        /// The table of connect() calls in progress could not take another thread.
+        CONNECT_CALLS_FULL = "connect_calls_full",
     }
 }
 
@@ -61,6 +68,7 @@ mod pod {
     use crate::{
         dns::{DnsCounters, DnsKey, DnsPending, IfaceCounters},
         layout::{SockLayout, TpLayout},
+        route::{ConnectSyscallLayout, DropLayout},
         tcp::*,
     };
     // SAFETY: all of these are #[repr(C)], Copy, with no padding and no pointers.
@@ -69,6 +77,8 @@ mod pod {
     unsafe impl aya::Pod for PortCounters {}
     unsafe impl aya::Pod for TpLayout {}
     unsafe impl aya::Pod for SockLayout {}
+    unsafe impl aya::Pod for DropLayout {}
+    unsafe impl aya::Pod for ConnectSyscallLayout {}
     unsafe impl aya::Pod for DnsCounters {}
     unsafe impl aya::Pod for IfaceCounters {}
     unsafe impl aya::Pod for DnsKey {}

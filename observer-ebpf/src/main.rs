@@ -3,18 +3,21 @@
 #![no_main]
 
 mod conn;
+mod connect_calls;
 mod dns;
+mod drops;
 mod http;
 mod icmp;
 mod maps;
+mod sockops;
 mod ssl;
 mod tc;
 mod tls;
 mod tracepoints;
 
 use aya_ebpf::{
-    macros::{classifier, fentry, raw_tracepoint, tracepoint, uprobe, uretprobe},
-    programs::{FEntryContext, ProbeContext, RawTracePointContext, RetProbeContext, TcContext, TracePointContext},
+    macros::{classifier, fentry, raw_tracepoint, sock_ops, tracepoint, uprobe, uretprobe},
+    programs::{FEntryContext, ProbeContext, RawTracePointContext, RetProbeContext, SockOpsContext, TcContext, TracePointContext},
 };
 use observer_common::dns::{DIRECTION_EGRESS, DIRECTION_INGRESS};
 
@@ -53,6 +56,33 @@ pub fn inet_sk_error_report(ctx: RawTracePointContext) -> i32 {
 #[tracepoint]
 pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
     let _ = tracepoints::tcp_retransmit_synack(&ctx);
+    0
+}
+
+/// Loss and RTT of established connections (root cgroup).
+#[sock_ops]
+pub fn observer_sockops(ctx: SockOpsContext) -> u32 {
+    sockops::on_sock_ops(&ctx);
+    1
+}
+
+/// Packets dropped on this host, with the reason.
+#[tracepoint]
+pub fn kfree_skb(ctx: TracePointContext) -> u32 {
+    let _ = drops::kfree_skb(&ctx);
+    0
+}
+
+/// connect() calls that fail before any SYN: entry and exit.
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    let _ = connect_calls::enter(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let _ = connect_calls::exit(&ctx);
     0
 }
 

@@ -101,6 +101,19 @@ pub static SSL_SCRATCH: PerCpuArray<crate::ssl::Scratch> = PerCpuArray::with_max
 #[map]
 pub static ICMP_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
+/// Layer 3 records (TCP samples, drops, early connect failures) for userspace.
+#[map]
+pub static ROUTE_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Established TCP connections sampled by sock_ops, by socket cookie. An LRU: a socket whose
+/// close was missed does not hold its slot.
+#[map]
+pub static TCP_SOCKS: LruHashMap<u64, crate::sockops::SockState> = LruHashMap::with_max_entries(65536, 0);
+
+/// connect() calls in progress, per thread. An LRU, for threads that die inside the call.
+#[map]
+pub static CONNECT_CALLS: LruHashMap<u32, crate::connect_calls::Call> = LruHashMap::with_max_entries(4096, 0);
+
 /// Lost-event counters, indexed by `observer_common::lost`.
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::COUNT as u32, 0);

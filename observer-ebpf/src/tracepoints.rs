@@ -147,6 +147,7 @@ pub fn inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
             rst_seen: 0,
             reported_error: 0,
         };
+        crate::connect_calls::reached_syn_sent();
         if CONNS.insert(&sk, &conn, 0).is_err() {
             count_lost(lost::CONN_TABLE_FULL);
         }

@@ -67,6 +67,26 @@ min_unreachable = 1
 min_time_exceeded = 1
 # Changes of the hop count to a peer (from its SYN-ACKs' TTL) in the window.
 min_path_changes = 1
+# Retransmitted segments over data segments sent to one destination, in the window: loss
+# (1 to 2 % already hurts real-time traffic and makes retries pile up) ...
+retransmit_ratio = 0.01
+# ... over at least this many data segments.
+min_segments = 200
+# Smoothed RTT p95 in the window at or above this many times the destination's own
+# baseline (the median before the window) ...
+rtt_jump_factor = 3.0
+# ... and at least this much above it ...
+rtt_jump_min_ms = 20.0
+# ... from at least this many samples.
+min_rtt_samples = 3
+# Packets to or from one destination that this host dropped itself (a firewall rule, a
+# full queue or socket buffer), for reasons that lose traffic, in the window.
+min_local_drops = 5
+# connect() failing with ENETUNREACH or EHOSTUNREACH before any SYN (no route).
+min_no_route = 1
+# The blast radius rolls destinations up into prefixes of these lengths.
+prefix_v4 = 24
+prefix_v6 = 64
 
 [l7]
 # 502, 503 and 504 (a gateway's answers about its upstream) for one destination or local
@@ -103,11 +123,33 @@ pub struct RoutingThresholds {
     pub min_unreachable: u64,
     pub min_time_exceeded: u64,
     pub min_path_changes: u64,
+    pub retransmit_ratio: f64,
+    pub min_segments: u64,
+    pub rtt_jump_factor: f64,
+    pub rtt_jump_min_ms: f64,
+    pub min_rtt_samples: u64,
+    pub min_local_drops: u64,
+    pub min_no_route: u64,
+    pub prefix_v4: u8,
+    pub prefix_v6: u8,
 }
 
 impl Default for RoutingThresholds {
     fn default() -> Self {
-        RoutingThresholds { min_unreachable: 1, min_time_exceeded: 1, min_path_changes: 1 }
+        RoutingThresholds {
+            min_unreachable: 1,
+            min_time_exceeded: 1,
+            min_path_changes: 1,
+            retransmit_ratio: 0.01,
+            min_segments: 200,
+            rtt_jump_factor: 3.0,
+            rtt_jump_min_ms: 20.0,
+            min_rtt_samples: 3,
+            min_local_drops: 5,
+            min_no_route: 1,
+            prefix_v4: 24,
+            prefix_v6: 64,
+        }
     }
 }
 
@@ -251,6 +293,12 @@ pub fn load(file: Option<&Path>, sets: &[String]) -> Result<Config, ConfigError>
             ConfigError::Set { setting: sets.join(" "), message: format!("{e} (after applying {origin})") }
         }
     })?;
+    if cfg.routing.prefix_v4 > 32 || cfg.routing.prefix_v6 > 128 {
+        return Err(ConfigError::Parse {
+            path: origin,
+            message: format!("routing.prefix_v4 must be at most 32 and routing.prefix_v6 at most 128 (got {} and {})", cfg.routing.prefix_v4, cfg.routing.prefix_v6),
+        });
+    }
     Ok(cfg)
 }
 

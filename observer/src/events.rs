@@ -31,6 +31,9 @@ impl Mono {
     }
 }
 
+mod route;
+pub use route::{ConnectFailRec, DropRec, TcpSampleRec, decode_route};
+
 /// One thing seen, as it happened. Each layer takes the variants it knows and ignores the rest.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -40,6 +43,9 @@ pub enum Event {
     Http(HttpChunk),
     Icmp(IcmpMessage),
     Hops(HopSample),
+    TcpSample(TcpSampleRec),
+    Drop(DropRec),
+    ConnectFailed(ConnectFailRec),
 }
 
 /// A SYN-ACK's TTL (hop limit): the hop count to its sender, inferred.
@@ -300,6 +306,14 @@ pub struct Tick {
     pub disabled: Vec<Disabled>,
     /// Lines for the user (an interface came or went).
     pub notes: Vec<String>,
+}
+
+#[cfg(test)]
+impl Tick {
+    /// A tick at time zero with empty readings.
+    pub fn for_tests() -> Tick {
+        Tick { at: Mono(0), wall: SystemTime::UNIX_EPOCH, counters: Counters::default(), lost: vec![], disabled: vec![], notes: vec![] }
+    }
 }
 
 /// What a source yields: events as they arrive, and a tick at the end of each interval.

@@ -14,6 +14,7 @@ use crate::{
         dns::{DnsConfig, DnsLayer},
         http::{HttpConfig, HttpLayer},
         icmp::IcmpLayer,
+        routing::{RoutingConfig, RoutingLayer},
         tls::{TlsConfig, TlsLayer},
         window::WindowedCounts,
     },
@@ -70,6 +71,13 @@ fn layers(o: &Options, cfg: &Config) -> Vec<Box<dyn Stage>> {
             stall_after: Duration::try_from_secs_f64(cfg.tls.stall_after_s).unwrap_or(Duration::from_secs(10)),
             max_targets: o.max_destinations,
             top: o.top,
+        })),
+        Box::new(RoutingLayer::new(RoutingConfig {
+            window: o.window,
+            max_destinations: o.max_destinations,
+            max_connections: 65_536,
+            top: o.top,
+            thresholds: cfg.routing.clone(),
         })),
         Box::new(IcmpLayer::new(o.window, o.max_destinations, o.top)),
         Box::new(HttpLayer::new(HttpConfig {

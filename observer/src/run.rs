@@ -135,6 +135,8 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
         tc_baseline: cli.tc_baseline,
         tc_empty_only: cli.tc_empty_only,
         tc_attach: cli.tc_attach,
+        // At least once per interval, so that a window's loss is never a sample behind.
+        sample_every: cli.interval().min(Duration::from_secs(1)),
     };
     // Handlers first: a signal that arrives right after "attached" must still drain and exit 0.
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;

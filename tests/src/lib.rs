@@ -12,7 +12,7 @@ pub mod peers;
 pub mod http;
 pub mod tls;
 
-pub use net::{Netns, Pair, Proc};
+pub use net::{Netns, Pair, Proc, Routed};
 pub use observer::{Observer, Report};
 
 /// Skip nothing silently: these tests need root, and say so.

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod http;
 pub mod icmp;
 pub mod latency;
+pub mod routing;
 pub mod tls;
 pub mod window;
 

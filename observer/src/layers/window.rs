@@ -101,6 +101,10 @@ impl<const N: usize> Tally<N> {
         self.total[index] += 1;
     }
 
+    pub fn add(&mut self, index: usize, n: u64) {
+        self.total[index] = self.total[index].saturating_add(n);
+    }
+
     /// Close the current interval at `now` and forget intervals older than `window`.
     pub fn close(&mut self, now: Mono, window: Duration) {
         self.window.observe(now, Some(&self.total), window);

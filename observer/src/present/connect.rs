@@ -38,7 +38,7 @@ impl Panel for ConnectView {
                 (d.dest.to_string(), text)
             })
             .collect();
-        Table { header, rows, extra: vec![] }
+        Table { header, rows, ..Table::default() }
     }
 
     fn activity(&self) -> Vec<(String, u64)> {

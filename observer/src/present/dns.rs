@@ -54,7 +54,7 @@ impl Panel for DnsView {
                 n.answers.join(" ")
             ));
         }
-        Table { header, rows, extra }
+        Table { header, rows, extra, ..Table::default() }
     }
 
     fn activity(&self) -> Vec<(String, u64)> {

@@ -60,7 +60,7 @@ impl Panel for HttpView {
         let header = format!("{:<34} {COMPACT_COLUMNS}", "HTTP destination, Host (window)");
         let rows = self.targets.iter().map(|t| (t.key(), format!("{:<34} {}", name(t), compact_line(t)))).collect();
         let extra = self.connect_failures.iter().map(|f| format!("connects failing: {}", f.describe())).collect();
-        Table { header, rows, extra }
+        Table { header, rows, extra, ..Table::default() }
     }
 
     fn activity(&self) -> Vec<(String, u64)> {

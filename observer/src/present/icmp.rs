@@ -47,7 +47,7 @@ impl Panel for IcmpView {
 
     fn table(&self) -> Table {
         let extra = self.paths.iter().filter(|p| p.changes_window > 0).map(path_line).collect();
-        Table { header: header(), rows: self.destinations.iter().map(|d| (d.dest.to_string(), row(d))).collect(), extra }
+        Table { header: header(), rows: self.destinations.iter().map(|d| (d.dest.to_string(), row(d))).collect(), extra, ..Table::default() }
     }
 
     fn activity(&self) -> Vec<(String, u64)> {

@@ -11,6 +11,7 @@ pub mod http;
 pub mod icmp;
 pub mod json;
 pub mod report;
+pub mod routing;
 pub mod text;
 pub mod tls;
 pub mod tui;
@@ -54,6 +55,8 @@ impl<T: Rules + Panel + Debug + Send + Sync> Section for T {}
 /// A table in a layer panel.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Table {
+    /// Lines before the header, shown even when there are no rows (the blast radius).
+    pub lead: Vec<String>,
     pub header: String,
     /// (row key, text); the key is unique within the section.
     pub rows: Vec<(String, String)>,

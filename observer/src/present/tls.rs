@@ -36,7 +36,7 @@ impl Panel for TlsView {
                 (t.key(), text)
             })
             .collect();
-        Table { header, rows, extra: vec![] }
+        Table { header, rows, ..Table::default() }
     }
 
     fn activity(&self) -> Vec<(String, u64)> {

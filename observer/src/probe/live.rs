@@ -9,9 +9,9 @@ use tokio::{
     time::{Interval, MissedTickBehavior, interval_at},
 };
 
-use super::{Probe, Rings, monotonic_ns, sockets::HttpResolver};
+use super::{Probe, Rings, monotonic_ns, route::DropReasons, routes::Routes, sockets::HttpResolver};
 use crate::{
-    events::{Counters, Event, Input, Mono, Tick, decode_connect, decode_dns, decode_http, decode_icmp, decode_tls},
+    events::{Counters, Event, Input, Mono, Tick, decode_connect, decode_dns, decode_http, decode_icmp, decode_route, decode_tls},
     source::Source,
 };
 
@@ -25,7 +25,10 @@ pub struct LiveSource {
     tls: AsyncFd<RingBuf<MapData>>,
     http: AsyncFd<RingBuf<MapData>>,
     icmp: AsyncFd<RingBuf<MapData>>,
+    route: AsyncFd<RingBuf<MapData>>,
     pub probe: Probe,
+    /// Fills in the layer 3 records: interfaces, drop reason names, the far end of a drop.
+    routes: RouteFill,
     /// Fills in what the HTTP records leave to userspace (local addresses, OpenSSL sockets).
     resolver: HttpResolver,
     ticks: Interval,
@@ -51,6 +54,49 @@ fn drain<T>(ring: &mut RingBuf<MapData>, decode: impl Fn(&[u8]) -> Option<T>, wr
     while let Some(item) = ring.next() {
         match decode(&item) {
             Some(v) => out.push(wrap(v)),
+            None => *bad += 1,
+        }
+    }
+    out
+}
+
+/// What the route ring's records leave to userspace.
+struct RouteFill {
+    routes: Routes,
+    reasons: DropReasons,
+    /// Intervals until the routing tables are read again.
+    reload_in: u32,
+}
+
+/// Read the routing tables again once per this many intervals.
+const ROUTES_RELOAD_EVERY: u32 = 10;
+
+impl RouteFill {
+    fn fill(&mut self, e: &mut Event, resolver: &HttpResolver) {
+        match e {
+            Event::TcpSample(s) => s.iface = self.routes.iface(s.peer.ip()),
+            Event::ConnectFailed(c) => c.iface = self.routes.iface(c.dest.ip()),
+            Event::Drop(d) => {
+                d.reason_name = self.reasons.name(d.reason);
+                // The far end: the destination of what a local socket sent or of what this
+                // host forwards, the source of what arrived for this host.
+                d.peer = if !d.has_sk && resolver.is_local(&d.dst.ip()) && !resolver.is_local(&d.src.ip()) { d.src } else { d.dst };
+                d.iface = self.routes.iface(d.peer.ip());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The route ring, each record completed.
+fn drain_route(ring: &mut RingBuf<MapData>, fill: &mut RouteFill, resolver: &HttpResolver, bad: &mut u64) -> Vec<Event> {
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        match decode_route(&item) {
+            Some(mut e) => {
+                fill.fill(&mut e, resolver);
+                out.push(e);
+            }
             None => *bad += 1,
         }
     }
@@ -85,6 +131,8 @@ impl LiveSource {
             tls: poll(rings.tls, "TLS")?,
             http: poll(rings.http, "HTTP")?,
             icmp: poll(rings.icmp, "ICMP")?,
+            route: poll(rings.route, "route")?,
+            routes: RouteFill { routes: Routes::new("/proc".into()), reasons: probe.drop_reasons.clone(), reload_in: ROUTES_RELOAD_EVERY },
             resolver: HttpResolver::new("/proc".into()),
             probe,
             ticks,
@@ -100,6 +148,7 @@ impl LiveSource {
         events.extend(drain(self.tls.get_mut(), decode_tls, Event::Tls, &mut self.undecodable));
         events.extend(drain_http(self.http.get_mut(), &mut self.resolver, &mut self.undecodable));
         events.extend(drain(self.icmp.get_mut(), decode_icmp, |e| e, &mut self.undecodable));
+        events.extend(drain_route(self.route.get_mut(), &mut self.routes, &self.resolver, &mut self.undecodable));
         events
     }
 
@@ -119,6 +168,11 @@ impl LiveSource {
         lost.push(("undecodable_events", self.undecodable));
         lost.push(("ssl_socket_unresolved", self.resolver.unresolved));
         self.resolver.refresh_local();
+        self.routes.reload_in = self.routes.reload_in.saturating_sub(1);
+        if self.routes.reload_in == 0 {
+            self.routes.routes.reload();
+            self.routes.reload_in = ROUTES_RELOAD_EVERY;
+        }
         let tick = Tick { at, wall: SystemTime::now(), counters, lost, disabled: self.probe.disabled(), notes };
         self.ready.push_back(Input::Tick(tick));
     }
@@ -129,7 +183,7 @@ impl Source for LiveSource {
         if let Some(input) = self.ready.pop_front() {
             return Ok(Some(input));
         }
-        let LiveSource { connect, dns, tls, http, icmp, resolver, ticks, drains, undecodable, .. } = self;
+        let LiveSource { connect, dns, tls, http, icmp, route, routes, resolver, ticks, drains, undecodable, .. } = self;
         let events = tokio::select! {
             guard = connect.readable_mut() => {
                 let mut guard = guard.context("polling the connect ring buffer failed")?;
@@ -158,6 +212,12 @@ impl Source for LiveSource {
             guard = icmp.readable_mut() => {
                 let mut guard = guard.context("polling the ICMP ring buffer failed")?;
                 let events = drain(guard.get_inner_mut(), decode_icmp, |e| e, undecodable);
+                guard.clear_ready();
+                events
+            }
+            guard = route.readable_mut() => {
+                let mut guard = guard.context("polling the route ring buffer failed")?;
+                let events = drain_route(guard.get_inner_mut(), routes, resolver, undecodable);
                 guard.clear_ready();
                 events
             }

@@ -6,6 +6,8 @@ pub mod interfaces;
 pub mod live;
 mod memory;
 pub mod privileges;
+pub mod route;
+pub mod routes;
 pub mod sockets;
 pub mod ssl;
 pub mod tc_attach;
@@ -115,6 +117,8 @@ pub struct ProbeConfig {
     pub tc_empty_only: bool,
     /// TCX links or classic clsact filters.
     pub tc_attach: TcAttach,
+    /// How often a live TCP connection is sampled for loss and RTT.
+    pub sample_every: Duration,
 }
 
 /// The ring buffers the event loop polls.
@@ -124,6 +128,7 @@ pub struct Rings {
     pub tls: RingBuf<MapData>,
     pub http: RingBuf<MapData>,
     pub icmp: RingBuf<MapData>,
+    pub route: RingBuf<MapData>,
 }
 
 pub struct Probe {
@@ -145,6 +150,8 @@ pub struct Probe {
     ssl: Option<ssl::SslProbes>,
     /// Intervals until the next scan of the processes for libssl files.
     ssl_scan_in: u32,
+    /// The running kernel's names of its drop reasons.
+    pub drop_reasons: route::DropReasons,
 }
 
 /// Scan the processes for new libssl files once per this many intervals: reading every
@@ -206,6 +213,22 @@ impl Probe {
         let err_queue = vmlinux.as_ref().ok().and_then(|blob| btf::error_queue_layout(blob).ok()).unwrap_or([u32::MAX; 4]);
         loader.override_global("ERR_QUEUE_LAYOUT", &err_queue, true);
         loader.override_global("SOCK_LAYOUT", &sock_layout, true);
+        let drops = route::drop_layout(formats, vmlinux.as_ref().ok().map(Vec::as_slice));
+        let (drop_layout, drop_reasons) = match drops {
+            Ok(d) => d,
+            Err(reason) => {
+                disabled.push(route::drops_disabled(reason));
+                Default::default()
+            }
+        };
+        loader.override_global("DROP_LAYOUT", &drop_layout, true);
+        let connect_layout = route::connect_layout(formats).unwrap_or_else(|reason| {
+            disabled.push(route::connects_disabled(reason));
+            Default::default()
+        });
+        loader.override_global("CONNECT_SYSCALL_LAYOUT", &connect_layout, true);
+        let sample_every = u64::try_from(cfg.sample_every.as_nanos()).unwrap_or(u64::MAX).max(100_000_000);
+        loader.override_global("SAMPLE_EVERY_NS", &sample_every, true);
         let mut extra_ports = [0u16; MAX_EXTRA_PORTS as usize];
         for (slot, port) in extra_ports.iter_mut().zip(&cfg.dns_ports) {
             *slot = *port;
@@ -226,6 +249,8 @@ impl Probe {
             .map_max_entries("TCP_DESTS", cfg.max_destinations)
             .map_max_entries("TCP_PORTS", cfg.max_ports)
             .map_max_entries("CONNS", cfg.max_connections)
+            // Established connections outnumber connects in flight.
+            .map_max_entries("TCP_SOCKS", cfg.max_connections.saturating_mul(2))
             .map_max_entries("CONNECT_EVENTS", cfg.ringbuf_bytes)
             .map_max_entries("DNS_RESOLVERS", cfg.max_resolvers)
             .map_max_entries("DNS_EVENTS", cfg.dns_ringbuf_bytes)
@@ -255,6 +280,9 @@ impl Probe {
                 reason: format!("{e:#}"),
             }),
         }
+        let (a, d) = route::attach(&mut ebpf, drop_layout.enabled == 1, connect_layout.enabled == 1);
+        attached.extend(a);
+        disabled.extend(d);
         // A TC program the verifier rejects costs DNS, not the rest.
         let mut tc_ok = true;
         for name in tc_hooks::PROGRAMS {
@@ -304,6 +332,7 @@ impl Probe {
             tls: RingBuf::try_from(take(&mut ebpf, "TLS_EVENTS")?)?,
             http: RingBuf::try_from(take(&mut ebpf, "HTTP_EVENTS")?)?,
             icmp: RingBuf::try_from(take(&mut ebpf, "ICMP_EVENTS")?)?,
+            route: RingBuf::try_from(take(&mut ebpf, "ROUTE_EVENTS")?)?,
         };
         let mut probe = Probe {
             ebpf,
@@ -318,6 +347,7 @@ impl Probe {
             tc: tc_ok.then(|| TcHooks::new(cfg.tc_attach, cfg.interfaces.clone(), (cfg.tc_baseline, cfg.tc_empty_only))),
             ssl,
             ssl_scan_in: 0,
+            drop_reasons,
         };
         for note in probe.refresh_interfaces() {
             eprintln!("observer: {note}");

@@ -38,6 +38,11 @@ impl HttpResolver {
     }
 
     /// Re-read this host's addresses (once per interval).
+    /// An address of this network namespace.
+    pub fn is_local(&self, ip: &IpAddr) -> bool {
+        self.local.contains(ip)
+    }
+
     pub fn refresh_local(&mut self) {
         self.local = local_addresses();
     }

@@ -8,6 +8,7 @@
 mod dns;
 mod http;
 mod icmp;
+mod routing;
 mod tcp;
 mod tls;
 mod triage;

@@ -33,6 +33,11 @@
 //!                                     connection for SECS; print requests per second.
 //!   peer write-loop SECS              write one byte to /dev/null as fast as one thread can
 //!                                     for SECS; print writes per second.
+//!   peer tun-delay IFACE MS           a delay element (this kernel has no netem): create tun
+//!                                     device IFACE, and write every packet read from it back
+//!                                     into it MS milliseconds later, until killed. Route
+//!                                     traffic into IFACE (policy routing on the way in); what
+//!                                     comes back out of it is routed on as usual.
 //!   peer tc-drop IFACE ingress|egress  stand in for a CNI: attach a TCX program that drops
 //!                                     every packet on IFACE's hook, until killed. It goes
 //!                                     first in the chain, as a CNI that attaches later would.
@@ -66,6 +71,7 @@ fn main() {
             args[6].parse().expect("COUNT"),
         ),
         Some("tc-drop") => tc_drop(&args[2], &args[3]),
+        Some("tun-delay") => tun_delay(&args[2], args[3].parse().expect("MS")),
         Some("http-slow") => http_slow(&args[2], args[3].parse().expect("MS")),
         Some("http-split") => http_split(&args[2], &args[3]),
         Some("http-garbage") => http_garbage(&args[2]),
@@ -498,4 +504,50 @@ fn write_loop(secs: u64) {
         n += 1000;
     }
     println!("{:.0}", n as f64 / start.elapsed().as_secs_f64());
+}
+
+/// The tun device's fd, created with IFF_TUN | IFF_NO_PI (raw IP packets).
+fn tun_open(name: &str) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun").expect("open /dev/net/tun");
+    let mut req = [0u8; 40];
+    req[..name.len()].copy_from_slice(name.as_bytes());
+    let flags = (libc::IFF_TUN | libc::IFF_NO_PI) as u16;
+    req[16..18].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: TUNSETIFF reads an ifreq (40 bytes) from the pointer.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, req.as_mut_ptr()) };
+    assert_eq!(rc, 0, "TUNSETIFF {name}: {}", std::io::Error::last_os_error());
+    file
+}
+
+fn tun_delay(name: &str, ms: u64) {
+    use std::io::Write;
+    let mut reader = tun_open(name);
+    let mut writer = reader.try_clone().expect("dup the tun fd");
+    let delay = Duration::from_millis(ms);
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+    thread::spawn(move || {
+        // Packets leave in arrival order, each `delay` after it came in.
+        for (at, packet) in rx {
+            let due = at + delay;
+            let now = Instant::now();
+            if due > now {
+                thread::sleep(due - now);
+            }
+            let _ = writer.write(&packet);
+        }
+    });
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(n) if n > 0 => {
+                if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => panic!("reading {name}: {e}"),
+        }
+    }
 }

@@ -169,6 +169,7 @@ fn table_lines(r: &Report, layer: Layer) -> Vec<TableLine> {
     let mut index = 0;
     for section in r.sections_of(layer) {
         let t = section.table();
+        out.extend(t.lead.into_iter().map(TableLine::Extra));
         if t.rows.is_empty() {
             continue;
         }

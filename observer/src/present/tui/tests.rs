@@ -33,6 +33,9 @@ enum Scenario {
     /// This host is a proxy on 10.0.0.5:8080: 12 of the 40 requests it serves for
     /// api.internal get a 502, and its connects to the upstream 10.0.0.9:9000 are refused.
     ProxyFailing,
+    /// Connects are fine; 3.1 % of the segments to the database are retransmitted, none of
+    /// those to the API.
+    LossFailing,
 }
 
 const RESOLVER: &str = "10.0.0.2:53";
@@ -156,6 +159,24 @@ fn build_with(s: Scenario, disabled: Vec<Disabled>) -> (Report, Vec<verdict::Cha
         }
         tcp.dests.push((UPSTREAM.parse::<SocketAddr>().unwrap(), counts(&[(dc::ATTEMPTS, 12), (dc::REFUSED, 12)])));
     }
+    if matches!(s, Scenario::LossFailing) {
+        for (cookie, dest, segs, retx) in [(1, DB, 4000, 124), (2, API, 5200, 0)] {
+            events.push(Event::TcpSample(crate::events::TcpSampleRec {
+                at: Mono(700_000_000),
+                cookie,
+                peer: dest.parse().unwrap(),
+                local_port: 40000,
+                active: true,
+                closed: false,
+                data_segs_out: segs,
+                total_retrans: retx,
+                retrans: [retx / 5, retx - retx / 5, 0],
+                timeouts: 2,
+                srtt_us: 1200,
+                iface: Some("eth0".into()),
+            }));
+        }
+    }
     pipeline.on_input(&Input::Events(events), false);
     let tick = Tick {
         at: Mono(83_000_000_000),
@@ -276,6 +297,13 @@ fn drill_down_into_the_refused_destination() {
     insta::assert_snapshot!(frame(&a, 80, 24));
     a.handle(Action::Back);
     assert!(a.drill.is_none());
+}
+
+#[test]
+fn loss_failing_80x24_shows_the_blast_radius_first() {
+    let f = frame(&app(Scenario::LossFailing), 80, 24);
+    assert!(f.contains("Blast radius: one destination (10.1.2.3)"), "{f}");
+    insta::assert_snapshot!(f);
 }
 
 #[test]

@@ -1,0 +1,117 @@
+//! Packets the kernel drops on this host (`skb:kfree_skb`, with its drop reason since 5.17):
+//! a full qdisc, a firewall rule, a socket buffer. What tells loss on this host from loss on
+//! the path. Drops are rare on a healthy host, so each one is a record; the addresses come
+//! from the skb's network and transport headers (offsets from BTF).
+
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    programs::TracePointContext,
+};
+use observer_common::{
+    lost,
+    route::{DropEvent, DropLayout, kind},
+    tcp::{AF_INET, AF_INET6, Endpoint},
+};
+
+use crate::maps::{ROUTE_EVENTS, count_lost};
+
+#[unsafe(no_mangle)]
+static DROP_LAYOUT: DropLayout = DropLayout {
+    enabled: 0,
+    tp_skbaddr: 0,
+    tp_protocol: 0,
+    tp_reason: u32::MAX,
+    head: 0,
+    network_header: 0,
+    transport_header: 0,
+    sk: 0,
+    dev: 0,
+    dev_net: 0,
+    sk_net: 0,
+    net_inum: 0,
+    netns_inum: 0,
+};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+/// An skb header offset that was never set.
+const UNSET: u16 = 0xffff;
+
+#[inline(always)]
+fn read<T>(at: u64) -> Option<T> {
+    unsafe { bpf_probe_read_kernel(at as *const T) }.ok()
+}
+
+pub fn kfree_skb(ctx: &TracePointContext) -> Option<()> {
+    let l = unsafe { core::ptr::read_volatile(&DROP_LAYOUT) };
+    if l.enabled == 0 {
+        return None;
+    }
+    let skb: u64 = unsafe { ctx.read_at(l.tp_skbaddr as usize) }.ok()?;
+    let protocol: u16 = unsafe { ctx.read_at(l.tp_protocol as usize) }.ok()?;
+    if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
+        return None;
+    }
+    let reason: u32 = if l.tp_reason == u32::MAX { 0 } else { unsafe { ctx.read_at(l.tp_reason as usize) }.unwrap_or(0) };
+    let head: u64 = read(skb + u64::from(l.head))?;
+    let nh: u16 = read(skb + u64::from(l.network_header))?;
+    if head == 0 || nh == UNSET {
+        return None;
+    }
+    let th: u16 = read(skb + u64::from(l.transport_header)).unwrap_or(UNSET);
+    let sk: u64 = read(skb + u64::from(l.sk)).unwrap_or(0);
+    // Only this network namespace's drops: the device's namespace, else the socket's (a
+    // packet dropped on its way out may have no device yet).
+    let dev: u64 = read(skb + u64::from(l.dev)).unwrap_or(0);
+    let net: u64 = if dev != 0 {
+        read(dev + u64::from(l.dev_net)).unwrap_or(0)
+    } else if sk != 0 {
+        read(sk + u64::from(l.sk_net)).unwrap_or(0)
+    } else {
+        0
+    };
+    if net == 0 || read::<u32>(net + u64::from(l.net_inum)) != Some(l.netns_inum) {
+        return None;
+    }
+    let mut e = DropEvent {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        kind: kind::DROP,
+        reason,
+        src: Endpoint { addr: [0; 16], port: 0, family: 0 },
+        dst: Endpoint { addr: [0; 16], port: 0, family: 0 },
+        proto: 0,
+        has_sk: (sk != 0) as u8,
+        _pad: [0; 2],
+    };
+    let ip = head + u64::from(nh);
+    if protocol == ETH_P_IP {
+        let h: [u8; 20] = read(ip)?;
+        if h[0] >> 4 != 4 {
+            return None;
+        }
+        e.proto = h[9];
+        e.src.family = AF_INET;
+        e.dst.family = AF_INET;
+        e.src.addr[..4].copy_from_slice(&h[12..16]);
+        e.dst.addr[..4].copy_from_slice(&h[16..20]);
+    } else {
+        let h: [u8; 40] = read(ip)?;
+        if h[0] >> 4 != 6 {
+            return None;
+        }
+        e.proto = h[6];
+        e.src.family = AF_INET6;
+        e.dst.family = AF_INET6;
+        e.src.addr.copy_from_slice(&h[8..24]);
+        e.dst.addr.copy_from_slice(&h[24..40]);
+    }
+    if (e.proto == 6 || e.proto == 17) && th != UNSET && th > nh {
+        let ports: [u8; 4] = read(head + u64::from(th)).unwrap_or([0; 4]);
+        e.src.port = u16::from_be_bytes([ports[0], ports[1]]);
+        e.dst.port = u16::from_be_bytes([ports[2], ports[3]]);
+    }
+    if ROUTE_EVENTS.output::<DropEvent>(&e, 0).is_err() {
+        count_lost(lost::ROUTE_RINGBUF_FULL);
+    }
+    Some(())
+}

@@ -1,0 +1,190 @@
+//! Loading the layer 3 programs: sock_ops on the root cgroup (loss and RTT of established
+//! connections), `skb:kfree_skb` (drops on this host) and the connect syscall tracepoints
+//! (connects that fail before any SYN). Each can fail alone; what it would have given is
+//! then one `disabled` entry.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    programs::{CgroupAttachMode, SockOps, TracePoint},
+};
+use observer_common::route::{ConnectSyscallLayout, DropLayout};
+
+use super::{btf, tracefs};
+use crate::events::Disabled;
+
+/// The drop program's offsets, and the kernel's names of its drop reasons.
+pub fn drop_layout(tracefs_dir: &Path, vmlinux: Option<&[u8]>) -> Result<(DropLayout, DropReasons), String> {
+    let text = tracefs::read_format(tracefs_dir, "skb", "kfree_skb").map_err(|e| format!("tracepoint skb:kfree_skb not available ({e})"))?;
+    let fields = tracefs::parse_format(&text);
+    let field = |name: &str, size: u16| match fields.get(name) {
+        Some(f) if f.size == size => Ok(u32::from(f.offset)),
+        Some(f) => Err(format!("skb:kfree_skb field `{name}` is {} bytes, expected {size}", f.size)),
+        None => Err(format!("skb:kfree_skb has no field `{name}`")),
+    };
+    let blob = vmlinux.ok_or("no kernel BTF (/sys/kernel/btf/vmlinux): the skb's header offsets are unknown")?;
+    let member = |m: &str| btf::member_offset(blob, "sk_buff", m).map_err(|e| e.to_string());
+    let layout = DropLayout {
+        enabled: 1,
+        tp_skbaddr: field("skbaddr", 8)?,
+        tp_protocol: field("protocol", 2)?,
+        // Kernels before 5.17 do not say why.
+        tp_reason: field("reason", 4).unwrap_or(u32::MAX),
+        head: member("head")?,
+        network_header: member("network_header")?,
+        transport_header: member("transport_header")?,
+        sk: member("sk")?,
+        dev: member("dev")?,
+        // possible_net_t holds just the pointer.
+        dev_net: btf::member_offset(blob, "net_device", "nd_net").map_err(|e| e.to_string())?,
+        sk_net: btf::member_offset(blob, "sock_common", "skc_net").map_err(|e| e.to_string())?,
+        net_inum: btf::member_offset(blob, "net", "ns").map_err(|e| e.to_string())?
+            + btf::member_offset(blob, "ns_common", "inum").map_err(|e| e.to_string())?,
+        netns_inum: netns_inode()?,
+    };
+    Ok((layout, DropReasons::from_format(&text)))
+}
+
+/// The inode number of this process's network namespace.
+fn netns_inode() -> Result<u32, String> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata("/proc/self/ns/net").map_err(|e| format!("cannot stat /proc/self/ns/net: {e}"))?.ino();
+    u32::try_from(ino).map_err(|_| format!("network namespace inode {ino} does not fit 32 bits"))
+}
+
+/// The connect syscall tracepoints' offsets.
+pub fn connect_layout(tracefs_dir: &Path) -> Result<ConnectSyscallLayout, String> {
+    let offset = |name: &str, field: &str| -> Result<u32, String> {
+        let text = tracefs::read_format(tracefs_dir, "syscalls", name).map_err(|e| format!("tracepoint syscalls:{name} not available ({e})"))?;
+        match tracefs::parse_format(&text).get(field) {
+            Some(f) if f.size == 8 => Ok(u32::from(f.offset)),
+            _ => Err(format!("syscalls:{name} has no 8-byte field `{field}`")),
+        }
+    };
+    Ok(ConnectSyscallLayout { enabled: 1, uservaddr: offset("sys_enter_connect", "uservaddr")?, ret: offset("sys_exit_connect", "ret")? })
+}
+
+/// `enum skb_drop_reason` names, from the tracepoint's own format (`__print_symbolic`), so
+/// that they match the running kernel (the numbers change between versions).
+#[derive(Debug, Clone, Default)]
+pub struct DropReasons(HashMap<u32, String>);
+
+impl DropReasons {
+    pub fn from_format(text: &str) -> DropReasons {
+        let mut names = HashMap::new();
+        let Some(at) = text.find("__print_symbolic(") else { return DropReasons(names) };
+        for item in text[at..].split('{').skip(1) {
+            let Some((num, rest)) = item.split_once(',') else { continue };
+            let Ok(n) = num.trim().parse::<u32>() else { continue };
+            if let Some(name) = rest.split('"').nth(1) {
+                names.insert(n, name.to_owned());
+            }
+        }
+        DropReasons(names)
+    }
+
+    /// "NETFILTER_DROP"; "unknown" where the kernel does not say (before 5.17).
+    pub fn name(&self, reason: u32) -> String {
+        match self.0.get(&reason) {
+            Some(n) => n.clone(),
+            None if reason == 0 => "unknown".to_owned(),
+            None => format!("reason {reason}"),
+        }
+    }
+}
+
+/// Where cgroup v2 is mounted; mounted by observer under /run when it is nowhere (a host
+/// with the v1 hierarchy only, or a bare VM).
+fn cgroup2_root() -> anyhow::Result<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    if let Some(path) = mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"cgroup2")).then(|| f.get(1).map(|p| PathBuf::from(p.replace("\\040", " "))))?
+    }) {
+        return Ok(path);
+    }
+    let dir = PathBuf::from("/run/observer-cgroup2");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let status = std::process::Command::new("mount").args(["-t", "cgroup2", "none"]).arg(&dir).status().context("running mount")?;
+    anyhow::ensure!(status.success(), "no cgroup v2 hierarchy is mounted, and mounting one at {} failed", dir.display());
+    Ok(dir)
+}
+
+/// Attach what was loaded with a layout. Returns the attached names and the disabled ones.
+pub fn attach(ebpf: &mut Ebpf, drops: bool, connects: bool) -> (Vec<String>, Vec<Disabled>) {
+    let mut attached = Vec::new();
+    let mut disabled = Vec::new();
+    match attach_sock_ops(ebpf) {
+        Ok(root) => attached.push(format!("sock_ops:cgroup {}", root.display())),
+        Err(e) => disabled.push(Disabled {
+            source: "sock_ops:root cgroup".to_owned(),
+            signals: "retransmit ratios, loss by kind and RTT of established connections",
+            reason: format!("{e:#}"),
+        }),
+    }
+    if drops {
+        match tracepoint(ebpf, "kfree_skb", "skb", &["kfree_skb"]) {
+            Ok(()) => attached.push("skb:kfree_skb".to_owned()),
+            Err(e) => disabled.push(drops_disabled(format!("{e:#}"))),
+        }
+    }
+    if connects {
+        let r = tracepoint(ebpf, "sys_enter_connect", "syscalls", &["sys_enter_connect"])
+            .and_then(|()| tracepoint(ebpf, "sys_exit_connect", "syscalls", &["sys_exit_connect"]));
+        match r {
+            Ok(()) => attached.push("syscalls:sys_{enter,exit}_connect".to_owned()),
+            Err(e) => disabled.push(connects_disabled(format!("{e:#}"))),
+        }
+    }
+    (attached, disabled)
+}
+
+pub fn drops_disabled(reason: String) -> Disabled {
+    Disabled { source: "skb:kfree_skb".to_owned(), signals: "packets dropped on this host (local loss told from path loss)", reason }
+}
+
+pub fn connects_disabled(reason: String) -> Disabled {
+    Disabled {
+        source: "syscalls:sys_{enter,exit}_connect".to_owned(),
+        signals: "connects that fail before any SYN (no route, no free local port)",
+        reason,
+    }
+}
+
+fn attach_sock_ops(ebpf: &mut Ebpf) -> anyhow::Result<PathBuf> {
+    let root = cgroup2_root()?;
+    let cgroup = std::fs::File::open(&root).with_context(|| format!("opening {}", root.display()))?;
+    let prog: &mut SockOps = ebpf.program_mut("observer_sockops").context("program observer_sockops missing")?.try_into()?;
+    prog.load().context("the verifier rejected observer_sockops")?;
+    // A link (5.7+) always sits beside any other sock_ops program (a CNI's), and takes no
+    // flags; before links, aya falls back to a plain attach.
+    prog.attach(cgroup, CgroupAttachMode::Single).with_context(|| format!("attaching to {}", root.display()))?;
+    Ok(root)
+}
+
+fn tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, names: &[&str]) -> anyhow::Result<()> {
+    let tp: &mut TracePoint = ebpf.program_mut(program).with_context(|| format!("program {program} missing"))?.try_into()?;
+    tp.load().with_context(|| format!("the verifier rejected {program}"))?;
+    for name in names {
+        tp.attach(category, name).with_context(|| format!("attaching to {category}:{name}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_reason_names_come_from_the_tracepoint_format() {
+        let text = r#"print fmt: "reason: %s", __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 12, "NETFILTER_DROP" }, { 128, "MAX" })"#;
+        let r = DropReasons::from_format(text);
+        assert_eq!((r.name(12), r.name(2), r.name(0), r.name(77)), ("NETFILTER_DROP".into(), "NOT_SPECIFIED".into(), "unknown".into(), "reason 77".into()));
+        assert_eq!(DropReasons::from_format("garbage { x, \"y\" }").name(1), "reason 1");
+    }
+}
