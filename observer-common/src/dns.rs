@@ -116,7 +116,9 @@ pub struct DnsEvent {
     pub is_response: u8,
     /// 1 when the datagram was fragmented: only the first fragment's bytes were seen.
     pub fragmented: u8,
-    pub _pad: [u8; 1],
+    /// A response arriving (ingress): its IP TTL or hop limit, for the hop count to the
+    /// resolver; 0 otherwise.
+    pub ttl: u8,
     pub data: [u8; CAPTURE_MAX],
 }
 

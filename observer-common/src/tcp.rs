@@ -41,6 +41,10 @@ crate::counter_set! {
         RESETS_SENT = "resets_sent",
         /// Retransmits of anything but the SYN.
         DATA_RETRANSMITS = "data_retransmits",
+        /// Aborted after at least one SYN retransmit: the application waited a second or
+        /// more and gave up (a client-side connect timeout). A failure, unlike an abort
+        /// within the first RTO (a cancelled connect, happy eyeballs).
+        GAVE_UP = "gave_up",
     }
 }
 

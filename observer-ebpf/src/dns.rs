@@ -11,10 +11,10 @@ use network_types::udp::UdpHdr;
 use observer_common::{
     dns::{
         CAPTURE_MAX, DNS_EVENT_HEADER, DUPLICATE_WINDOW_NS, DnsEvent, DnsKey, DnsPending, MAX_EXTRA_PORTS, dns_counter as dc,
-        iface_counter as ic,
+        DIRECTION_INGRESS, iface_counter as ic,
     },
     lost,
-    tcp::Endpoint,
+    tcp::{AF_INET6, Endpoint},
 };
 
 use crate::{
@@ -257,7 +257,14 @@ fn emit(ctx: &TcContext, pkt: &mut Packet, offset: usize, len: usize, full_len: 
     ev.direction = pkt.direction;
     ev.is_response = is_response as u8;
     ev.fragmented = fragmented as u8;
-    ev._pad = [0; 1];
+    // A response arriving: its TTL says how many hops away the resolver is (a path change
+    // sample that costs one load per response).
+    ev.ttl = 0;
+    if is_response && pkt.direction == DIRECTION_INGRESS && pkt.l3 <= MAX_L4_OFFSET {
+        if let Some(ip) = ptr_at::<[u8; 9]>(ctx, pkt.l3) {
+            ev.ttl = if pkt.family == AF_INET6 { field(ip, 7) } else { field(ip, 8) };
+        }
+    }
     let dst = (&raw mut ev.data).cast::<core::ffi::c_void>();
     if unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), offset as u32, dst, n as u32) } != 0 {
         count_lost(lost::DNS_COPY_FAILED);

@@ -171,6 +171,9 @@ pub fn inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
             }
             let (kind, counter) = classify_connect_error(error);
             bump_dest(&conn.dest, counter);
+            if kind == outcome::ABORTED && conn.syn_retransmits > 0 {
+                bump_dest(&conn.dest, dest_counter::GAVE_UP);
+            }
             emit(&conn, kind, error, 0);
         }
         let _ = CONNS.remove(&sk);

@@ -356,6 +356,8 @@ pub struct DnsMessage {
     pub fragmented: bool,
     /// The DNS payload's full length; `bytes` may be a prefix of it (at most 512).
     pub dns_len: usize,
+    /// A response that arrived: its IP TTL (hop limit), for the hop count to its sender.
+    pub ttl: Option<u8>,
     pub bytes: Vec<u8>,
 }
 
@@ -374,6 +376,7 @@ pub fn decode_dns(raw: &[u8]) -> Option<DnsMessage> {
         ifindex: ev.ifindex,
         fragmented: ev.fragmented != 0,
         dns_len: usize::from(ev.dns_len),
+        ttl: (ev.ttl != 0).then_some(ev.ttl),
         bytes: data[..captured].to_vec(),
     })
 }

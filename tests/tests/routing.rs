@@ -96,16 +96,22 @@ fn random_loss_on_the_router_is_routing_for_that_destination_only() {
     let (lossy, clean) = (net.server_ip(), net.add_server_ip(3));
     let _s1 = iperf_server(&net.server, &lossy);
     let _s2 = iperf_server(&net.server, &clean);
-    net.router_rule(&format!("ip daddr {lossy} tcp flags != syn numgen random mod 100 lt 3 drop"));
     let obs = Observer::start(&net.client, &[]);
-    let started = Instant::now();
-    let mut a = net.client.spawn(&format!("iperf3 -c {lossy} -t 5 -b 20M"));
-    let mut b = net.client.spawn(&format!("iperf3 -c {clean} -t 5 -b 20M"));
+    let mut a = net.client.spawn(&format!("iperf3 -c {lossy} -t 6 -b 20M"));
+    let mut b = net.client.spawn(&format!("iperf3 -c {clean} -t 6 -b 20M"));
     let (l, c) = (format!("{lossy}:5201"), format!("{clean}:5201"));
+    // A second of clean traffic first: nothing to say about it.
+    obs.wait_for(Duration::from_secs(3), |r| route(r, &l).is_some_and(|d| d["window"]["segments"].as_u64().unwrap_or(0) > 500))
+        .unwrap_or_else(|| panic!("no segments sampled: {}", last_routing(&obs)));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_ne!(obs.reports().last().unwrap().0["verdicts"]["routing"]["verdict"], "suspect", "{}", last_routing(&obs));
+    net.router_rule(&format!("ip daddr {lossy} tcp flags != syn numgen random mod 100 lt 3 drop"));
+    let started = Instant::now();
     let r = obs
         .wait_for(Duration::from_secs(5), |r| rules(r).contains("routing.retransmits"))
         .unwrap_or_else(|| panic!("no loss verdict: {}", last_routing(&obs)));
     let took = started.elapsed();
+    eprintln!("routing named {took:?} after the loss started");
     // The reports come every 0.5 s: named within 2 s of the loss starting, give or take one.
     assert!(took <= Duration::from_millis(2500), "routing named after {took:?}");
     let routing = &r.0["verdicts"]["routing"];
@@ -119,6 +125,7 @@ fn random_loss_on_the_router_is_routing_for_that_destination_only() {
     let r = obs.stop();
     let ((ls, lr), (cs, cr)) = (loss(&r, &l), loss(&r, &c));
     let (lossy_ratio, clean_ratio) = (lr as f64 / ls as f64, cr as f64 / cs as f64);
+    // Over the whole run: the first second was clean.
     eprintln!("lossy: {lr} of {ls} retransmitted ({:.2} %); clean: {cr} of {cs}", lossy_ratio * 100.0);
     assert!(ls > 2000 && cs > 2000, "both streams ran: {ls} and {cs} segments");
     assert!((0.01..=0.10).contains(&lossy_ratio), "3 % dropped gives {lossy_ratio}");
@@ -216,6 +223,24 @@ fn a_route_through_a_second_router_is_a_path_change_of_one_hop() {
     let evidence = r.0["verdicts"]["routing"]["evidence"].to_string();
     assert!(evidence.contains(&format!("the path to {peer} changed from 1 to 2 hops")), "{evidence}");
     assert_eq!(r.0["cause"]["layer"], "routing");
+    obs.stop();
+}
+
+#[test]
+fn dns_responses_sample_the_hop_count_to_the_resolver() {
+    require_root();
+    let net = Routed::new("rt-dnsttl");
+    let resolver = net.server_ip();
+    let _dns = observer_tests::peers::Dnsmasq::start(&net.server, &resolver, 53, &["--address=/hops.test/10.1.1.1"]);
+    let obs = Observer::start(&net.client, &[]);
+    for _ in 0..3 {
+        observer_tests::peers::dig_status(&net.client, &resolver, 53, "hops.test", "");
+    }
+    let path = |r: &Report| r.0["icmp"]["paths"].as_array().and_then(|ps| ps.iter().find(|p| p["peer"] == resolver.as_str())).cloned();
+    let r = obs
+        .wait_for(Duration::from_secs(5), |r| path(r).is_some_and(|p| p["samples_window"] == 3))
+        .unwrap_or_else(|| panic!("no samples from the responses: {:#}", obs.reports().last().map(|r| r.0["icmp"].clone()).unwrap_or_default()));
+    assert_eq!(path(&r).unwrap()["hops"], 1, "one router between: {:#}", r.0["icmp"]);
     obs.stop();
 }
 

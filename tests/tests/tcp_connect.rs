@@ -93,6 +93,24 @@ fn client_side_timeout_is_an_abort_with_syn_retransmits() {
     assert_eq!(r.total(&dest, "aborted"), 1, "{:#}", r.0);
     assert!(r.total(&dest, "syn_retransmits") >= 1, "{:#}", r.0);
     assert_eq!(r.total(&dest, "timed_out"), 0, "{:#}", r.0);
+    // It waited through a SYN retransmit and gave up: a failed connect.
+    assert_eq!(r.total(&dest, "gave_up"), 1, "{:#}", r.0);
+    assert!(r.0["verdicts"]["tcp_tls"]["rules"].to_string().contains("tcp.success_ratio"), "{:#}", r.0["verdicts"]);
+}
+
+#[test]
+fn a_connect_cancelled_before_any_retransmit_is_not_a_failure() {
+    require_root();
+    let pair = Pair::new("cancel");
+    let dest = format!("{}:86", pair.server_ip());
+    pair.server.nft_drop_input("tcp dport 86");
+    let obs = Observer::start(&pair.client, &[]);
+    // Cancelled 300 ms in, before the first SYN retransmit (1 s): what happy eyeballs does.
+    let (ok, _) = pair.client.try_run(&format!("curl -s --connect-timeout 0.3 http://{dest}/"));
+    assert!(!ok);
+    let r = obs.stop();
+    assert_eq!((r.total(&dest, "aborted"), r.total(&dest, "gave_up"), r.total(&dest, "syn_retransmits")), (1, 0, 0), "{:#}", r.0);
+    assert_ne!(r.0["verdicts"]["tcp_tls"]["verdict"], "suspect", "{:#}", r.0["verdicts"]);
 }
 
 #[test]
@@ -252,7 +270,7 @@ fn without_privileges_it_says_what_is_missing_and_how_to_fix_it() {
         "setpriv --reuid=65534 --regid=65534 --clear-groups {} --format json --duration 1 2>&1",
         copy.display()
     ));
-    assert!(out.contains("observer: attached 8 "), "{out}");
+    assert!(out.contains("observer: attached 11 "), "{out}");
     assert!(out.lines().last().unwrap_or("").contains("\"final\":true"), "{out}");
 }
 
@@ -328,7 +346,15 @@ fn a_missing_tracepoint_disables_only_its_signals_with_one_line() {
     let pair = Pair::new("notp");
     // A copy of the format files without tcp:tcp_send_reset.
     let dir = peers::TempDir::new("formats");
-    for tp in ["sock/inet_sock_set_state", "tcp/tcp_retransmit_skb", "tcp/tcp_receive_reset", "tcp/tcp_retransmit_synack"] {
+    for tp in [
+        "sock/inet_sock_set_state",
+        "tcp/tcp_retransmit_skb",
+        "tcp/tcp_receive_reset",
+        "tcp/tcp_retransmit_synack",
+        "skb/kfree_skb",
+        "syscalls/sys_enter_connect",
+        "syscalls/sys_exit_connect",
+    ] {
         let to = dir.0.join("events").join(tp);
         std::fs::create_dir_all(&to).unwrap();
         let text = pair.client.run(&format!("mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; cat /sys/kernel/tracing/events/{tp}/format"));

@@ -3,7 +3,8 @@
 //! peer, and check what observer reports from inside: every program loads and attaches
 //! (classic TC: 6.1 has no TCX; the OpenSSL uprobes), refused connects, DNS, TLS handshakes
 //! (a stalled one, a cut one), HTTP in clear text and HTTPS read through the uprobes over lo
-//! are counted, and a clean exit leaves no filter or qdisc behind. A second run puts a VLAN device and a bond on veths
+//! are counted, established connections are sampled by sock_ops (a cgroup v2 mounted by
+//! observer), a connect without a route is counted, and a clean exit leaves no filter or qdisc behind. A second run puts a VLAN device and a bond on veths
 //! (drivers this machine's own kernel lacks) and checks that each message is counted once.
 
 use std::{
@@ -37,6 +38,7 @@ echo "=== QDISC WHILE RUNNING"
 tc qdisc show dev lo
 /peer dns-flood 127.0.0.1:53 20 1
 for p in 1 2 3; do nc 127.0.0.1 9 </dev/null; done
+for p in 1 2; do nc 10.255.0.1 80 </dev/null; done
 /peer tls-big-hello 127.0.0.1:10443 stall.test
 /peer tls-big-hello 127.0.0.1:11443 cut.test
 for p in 1 2 3; do wget -q -O /dev/null http://127.0.0.1:8088/vm/$p; done
@@ -233,6 +235,8 @@ pub fn run(root: &Path, bin: &Path, tally: &mut (u64, u64)) -> anyhow::Result<()
     };
     let plain = http("127.0.0.1:8088", "127.0.0.1:8088");
     let over_tls = http("127.0.0.1:4433", "vm.test");
+    let route = |dest: &str| report["routing"]["destinations"].as_array().and_then(|ds| ds.iter().find(|d| d["dest"] == dest)).cloned();
+    let (sampled, unrouted) = (route("127.0.0.1:8088"), route("10.255.0.1:80"));
     let (stalled, stalled_detail) = tls("127.0.0.1:10443", "stall.test", "stalled");
     let (cut, cut_detail) = tls("127.0.0.1:11443", "cut.test", "malformed");
     let checks: Vec<(&str, bool, String)> = vec![
@@ -282,6 +286,17 @@ pub fn run(root: &Path, bin: &Path, tally: &mut (u64, u64)) -> anyhow::Result<()
             "https_is_read_through_the_openssl_uprobes",
             over_tls.as_ref().is_some_and(|t| t["total"]["2xx"].as_u64().unwrap_or(0) >= 1),
             format!("target: {}; http: {}", over_tls.clone().unwrap_or_default(), report["http"]),
+        ),
+        (
+            "established_connections_are_sampled_by_sock_ops",
+            sampled.as_ref().is_some_and(|d| d["total"]["segments"].as_u64().unwrap_or(0) >= 3 && d["rtt"]["count"].as_u64().unwrap_or(0) >= 1)
+                && stderr.contains("sock_ops:cgroup"),
+            format!("destination: {}", sampled.clone().unwrap_or_default()),
+        ),
+        (
+            "a_connect_without_a_route_is_counted_with_its_errno",
+            unrouted.as_ref().is_some_and(|d| d["total"]["connect_failed"] == 2 && d["connect_errors"][0][0] == "ENETUNREACH"),
+            format!("destination: {}", unrouted.clone().unwrap_or_default()),
         ),
         (
             "refused_connects_are_counted",

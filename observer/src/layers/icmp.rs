@@ -210,6 +210,13 @@ impl Aggregator for IcmpLayer {
         match event {
             Event::Icmp(m) => self.on_message(m),
             Event::Hops(s) => self.on_hops(s),
+            // A response's TTL: the hop count to the resolver that sent it.
+            Event::Dns(m) if m.is_response => {
+                if let Some(ttl) = m.ttl {
+                    let peer = m.answerer.unwrap_or(m.resolver).ip();
+                    self.on_hops(&HopSample { at: m.at, peer, ttl });
+                }
+            }
             _ => {}
         }
     }

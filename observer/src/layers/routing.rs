@@ -53,8 +53,10 @@ observer_common::counter_set! {
 use route_counter as rc;
 
 /// Drop reasons that are TCP and IP doing their normal work, not traffic lost: duplicates
-/// of data already received, segments for sockets that are gone, PAWS. Counted, not judged.
-const ROUTINE_DROPS: [&str; 17] = [
+/// of data already received, segments for sockets that are gone, PAWS; and NOT_SPECIFIED,
+/// which many paths still give for anything. Counted, not judged.
+const ROUTINE_DROPS: [&str; 18] = [
+    "NOT_SPECIFIED",
     "NO_SOCKET",
     "SOCKET_CLOSE",
     "TCP_CLOSE",

@@ -49,6 +49,7 @@ fn dns(at_ns: u64, id: u16, response: bool) -> Event {
         ifindex: 2,
         fragmented: false,
         dns_len: bytes.len(),
+        ttl: None,
         bytes,
     })
 }

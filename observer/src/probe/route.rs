@@ -98,21 +98,31 @@ impl DropReasons {
     }
 }
 
-/// Where cgroup v2 is mounted; mounted by observer under /run when it is nowhere (a host
-/// with the v1 hierarchy only, or a bare VM).
-fn cgroup2_root() -> anyhow::Result<PathBuf> {
+/// The root of the cgroup v2 hierarchy, opened; with the directory observer mounted it on
+/// when the host had it nowhere (a v1-only host, a bare VM, or `ip netns exec`, which
+/// remounts /sys): that mount is removed once the program is attached (the link keeps the
+/// cgroup), so the host's mount table is left as it was.
+fn cgroup2_root() -> anyhow::Result<(std::fs::File, PathBuf, bool)> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
     if let Some(path) = mounts.lines().find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         (f.get(2) == Some(&"cgroup2")).then(|| f.get(1).map(|p| PathBuf::from(p.replace("\\040", " "))))?
     }) {
-        return Ok(path);
+        let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        return Ok((file, path, false));
     }
-    let dir = PathBuf::from("/run/observer-cgroup2");
+    // A directory of its own that an unprivileged user with the capabilities can create.
+    let dir = std::env::temp_dir().join(format!("observer-cgroup2-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let status = std::process::Command::new("mount").args(["-t", "cgroup2", "none"]).arg(&dir).status().context("running mount")?;
-    anyhow::ensure!(status.success(), "no cgroup v2 hierarchy is mounted, and mounting one at {} failed", dir.display());
-    Ok(dir)
+    let c = |s: &[u8]| std::ffi::CString::new(s).expect("no NUL");
+    let (src, fstype, target) = (c(b"none"), c(b"cgroup2"), c(dir.as_os_str().as_encoded_bytes()));
+    // SAFETY: a plain syscall with valid NUL-terminated strings.
+    if unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) } != 0 {
+        let e = std::io::Error::last_os_error();
+        anyhow::bail!("no cgroup v2 hierarchy is mounted, and mounting one at {} failed: {e}", dir.display());
+    }
+    let file = std::fs::File::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+    Ok((file, dir, true))
 }
 
 /// Attach what was loaded with a layout. Returns the attached names and the disabled ones.
@@ -157,14 +167,23 @@ pub fn connects_disabled(reason: String) -> Disabled {
 }
 
 fn attach_sock_ops(ebpf: &mut Ebpf) -> anyhow::Result<PathBuf> {
-    let root = cgroup2_root()?;
-    let cgroup = std::fs::File::open(&root).with_context(|| format!("opening {}", root.display()))?;
-    let prog: &mut SockOps = ebpf.program_mut("observer_sockops").context("program observer_sockops missing")?.try_into()?;
-    prog.load().context("the verifier rejected observer_sockops")?;
-    // A link (5.7+) always sits beside any other sock_ops program (a CNI's), and takes no
-    // flags; before links, aya falls back to a plain attach.
-    prog.attach(cgroup, CgroupAttachMode::Single).with_context(|| format!("attaching to {}", root.display()))?;
-    Ok(root)
+    let (cgroup, root, mounted) = cgroup2_root()?;
+    let attached = (|| -> anyhow::Result<()> {
+        let prog: &mut SockOps = ebpf.program_mut("observer_sockops").context("program observer_sockops missing")?.try_into()?;
+        prog.load().context("the verifier rejected observer_sockops")?;
+        // A link (5.7+) always sits beside any other sock_ops program (a CNI's), and takes
+        // no flags; before links, aya falls back to a plain attach.
+        prog.attach(&cgroup, CgroupAttachMode::Single).with_context(|| format!("attaching to {}", root.display()))?;
+        Ok(())
+    })();
+    drop(cgroup);
+    if mounted {
+        let target = std::ffi::CString::new(root.as_os_str().as_encoded_bytes()).expect("no NUL");
+        // SAFETY: a plain syscall with a valid NUL-terminated path. Lazy: nothing holds it.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::fs::remove_dir(&root);
+    }
+    attached.map(|()| root)
 }
 
 fn tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, names: &[&str]) -> anyhow::Result<()> {

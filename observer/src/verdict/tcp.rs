@@ -90,7 +90,9 @@ fn evaluate(view: &ConnectView, window_s: f64, cfg: &Config) -> Evaluation {
             });
             said = true;
         }
-        let finished = established + refused + timed_out + c.get(dc::OTHER_ERROR);
+        // An abort after a SYN retransmit is an application that gave up waiting: a failed
+        // connect. One within the first RTO is a cancellation and does not count.
+        let finished = established + refused + timed_out + c.get(dc::OTHER_ERROR) + c.get(dc::GAVE_UP);
         if finished >= t.min_attempts && finished > 0 && (established as f64 / finished as f64) < t.success_ratio {
             hits.push(Hit {
                 rule: "tcp.success_ratio",

@@ -14,6 +14,9 @@
 //!    namespace to an upstream in the server namespace), and `write(2)` calls per second on
 //!    the host (every one passes the syscall tracepoint that the OpenSSL probes add), bare,
 //!    with observer and `--no-ssl-uprobes`, and with observer as it runs by default.
+//! 5. Loss and RTT: bulk TCP throughput (iperf3) bare and with observer (its sock_ops
+//!    program runs on the ACKs of every established connection, beside the TC program), and
+//!    the sock_ops program's cost per callback from bpf_stats.
 
 use std::{
     fs, thread,
@@ -237,12 +240,51 @@ fn http_and_ssl(pair: &Pair, secs: u64, rounds: usize) {
     }
 }
 
+/// Bulk TCP in Gbit/s, one iperf3 run of `secs` from the client to the server.
+fn iperf_gbits(pair: &Pair, secs: u64) -> f64 {
+    let out = pair.client.run(&format!("iperf3 -c {} -t {secs} -J", pair.server_ip()));
+    let json: serde_json::Value = serde_json::from_str(&out).expect("iperf3 JSON");
+    json["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9
+}
+
+fn loss_and_rtt(pair: &Pair, secs: u64, rounds: usize) {
+    let _server = pair.server.spawn("iperf3 -s");
+    peers::wait_listening(&pair.server, &format!("{}:5201", pair.server_ip()));
+    let mut bare = Vec::new();
+    let mut with = Vec::new();
+    let mut per_callback = Vec::new();
+    let mut callbacks_per_s = Vec::new();
+    for round in 0..rounds {
+        let b = iperf_gbits(pair, secs);
+        let obs = Observer::start(&pair.client, &[]);
+        let before = prog_stats("observer_sockop");
+        let o = iperf_gbits(pair, secs);
+        let after = prog_stats("observer_sockop");
+        obs.stop();
+        per_callback.push(after.since(before));
+        callbacks_per_s.push((after.runs - before.runs) as f64 / secs as f64);
+        eprintln!("bench: round {} bare {b:.2} Gbit/s, observer {o:.2} Gbit/s", round + 1);
+        bare.push(b);
+        with.push(o);
+    }
+    let (b, o) = (median(&mut bare), median(&mut with));
+    println!("\n5. Bulk TCP with the loss and RTT sampling (iperf3, {secs} s each, median of {rounds} rounds)");
+    println!("{:<36} {:>10} {:>10}", "mode", "Gbit/s", "of bare");
+    println!("{:<36} {b:>10.2} {:>8.0} %", "bare", 100.0);
+    println!("{:<36} {o:>10.2} {:>8.0} %", "observer (sock_ops + TC)", o * 100.0 / b);
+    println!(
+        "sock_ops program: {:.0} ns per callback, {:.0} callbacks/s (about one per ACK)",
+        median(&mut per_callback),
+        median(&mut callbacks_per_s)
+    );
+}
+
 fn main() {
     require_root();
     let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let secs = args.first().copied().unwrap_or(5);
     let rounds = args.get(1).copied().unwrap_or(3) as usize;
-    // Which sections to run (1 to 4), all by default: `bench 5 3 2` runs the second only.
+    // Which sections to run (1 to 5), all by default: `bench 5 3 2` runs the second only.
     let only: Vec<u64> = args.get(2..).map(<[u64]>::to_vec).unwrap_or_default();
     let run = |n: u64| only.is_empty() || only.contains(&n);
     let previous_stats = fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_else(|_| "0".into());
@@ -263,6 +305,9 @@ fn main() {
     }
     if run(4) {
         http_and_ssl(&pair, secs, rounds);
+    }
+    if run(5) {
+        loss_and_rtt(&pair, secs, rounds);
     }
     sh(&format!("sysctl -qw kernel.bpf_stats_enabled={}", previous_stats.trim()));
 }

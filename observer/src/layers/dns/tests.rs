@@ -48,6 +48,7 @@ fn msg(ts_ms: u64, resolver: &str, is_response: bool, bytes: Vec<u8>) -> DnsMess
         ifindex: 2,
         fragmented: false,
         dns_len: bytes.len(),
+        ttl: None,
         bytes,
     }
 }

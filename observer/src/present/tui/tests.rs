@@ -86,6 +86,7 @@ fn dns_msg(ts_ms: u64, id: u16, response: Option<RCODE>) -> DnsMessage {
         ifindex: 2,
         fragmented: false,
         dns_len: bytes.len(),
+        ttl: None,
         bytes,
     }
 }
