@@ -54,8 +54,10 @@ crate::counter_set! {
         SSL_CALLS_FULL = "ssl_calls_full",
         /// An ICMP error did not fit in the ICMP ring buffer.
         ICMP_RINGBUF_FULL = "icmp_ringbuf_full",
-        /// A TCP sample, drop or early connect failure did not fit in the route ring buffer.
+        /// A TCP sample or early connect failure did not fit in the route ring buffer.
         ROUTE_RINGBUF_FULL = "route_ringbuf_full",
+        /// The table of drops by addresses and reason could not take a new key.
+        DROP_TABLE_FULL = "drop_table_full",
         /// The table of established connections sampled for loss and RTT was full.
         TCP_SOCKS_FULL = "tcp_socks_full",
         /// The table of connect() calls in progress could not take another thread.
@@ -68,7 +70,7 @@ mod pod {
     use crate::{
         dns::{DnsCounters, DnsKey, DnsPending, IfaceCounters},
         layout::{SockLayout, TpLayout},
-        route::{ConnectSyscallLayout, DropLayout},
+        route::{ConnectSyscallLayout, DropCounters, DropKey, DropLayout},
         tcp::*,
     };
     // SAFETY: all of these are #[repr(C)], Copy, with no padding and no pointers.
@@ -78,6 +80,8 @@ mod pod {
     unsafe impl aya::Pod for TpLayout {}
     unsafe impl aya::Pod for SockLayout {}
     unsafe impl aya::Pod for DropLayout {}
+    unsafe impl aya::Pod for DropKey {}
+    unsafe impl aya::Pod for DropCounters {}
     unsafe impl aya::Pod for ConnectSyscallLayout {}
     unsafe impl aya::Pod for DnsCounters {}
     unsafe impl aya::Pod for IfaceCounters {}

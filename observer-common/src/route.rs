@@ -1,9 +1,10 @@
-//! Layer 3 records, all in one ring buffer: per-connection TCP samples from sock_ops
-//! (segments sent, retransmits by kind, smoothed RTT), packets the kernel dropped on this
-//! host (`skb:kfree_skb`), and connect() calls that failed before any SYN was sent.
+//! Layer 3 records: per-connection TCP samples from sock_ops (segments sent, retransmits by
+//! kind, smoothed RTT) and connect() calls that failed before any SYN was sent, in one ring
+//! buffer; and packets the kernel dropped on this host (`skb:kfree_skb`), counted in a map
+//! (a flood of drops must not flood the ring, nor cost a wakeup each).
 //!
-//! Every record starts with `ts_ns: u64` and `kind: u32`, so userspace reads the kind at
-//! byte 8 before it picks the struct.
+//! Every ring record starts with `ts_ns: u64` and `kind: u32`, so userspace reads the kind
+//! at byte 8 before it picks the struct.
 
 use crate::tcp::Endpoint;
 
@@ -13,8 +14,6 @@ pub mod kind {
     pub const SAMPLE: u32 = 0;
     /// The same, as the connection closed: its last counters.
     pub const CLOSED: u32 = 1;
-    /// A packet the kernel dropped ([`super::DropEvent`]).
-    pub const DROP: u32 = 2;
     /// A connect() that failed before SYN_SENT ([`super::ConnectFailEvent`]).
     pub const CONNECT_FAILED: u32 = 3;
 }
@@ -56,22 +55,26 @@ pub struct TcpSample {
     pub timeouts: u32,
 }
 
-/// A packet the kernel dropped on this host, with its addresses and the drop reason.
+/// What a dropped packet is counted under: its addresses, protocol and drop reason.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DropEvent {
-    pub ts_ns: u64,
-    /// [`kind::DROP`].
-    pub kind: u32,
-    /// `enum skb_drop_reason` (0 on kernels before 5.17, which do not say).
-    pub reason: u32,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DropKey {
     pub src: Endpoint,
     pub dst: Endpoint,
+    /// `enum skb_drop_reason` (0 on kernels before 5.17, which do not say).
+    pub reason: u32,
     /// IP protocol (6 TCP, 17 UDP, …).
     pub proto: u8,
     /// 1 when the packet belonged to a local socket (sent by this host).
     pub has_sk: u8,
     pub _pad: [u8; 2],
+}
+
+/// Packets dropped under one [`DropKey`] since it was created.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropCounters {
+    pub c: [u64; 1],
 }
 
 /// A connect() that returned an error without the socket ever reaching SYN_SENT: no route,

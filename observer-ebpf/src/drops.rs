@@ -1,19 +1,16 @@
 //! Packets the kernel drops on this host (`skb:kfree_skb`, with its drop reason since 5.17):
 //! a full qdisc, a firewall rule, a socket buffer. What tells loss on this host from loss on
-//! the path. Drops are rare on a healthy host, so each one is a record; the addresses come
-//! from the skb's network and transport headers (offsets from BTF).
+//! the path. Each drop bumps a per-CPU counter keyed by the packet's addresses and the
+//! reason: a flood of drops costs a map update each, not a ring record and a wakeup. The
+//! addresses come from the skb's network and transport headers (offsets from BTF).
 
-use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
-    programs::TracePointContext,
-};
+use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::TracePointContext};
 use observer_common::{
-    lost,
-    route::{DropEvent, DropLayout, kind},
+    route::{DropKey, DropLayout},
     tcp::{AF_INET, AF_INET6, Endpoint},
 };
 
-use crate::maps::{ROUTE_EVENTS, count_lost};
+use crate::maps::bump_drop;
 
 #[unsafe(no_mangle)]
 static DROP_LAYOUT: DropLayout = DropLayout {
@@ -73,9 +70,7 @@ pub fn kfree_skb(ctx: &TracePointContext) -> Option<()> {
     if net == 0 || read::<u32>(net + u64::from(l.net_inum)) != Some(l.netns_inum) {
         return None;
     }
-    let mut e = DropEvent {
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        kind: kind::DROP,
+    let mut e = DropKey {
         reason,
         src: Endpoint { addr: [0; 16], port: 0, family: 0 },
         dst: Endpoint { addr: [0; 16], port: 0, family: 0 },
@@ -110,8 +105,6 @@ pub fn kfree_skb(ctx: &TracePointContext) -> Option<()> {
         e.src.port = u16::from_be_bytes([ports[0], ports[1]]);
         e.dst.port = u16::from_be_bytes([ports[2], ports[3]]);
     }
-    if ROUTE_EVENTS.output::<DropEvent>(&e, 0).is_err() {
-        count_lost(lost::ROUTE_RINGBUF_FULL);
-    }
+    bump_drop(&e);
     Some(())
 }

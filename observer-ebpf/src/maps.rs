@@ -101,7 +101,12 @@ pub static SSL_SCRATCH: PerCpuArray<crate::ssl::Scratch> = PerCpuArray::with_max
 #[map]
 pub static ICMP_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
-/// Layer 3 records (TCP samples, drops, early connect failures) for userspace.
+/// Drops on this host, by addresses, protocol and reason (per CPU; userspace sums them).
+#[map]
+pub static DROPS: LruPerCpuHashMap<observer_common::route::DropKey, observer_common::route::DropCounters> =
+    LruPerCpuHashMap::with_max_entries(4096, 0);
+
+/// Layer 3 records (TCP samples, early connect failures) for userspace.
 #[map]
 pub static ROUTE_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
@@ -151,6 +156,19 @@ impl Counters<{ observer_common::dns::dns_counter::COUNT }> for DnsCounters {
     fn counters(&mut self) -> &mut [u64; observer_common::dns::dns_counter::COUNT] {
         &mut self.c
     }
+}
+
+impl Counters<1> for observer_common::route::DropCounters {
+    const ZERO: Self = observer_common::route::DropCounters { c: [0] };
+    fn counters(&mut self) -> &mut [u64; 1] {
+        &mut self.c
+    }
+}
+
+/// One more drop under `key`.
+#[inline(always)]
+pub fn bump_drop(key: &observer_common::route::DropKey) {
+    bump(&DROPS, key, 0, lost::DROP_TABLE_FULL);
 }
 
 impl Counters<{ observer_common::dns::iface_counter::COUNT }> for IfaceCounters {

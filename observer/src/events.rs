@@ -32,7 +32,7 @@ impl Mono {
 }
 
 mod route;
-pub use route::{ConnectFailRec, DropRec, TcpSampleRec, decode_route};
+pub use route::{ConnectFailRec, DropRec, TcpSampleRec, decode_route, drop_reading};
 
 /// One thing seen, as it happened. Each layer takes the variants it knows and ignores the rest.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,7 +44,6 @@ pub enum Event {
     Icmp(IcmpMessage),
     Hops(HopSample),
     TcpSample(TcpSampleRec),
-    Drop(DropRec),
     ConnectFailed(ConnectFailRec),
 }
 
@@ -284,6 +283,8 @@ pub fn decode_http(raw: &[u8]) -> Option<HttpChunk> {
 pub struct Counters {
     pub tcp: TcpSnapshot,
     pub dns: DnsSnapshot,
+    /// Drops on this host per key, since each key's counter was created.
+    pub drops: Vec<DropRec>,
 }
 
 /// A signal the source cannot collect, and why.

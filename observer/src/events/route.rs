@@ -1,8 +1,9 @@
-//! The route ring's records as userspace types: TCP samples, drops, early connect failures.
+//! The route ring's records as userspace types (TCP samples, early connect failures), and
+//! the drop counters' readings.
 
 use std::net::SocketAddr;
 
-use observer_common::route::{ConnectFailEvent, DropEvent, TcpSample, kind, retrans};
+use observer_common::route::{ConnectFailEvent, DropKey, TcpSample, kind, retrans};
 
 use super::{Event, Mono, endpoint_addr};
 
@@ -27,10 +28,11 @@ pub struct TcpSampleRec {
     pub iface: Option<String>,
 }
 
-/// A packet dropped on this host.
+/// Packets dropped on this host under one key (addresses, protocol, reason), since the
+/// kernel's counter was created: one reading.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DropRec {
-    pub at: Mono,
+    pub count: u64,
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub proto: u8,
@@ -85,21 +87,6 @@ pub fn decode_route(raw: &[u8]) -> Option<Event> {
                 iface: None,
             }))
         }
-        kind::DROP => {
-            let d: DropEvent = read(raw)?;
-            let (src, dst) = (endpoint_addr(&d.src), endpoint_addr(&d.dst));
-            Some(Event::Drop(DropRec {
-                at: Mono(d.ts_ns),
-                src,
-                dst,
-                proto: d.proto,
-                has_sk: d.has_sk != 0,
-                reason: d.reason,
-                peer: dst,
-                reason_name: String::new(),
-                iface: None,
-            }))
-        }
         kind::CONNECT_FAILED => {
             let c: ConnectFailEvent = read(raw)?;
             let comm_len = c.comm.iter().position(|&b| b == 0).unwrap_or(c.comm.len());
@@ -113,6 +100,12 @@ pub fn decode_route(raw: &[u8]) -> Option<Event> {
         }
         _ => None,
     }
+}
+
+/// A drop counter's key and since-start count, as a reading for the layers.
+pub fn drop_reading(k: &DropKey, count: u64) -> DropRec {
+    let (src, dst) = (endpoint_addr(&k.src), endpoint_addr(&k.dst));
+    DropRec { count, src, dst, proto: k.proto, has_sk: k.has_sk != 0, reason: k.reason, peer: dst, reason_name: String::new(), iface: None }
 }
 
 #[cfg(test)]
@@ -132,8 +125,8 @@ mod tests {
         let s = TcpSample { ts_ns: 5, kind: kind::CLOSED, srtt_us: 300, cookie: 9, peer, data_segs_out: 100, total_retrans: 3, retrans: [1, 2, 0], ..Default::default() };
         let Some(Event::TcpSample(r)) = decode_route(&bytes(&s)) else { panic!("not a sample") };
         assert_eq!((r.peer.to_string(), r.closed, r.data_segs_out, r.retrans, r.srtt_us), ("10.0.0.2:5201".into(), true, 100, [1, 2, 0], 300));
-        let d = DropEvent { kind: kind::DROP, reason: 12, src: peer, dst: peer, proto: 6, ..Default::default() };
-        assert!(matches!(decode_route(&bytes(&d)), Some(Event::Drop(r)) if r.reason == 12));
+        let d = drop_reading(&DropKey { reason: 12, src: peer, dst: peer, proto: 6, has_sk: 1, _pad: [0; 2] }, 7);
+        assert_eq!((d.reason, d.count, d.has_sk, d.dst.to_string()), (12, 7, true, "10.0.0.2:5201".into()));
         let c = ConnectFailEvent { ts_ns: 1, kind: kind::CONNECT_FAILED, errno: 101, dest: peer, pid: 7, comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0" };
         assert!(matches!(decode_route(&bytes(&c)), Some(Event::ConnectFailed(r)) if r.errno == 101 && r.process == "curl[7]"));
         let mut bad = bytes(&s);

@@ -616,7 +616,7 @@ impl Aggregator for HttpLayer {
                     self.target((Role::Client, t.server, String::new()), None).counts.bump(hc::H2);
                 }
             }
-            Event::Dns(_) | Event::Tls(_) | Event::Icmp(_) | Event::Hops(_) | Event::TcpSample(_) | Event::Drop(_) | Event::ConnectFailed(_) => {}
+            Event::Dns(_) | Event::Tls(_) | Event::Icmp(_) | Event::Hops(_) | Event::TcpSample(_) | Event::ConnectFailed(_) => {}
         }
     }
 

@@ -140,10 +140,19 @@ pub struct RoutingLayer {
     cfg: RoutingConfig,
     dests: Map<SocketAddr, DestState>,
     socks: Map<u64, SockLast>,
+    /// The last reading of each drop counter, to take deltas from.
+    drops_last: Map<DropKeyU, u64>,
     /// Connection samples whose connection was forgotten for room (their deltas restart).
     pub socks_dropped: u64,
     now: Mono,
 }
+
+/// A drop counter's key in userspace: addresses, protocol, reason.
+type DropKeyU = (SocketAddr, SocketAddr, u8, bool, u32);
+
+/// Drop counters remembered; past this, the oldest readings are forgotten (their next
+/// reading counts from zero again, an overcount bounded by one reading).
+const MAX_DROP_KEYS: usize = 65_536;
 
 /// Processes kept per destination.
 const MAX_PROCESSES: usize = 8;
@@ -159,7 +168,7 @@ fn dest_key(s: &TcpSampleRec) -> SocketAddr {
 
 impl RoutingLayer {
     pub fn new(cfg: RoutingConfig) -> RoutingLayer {
-        RoutingLayer { cfg, dests: Map::default(), socks: Map::default(), socks_dropped: 0, now: Mono(0) }
+        RoutingLayer { cfg, dests: Map::default(), socks: Map::default(), drops_last: Map::default(), socks_dropped: 0, now: Mono(0) }
     }
 
     fn dest(&mut self, key: SocketAddr, at: Mono) -> &mut DestState {
@@ -216,19 +225,31 @@ impl RoutingLayer {
         }
     }
 
-    fn on_drop(&mut self, r: &DropRec) {
+    /// A drop counter's reading: what it grew by since the last one goes to its far end.
+    fn on_drop_reading(&mut self, r: &DropRec, at: Mono) {
+        let key = (r.src, r.dst, r.proto, r.has_sk, r.reason);
+        let last = self.drops_last.get(&key).copied();
+        // A count that went down: the kernel's LRU evicted the key and it came back.
+        let delta = match last {
+            Some(l) if r.count >= l => r.count - l,
+            _ => r.count,
+        };
+        if last.is_none() && self.drops_last.len() >= MAX_DROP_KEYS {
+            self.drops_last.clear();
+        }
+        self.drops_last.insert(key, r.count);
         // Multicast and broadcast (neighbour discovery, MLD) have no destination to judge.
         let ip = r.peer.ip();
-        if ip.is_multicast() || ip.is_unspecified() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        if delta == 0 || ip.is_multicast() || ip.is_unspecified() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
             return;
         }
-        let d = self.dest(r.peer, r.at);
+        let d = self.dest(r.peer, at);
         if d.iface.is_none() {
             d.iface.clone_from(&r.iface);
         }
-        d.counts.bump(if drop_loses_traffic(&r.reason_name) { rc::DROPPED_HERE } else { rc::DROPPED_ROUTINE });
+        d.counts.add(if drop_loses_traffic(&r.reason_name) { rc::DROPPED_HERE } else { rc::DROPPED_ROUTINE }, delta);
         if d.drop_reasons.len() < MAX_KINDS || d.drop_reasons.contains_key(&r.reason_name) {
-            d.drop_reasons.entry(r.reason_name.clone()).or_default().bump(0);
+            d.drop_reasons.entry(r.reason_name.clone()).or_default().add(0, delta);
         }
     }
 
@@ -419,7 +440,6 @@ impl Aggregator for RoutingLayer {
     fn on_event(&mut self, event: &Event) {
         match event {
             Event::TcpSample(s) => self.on_sample(s),
-            Event::Drop(d) => self.on_drop(d),
             Event::ConnectFailed(c) => self.on_connect_failed(c),
             Event::Icmp(m) => {
                 let k = icmp_kind(m);
@@ -433,6 +453,9 @@ impl Aggregator for RoutingLayer {
 
     fn on_tick(&mut self, tick: &Tick) {
         self.now = tick.at;
+        for r in &tick.counters.drops {
+            self.on_drop_reading(r, tick.at);
+        }
         let window = self.cfg.window;
         for d in self.dests.values_mut() {
             d.counts.close(tick.at, window);
@@ -595,23 +618,27 @@ mod tests {
     fn drops_by_reason_and_early_connect_failures_count_for_their_destination() {
         let mut l = layer();
         let peer: SocketAddr = "10.0.0.2:80".parse().unwrap();
-        for reason in ["NETFILTER_DROP", "NETFILTER_DROP", "TCP_OLD_DATA"] {
-            l.on_event(&Event::Drop(DropRec {
-                at: Mono(1),
-                src: "10.0.0.1:40000".parse().unwrap(),
-                dst: peer,
-                proto: 6,
-                has_sk: true,
-                reason: 0,
-                peer,
-                reason_name: reason.into(),
-                iface: None,
-            }));
-        }
+        let reading = |reason: &str, number: u32, count: u64| DropRec {
+            count,
+            src: "10.0.0.1:40000".parse().unwrap(),
+            dst: peer,
+            proto: 6,
+            has_sk: true,
+            reason: number,
+            peer,
+            reason_name: reason.into(),
+            iface: None,
+        };
         for _ in 0..2 {
             l.on_event(&Event::ConnectFailed(ConnectFailRec { at: Mono(1), dest: peer, errno: 101, process: "curl[9]".into(), iface: None }));
         }
-        tick(&mut l, 1);
+        // Since-start readings: deltas between them are what happened.
+        let mut t = Tick { at: Mono(1_000_000_000), ..Tick::for_tests() };
+        t.counters.drops = vec![reading("NETFILTER_DROP", 12, 1), reading("TCP_OLD_DATA", 33, 1)];
+        l.on_tick(&t);
+        t.at = Mono(2_000_000_000);
+        t.counters.drops = vec![reading("NETFILTER_DROP", 12, 2), reading("TCP_OLD_DATA", 33, 1)];
+        l.on_tick(&t);
         let v = l.view();
         let d = &v.destinations[0];
         assert_eq!((d.window.get(rc::DROPPED_HERE), d.window.get(rc::DROPPED_ROUTINE)), (2, 1));

@@ -410,7 +410,7 @@ impl Aggregator for TlsLayer {
                 }
                 self.processes.insert((r.local_port, r.dest), r.process());
             }
-            Event::Dns(_) | Event::Http(_) | Event::Icmp(_) | Event::Hops(_) | Event::TcpSample(_) | Event::Drop(_) | Event::ConnectFailed(_) => {}
+            Event::Dns(_) | Event::Http(_) | Event::Icmp(_) | Event::Hops(_) | Event::TcpSample(_) | Event::ConnectFailed(_) => {}
         }
     }
 

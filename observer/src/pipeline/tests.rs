@@ -66,6 +66,7 @@ impl Kernel {
         Counters {
             tcp: TcpSnapshot { dests: vec![(API.parse().unwrap(), self.tcp)], ports: vec![] },
             dns: DnsSnapshot { resolvers: vec![(RESOLVER.parse().unwrap(), self.dns)], per_interface: vec![], names: vec![(2, "eth0".into())] },
+            drops: vec![],
         }
     }
 }

@@ -72,29 +72,30 @@ struct RouteFill {
 const ROUTES_RELOAD_EVERY: u32 = 10;
 
 impl RouteFill {
-    fn fill(&mut self, e: &mut Event, resolver: &HttpResolver) {
+    fn fill(&mut self, e: &mut Event) {
         match e {
             Event::TcpSample(s) => s.iface = self.routes.iface(s.peer.ip()),
             Event::ConnectFailed(c) => c.iface = self.routes.iface(c.dest.ip()),
-            Event::Drop(d) => {
-                d.reason_name = self.reasons.name(d.reason);
-                // The far end: the destination of what a local socket sent or of what this
-                // host forwards, the source of what arrived for this host.
-                d.peer = if !d.has_sk && resolver.is_local(&d.dst.ip()) && !resolver.is_local(&d.src.ip()) { d.src } else { d.dst };
-                d.iface = self.routes.iface(d.peer.ip());
-            }
             _ => {}
         }
+    }
+
+    fn fill_drop(&mut self, d: &mut crate::events::DropRec, resolver: &HttpResolver) {
+        d.reason_name = self.reasons.name(d.reason);
+        // The far end: the destination of what a local socket sent or of what this host
+        // forwards, the source of what arrived for this host.
+        d.peer = if !d.has_sk && resolver.is_local(&d.dst.ip()) && !resolver.is_local(&d.src.ip()) { d.src } else { d.dst };
+        d.iface = self.routes.iface(d.peer.ip());
     }
 }
 
 /// The route ring, each record completed.
-fn drain_route(ring: &mut RingBuf<MapData>, fill: &mut RouteFill, resolver: &HttpResolver, bad: &mut u64) -> Vec<Event> {
+fn drain_route(ring: &mut RingBuf<MapData>, fill: &mut RouteFill, bad: &mut u64) -> Vec<Event> {
     let mut out = Vec::new();
     while let Some(item) = ring.next() {
         match decode_route(&item) {
             Some(mut e) => {
-                fill.fill(&mut e, resolver);
+                fill.fill(&mut e);
                 out.push(e);
             }
             None => *bad += 1,
@@ -148,7 +149,7 @@ impl LiveSource {
         events.extend(drain(self.tls.get_mut(), decode_tls, Event::Tls, &mut self.undecodable));
         events.extend(drain_http(self.http.get_mut(), &mut self.resolver, &mut self.undecodable));
         events.extend(drain(self.icmp.get_mut(), decode_icmp, |e| e, &mut self.undecodable));
-        events.extend(drain_route(self.route.get_mut(), &mut self.routes, &self.resolver, &mut self.undecodable));
+        events.extend(drain_route(self.route.get_mut(), &mut self.routes, &mut self.undecodable));
         events
     }
 
@@ -159,7 +160,11 @@ impl LiveSource {
     fn close_interval(&mut self) {
         let notes = self.probe.refresh_interfaces();
         let at = Mono(monotonic_ns());
-        let counters = Counters { tcp: self.probe.snapshot(), dns: self.probe.dns_snapshot() };
+        let mut drops = self.probe.drop_snapshot();
+        for d in &mut drops {
+            self.routes.fill_drop(d, &self.resolver);
+        }
+        let counters = Counters { tcp: self.probe.snapshot(), dns: self.probe.dns_snapshot(), drops };
         let mut lost = self.probe.lost_counts();
         let events = self.drain_all();
         if !events.is_empty() {
@@ -217,7 +222,7 @@ impl Source for LiveSource {
             }
             guard = route.readable_mut() => {
                 let mut guard = guard.context("polling the route ring buffer failed")?;
-                let events = drain_route(guard.get_inner_mut(), routes, resolver, undecodable);
+                let events = drain_route(guard.get_inner_mut(), routes, undecodable);
                 guard.clear_ready();
                 events
             }

@@ -29,6 +29,7 @@ use observer_common::{
     dns::{DnsCounters, IfaceCounters, MAX_EXTRA_PORTS},
     layout::TpLayout,
     lost,
+    route::{DropCounters, DropKey},
     tcp::{Endpoint, PortCounters, TcpCounters},
 };
 pub use clock::monotonic_ns;
@@ -138,6 +139,7 @@ pub struct Probe {
     ports: PerCpuHashMap<MapData, u16, PortCounters>,
     resolvers: PerCpuHashMap<MapData, Endpoint, DnsCounters>,
     ifaces: PerCpuHashMap<MapData, u32, IfaceCounters>,
+    drops: PerCpuHashMap<MapData, DropKey, DropCounters>,
     lost: PerCpuArray<MapData, u64>,
     /// Signals this kernel cannot give (fixed at start); see [`Probe::disabled`].
     disabled: Vec<Disabled>,
@@ -325,6 +327,7 @@ impl Probe {
         let ports = PerCpuHashMap::try_from(take(&mut ebpf, "TCP_PORTS")?)?;
         let resolvers = PerCpuHashMap::try_from(take(&mut ebpf, "DNS_RESOLVERS")?)?;
         let ifaces = PerCpuHashMap::try_from(take(&mut ebpf, "IFACES")?)?;
+        let drops = PerCpuHashMap::try_from(take(&mut ebpf, "DROPS")?)?;
         let lost = PerCpuArray::try_from(take(&mut ebpf, "LOST")?)?;
         let rings = Rings {
             connect: RingBuf::try_from(take(&mut ebpf, "CONNECT_EVENTS")?)?,
@@ -340,6 +343,7 @@ impl Probe {
             ports,
             resolvers,
             ifaces,
+            drops,
             lost,
             disabled,
             attached,
@@ -401,6 +405,11 @@ impl Probe {
         }
         snap.names = self.tc.as_ref().map(TcHooks::names).unwrap_or_default().into_iter().collect();
         snap
+    }
+
+    /// Since-start drop counts per key (addresses, protocol, reason), summed over CPUs.
+    pub fn drop_snapshot(&self) -> Vec<crate::events::DropRec> {
+        self.drops.iter().flatten().map(|(k, per_cpu)| crate::events::drop_reading(&k, per_cpu.iter().map(|v| v.c[0]).sum())).collect()
     }
 
     /// Since-start counters for every destination and local port the kernel still holds.

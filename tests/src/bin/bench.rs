@@ -37,11 +37,15 @@ impl ProgStats {
     }
 }
 
-/// Sum of run_time_ns and run_cnt over the programs whose name starts with `prefix`.
+/// observer's TC programs (the kernel keeps 15 characters of a name): not its sock_ops one.
+const TC: &str = "observer_ingres|observer_egres";
+
+/// Sum of run_time_ns and run_cnt over the programs whose name starts with `prefix` (or one
+/// of the `|`-separated prefixes).
 fn prog_stats(prefix: &str) -> ProgStats {
     let json: serde_json::Value = serde_json::from_str(&sh("bpftool -j prog show")).expect("bpftool JSON");
     let mut s = ProgStats::default();
-    for p in json.as_array().into_iter().flatten().filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with(prefix))) {
+    for p in json.as_array().into_iter().flatten().filter(|p| p["name"].as_str().is_some_and(|n| prefix.split('|').any(|x| n.starts_with(x)))) {
         s.run_ns += p["run_time_ns"].as_u64().unwrap_or(0);
         s.runs += p["run_cnt"].as_u64().unwrap_or(0);
     }
@@ -141,16 +145,16 @@ fn per_packet(pair: &Pair, resolver: &str, secs: u64) {
     println!("\n2. Per-packet cost on the client's eth0 (bpf_stats, both hooks, same run)");
     println!("{:<36} {:>14} {:>14} {:>8}", "traffic", "observer ns/pkt", "empty ns/pkt", "ratio");
     let peer = peers::peer_bin();
-    let (o0, e0) = (prog_stats("observer_"), prog_stats("tc_empty"));
+    let (o0, e0) = (prog_stats(TC), prog_stats("tc_empty"));
     pair.client.run(&format!("{} dns-flood {resolver} 50000 {secs}", peer.display()));
-    let (o1, e1) = (prog_stats("observer_"), prog_stats("tc_empty"));
+    let (o1, e1) = (prog_stats(TC), prog_stats("tc_empty"));
     let (o, e) = (o1.since(o0), e1.since(e0));
     println!("{:<36} {:>14.0} {:>14.0} {:>7.1}x", "DNS, 100k messages/s (50k q/s)", o, e, o / e);
     let _server = pair.server.spawn("iperf3 -s -1");
     peers::wait_listening(&pair.server, &format!("{}:5201", pair.server_ip()));
-    let (o0, e0) = (prog_stats("observer_"), prog_stats("tc_empty"));
+    let (o0, e0) = (prog_stats(TC), prog_stats("tc_empty"));
     pair.client.run(&format!("iperf3 -c {} -t {secs} >/dev/null", pair.server_ip()));
-    let (o1, e1) = (prog_stats("observer_"), prog_stats("tc_empty"));
+    let (o1, e1) = (prog_stats(TC), prog_stats("tc_empty"));
     let (o, e) = (o1.since(o0), e1.since(e0));
     println!("{:<36} {:>14.0} {:>14.0} {:>7.1}x", "bulk TCP (iperf3), not DNS", o, e, o / e);
     drop(obs);

@@ -182,7 +182,7 @@ fn build_with(s: Scenario, disabled: Vec<Disabled>) -> (Report, Vec<verdict::Cha
     let tick = Tick {
         at: Mono(83_000_000_000),
         wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_540_931),
-        counters: Counters { tcp, dns },
+        counters: Counters { tcp, dns, drops: vec![] },
         lost: vec![("connect_ringbuf_full", 0)],
         disabled,
         notes: vec![],
