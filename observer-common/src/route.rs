@@ -115,7 +115,23 @@ pub struct DropLayout {
     /// The inode of observer's network namespace: drops elsewhere (another namespace on the
     /// same kernel) are not this host's.
     pub netns_inum: u32,
+    /// Where the skb's header fields are read in one go: the start of a block of at most
+    /// [`SKB_BLOCK`] bytes holding transport_header, network_header and head, and where in
+    /// it each is. `block_len` 0: read them one by one.
+    pub block_start: u32,
+    pub block_len: u32,
+    pub block_th: u32,
+    pub block_nh: u32,
+    pub block_head: u32,
+    /// 1 when `dev` and `sk` are adjacent (`sk` right after `dev`): one read for both.
+    pub dev_sk_adjacent: u32,
+    /// Reasons (below 128) that are TCP and IP doing their normal work: counted per reason
+    /// only, without reading the packet (a flood of them costs a map update each).
+    pub routine: [u64; 2],
 }
+
+/// The most bytes of `struct sk_buff` read in one go for its header fields.
+pub const SKB_BLOCK: u32 = 32;
 
 /// Offsets in `syscalls:sys_enter_connect` (uservaddr) and `sys_exit_connect` (ret).
 #[repr(C)]

@@ -6,7 +6,7 @@
 
 use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::TracePointContext};
 use observer_common::{
-    route::{DropKey, DropLayout},
+    route::{DropKey, DropLayout, SKB_BLOCK},
     tcp::{AF_INET, AF_INET6, Endpoint},
 };
 
@@ -27,6 +27,13 @@ static DROP_LAYOUT: DropLayout = DropLayout {
     sk_net: 0,
     net_inum: 0,
     netns_inum: 0,
+    block_start: 0,
+    block_len: 0,
+    block_th: 0,
+    block_nh: 0,
+    block_head: 0,
+    dev_sk_adjacent: 0,
+    routine: [0; 2],
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -39,27 +46,57 @@ fn read<T>(at: u64) -> Option<T> {
     unsafe { bpf_probe_read_kernel(at as *const T) }.ok()
 }
 
+/// A little-endian field of `T` bytes at `at` in the block (bounds checked).
+#[inline(always)]
+fn block_u16(b: &[u8; SKB_BLOCK as usize], at: u32) -> u16 {
+    let i = (at & (SKB_BLOCK - 1)) as usize;
+    if i + 2 > b.len() {
+        return UNSET;
+    }
+    u16::from_ne_bytes([b[i], b[i + 1]])
+}
+
+#[inline(always)]
+fn block_u64(b: &[u8; SKB_BLOCK as usize], at: u32) -> u64 {
+    let i = (at & (SKB_BLOCK - 1)) as usize;
+    if i + 8 > b.len() {
+        return 0;
+    }
+    u64::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3], b[i + 4], b[i + 5], b[i + 6], b[i + 7]])
+}
+
 pub fn kfree_skb(ctx: &TracePointContext) -> Option<()> {
     let l = unsafe { core::ptr::read_volatile(&DROP_LAYOUT) };
     if l.enabled == 0 {
         return None;
     }
-    let skb: u64 = unsafe { ctx.read_at(l.tp_skbaddr as usize) }.ok()?;
     let protocol: u16 = unsafe { ctx.read_at(l.tp_protocol as usize) }.ok()?;
     if protocol != ETH_P_IP && protocol != ETH_P_IPV6 {
         return None;
     }
     let reason: u32 = if l.tp_reason == u32::MAX { 0 } else { unsafe { ctx.read_at(l.tp_reason as usize) }.unwrap_or(0) };
-    let head: u64 = read(skb + u64::from(l.head))?;
-    let nh: u16 = read(skb + u64::from(l.network_header))?;
-    if head == 0 || nh == UNSET {
-        return None;
+    let mut e = DropKey {
+        reason,
+        src: Endpoint { addr: [0; 16], port: 0, family: 0 },
+        dst: Endpoint { addr: [0; 16], port: 0, family: 0 },
+        proto: 0,
+        has_sk: 0,
+        _pad: [0; 2],
+    };
+    // Routine reasons: counted per reason, no packet read (these come in floods: a scan's
+    // NO_SOCKET, duplicates of retransmitted data).
+    if reason < 128 && (l.routine[(reason / 64) as usize & 1] >> (reason % 64)) & 1 == 1 {
+        bump_drop(&e);
+        return Some(());
     }
-    let th: u16 = read(skb + u64::from(l.transport_header)).unwrap_or(UNSET);
-    let sk: u64 = read(skb + u64::from(l.sk)).unwrap_or(0);
+    let skb: u64 = unsafe { ctx.read_at(l.tp_skbaddr as usize) }.ok()?;
+    let (dev, sk): (u64, u64) = if l.dev_sk_adjacent == 1 {
+        read::<[u64; 2]>(skb + u64::from(l.dev)).map_or((0, 0), |v| (v[0], v[1]))
+    } else {
+        (read(skb + u64::from(l.dev)).unwrap_or(0), read(skb + u64::from(l.sk)).unwrap_or(0))
+    };
     // Only this network namespace's drops: the device's namespace, else the socket's (a
     // packet dropped on its way out may have no device yet).
-    let dev: u64 = read(skb + u64::from(l.dev)).unwrap_or(0);
     let net: u64 = if dev != 0 {
         read(dev + u64::from(l.dev_net)).unwrap_or(0)
     } else if sk != 0 {
@@ -70,14 +107,20 @@ pub fn kfree_skb(ctx: &TracePointContext) -> Option<()> {
     if net == 0 || read::<u32>(net + u64::from(l.net_inum)) != Some(l.netns_inum) {
         return None;
     }
-    let mut e = DropKey {
-        reason,
-        src: Endpoint { addr: [0; 16], port: 0, family: 0 },
-        dst: Endpoint { addr: [0; 16], port: 0, family: 0 },
-        proto: 0,
-        has_sk: (sk != 0) as u8,
-        _pad: [0; 2],
+    let (th, nh, head) = if l.block_len > 0 {
+        let b: [u8; SKB_BLOCK as usize] = read(skb + u64::from(l.block_start))?;
+        (block_u16(&b, l.block_th), block_u16(&b, l.block_nh), block_u64(&b, l.block_head))
+    } else {
+        (
+            read(skb + u64::from(l.transport_header)).unwrap_or(UNSET),
+            read(skb + u64::from(l.network_header))?,
+            read(skb + u64::from(l.head))?,
+        )
     };
+    if head == 0 || nh == UNSET {
+        return None;
+    }
+    e.has_sk = (sk != 0) as u8;
     let ip = head + u64::from(nh);
     if protocol == ETH_P_IP {
         let h: [u8; 20] = read(ip)?;

@@ -58,10 +58,17 @@ impl Observer {
         let out = child.stdout.take().expect("stdout");
         let sink = lines.clone();
         let stdout_done = thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let mut reader = BufReader::new(out);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                // A last line without its newline: observer was killed while writing it.
+                if !line.ends_with('\n') {
+                    break;
+                }
                 let v: Value = serde_json::from_str(&line)
                     .unwrap_or_else(|e| panic!("observer printed a line that is not JSON ({e}): {line}"));
                 sink.lock().unwrap().push(v);
+                line.clear();
             }
         });
         let (tx, rx) = mpsc::channel();

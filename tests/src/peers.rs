@@ -30,6 +30,11 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(ns: &Netns, listen: &str) -> Nginx {
+        Nginx::start_with(ns, listen, "")
+    }
+
+    /// With extra `http` directives, e.g. `keepalive_timeout 1s;`.
+    pub fn start_with(ns: &Netns, listen: &str, http: &str) -> Nginx {
         let dir = TempDir::new("nginx");
         let d = dir.0.display();
         fs::write(dir.0.join("index.html"), "observer test page\n").unwrap();
@@ -37,7 +42,7 @@ impl Nginx {
             "user root; worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
              events {{ worker_connections 256; }}\n\
              http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};\n\
-               uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+               uwsgi_temp_path {d}; scgi_temp_path {d}; {http}\n\
                server {{ listen {listen}; root {d}; }} }}\n"
         );
         fs::write(dir.0.join("nginx.conf"), conf).unwrap();

@@ -142,6 +142,8 @@ pub struct RoutingLayer {
     socks: Map<u64, SockLast>,
     /// The last reading of each drop counter, to take deltas from.
     drops_last: Map<DropKeyU, u64>,
+    /// Routine drops, counted by the kernel per reason only (every namespace on the kernel).
+    routine_unattributed: Tally<1>,
     /// Connection samples whose connection was forgotten for room (their deltas restart).
     pub socks_dropped: u64,
     now: Mono,
@@ -168,7 +170,15 @@ fn dest_key(s: &TcpSampleRec) -> SocketAddr {
 
 impl RoutingLayer {
     pub fn new(cfg: RoutingConfig) -> RoutingLayer {
-        RoutingLayer { cfg, dests: Map::default(), socks: Map::default(), drops_last: Map::default(), socks_dropped: 0, now: Mono(0) }
+        RoutingLayer {
+            cfg,
+            dests: Map::default(),
+            socks: Map::default(),
+            drops_last: Map::default(),
+            routine_unattributed: Tally::default(),
+            socks_dropped: 0,
+            now: Mono(0),
+        }
     }
 
     fn dest(&mut self, key: SocketAddr, at: Mono) -> &mut DestState {
@@ -238,8 +248,12 @@ impl RoutingLayer {
             self.drops_last.clear();
         }
         self.drops_last.insert(key, r.count);
-        // Multicast and broadcast (neighbour discovery, MLD) have no destination to judge.
+        // Routine drops come without addresses (the kernel counts those per reason only).
         let ip = r.peer.ip();
+        if delta > 0 && ip.is_unspecified() {
+            self.routine_unattributed.add(0, delta);
+        }
+        // Multicast and broadcast (neighbour discovery, MLD) have no destination to judge.
         if delta == 0 || ip.is_multicast() || ip.is_unspecified() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
             return;
         }
@@ -284,6 +298,9 @@ pub struct RoutingView {
     pub host: RollUp,
     /// Established connections being sampled now.
     pub connections: usize,
+    /// Routine drops (TCP and IP at their normal work) in the window, on every namespace of
+    /// this kernel: counted per reason, not per destination, and never judged.
+    pub routine_drops: u64,
     #[serde(skip)]
     pub top: usize,
 }
@@ -471,6 +488,7 @@ impl Aggregator for RoutingLayer {
                 d.history.pop_front();
             }
         }
+        self.routine_unattributed.close(tick.at, window);
     }
 
     fn lost(&self) -> Vec<(&'static str, u64)> {
@@ -535,6 +553,7 @@ impl Aggregator for RoutingLayer {
             interfaces: order(interfaces),
             host,
             connections: self.socks.len(),
+            routine_drops: self.routine_unattributed.window()[0],
             top: self.cfg.top,
         }
     }

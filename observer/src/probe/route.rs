@@ -13,7 +13,7 @@ use aya::{
     Ebpf,
     programs::{CgroupAttachMode, SockOps, TracePoint},
 };
-use observer_common::route::{ConnectSyscallLayout, DropLayout};
+use observer_common::route::{ConnectSyscallLayout, DropLayout, SKB_BLOCK};
 
 use super::{btf, tracefs};
 use crate::events::Disabled;
@@ -29,7 +29,7 @@ pub fn drop_layout(tracefs_dir: &Path, vmlinux: Option<&[u8]>) -> Result<(DropLa
     };
     let blob = vmlinux.ok_or("no kernel BTF (/sys/kernel/btf/vmlinux): the skb's header offsets are unknown")?;
     let member = |m: &str| btf::member_offset(blob, "sk_buff", m).map_err(|e| e.to_string());
-    let layout = DropLayout {
+    let mut layout = DropLayout {
         enabled: 1,
         tp_skbaddr: field("skbaddr", 8)?,
         tp_protocol: field("protocol", 2)?,
@@ -46,8 +46,21 @@ pub fn drop_layout(tracefs_dir: &Path, vmlinux: Option<&[u8]>) -> Result<(DropLa
         net_inum: btf::member_offset(blob, "net", "ns").map_err(|e| e.to_string())?
             + btf::member_offset(blob, "ns_common", "inum").map_err(|e| e.to_string())?,
         netns_inum: netns_inode()?,
+        ..DropLayout::default()
     };
-    Ok((layout, DropReasons::from_format(&text)))
+    // One read for the three header fields when they sit close together (they do, at the
+    // end of sk_buff's headers group), one for dev and sk when adjacent.
+    let fields = [layout.transport_header, layout.network_header, layout.head];
+    let start = fields.iter().copied().min().unwrap_or(0);
+    let end = (layout.head + 8).max(layout.transport_header + 2).max(layout.network_header + 2);
+    if end - start <= SKB_BLOCK {
+        (layout.block_start, layout.block_len) = (start, SKB_BLOCK);
+        (layout.block_th, layout.block_nh, layout.block_head) = (layout.transport_header - start, layout.network_header - start, layout.head - start);
+    }
+    layout.dev_sk_adjacent = u32::from(layout.sk == layout.dev + 8);
+    let reasons = DropReasons::from_format(&text);
+    layout.routine = reasons.routine_bitmap();
+    Ok((layout, reasons))
 }
 
 /// The inode number of this process's network namespace.
@@ -86,6 +99,18 @@ impl DropReasons {
             }
         }
         DropReasons(names)
+    }
+
+    /// Reasons below 128 whose drops are routine (not judged): the kernel counts those per
+    /// reason only.
+    pub fn routine_bitmap(&self) -> [u64; 2] {
+        let mut bits = [0u64; 2];
+        for (n, name) in &self.0 {
+            if *n < 128 && !crate::layers::routing::drop_loses_traffic(name) {
+                bits[(*n / 64) as usize] |= 1 << (n % 64);
+            }
+        }
+        bits
     }
 
     /// "NETFILTER_DROP"; "unknown" where the kernel does not say (before 5.17).
@@ -205,5 +230,7 @@ mod tests {
         let r = DropReasons::from_format(text);
         assert_eq!((r.name(12), r.name(2), r.name(0), r.name(77)), ("NETFILTER_DROP".into(), "NOT_SPECIFIED".into(), "unknown".into(), "reason 77".into()));
         assert_eq!(DropReasons::from_format("garbage { x, \"y\" }").name(1), "reason 1");
+        // NOT_SPECIFIED (2) is routine, NETFILTER_DROP (12) is not.
+        assert_eq!(r.routine_bitmap(), [1 << 2, 0]);
     }
 }
