@@ -10,14 +10,22 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_TOML: &str = r#"# observer verdict thresholds. Every value here is the default; see ../shared/TRIAGE.md.
 # All figures are over the sliding window (--window, 10 s by default).
 
+[verdict]
+# A suspect layer turns healthy again only after its rules have stayed quiet this long:
+# a fault is named at once, but a rule hovering at its threshold does not flap.
+clear_after_s = 5.0
+
 [dns]
 # Error rcodes (NXDOMAIN, SERVFAIL, REFUSED) make a resolver suspect when they are at least
 # this share of its responses ...
 error_share = 0.05
 # ... and at least this many.
 min_errors = 1
-# Queries with no response within --dns-timeout.
-min_unanswered = 1
+# Queries with no response within --dns-timeout: one in thousands is UDP being UDP (a
+# silent resolver is dns.silent's, below).
+min_unanswered = 2
+# Queries waiting for a resolver that has answered nothing since they were sent.
+min_silent = 1
 # A resolver is silent when it has answered nothing since a query that has waited at least
 # this many times its own since-start p99 ...
 overdue_factor = 10.0
@@ -45,8 +53,12 @@ min_syn_retransmits = 1
 success_ratio = 0.999
 # ... over at least this many finished connects.
 min_attempts = 1
-# Resets received on established connections.
+# Resets received on established connections ...
 min_resets = 1
+# ... that are at least this share of the connections established to it in the window
+# (counted as at least one): a load balancer that resets a connection now and then while
+# hundreds succeed is not a fault, a server that resets them all is.
+reset_share = 0.2
 
 [tls]
 # Failed handshakes (a fatal alert, a close or reset before completion, or no ServerHello in
@@ -110,11 +122,24 @@ min_latency_samples = 5
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    pub verdict: VerdictSettings,
     pub dns: DnsThresholds,
     pub tcp: TcpThresholds,
     pub tls: TlsThresholds,
     pub routing: RoutingThresholds,
     pub l7: L7Thresholds,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerdictSettings {
+    pub clear_after_s: f64,
+}
+
+impl Default for VerdictSettings {
+    fn default() -> Self {
+        VerdictSettings { clear_after_s: 5.0 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,6 +210,7 @@ pub struct DnsThresholds {
     pub error_share: f64,
     pub min_errors: u64,
     pub min_unanswered: u64,
+    pub min_silent: u64,
     pub overdue_factor: f64,
     pub overdue_floor_ms: f64,
     pub p95_ms: f64,
@@ -203,6 +229,7 @@ pub struct TcpThresholds {
     pub success_ratio: f64,
     pub min_attempts: u64,
     pub min_resets: u64,
+    pub reset_share: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,7 +251,8 @@ impl Default for DnsThresholds {
         DnsThresholds {
             error_share: 0.05,
             min_errors: 1,
-            min_unanswered: 1,
+            min_unanswered: 2,
+            min_silent: 1,
             overdue_factor: 10.0,
             overdue_floor_ms: 1000.0,
             p95_ms: 200.0,
@@ -245,6 +273,7 @@ impl Default for TcpThresholds {
             success_ratio: 0.999,
             min_attempts: 1,
             min_resets: 1,
+            reset_share: 0.2,
         }
     }
 }

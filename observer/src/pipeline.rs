@@ -22,7 +22,7 @@ use crate::{
         Section,
         report::{self, Report, Sections},
     },
-    verdict::{self, Change, Rules, Tracker},
+    verdict::{self, Change, Hold, Rules, Tracker},
 };
 
 /// What the layers are built with (from the command line).
@@ -125,6 +125,8 @@ pub struct Pipeline {
     layers: Vec<Box<dyn Stage>>,
     /// All losses, windowed: the cause's confidence drops while any were lost recently.
     lost: WindowedCounts<1>,
+    /// Keeps a suspect layer suspect until it has been quiet for the hold time.
+    hold: Hold,
     pub tracker: Tracker,
 }
 
@@ -138,6 +140,7 @@ impl Pipeline {
             host: host.to_owned(),
             started,
             lost: WindowedCounts::default(),
+            hold: Hold::default(),
             tracker: Tracker::new(200),
         }
     }
@@ -177,7 +180,7 @@ impl Pipeline {
 
         let mut sections: Vec<Box<dyn Section>> = self.layers.iter().map(|l| l.section()).collect();
         let rules: Vec<&dyn Rules> = sections.iter().map(|s| &**s as &dyn Rules).collect();
-        let verdicts = verdict::evaluate(&rules, window.as_secs_f64(), self.lost.window()[0], &self.config);
+        let verdicts = verdict::evaluate_held(&rules, window.as_secs_f64(), self.lost.window()[0], &self.config, Some((&mut self.hold, tick.at)));
         for s in &mut sections {
             s.limit();
         }

@@ -110,9 +110,15 @@ pub struct RoutingConfig {
 /// Per-interval RTT medians kept for the baseline.
 const BASELINE_SPAN: Duration = Duration::from_secs(300);
 
+/// Loss is also judged over this much recent time: a burst of loss after minutes of clean
+/// traffic is named at once, not when it has grown to a share of the whole window.
+pub const RECENT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Default)]
 struct DestState {
     counts: Tally<{ rc::COUNT }>,
+    /// Segments and retransmits over [`RECENT`].
+    recent: Tally<2>,
     rtt: LatencyWindow,
     /// The current interval's RTT samples (µs), and the medians of earlier intervals.
     open_rtt: Vec<u64>,
@@ -225,6 +231,8 @@ impl RoutingLayer {
         }
         d.counts.add(rc::SEGMENTS, segs);
         d.counts.add(rc::RETRANSMITTED, retx);
+        d.recent.add(0, segs);
+        d.recent.add(1, retx);
         d.counts.add(rc::RTO, kinds[retrans::RTO]);
         d.counts.add(rc::FAST, kinds[retrans::FAST]);
         d.counts.add(rc::PROBE, kinds[retrans::PROBE]);
@@ -315,6 +323,9 @@ pub struct DestView {
     pub total: Counts<{ rc::COUNT }>,
     /// Retransmitted over segments in the window; 0 without segments.
     pub retransmit_ratio: f64,
+    /// Segments and retransmitted segments over the last 2 s (loss that just started).
+    pub recent_segments: u64,
+    pub recent_retransmitted: u64,
     /// Smoothed RTT samples in the window (µs).
     pub rtt: LatencySummary,
     /// The median smoothed RTT before the window (µs), when there was traffic then.
@@ -383,7 +394,7 @@ pub fn prefix_of(ip: IpAddr, v4: u8, v6: u8) -> String {
 pub fn why(d: &DestView, t: &RoutingThresholds) -> Vec<&'static str> {
     let w = &d.window;
     let mut out = Vec::new();
-    if w.get(rc::SEGMENTS) >= t.min_segments && d.retransmit_ratio >= t.retransmit_ratio {
+    if lossy_window(d, t) || lossy_recently(d, t) {
         out.push("loss");
     }
     if w.get(rc::DROPPED_HERE) >= t.min_local_drops {
@@ -399,6 +410,15 @@ pub fn why(d: &DestView, t: &RoutingThresholds) -> Vec<&'static str> {
         out.push("no route");
     }
     out
+}
+
+pub fn lossy_window(d: &DestView, t: &RoutingThresholds) -> bool {
+    d.window.get(rc::SEGMENTS) >= t.min_segments && d.retransmit_ratio >= t.retransmit_ratio
+}
+
+/// The same threshold over the last [`RECENT`] seconds.
+pub fn lossy_recently(d: &DestView, t: &RoutingThresholds) -> bool {
+    d.recent_segments >= t.min_segments && ratio(d.recent_retransmitted, d.recent_segments) >= t.retransmit_ratio
 }
 
 pub fn rtt_jumped(d: &DestView, t: &RoutingThresholds) -> bool {
@@ -476,6 +496,7 @@ impl Aggregator for RoutingLayer {
         let window = self.cfg.window;
         for d in self.dests.values_mut() {
             d.counts.close(tick.at, window);
+            d.recent.close(tick.at, RECENT.min(window));
             d.rtt.close(tick.at, window);
             for t in d.drop_reasons.values_mut().chain(d.connect_errors.values_mut()) {
                 t.close(tick.at, window);
@@ -512,6 +533,8 @@ impl Aggregator for RoutingLayer {
                     window: counts(w),
                     total: counts(d.counts.total()),
                     retransmit_ratio: ratio(w[rc::RETRANSMITTED], w[rc::SEGMENTS]),
+                    recent_segments: d.recent.window()[0],
+                    recent_retransmitted: d.recent.window()[1],
                     rtt: d.rtt.window(),
                     rtt_baseline_us: median(&mut before),
                     drop_reasons: d.drop_reasons.iter().map(|(r, c)| (r.clone(), c.window()[0], c.total()[0])).collect(),
@@ -675,6 +698,8 @@ mod tests {
             window: Counts { values: [100, 0, 0, 0, 0, 0, 0, 0, 0, 0], names: &rc::NAMES },
             total: Counts { values: [0; rc::COUNT], names: &rc::NAMES },
             retransmit_ratio: 0.0,
+            recent_segments: 0,
+            recent_retransmitted: 0,
             rtt: LatencySummary::default(),
             rtt_baseline_us: None,
             drop_reasons: vec![],

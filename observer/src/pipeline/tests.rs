@@ -104,7 +104,7 @@ fn refused_connects_are_detected_in_the_interval_they_start_and_recovery_follows
     // connects are refused; from 9 on they succeed again.
     let mut k = Kernel::default();
     let mut script = Vec::new();
-    for s in 1..=20u64 {
+    for s in 1..=25u64 {
         let t = (s - 1) * SEC + SEC / 2;
         let refused = (6..=8).contains(&s);
         let outcome = if refused { Outcome::Refused } else { Outcome::Established };
@@ -123,23 +123,26 @@ fn refused_connects_are_detected_in_the_interval_they_start_and_recovery_follows
             (1, Layer::Dns, State::NoSignal, State::Healthy),
             (1, Layer::TcpTls, State::NoSignal, State::Healthy),
             (6, Layer::TcpTls, State::Healthy, State::Suspect),
-            // The last refusal (second 8) leaves the 10 s window at second 18.
-            (18, Layer::TcpTls, State::Suspect, State::Healthy),
+            // The last refusal (second 8) leaves the 10 s window at second 18: the rules last
+            // fire at 17, and the layer clears after 5 s quiet (verdict.clear_after_s).
+            (22, Layer::TcpTls, State::Suspect, State::Healthy),
         ]
     );
     let named: Vec<u64> = causes.iter().filter(|(_, c)| *c == Some(Layer::TcpTls)).map(|(s, _)| *s).collect();
-    assert_eq!(named, (6..=17).collect::<Vec<u64>>(), "TCP/TLS is the cause while the refusals are in the window");
+    assert_eq!(named, (6..=21).collect::<Vec<u64>>(), "TCP/TLS is the cause while the refusals are in the window, and held 5 s");
 }
 
 #[test]
 fn an_unanswered_lookup_is_judged_on_the_sources_clock() {
-    // Lookups every second, all answered but one at 2.5 s. The timeout is 5 s: the query is
-    // unanswered at the reading of second 8, not earlier, whatever the wall clock says.
+    // Lookups every second, all answered but two, at 2.5 s and 5.5 s (answers in between:
+    // not a silent resolver). The timeout is 5 s: the second is unanswered at the reading of
+    // second 11, not earlier, whatever the wall clock says (it takes two:
+    // dns.min_unanswered).
     let mut k = Kernel::default();
     let mut script = Vec::new();
-    for s in 1..=20u64 {
+    for s in 1..=25u64 {
         let t = (s - 1) * SEC + SEC / 2;
-        let lost = s == 3;
+        let lost = s == 3 || s == 6;
         let mut events = vec![dns(t, s as u16, false)];
         k.dns[kc::QUERIES] += 1;
         if !lost {
@@ -152,8 +155,10 @@ fn an_unanswered_lookup_is_judged_on_the_sources_clock() {
     }
     let (changes, causes) = run(script);
     let dns: Vec<(u64, State)> = changes.iter().filter(|c| c.1 == Layer::Dns).map(|c| (c.0, c.3)).collect();
-    assert_eq!(dns, [(1, State::Healthy), (8, State::Suspect), (18, State::Healthy)]);
-    assert!(causes.iter().all(|(s, c)| (*c == Some(Layer::Dns)) == (8..18).contains(s)), "{causes:?}");
+    // The first (unanswered at 8) leaves the window at 18: the rule last fires at 17, and
+    // the layer is held 5 s from there.
+    assert_eq!(dns, [(1, State::Healthy), (11, State::Suspect), (22, State::Healthy)]);
+    assert!(causes.iter().all(|(s, c)| (*c == Some(Layer::Dns)) == (11..22).contains(s)), "{causes:?}");
 }
 
 #[test]

@@ -89,7 +89,7 @@ fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
         // A resolver gone silent, named before its queries time out: queries it has answered
         // nothing since, the oldest waiting longer than its own p99 many times over.
         let overdue_ms = t.overdue_floor_ms.max(t.overdue_factor * r.total.latency_us.p99 as f64 / 1000.0);
-        if r.silent_queries >= t.min_unanswered && r.silent_for_ms as f64 >= overdue_ms {
+        if r.silent_queries >= t.min_silent && r.silent_for_ms as f64 >= overdue_ms {
             hits.push(Hit {
                 rule: "dns.silent",
                 destination: dest,

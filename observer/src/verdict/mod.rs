@@ -6,6 +6,7 @@
 //! layer adds a module here and nothing else in this folder.
 
 mod dns;
+mod hold;
 mod http;
 mod icmp;
 mod routing;
@@ -20,6 +21,7 @@ use std::{
 
 use serde::Serialize;
 
+pub use hold::Hold;
 pub use triage::{Cause, Change, Tracker};
 
 use crate::config::Config;
@@ -237,7 +239,20 @@ impl Verdicts {
 
 /// Evaluate every layer's rules, merge them per triage layer, then apply the triage order.
 /// `lost_in_window` (events lost recently) lowers the cause's confidence.
+#[cfg(test)]
 pub fn evaluate(rules: &[&dyn Rules], window_s: f64, lost_in_window: u64, cfg: &Config) -> (Verdicts, Option<Cause>) {
+    evaluate_held(rules, window_s, lost_in_window, cfg, None)
+}
+
+/// [`evaluate`], with a suspect layer held suspect (`hold`) until its rules have been quiet
+/// for `verdict.clear_after_s`, before the triage order is applied.
+pub fn evaluate_held(
+    rules: &[&dyn Rules],
+    window_s: f64,
+    lost_in_window: u64,
+    cfg: &Config,
+    hold: Option<(&mut Hold, crate::events::Mono)>,
+) -> (Verdicts, Option<Cause>) {
     let mut verdicts = Verdicts {
         dns: Verdict::empty(State::NoSignal),
         tcp_tls: Verdict::empty(State::NoSignal),
@@ -246,6 +261,9 @@ pub fn evaluate(rules: &[&dyn Rules], window_s: f64, lost_in_window: u64, cfg: &
     };
     for layer in Layer::ALL {
         *verdicts.get_mut(layer) = merge(layer, rules.iter().filter(|r| r.layer() == layer), window_s, cfg);
+    }
+    if let Some((hold, now)) = hold {
+        hold.apply(&mut verdicts, now, std::time::Duration::from_secs_f64(cfg.verdict.clear_after_s.max(0.0)));
     }
     let cause = triage::order(&mut verdicts, rules, lost_in_window);
     (verdicts, cause)

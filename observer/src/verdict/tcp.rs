@@ -108,12 +108,12 @@ fn evaluate(view: &ConnectView, window_s: f64, cfg: &Config) -> Evaluation {
             });
         }
         let resets = c.get(dc::RESETS_RECEIVED);
-        if resets >= t.min_resets {
+        if resets >= t.min_resets && resets as f64 >= t.reset_share * established.max(1) as f64 {
             hits.push(Hit {
                 rule: "tcp.resets",
                 destination: dest,
                 evidence: Some(format!(
-                    "TCP: {resets} resets received from {dest} on established connections in the last {w}{}",
+                    "TCP: {resets} resets received from {dest} on established connections in the last {w} ({established} connects established){}",
                     process(d)
                 )),
             });

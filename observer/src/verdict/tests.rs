@@ -151,11 +151,13 @@ fn dns_error_evidence_names_the_failing_names() {
 }
 
 #[test]
-fn dns_unanswered_fires_at_one() {
+fn dns_unanswered_fires_at_two_not_one() {
     let cfg = Config::default();
     let v = dns_with(&[(kc::QUERIES, 3)], &[(rc::UNANSWERED, 1)], LatencySummary::default(), 0).dns(&cfg);
+    assert_eq!(v.verdict, State::Healthy, "one unanswered query in thousands is UDP being UDP");
+    let v = dns_with(&[(kc::QUERIES, 3)], &[(rc::UNANSWERED, 2)], LatencySummary::default(), 0).dns(&cfg);
     assert_eq!(fired(&v), ["dns.unanswered"]);
-    assert_eq!(v.evidence, ["DNS: 1 queries to 10.0.0.2:53 unanswered (no response within 5 s) in the last 10 s"]);
+    assert_eq!(v.evidence, ["DNS: 2 queries to 10.0.0.2:53 unanswered (no response within 5 s) in the last 10 s"]);
     let v = dns_with(&[(kc::QUERIES, 3), (kc::RESPONSES, 3)], &[], LatencySummary::default(), 0).dns(&cfg);
     assert_eq!(v.verdict, State::Healthy);
 }

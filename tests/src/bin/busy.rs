@@ -182,7 +182,7 @@ fn lb(listen: &str) {
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
         n += 1;
-        let reset = n % 30 == 0;
+        let reset = n.is_multiple_of(30);
         thread::spawn(move || {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
             let mut buf = [0u8; 256];
