@@ -84,6 +84,10 @@ min_path_changes = 1
 retransmit_ratio = 0.01
 # ... over at least this many data segments.
 min_segments = 200
+# The same over the last 2 s, so that loss that just started is named before it is a share
+# of the whole window: a higher share, since one loss episode can retransmit a burst (44 of
+# 3,685 segments, 1.2 %, on a healthy busy host).
+recent_retransmit_ratio = 0.015
 # Smoothed RTT p95 in the window at or above this many times the destination's own
 # baseline (the median before the window) ...
 rtt_jump_factor = 3.0
@@ -150,6 +154,7 @@ pub struct RoutingThresholds {
     pub min_path_changes: u64,
     pub retransmit_ratio: f64,
     pub min_segments: u64,
+    pub recent_retransmit_ratio: f64,
     pub rtt_jump_factor: f64,
     pub rtt_jump_min_ms: f64,
     pub min_rtt_samples: u64,
@@ -167,6 +172,7 @@ impl Default for RoutingThresholds {
             min_path_changes: 1,
             retransmit_ratio: 0.01,
             min_segments: 200,
+            recent_retransmit_ratio: 0.015,
             rtt_jump_factor: 3.0,
             rtt_jump_min_ms: 20.0,
             min_rtt_samples: 3,

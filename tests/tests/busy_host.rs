@@ -5,7 +5,7 @@
 //! search list with AAAA NODATA, happy-eyeballs connects cancelled, keep-alive connections
 //! the server closes idle, requests closed with their response unread, health checks, a
 //! load balancer that resets one connection in 30, one query in about a thousand that gets
-//! no answer), a long-lived iperf3 transfer with a handful of drops per minute, and a port
+//! no answer), a long-lived iperf3 transfer (100 Mbit/s) with a handful of drops per minute, and a port
 //! scan arriving from the server side. Real peers: nginx, dnsmasq, iperf3.
 
 use std::{
@@ -47,7 +47,7 @@ impl BusyHost {
         // Where the cancelled connects go; a handful of drops per minute on the transfer; the
         // answer to the one rare query dropped on its way out.
         pair.server.nft_drop_input("tcp dport 8099");
-        pair.server.nft_drop_input("tcp dport 5201 tcp flags != syn numgen random mod 20000 lt 1");
+        pair.server.nft_drop_input("tcp dport 5201 tcp flags != syn numgen random mod 100000 lt 1");
         pair.server.run("nft add chain inet obs out '{ type filter hook output priority 0; }' && nft add rule inet obs out udp dport 40999 drop");
         BusyHost { pair, _nginx: nginx, _dns: dns, _servers: vec![lb, iperf] }
     }
@@ -64,7 +64,7 @@ impl BusyHost {
         let name = self.pair.client.name.clone();
         // The namespace goes away with the test: a generator killed then is not a failure.
         let generator = thread::spawn(move || observer_tests::sh_status(&format!("ip netns exec {name} {cmd}")).1);
-        let bulk = self.pair.client.spawn(&format!("iperf3 -c {s} -b 20M -t {secs}"));
+        let bulk = self.pair.client.spawn(&format!("iperf3 -c {s} -b 100M -t {secs}"));
         let scan = self.pair.server.spawn(&format!("{} scan {} {secs}", busy_bin().display(), self.pair.client_ip()));
         (generator, vec![bulk, scan])
     }
@@ -127,7 +127,8 @@ fn fault_on_a_busy_host(tag: &str, layer: &str, must_mention: &str, inject: impl
         .unwrap_or_else(|| panic!("{layer} never turned suspect: {:#}", obs.reports().last().map(|r| r.0["verdicts"].clone()).unwrap_or_default()));
     let took = start.elapsed();
     eprintln!("{tag}: {layer} named {took:?} after the fault");
-    assert!(took <= Duration::from_millis(2_100), "{layer} suspect only after {took:?}");
+    // Within 2 s, give or take one report (0.5 s).
+    assert!(took <= Duration::from_millis(2_500), "{layer} suspect only after {took:?}");
     assert_eq!(r.0["cause"]["layer"], layer, "{:#}", r.0["verdicts"]);
     let evidence = r.0["verdicts"][layer]["evidence"].to_string();
     assert!(evidence.contains(must_mention), "evidence must name {must_mention}: {evidence}");

@@ -55,10 +55,11 @@ fn an_unanswered_resolver_makes_dns_suspect() {
     pair.server.nft_drop_input("udp dport 53");
     let obs = Observer::start(&pair.client, &["--dns-timeout", "1"]);
     let start = Instant::now();
-    let client = pair.client.spawn(&format!("dig +tries=1 +retry=0 +timeout=3 @{} api.test", pair.server_ip()));
+    // Two queries: one unanswered query is not a fault (dns.min_unanswered).
+    let clients: Vec<_> = (0..2).map(|i| pair.client.spawn(&format!("dig +tries=1 +retry=0 +timeout=3 @{} api{i}.test", pair.server_ip()))).collect();
     let r = assert_only_suspect(&obs, "dns", start, "unanswered");
     assert!(r.0["verdicts"]["dns"]["rules"].to_string().contains("dns.unanswered"));
-    drop(client);
+    drop(clients);
     obs.stop();
 }
 

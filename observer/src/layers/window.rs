@@ -71,6 +71,11 @@ impl<const N: usize> WindowedCounts<N> {
         self.total
     }
 
+    /// Intervals in the window in which counter `index` grew, and intervals in the window.
+    pub fn spread(&self, index: usize) -> (usize, usize) {
+        (self.buckets.iter().filter(|(_, d)| d[index] > 0).count(), self.buckets.len())
+    }
+
     pub fn window(&self) -> [u64; N] {
         let mut sum = [0u64; N];
         for (_, d) in &self.buckets {
@@ -112,6 +117,11 @@ impl<const N: usize> Tally<N> {
 
     pub fn window(&self) -> [u64; N] {
         self.window.window()
+    }
+
+    /// See [`WindowedCounts::spread`].
+    pub fn spread(&self, index: usize) -> (usize, usize) {
+        self.window.spread(index)
     }
 
     pub fn total(&self) -> [u64; N] {
