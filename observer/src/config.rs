@@ -24,8 +24,10 @@ min_errors = 1
 # Queries with no response within --dns-timeout: one in thousands is UDP being UDP (a
 # silent resolver is dns.silent's, below).
 min_unanswered = 2
-# Queries waiting for a resolver that has answered nothing since they were sent.
-min_silent = 1
+# Queries (waiting 250 ms or more) for a resolver that has answered nothing since the
+# oldest was sent: two, since one lost query while its client pauses is not a silent
+# resolver (clients retry within a second or two).
+min_silent = 2
 # A resolver is silent when it has answered nothing since a query that has waited at least
 # this many times its own since-start p99 ...
 overdue_factor = 10.0
@@ -258,7 +260,7 @@ impl Default for DnsThresholds {
             error_share: 0.05,
             min_errors: 1,
             min_unanswered: 2,
-            min_silent: 1,
+            min_silent: 2,
             overdue_factor: 10.0,
             overdue_floor_ms: 1000.0,
             p95_ms: 200.0,

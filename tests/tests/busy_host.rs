@@ -186,12 +186,9 @@ fn loss_on_a_busy_host_is_routing() {
     });
 }
 
-/// Faults the verdicts cannot be shown to find on a busy host yet.
-#[test]
-fn pending_faults_are_listed() {
-    let pending = ["a slow resolver (needs the delaying forwarder in front of the busy host's dnsmasq)", "TLS and HTTP faults on top of busy traffic"];
-    assert_eq!(pending.len(), 2, "update this list as the faults join the tests above");
-}
+// Pending: faults not yet injected on top of busy traffic here. A slow resolver (needs the
+// delaying forwarder, `peer dns-delay`, in front of the busy host's dnsmasq), and the TLS
+// and HTTP faults (tests/tests/tls.rs and http.rs find them on quiet traffic).
 
 #[test]
 fn a_fault_that_ends_clears_once_after_the_hold_time() {

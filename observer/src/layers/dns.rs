@@ -79,6 +79,10 @@ counter_set! {
 }
 use name_counter as nc;
 
+/// How long a query must have waited to count towards a resolver's silence: longer than
+/// any answer in flight takes.
+const SILENT_MIN_WAIT: Duration = Duration::from_millis(250);
+
 #[derive(Debug, Clone)]
 pub struct DnsConfig {
     pub window: Duration,
@@ -425,7 +429,8 @@ impl DnsLayer {
         for ((_, resolver, _), waiting) in &self.pending {
             let Some(r) = self.resolvers.get_mut(resolver) else { continue };
             for p in waiting {
-                if r.last_response.is_none_or(|t| t < p.at) {
+                // A query still in flight is not evidence of silence yet.
+                if r.last_response.is_none_or(|t| t < p.at) && now.since(p.at) >= SILENT_MIN_WAIT {
                     r.silent.0 += 1;
                     r.silent.1 = r.silent.1.max(now.since(p.at));
                 }

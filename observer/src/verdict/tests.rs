@@ -179,8 +179,9 @@ fn dns_silent_fires_at_the_floor_or_ten_times_the_resolvers_p99() {
         ["DNS: 2 queries to 10.0.0.2:53 waiting up to 1.0 s, with no response from it since the first of them (silent resolver; they count as unanswered after 5 s)"]
     );
     // A resolver whose p99 is 200 ms (the helper sets p99 to twice the p50) gets 2 s.
-    assert_eq!(silent(1, 1999, 100_000).verdict, State::Healthy);
-    assert_eq!(fired(&silent(1, 2000, 100_000)), ["dns.silent"]);
+    assert_eq!(silent(2, 1999, 100_000).verdict, State::Healthy);
+    assert_eq!(fired(&silent(2, 2000, 100_000)), ["dns.silent"]);
+    assert_eq!(silent(1, 5000, 0).verdict, State::Healthy, "one lost query is not a silent resolver (dns.min_silent)");
     assert_eq!(silent(0, 5000, 0).verdict, State::Healthy, "nothing waiting, nothing silent");
 }
 
