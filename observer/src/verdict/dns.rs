@@ -77,20 +77,20 @@ fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
                 }
             }
             let names = troubled_names(view, r.resolver);
-            hits.push(Hit {
+            hits.push(Hit { count: 1, margin: 1.0,
                 rule: "dns.error_rcodes",
                 destination: dest,
                 evidence: Some(format!(
                     "DNS: {errors}/{responses} responses from {dest} were errors ({}) in the last {w}{names}",
                     kinds.join(", ")
                 )),
-            });
+            }.strength(errors, errors as f64 / responses as f64, t.error_share));
         }
         // A resolver gone silent, named before its queries time out: queries it has answered
         // nothing since, the oldest waiting longer than its own p99 many times over.
         let overdue_ms = t.overdue_floor_ms.max(t.overdue_factor * r.total.latency_us.p99 as f64 / 1000.0);
         if r.silent_queries >= t.min_silent && r.silent_for_ms as f64 >= overdue_ms {
-            hits.push(Hit {
+            hits.push(Hit { count: 1, margin: 1.0,
                 rule: "dns.silent",
                 destination: dest,
                 evidence: Some(format!(
@@ -99,17 +99,17 @@ fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
                     r.silent_for_ms as f64 / 1000.0,
                     secs(view.unanswered_after.as_secs_f64())
                 )),
-            });
+            }.strength(r.silent_queries, r.silent_for_ms as f64, overdue_ms));
         }
         if unanswered >= t.min_unanswered {
-            hits.push(Hit {
+            hits.push(Hit { count: 1, margin: 1.0,
                 rule: "dns.unanswered",
                 destination: dest,
                 evidence: Some(format!(
                     "DNS: {unanswered} queries to {dest} unanswered (no response within {}) in the last {w}",
                     secs(view.unanswered_after.as_secs_f64())
                 )),
-            });
+            }.strength(unanswered, unanswered as f64, t.min_unanswered as f64));
         }
         let lat = &win.latency_us;
         let baseline = r.total.latency_us.p50;
@@ -117,7 +117,7 @@ fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
             let p95_ms = lat.p95 as f64 / 1000.0;
             let baseline_text = if baseline > 0 { format!(" (baseline {})", ms(baseline)) } else { String::new() };
             if p95_ms >= t.p95_ms {
-                hits.push(Hit {
+                hits.push(Hit { count: 1, margin: 1.0,
                     rule: "dns.slow",
                     destination: dest,
                     evidence: Some(format!(
@@ -125,12 +125,12 @@ fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
                         ms(lat.p95),
                         lat.count
                     )),
-                });
+                }.strength(lat.count, p95_ms, t.p95_ms));
             } else if baseline > 0
                 && p95_ms >= t.baseline_floor_ms
                 && lat.p95 as f64 >= t.baseline_factor * baseline as f64
             {
-                hits.push(Hit {
+                hits.push(Hit { count: 1, margin: 1.0,
                     rule: "dns.slower_than_baseline",
                     destination: dest,
                     evidence: Some(format!(
@@ -139,7 +139,7 @@ fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
                         lat.p95 as f64 / baseline as f64,
                         ms(baseline)
                     )),
-                });
+                }.strength(lat.count, lat.p95 as f64, t.baseline_factor * baseline as f64));
             }
         }
     }
@@ -159,7 +159,7 @@ fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
             // One evidence line for the pair; every resolver involved is a destination.
             let mut evidence = Some(line);
             for r in who {
-                hits.push(Hit { rule: "dns.divergence", destination: r, evidence: evidence.take() });
+                hits.push(Hit { count: 1, margin: 1.0, rule: "dns.divergence", destination: r, evidence: evidence.take() });
             }
         }
     }

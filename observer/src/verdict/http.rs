@@ -56,7 +56,7 @@ impl Rules for HttpView {
                     e.upstreams.push((dest, self.connect_failures.iter().map(|f| f.dest).collect()));
                 }
                 line.push_str(&process(target));
-                e.hits.push(Hit { rule: "l7.gateway_errors", destination: dest, evidence: Some(line) });
+                e.hits.push(Hit { count: 1, margin: 1.0, rule: "l7.gateway_errors", destination: dest, evidence: Some(line) }.strength(gateway, gateway as f64, t.min_gateway_errors as f64));
             }
             if five >= t.min_errors && responses > 0 && five as f64 / responses as f64 >= t.error_share {
                 let line = (!said).then(|| {
@@ -68,10 +68,10 @@ impl Rules for HttpView {
                     )
                 });
                 said = true;
-                e.hits.push(Hit { rule: "l7.error_share", destination: dest, evidence: line });
+                e.hits.push(Hit { count: 1, margin: 1.0, rule: "l7.error_share", destination: dest, evidence: line }.strength(five, five as f64 / responses as f64, t.error_share));
             }
             if no_response >= t.min_errors && no_response as f64 / requests.max(no_response) as f64 >= t.error_share {
-                e.hits.push(Hit {
+                e.hits.push(Hit { count: 1, margin: 1.0,
                     rule: "l7.no_response",
                     destination: dest,
                     evidence: Some(format!(
@@ -83,7 +83,7 @@ impl Rules for HttpView {
                         example(target, |s| s.is_none()),
                         process(target)
                     )),
-                });
+                }.strength(no_response, no_response as f64 / requests.max(no_response) as f64, t.error_share));
                 said = true;
             }
             let lat = &c.latency_us;
@@ -92,7 +92,7 @@ impl Rules for HttpView {
                 let baseline = target.total.latency_us.p50;
                 let floor_us = (t.baseline_floor_ms * 1000.0) as u64;
                 if lat.p95 > budget_us {
-                    e.hits.push(Hit {
+                    e.hits.push(Hit { count: 1, margin: 1.0,
                         rule: "l7.over_budget",
                         destination: dest,
                         evidence: (!said).then(|| {
@@ -109,9 +109,9 @@ impl Rules for HttpView {
                                 process(target)
                             )
                         }),
-                    });
+                    }.strength(lat.count, lat.p95 as f64, budget_us as f64));
                 } else if baseline > 0 && lat.p95 >= floor_us && lat.p95 as f64 >= t.baseline_factor * baseline as f64 {
-                    e.hits.push(Hit {
+                    e.hits.push(Hit { count: 1, margin: 1.0,
                         rule: "l7.slower_than_baseline",
                         destination: dest,
                         evidence: (!said).then(|| {
@@ -124,7 +124,7 @@ impl Rules for HttpView {
                                 process(target)
                             )
                         }),
-                    });
+                    }.strength(lat.count, lat.p95 as f64, t.baseline_factor * baseline as f64));
                 }
             }
         }

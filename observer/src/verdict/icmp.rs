@@ -33,14 +33,14 @@ impl Rules for IcmpView {
             if p.changes_window >= t.min_path_changes
                 && let Some(c) = p.last_change
             {
-                e.hits.push(Hit {
+                e.hits.push(Hit { count: 1, margin: 1.0,
                     rule: "routing.path_change",
                     destination: std::net::SocketAddr::new(p.peer, 0),
                     evidence: Some(format!(
                         "Routing: the path to {} changed from {} to {} hops in the last {w} (its SYN-ACKs now arrive with TTL {})",
                         p.peer, c.before, c.after, p.ttl
                     )),
-                });
+                }.strength(p.changes_window, p.changes_window as f64, t.min_path_changes as f64));
             }
         }
         for d in &self.destinations {
@@ -59,15 +59,15 @@ impl Rules for IcmpView {
             if unreachable >= t.min_unreachable {
                 let what: Vec<String> =
                     kinds.iter().filter(|(i, _)| c.get(*i) > 0).map(|(i, name)| format!("{} {name}", c.get(*i))).collect();
-                e.hits.push(Hit {
+                e.hits.push(Hit { count: 1, margin: 1.0,
                     rule: "routing.icmp_unreachable",
                     destination: d.dest,
                     evidence: Some(format!("Routing: ICMP {} for {} in the last {w}{}", what.join(", "), d.dest, reporters(d))),
-                });
+                }.strength(unreachable, unreachable as f64, t.min_unreachable as f64));
             }
             let exceeded = c.get(ic::TIME_EXCEEDED);
             if exceeded >= t.min_time_exceeded {
-                e.hits.push(Hit {
+                e.hits.push(Hit { count: 1, margin: 1.0,
                     rule: "routing.time_exceeded",
                     destination: d.dest,
                     evidence: Some(format!(
@@ -75,7 +75,7 @@ impl Rules for IcmpView {
                         d.dest,
                         reporters(d)
                     )),
-                });
+                }.strength(exceeded, exceeded as f64, t.min_time_exceeded as f64));
             }
             if c.get(ic::PORT_UNREACHABLE) > 0 {
                 e.context.push(format!("Routing: {} ICMP port unreachable for {} (nothing listens there)", c.get(ic::PORT_UNREACHABLE), d.dest));

@@ -159,6 +159,11 @@ pub struct Verdict {
     pub upstreams: Vec<Upstreams>,
     /// Why there is no signal, or what limits the verdict.
     pub note: Option<String>,
+    /// A suspect verdict's confidence ("high", "medium", "low"), and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence_why: Option<String>,
 }
 
 impl Verdict {
@@ -171,6 +176,8 @@ impl Verdict {
             consequence_of: None,
             upstreams: vec![],
             note: None,
+            confidence: None,
+            confidence_why: None,
         }
     }
 
@@ -184,6 +191,9 @@ impl Verdict {
             return if had_signal { Verdict::empty(State::Healthy) } else { Verdict::no_signal(quiet_note) };
         }
         let mut v = Verdict::empty(State::Suspect);
+        if let Some((level, why)) = confidence(&hits) {
+            (v.confidence, v.confidence_why) = (Some(level), Some(why));
+        }
         for h in hits {
             if !v.rules.contains(&h.rule) {
                 v.rules.push(h.rule);
@@ -202,10 +212,38 @@ impl Verdict {
 /// One rule firing for one destination.
 #[derive(Debug, Clone)]
 struct Hit {
+    /// Events behind it, and how far past its threshold (observed / threshold, at least 1):
+    /// what the verdict's confidence is made of.
+    count: u64,
+    margin: f64,
     rule: &'static str,
     destination: SocketAddr,
     /// None when another hit for the same destination already says it.
     evidence: Option<String>,
+}
+
+impl Hit {
+    /// Set the events behind the hit and how far past its threshold it is.
+    fn strength(mut self, count: u64, observed: f64, threshold: f64) -> Hit {
+        self.count = count;
+        self.margin = if threshold > 0.0 { (observed / threshold).max(1.0) } else { 1.0 };
+        self
+    }
+}
+
+/// How sure a suspect verdict is, from its strongest hit: `high` with at least 3 events at
+/// twice the threshold or more, `medium` with 2 events or 1.5× the threshold, else `low`.
+fn confidence(hits: &[Hit]) -> Option<(&'static str, String)> {
+    let best = hits.iter().max_by(|a, b| (a.count.min(3), a.margin).partial_cmp(&(b.count.min(3), b.margin)).unwrap_or(std::cmp::Ordering::Equal))?;
+    let level = if best.count >= 3 && best.margin >= 2.0 {
+        "high"
+    } else if best.count >= 2 || best.margin >= 1.5 {
+        "medium"
+    } else {
+        "low"
+    };
+    let events = if best.count == 1 { "1 event".to_owned() } else { format!("{} events", best.count) };
+    Some((level, format!("{}: {events}, {:.1}× its threshold", best.rule, best.margin)))
 }
 
 /// The four verdicts, serialised as an object keyed by layer.

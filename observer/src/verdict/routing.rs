@@ -85,7 +85,7 @@ impl Rules for RoutingView {
             if d.why.contains(&"loss") && !loss_is_local {
                 // The window's figures, or the last seconds' when the loss just started.
                 let (segs, retx, w) = if lossy_window(d, t) { (segs, retx, w.clone()) } else { (d.recent_segments, d.recent_retransmitted, secs(RECENT.as_secs_f64())) };
-                e.hits.push(Hit {
+                e.hits.push(Hit { count: 1, margin: 1.0,
                     rule: "routing.retransmits",
                     destination: d.dest,
                     evidence: Some(format!(
@@ -97,11 +97,11 @@ impl Rules for RoutingView {
                         thousands(dropped),
                         rtt(d)
                     )),
-                });
+                }.strength(retx, retx as f64 / segs.max(1) as f64, t.retransmit_ratio));
             }
             if local {
                 let loss = if segs > 0 { format!("; {} of {} segments retransmitted", pct(retx, segs), thousands(segs)) } else { String::new() };
-                e.hits.push(Hit {
+                e.hits.push(Hit { count: 1, margin: 1.0,
                     rule: "routing.local_drops",
                     destination: d.dest,
                     evidence: Some(format!(
@@ -110,11 +110,11 @@ impl Rules for RoutingView {
                         d.dest,
                         reasons(d)
                     )),
-                });
+                }.strength(dropped, dropped as f64, t.min_local_drops as f64));
             }
             if d.why.contains(&"rtt") {
                 let base = d.rtt_baseline_us.unwrap_or(1).max(1);
-                e.hits.push(Hit {
+                e.hits.push(Hit { count: 1, margin: 1.0,
                     rule: "routing.rtt_jump",
                     destination: d.dest,
                     evidence: Some(format!(
@@ -124,14 +124,14 @@ impl Rules for RoutingView {
                         d.rtt.p95 as f64 / base as f64,
                         ms(base)
                     )),
-                });
+                }.strength(d.rtt.count, d.rtt.p95 as f64, t.rtt_jump_factor * base as f64));
             }
             let unrouted = no_route(d);
             if unrouted >= t.min_no_route && unrouted > 0 {
                 let names: Vec<String> =
                     d.connect_errors.iter().filter(|(_, e, w, _)| matches!(e, 101 | 113) && *w > 0).map(|(n, _, w, _)| format!("{n} {w}")).collect();
                 let by = if d.processes.is_empty() { String::new() } else { format!(", by {}", d.processes.join(", ")) };
-                e.hits.push(Hit {
+                e.hits.push(Hit { count: 1, margin: 1.0,
                     rule: "routing.no_route",
                     destination: d.dest,
                     evidence: Some(format!(
@@ -139,7 +139,7 @@ impl Rules for RoutingView {
                         d.dest,
                         names.join(", ")
                     )),
-                });
+                }.strength(unrouted, unrouted as f64, t.min_no_route as f64));
             }
             for (name, errno, win, _) in &d.connect_errors {
                 if *win > 0 && !matches!(errno, 101 | 113) {

@@ -55,30 +55,30 @@ fn evaluate(view: &ConnectView, window_s: f64, cfg: &Config) -> Evaluation {
         let mut said = false;
         if refused >= t.min_refused {
             said = true;
-            hits.push(Hit {
+            hits.push(Hit { count: 1, margin: 1.0,
                 rule: "tcp.refused",
                 destination: dest,
                 evidence: Some(format!(
                     "TCP: {refused}/{attempts} connects to {dest} refused in the last {w} (RST answered the SYN: no listener, wrong port, or stale DNS){}",
                     process(d)
                 )),
-            });
+            }.strength(refused, refused as f64, t.min_refused as f64));
         }
         if timed_out >= t.min_timed_out {
             said = true;
             let unreachable = c.get(dc::UNREACHABLE);
             let how = if unreachable > 0 { format!(", {unreachable} host/network unreachable") } else { String::new() };
-            hits.push(Hit {
+            hits.push(Hit { count: 1, margin: 1.0,
                 rule: "tcp.timed_out",
                 destination: dest,
                 evidence: Some(format!(
                     "TCP: {timed_out}/{attempts} connects to {dest} timed out in the last {w} after {syn} SYN retransmits{how} (path or filtering){}",
                     process(d)
                 )),
-            });
+            }.strength(timed_out, timed_out as f64, t.min_timed_out as f64));
         }
         if syn >= t.min_syn_retransmits {
-            hits.push(Hit {
+            hits.push(Hit { count: 1, margin: 1.0,
                 rule: "tcp.syn_retries",
                 destination: dest,
                 evidence: (!said).then(|| {
@@ -87,14 +87,14 @@ fn evaluate(view: &ConnectView, window_s: f64, cfg: &Config) -> Evaluation {
                         process(d)
                     )
                 }),
-            });
+            }.strength(syn, syn as f64, t.min_syn_retransmits as f64));
             said = true;
         }
         // An abort after a SYN retransmit is an application that gave up waiting: a failed
         // connect. One within the first RTO is a cancellation and does not count.
         let finished = established + refused + timed_out + c.get(dc::OTHER_ERROR) + c.get(dc::GAVE_UP);
         if finished >= t.min_attempts && finished > 0 && (established as f64 / finished as f64) < t.success_ratio {
-            hits.push(Hit {
+            hits.push(Hit { count: 1, margin: 1.0,
                 rule: "tcp.success_ratio",
                 destination: dest,
                 evidence: (!said).then(|| {
@@ -105,18 +105,18 @@ fn evaluate(view: &ConnectView, window_s: f64, cfg: &Config) -> Evaluation {
                         process(d)
                     )
                 }),
-            });
+            }.strength(finished - established, 1.0 - established as f64 / finished as f64, 1.0 - t.success_ratio));
         }
         let resets = c.get(dc::RESETS_RECEIVED);
         if resets >= t.min_resets && resets as f64 >= t.reset_share * established.max(1) as f64 {
-            hits.push(Hit {
+            hits.push(Hit { count: 1, margin: 1.0,
                 rule: "tcp.resets",
                 destination: dest,
                 evidence: Some(format!(
                     "TCP: {resets} resets received from {dest} on established connections in the last {w} ({established} connects established){}",
                     process(d)
                 )),
-            });
+            }.strength(resets, resets as f64 / established.max(1) as f64, t.reset_share));
         }
     }
     Evaluation { hits, had_signal, quiet_note: "no TCP connects or TCP events in the window", context: vec![], upstreams: vec![] }

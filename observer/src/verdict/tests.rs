@@ -254,6 +254,24 @@ fn tcp_refused_fires_at_its_threshold() {
 }
 
 #[test]
+fn a_suspect_verdict_says_how_sure_it_is_and_why() {
+    let cfg = Config::default();
+    // Five refusals, five times the threshold of one: high.
+    let v = tcp_case(&[(dc::ATTEMPTS, 5), (dc::REFUSED, 5)]).tcp(&cfg);
+    assert_eq!(v.confidence, Some("high"), "{:?}", v.confidence_why);
+    assert!(v.confidence_why.as_deref().unwrap_or("").contains("5 events"), "{:?}", v.confidence_why);
+    // One reset among five connects, exactly at tcp.reset_share: low.
+    let v = tcp_case(&[(dc::ATTEMPTS, 5), (dc::ESTABLISHED, 5), (dc::RESETS_RECEIVED, 1)]).tcp(&cfg);
+    assert_eq!((v.confidence, v.rules.clone()), (Some("low"), vec!["tcp.resets"]), "{:?}", v.confidence_why);
+    // One refusal in 20: one event, but the success ratio is 50 times past its threshold.
+    let v = tcp_case(&[(dc::ATTEMPTS, 20), (dc::ESTABLISHED, 19), (dc::REFUSED, 1)]).tcp(&cfg);
+    assert_eq!(v.confidence, Some("medium"), "{:?}", v.confidence_why);
+    assert!(v.confidence_why.as_deref().unwrap_or("").starts_with("tcp.success_ratio: 1 event, 50.0×"), "{:?}", v.confidence_why);
+    // Healthy verdicts carry none.
+    assert_eq!(tcp_case(&[(dc::ATTEMPTS, 5), (dc::ESTABLISHED, 5)]).tcp(&cfg).confidence, None);
+}
+
+#[test]
 fn tcp_timed_out_counts_timeouts_and_unreachables() {
     let cfg = Config::default();
     let v = tcp_case(&[(dc::ATTEMPTS, 1), (dc::TIMED_OUT, 1), (dc::SYN_RETRANSMITS, 2)]).tcp(&cfg);

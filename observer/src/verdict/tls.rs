@@ -51,7 +51,7 @@ impl Rules for TlsView {
             if let Some(p) = target.last_failure.as_ref().and_then(|f| f.process.as_ref()) {
                 evidence.push_str(&format!("; process {p}"));
             }
-            hits.push(Hit { rule: "tls.handshake_failures", destination: target.dest, evidence: Some(evidence) });
+            hits.push(Hit { count: 1, margin: 1.0, rule: "tls.handshake_failures", destination: target.dest, evidence: Some(evidence) }.strength(failures, failures as f64 / finished as f64, t.failure_share));
         }
         Evaluation { hits, had_signal, quiet_note: "no TLS handshakes in the window", context, upstreams: vec![] }
     }
