@@ -6,6 +6,7 @@
 //! everything down on drop, also when an assertion fails. Tests panic with a message rather than
 //! return errors, so that the failing line is in the backtrace.
 
+pub mod busy;
 pub mod net;
 pub mod observer;
 pub mod peers;

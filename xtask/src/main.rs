@@ -48,6 +48,14 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rounds: u64,
     },
+    /// Busy-host traffic with faults injected and removed every 2 minutes: false suspect
+    /// intervals, missed or late detections, time to detect, RSS, lost events (prints
+    /// figures; not a test).
+    Soak {
+        /// Minutes to run.
+        #[arg(default_value_t = 10)]
+        minutes: u64,
+    },
 }
 
 fn root() -> PathBuf {
@@ -137,6 +145,16 @@ fn main() -> anyhow::Result<()> {
                 .args([secs.to_string(), rounds.to_string()])
                 .env("OBSERVER_BIN", bin.join("observer"))
                 .env("OBSERVER_PEER_BIN", bin.join("peer")))
+        }
+        Cmd::Soak { minutes } => {
+            setup()?;
+            run(cargo().args(["build", "--release", "-p", "observer", "-p", "observer-tests", "--bins"]))?;
+            let bin = root().join("target/release");
+            run(privileged(bin.join("soak"))
+                .arg(minutes.to_string())
+                .env("OBSERVER_BIN", bin.join("observer"))
+                .env("OBSERVER_PEER_BIN", bin.join("peer"))
+                .env("OBSERVER_BUSY_BIN", bin.join("busy")))
         }
         Cmd::TestKernels => {
             setup()?;
