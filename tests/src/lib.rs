@@ -23,6 +23,15 @@ pub fn require_root() {
     assert_eq!(uid, 0, "end-to-end tests need root (network namespaces, eBPF): run `cargo xtask test`");
 }
 
+/// A process's resident memory in KiB (0 when it is gone): what the benchmarks print.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
+        .unwrap_or(0)
+}
+
 /// Run a command to completion and return its stdout; panic with its stderr when it fails.
 pub fn sh(cmd: &str) -> String {
     let out = std::process::Command::new("bash").arg("-c").arg(cmd).output().expect("spawn bash");

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use observer_common::route::{ConnectFailEvent, DropKey, TcpSample, kind, retrans};
 
-use super::{Event, Mono, endpoint_addr};
+use super::{Event, Mono, RingRecord, endpoint_addr, split_record};
 
 /// A connection's cumulative counters at one moment (sock_ops).
 #[derive(Debug, Clone, PartialEq)]
@@ -57,13 +57,13 @@ pub struct ConnectFailRec {
     pub iface: Option<String>,
 }
 
-fn read<T: Copy>(raw: &[u8]) -> Option<T> {
-    if raw.len() < size_of::<T>() {
-        return None;
-    }
-    // SAFETY: the length is checked; T is a #[repr(C)] record of integers and byte arrays,
-    // for which any bytes are a valid value; read_unaligned copes with the ring's alignment.
-    Some(unsafe { std::ptr::read_unaligned(raw.as_ptr().cast::<T>()) })
+// SAFETY: both are #[repr(C)] integers, endpoints and byte arrays; fixed size.
+unsafe impl RingRecord for TcpSample {
+    const HEADER: usize = size_of::<TcpSample>();
+}
+// SAFETY: as above.
+unsafe impl RingRecord for ConnectFailEvent {
+    const HEADER: usize = size_of::<ConnectFailEvent>();
 }
 
 /// Decode a route ring record by its kind (at byte 8); `None` for a short or unknown one.
@@ -71,7 +71,7 @@ pub fn decode_route(raw: &[u8]) -> Option<Event> {
     let k = u32::from_ne_bytes(raw.get(8..12)?.try_into().ok()?);
     match k {
         kind::SAMPLE | kind::CLOSED => {
-            let s: TcpSample = read(raw)?;
+            let (s, _) = split_record::<TcpSample>(raw)?;
             Some(Event::TcpSample(TcpSampleRec {
                 at: Mono(s.ts_ns),
                 cookie: s.cookie,
@@ -88,7 +88,7 @@ pub fn decode_route(raw: &[u8]) -> Option<Event> {
             }))
         }
         kind::CONNECT_FAILED => {
-            let c: ConnectFailEvent = read(raw)?;
+            let (c, _) = split_record::<ConnectFailEvent>(raw)?;
             let comm_len = c.comm.iter().position(|&b| b == 0).unwrap_or(c.comm.len());
             Some(Event::ConnectFailed(ConnectFailRec {
                 at: Mono(c.ts_ns),

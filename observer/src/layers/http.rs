@@ -460,9 +460,7 @@ impl HttpLayer {
     }
 
     fn evict_idlest(&mut self) {
-        if let Some(k) = self.targets.iter().min_by_key(|(_, t)| t.last_seen).map(|(k, _)| k.clone()) {
-            self.targets.remove(&k);
-        }
+        super::evict_idlest(&mut self.targets, |t| t.last_seen);
     }
 
     fn close_interval(&mut self, now: Mono) {

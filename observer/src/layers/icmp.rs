@@ -11,7 +11,7 @@ use std::{
 
 use serde::Serialize;
 
-use super::{Aggregator, Map, counts::Counts, window::Tally};
+use super::{Aggregator, Map, counts::Counts, make_room, window::Tally};
 use crate::events::{Event, HopSample, IcmpMessage, Mono, Tick};
 
 observer_common::counter_set! {
@@ -151,12 +151,7 @@ impl IcmpLayer {
     }
 
     fn on_hops(&mut self, s: &HopSample) {
-        if !self.paths.contains_key(&s.peer)
-            && self.paths.len() >= self.max_dests
-            && let Some(k) = self.paths.iter().min_by_key(|(_, p)| p.last_seen).map(|(k, _)| *k)
-        {
-            self.paths.remove(&k);
-        }
+        make_room(&mut self.paths, &s.peer, self.max_dests, |p| p.last_seen);
         let new = !self.paths.contains_key(&s.peer);
         let p = self.paths.entry(s.peer).or_default();
         let h = hops(s.ttl);
@@ -174,12 +169,7 @@ impl IcmpLayer {
     }
 
     fn on_message(&mut self, m: &IcmpMessage) {
-        if !self.dests.contains_key(&m.dest)
-            && self.dests.len() >= self.max_dests
-            && let Some(k) = self.dests.iter().min_by_key(|(_, d)| d.last_seen).map(|(k, _)| *k)
-        {
-            self.dests.remove(&k);
-        }
+        make_room(&mut self.dests, &m.dest, self.max_dests, |d| d.last_seen);
         let d = self.dests.entry(m.dest).or_default();
         d.last_seen = m.at;
         d.counts.bump(ic::ERRORS);

@@ -11,11 +11,25 @@ pub mod routing;
 pub mod tls;
 pub mod window;
 
-use crate::events::{Event, Tick};
+use crate::events::{Event, Mono, Tick};
 
 /// The layers' hash map: keys come from packets (names, addresses), so the hash is seeded per
 /// run, and it is several times cheaper than std's SipHash on the per-message path.
 pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Remove the entry seen least recently: how the layers keep their tables bounded. Returns
+/// whether one went.
+pub fn evict_idlest<K: Clone + Eq + std::hash::Hash, V>(map: &mut Map<K, V>, last_seen: impl Fn(&V) -> Mono) -> bool {
+    let Some(k) = map.iter().min_by_key(|(_, v)| last_seen(v)).map(|(k, _)| k.clone()) else { return false };
+    map.remove(&k);
+    true
+}
+
+/// Make room for `key` in a table of at most `max` entries, evicting the idlest. Returns
+/// whether an entry went.
+pub fn make_room<K: Clone + Eq + std::hash::Hash, V>(map: &mut Map<K, V>, key: &K, max: usize, last_seen: impl Fn(&V) -> Mono) -> bool {
+    !map.contains_key(key) && map.len() >= max && evict_idlest(map, last_seen)
+}
 
 /// A layer's aggregation: fed by a source, read once per interval as a view.
 pub trait Aggregator {

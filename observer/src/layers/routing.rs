@@ -14,7 +14,7 @@ use observer_common::route::retrans;
 use serde::Serialize;
 
 use super::{
-    Aggregator, Map,
+    Aggregator, Map, make_room,
     counts::Counts,
     icmp::{icmp_counter as ic, kind as icmp_kind},
     latency::{LatencySummary, LatencyWindow},
@@ -188,12 +188,7 @@ impl RoutingLayer {
     }
 
     fn dest(&mut self, key: SocketAddr, at: Mono) -> &mut DestState {
-        if !self.dests.contains_key(&key)
-            && self.dests.len() >= self.cfg.max_destinations
-            && let Some(k) = self.dests.iter().min_by_key(|(_, d)| d.last_seen).map(|(k, _)| *k)
-        {
-            self.dests.remove(&k);
-        }
+        make_room(&mut self.dests, &key, self.cfg.max_destinations, |d| d.last_seen);
         let d = self.dests.entry(key).or_default();
         d.last_seen = d.last_seen.max(at);
         d
@@ -214,13 +209,10 @@ impl RoutingLayer {
         if s.closed {
             self.socks.remove(&s.cookie);
         } else {
-            if last.is_none() && self.socks.len() >= self.cfg.max_connections {
-                // Forget the connection sampled least recently: its next sample counts from
-                // its establishment again, so it is counted in `socks_dropped`.
-                if let Some(k) = self.socks.iter().min_by_key(|(_, l)| l.last_seen).map(|(k, _)| *k) {
-                    self.socks.remove(&k);
-                    self.socks_dropped += 1;
-                }
+            // Forget the connection sampled least recently: its next sample counts from its
+            // establishment again, so it is counted in `socks_dropped`.
+            if make_room(&mut self.socks, &s.cookie, self.cfg.max_connections, |l| l.last_seen) {
+                self.socks_dropped += 1;
             }
             let entry = SockLast { data_segs_out: s.data_segs_out, total_retrans: s.total_retrans, retrans: s.retrans, timeouts: s.timeouts, last_seen: s.at };
             self.socks.insert(s.cookie, entry);
@@ -376,20 +368,26 @@ pub fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
 }
 
-/// The /N prefix an address is in, as "10.0.3.0/24".
-pub fn prefix_of(ip: IpAddr, v4: u8, v6: u8) -> String {
+/// The network of `ip` under a prefix of `bits` (clamped to the family's length).
+pub fn network(ip: IpAddr, bits: u8) -> IpAddr {
     match ip {
         IpAddr::V4(a) => {
-            let bits = u32::from(v4.min(32));
+            let bits = u32::from(bits.min(32));
             let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
-            format!("{}/{bits}", Ipv4Addr::from(u32::from(a) & mask))
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
         }
         IpAddr::V6(a) => {
-            let bits = u32::from(v6.min(128));
+            let bits = u32::from(bits.min(128));
             let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
-            format!("{}/{bits}", Ipv6Addr::from(u128::from(a) & mask))
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
         }
     }
+}
+
+/// The /N prefix an address is in, as "10.0.3.0/24".
+pub fn prefix_of(ip: IpAddr, v4: u8, v6: u8) -> String {
+    let bits = if ip.is_ipv4() { v4.min(32) } else { v6.min(128) };
+    format!("{}/{bits}", network(ip, bits))
 }
 
 /// Why a destination is affected, by the verdict's thresholds.

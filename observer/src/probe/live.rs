@@ -49,7 +49,8 @@ fn poll(ring: RingBuf<MapData>, what: &str) -> anyhow::Result<AsyncFd<RingBuf<Ma
 }
 
 /// Everything in a ring buffer now, decoded; what cannot be decoded is counted.
-fn drain<T>(ring: &mut RingBuf<MapData>, decode: impl Fn(&[u8]) -> Option<T>, wrap: impl Fn(T) -> Event, bad: &mut u64) -> Vec<Event> {
+/// `wrap` makes the event, and completes it where the record leaves that to userspace.
+fn drain<T>(ring: &mut RingBuf<MapData>, decode: impl Fn(&[u8]) -> Option<T>, mut wrap: impl FnMut(T) -> Event, bad: &mut u64) -> Vec<Event> {
     let mut out = Vec::new();
     while let Some(item) = ring.next() {
         match decode(&item) {
@@ -72,12 +73,13 @@ struct RouteFill {
 const ROUTES_RELOAD_EVERY: u32 = 10;
 
 impl RouteFill {
-    fn fill(&mut self, e: &mut Event) {
-        match e {
+    fn fill(&mut self, mut e: Event) -> Event {
+        match &mut e {
             Event::TcpSample(s) => s.iface = self.routes.iface(s.peer.ip()),
             Event::ConnectFailed(c) => c.iface = self.routes.iface(c.dest.ip()),
             _ => {}
         }
+        e
     }
 
     fn fill_drop(&mut self, d: &mut crate::events::DropRec, resolver: &HttpResolver) {
@@ -89,34 +91,10 @@ impl RouteFill {
     }
 }
 
-/// The route ring, each record completed.
-fn drain_route(ring: &mut RingBuf<MapData>, fill: &mut RouteFill, bad: &mut u64) -> Vec<Event> {
-    let mut out = Vec::new();
-    while let Some(item) = ring.next() {
-        match decode_route(&item) {
-            Some(mut e) => {
-                fill.fill(&mut e);
-                out.push(e);
-            }
-            None => *bad += 1,
-        }
-    }
-    out
-}
-
-/// The HTTP ring, with each record completed by the resolver.
-fn drain_http(ring: &mut RingBuf<MapData>, resolver: &mut HttpResolver, bad: &mut u64) -> Vec<Event> {
-    let mut out = Vec::new();
-    while let Some(item) = ring.next() {
-        match decode_http(&item) {
-            Some(mut c) => {
-                resolver.fill(&mut c);
-                out.push(Event::Http(c));
-            }
-            None => *bad += 1,
-        }
-    }
-    out
+/// An HTTP record, completed by the resolver (addresses of OpenSSL plaintext, local side).
+fn http_event(resolver: &mut HttpResolver, mut c: crate::events::HttpChunk) -> Event {
+    resolver.fill(&mut c);
+    Event::Http(c)
 }
 
 impl LiveSource {
@@ -147,9 +125,9 @@ impl LiveSource {
         let mut events = drain(self.connect.get_mut(), decode_connect, Event::Connect, &mut self.undecodable);
         events.extend(drain(self.dns.get_mut(), decode_dns, Event::Dns, &mut self.undecodable));
         events.extend(drain(self.tls.get_mut(), decode_tls, Event::Tls, &mut self.undecodable));
-        events.extend(drain_http(self.http.get_mut(), &mut self.resolver, &mut self.undecodable));
+        events.extend(drain(self.http.get_mut(), decode_http, |c| http_event(&mut self.resolver, c), &mut self.undecodable));
         events.extend(drain(self.icmp.get_mut(), decode_icmp, |e| e, &mut self.undecodable));
-        events.extend(drain_route(self.route.get_mut(), &mut self.routes, &mut self.undecodable));
+        events.extend(drain(self.route.get_mut(), decode_route, |e| self.routes.fill(e), &mut self.undecodable));
         events
     }
 
@@ -210,7 +188,7 @@ impl Source for LiveSource {
             }
             guard = http.readable_mut() => {
                 let mut guard = guard.context("polling the HTTP ring buffer failed")?;
-                let events = drain_http(guard.get_inner_mut(), resolver, undecodable);
+                let events = drain(guard.get_inner_mut(), decode_http, |c| http_event(resolver, c), undecodable);
                 guard.clear_ready();
                 events
             }
@@ -222,14 +200,14 @@ impl Source for LiveSource {
             }
             guard = route.readable_mut() => {
                 let mut guard = guard.context("polling the route ring buffer failed")?;
-                let events = drain_route(guard.get_inner_mut(), routes, undecodable);
+                let events = drain(guard.get_inner_mut(), decode_route, |e| routes.fill(e), undecodable);
                 guard.clear_ready();
                 events
             }
             _ = drains.tick() => {
                 let mut events = drain(dns.get_mut(), decode_dns, Event::Dns, undecodable);
                 events.extend(drain(tls.get_mut(), decode_tls, Event::Tls, undecodable));
-                events.extend(drain_http(http.get_mut(), resolver, undecodable));
+                events.extend(drain(http.get_mut(), decode_http, |c| http_event(resolver, c), undecodable));
                 events
             }
             _ = ticks.tick() => {

@@ -9,6 +9,8 @@ use std::{
     path::PathBuf,
 };
 
+use crate::layers::routing::network;
+
 #[derive(Debug, Clone, PartialEq)]
 struct Route {
     net: IpAddr,
@@ -57,17 +59,7 @@ impl Routes {
 
 /// `ip` is in `net/prefix` (same family).
 pub fn contains(net: IpAddr, prefix: u8, ip: IpAddr) -> bool {
-    match (net, ip) {
-        (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
-            u32::from(n) & mask == u32::from(a) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix.min(128))) };
-            u128::from(n) & mask == u128::from(a) & mask
-        }
-        _ => false,
-    }
+    net.is_ipv4() == ip.is_ipv4() && network(net, prefix) == network(ip, prefix)
 }
 
 /// `/proc/net/route`: Iface, Destination, Gateway, Flags, RefCnt, Use, Metric, Mask, …, with

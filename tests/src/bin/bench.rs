@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use observer_tests::{Netns, Observer, Pair, Proc, peers, require_root, sh};
+use observer_tests::{Netns, Observer, Pair, Proc, peers, require_root, rss_kib, sh};
 
 #[derive(Default, Clone, Copy)]
 struct ProgStats {
@@ -59,14 +59,6 @@ fn cpu_ticks(pid: u32) -> (u64, u64) {
     let rest = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     (f[11].parse::<u64>().unwrap_or(0), f[12].parse::<u64>().unwrap_or(0))
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
-        .unwrap_or(0)
 }
 
 #[derive(Clone, Copy, PartialEq)]

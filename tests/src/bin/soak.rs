@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use observer_tests::{Observer, Report, busy::BusyHost, require_root, sh_status};
+use observer_tests::{Observer, Report, busy::BusyHost, require_root, rss_kib, sh_status};
 
 const FAULT_EVERY: Duration = Duration::from_secs(120);
 const FAULT_FOR: Duration = Duration::from_secs(20);
@@ -43,14 +43,6 @@ impl Fault {
             Fault::Silent => "silent resolver",
         }
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()))
-        .unwrap_or(0)
 }
 
 fn suspect(r: &Report) -> Vec<String> {
