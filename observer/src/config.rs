@@ -86,8 +86,8 @@ min_path_changes = 1
 retransmit_ratio = 0.01
 # ... over at least this many data segments.
 min_segments = 200
-# The same over the last 2 s, so that loss that just started is named before it is a share
-# of the whole window: a higher share, since one loss episode can retransmit a burst (44 of
+# The same over the last 2 s, and over the last second with twice min_segments, so that loss
+# that just started is named before it is a share of the whole window: a higher share, since one loss episode can retransmit a burst (44 of
 # 3,685 segments, 1.2 %, on a healthy busy host).
 recent_retransmit_ratio = 0.015
 # Smoothed RTT p95 in the window at or above this many times the destination's own

@@ -135,8 +135,9 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
         tc_baseline: cli.tc_baseline,
         tc_empty_only: cli.tc_empty_only,
         tc_attach: cli.tc_attach,
-        // At least once per interval, so that a window's loss is never a sample behind.
-        sample_every: cli.interval().min(Duration::from_secs(1)),
+        // Twice per interval, so that a report is at most half an interval behind the loss
+        // (a sample is sent by the connection's next ACK after this time, not by a timer).
+        sample_every: (cli.interval() / 2).min(Duration::from_secs(1)),
     };
     // Handlers first: a signal that arrives right after "attached" must still drain and exit 0.
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;

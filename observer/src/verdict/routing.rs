@@ -5,7 +5,7 @@
 use super::{Evaluation, Hit, Layer, Rules, ms, secs};
 use crate::{
     config::Config,
-    layers::routing::{DestView, RECENT, RoutingView, lossy_window, no_route, route_counter as rc},
+    layers::routing::{DestView, RoutingView, lossy_span, no_route, route_counter as rc},
 };
 
 /// 41200 -> "41,200".
@@ -82,9 +82,11 @@ impl Rules for RoutingView {
             // Loss that this host's own drops account for is not the path's.
             let local = d.why.contains(&"local drops");
             let loss_is_local = local && dropped * 2 >= retx;
-            if d.why.contains(&"loss") && !loss_is_local {
+            if d.why.contains(&"loss") && !loss_is_local
                 // The window's figures, or the last seconds' when the loss just started.
-                let (segs, retx, w) = if lossy_window(d, t) { (segs, retx, w.clone()) } else { (d.recent_segments, d.recent_retransmitted, secs(RECENT.as_secs_f64())) };
+                && let Some((segs, retx, span)) = lossy_span(d, t)
+            {
+                let w = span.map_or(w.clone(), |s| secs(s.as_secs_f64()));
                 e.hits.push(Hit { count: 1, margin: 1.0,
                     rule: "routing.retransmits",
                     destination: d.dest,
