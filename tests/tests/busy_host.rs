@@ -16,8 +16,9 @@ use std::{
 use observer_tests::{
     Observer, Report,
     busy::BusyHost,
-    peers::{self, Dnsmasq, ROOT_TRUST_ANCHOR, dig_status},
+    peers::{self, Dnsmasq, Nginx, ROOT_TRUST_ANCHOR, dig_status},
     require_root,
+    tls::{Certs, NginxTls},
 };
 
 fn verdict(r: &Report, layer: &str) -> String {
@@ -64,14 +65,27 @@ fn sixty_seconds_of_busy_host_traffic_raise_no_suspect_layer() {
 /// Busy traffic for 25 s; after 6 s of it (quiet), `inject` makes the fault; the layer must
 /// be named within 2 s, with the other layers not suspect.
 fn fault_on_a_busy_host(tag: &str, layer: &str, must_mention: &str, inject: impl FnOnce(&BusyHost)) {
+    prepared_fault_on_a_busy_host(tag, layer, must_mention, |_| (), |h, _| inject(h));
+}
+
+/// The same, with the fault's servers started by `prepare` before the busy traffic, so that
+/// the time to detect counts from the fault and not from a server's start.
+fn prepared_fault_on_a_busy_host<P>(
+    tag: &str,
+    layer: &str,
+    must_mention: &str,
+    prepare: impl FnOnce(&BusyHost) -> P,
+    inject: impl FnOnce(&BusyHost, &P),
+) {
     require_root();
     let host = BusyHost::new(tag);
+    let prepared = prepare(&host);
     let obs = Observer::start(&host.pair.client, &[]);
     let (_generator, _procs) = host.traffic(25);
     thread::sleep(Duration::from_secs(6));
     assert_quiet(&obs.reports());
     let start = Instant::now();
-    inject(&host);
+    inject(&host, &prepared);
     let r = obs
         .wait_for(Duration::from_secs(8), |r| verdict(r, layer) == "suspect")
         .unwrap_or_else(|| panic!("{layer} never turned suspect: {:#}", obs.reports().last().map(|r| r.0["verdicts"].clone()).unwrap_or_default()));
@@ -136,9 +150,71 @@ fn loss_on_a_busy_host_is_routing() {
     });
 }
 
-// Pending: faults not yet injected on top of busy traffic here. A slow resolver (needs the
-// delaying forwarder, `peer dns-delay`, in front of the busy host's dnsmasq), and the TLS
-// and HTTP faults (tests/tests/tls.rs and http.rs find them on quiet traffic).
+#[test]
+fn a_slow_resolver_on_a_busy_host_is_dns() {
+    // The resolver the pod uses turns slow: its queries are redirected (nft, on the server)
+    // to a forwarder that holds each one 400 ms before asking the real resolver.
+    prepared_fault_on_a_busy_host(
+        "busy-slow",
+        "dns",
+        "p95 lookup",
+        |h| {
+            let s = h.server();
+            let delay = h.pair.server.spawn(&format!("{} dns-delay {s}:5353 {s}:53 400", peers::peer_bin().display()));
+            peers::wait_udp(&h.pair.server, 5353);
+            delay
+        },
+        |h, _| {
+            h.pair.server.run(
+                "nft add table ip obsnat && nft add chain ip obsnat pre '{ type nat hook prerouting priority -100; }' \
+                 && nft add rule ip obsnat pre udp dport 53 redirect to :5353",
+            );
+        },
+    );
+}
+
+#[test]
+fn a_tls_handshake_failure_on_a_busy_host_is_tcp_tls() {
+    // A TLS server that rejects the name the clients ask for.
+    prepared_fault_on_a_busy_host(
+        "busy-tls",
+        "tcp_tls",
+        "alert unrecognized_name sent by the server",
+        |h| {
+            let certs = Certs::new();
+            let nginx = NginxTls::start(&h.pair.server, &h.server(), &certs);
+            (certs, nginx)
+        },
+        |h, _| {
+            for _ in 0..3 {
+                let _ = h.pair.client.try_run(&format!(
+                    "curl -s -k -o /dev/null --max-time 2 --resolve other.test:443:{0} https://other.test/",
+                    h.server()
+                ));
+            }
+        },
+    );
+}
+
+#[test]
+fn gateway_errors_on_a_busy_host_are_l7() {
+    // A service whose gateway answers 503 (its upstream pool is empty), beside the busy
+    // host's healthy web server.
+    prepared_fault_on_a_busy_host(
+        "busy-503",
+        "l7",
+        "503",
+        |h| {
+            let s = h.server();
+            Nginx::start_with(&h.pair.server, &format!("{s}:8081"), &format!("server {{ listen {s}:8082; location / {{ return 503; }} }}"))
+        },
+        |h, _| {
+            for _ in 0..5 {
+                let _ = h.pair.client.try_run(&format!("curl -s -o /dev/null --max-time 2 -H 'Host: api.internal' http://{}:8082/orders", h.server()));
+            }
+        },
+    );
+}
 
 #[test]
 fn a_fault_that_ends_clears_once_after_the_hold_time() {

@@ -81,6 +81,9 @@ use name_counter as nc;
 
 /// How long a query must have waited to count towards a resolver's silence: longer than
 /// any answer in flight takes.
+/// Lookup latency is judged over this much recent time as well as over the window.
+pub const RECENT: Duration = Duration::from_secs(2);
+
 const SILENT_MIN_WAIT: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
@@ -207,6 +210,9 @@ pub struct ResolverView {
     /// were sent; and how long the oldest of them has waited (ms).
     pub silent_queries: u64,
     pub silent_for_ms: u64,
+    /// Lookup latency over the last [`RECENT`]: a resolver that just turned slow is named
+    /// before its slow lookups are 5 % of the window.
+    pub recent_latency_us: LatencySummary,
     pub window: DnsPeriod,
     pub total: DnsPeriod,
 }
@@ -505,6 +511,7 @@ impl DnsLayer {
                 nxdomain_in_grace: in_grace.get(a).copied().unwrap_or(0),
                 silent_queries: r.silent.0,
                 silent_for_ms: r.silent.1.as_millis() as u64,
+                recent_latency_us: self.now.map(|now| r.latency.recent(now, RECENT)).unwrap_or_default(),
                 window: period(r.kernel.window(), r.user.window(), r.latency.window()),
                 total: period(r.kernel.total(), r.user.total(), r.latency.total()),
             })

@@ -121,6 +121,16 @@ impl LatencyWindow {
         LatencySummary::of(&h)
     }
 
+    /// The intervals closed in the last `span` before `now`: a change that the window would
+    /// dilute.
+    pub fn recent(&self, now: Mono, span: Duration) -> LatencySummary {
+        let mut h = new_histogram();
+        for us in self.buckets.iter().filter(|(at, _)| now.since(*at) < span).flat_map(|(_, v)| v) {
+            h.saturating_record(*us);
+        }
+        LatencySummary::of(&h)
+    }
+
     pub fn total(&self) -> LatencySummary {
         self.total.as_ref().map(LatencySummary::of).unwrap_or_default()
     }

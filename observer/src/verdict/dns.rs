@@ -11,7 +11,10 @@ use std::{
 use super::{Evaluation, Hit, Layer, Rules, ms, secs};
 use crate::{
     config::Config,
-    layers::dns::{DnsView, name_counter as nc, resolver_counter as rc},
+    layers::{
+        dns::{DnsView, RECENT, name_counter as nc, resolver_counter as rc},
+        latency::LatencySummary,
+    },
 };
 
 impl Rules for DnsView {
@@ -111,7 +114,10 @@ fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
                 )),
             }.strength(unanswered, unanswered as f64, t.min_unanswered as f64));
         }
-        let lat = &win.latency_us;
+        // The window's latency, else the last 2 s': a resolver that just turned slow.
+        let recent = secs(RECENT.as_secs_f64());
+        let slow = |lat: &LatencySummary| lat.count >= t.min_latency_samples && lat.p95 as f64 / 1000.0 >= t.p95_ms;
+        let (lat, w) = if !slow(&win.latency_us) && slow(&r.recent_latency_us) { (&r.recent_latency_us, &recent) } else { (&win.latency_us, &w) };
         let baseline = r.total.latency_us.p50;
         if lat.count >= t.min_latency_samples {
             let p95_ms = lat.p95 as f64 / 1000.0;

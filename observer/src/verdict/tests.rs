@@ -38,6 +38,7 @@ fn resolver(kernel: &[(usize, u64)], parsed: &[(usize, u64)], window_lat: Latenc
         nxdomain_in_grace: 0,
         silent_queries: 0,
         silent_for_ms: 0,
+        recent_latency_us: LatencySummary::default(),
         window: period(kernel, parsed, window_lat),
         total: period(kernel, parsed, lat(100, baseline_p50_us * 2, baseline_p50_us)),
     }
@@ -194,6 +195,15 @@ fn dns_slow_fires_at_200_ms_with_enough_samples() {
     assert_eq!(v.evidence, ["DNS: p95 lookup 200 ms from 10.0.0.2:53 over 3 lookups in the last 10 s"]);
     assert_eq!(dns_with(&busy, &[], lat(3, 199_999, 0), 0).dns(&cfg).verdict, State::Healthy);
     assert_eq!(dns_with(&busy, &[], lat(2, 400_000, 0), 0).dns(&cfg).verdict, State::Healthy, "too few samples");
+    // A resolver that just turned slow: 3 lookups of 400 ms in the last 2 s, diluted under
+    // the window's p95 by the fast ones before.
+    let mut c = dns_with(&busy, &[], lat(100, 2_000, 0), 0);
+    c.resolvers[0].recent_latency_us = lat(3, 400_000, 0);
+    let v = c.dns(&cfg);
+    assert_eq!(fired(&v), ["dns.slow"]);
+    assert_eq!(v.evidence, ["DNS: p95 lookup 400 ms from 10.0.0.2:53 over 3 lookups in the last 2 s"]);
+    c.resolvers[0].recent_latency_us = lat(2, 400_000, 0);
+    assert_eq!(c.dns(&cfg).verdict, State::Healthy, "too few recent samples");
 }
 
 #[test]
