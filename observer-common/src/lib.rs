@@ -70,7 +70,7 @@ mod pod {
     use crate::{
         dns::{DnsCounters, DnsKey, DnsPending, IfaceCounters},
         layout::{SockLayout, TpLayout},
-        route::{ConnectSyscallLayout, DropCounters, DropKey, DropLayout},
+        route::{ConnectSyscallLayout, DropCounters, DropKey, DropLayout, TcpSockLayout},
         tcp::*,
     };
     // SAFETY: all of these are #[repr(C)], Copy, with no padding and no pointers.
@@ -83,6 +83,7 @@ mod pod {
     unsafe impl aya::Pod for DropKey {}
     unsafe impl aya::Pod for DropCounters {}
     unsafe impl aya::Pod for ConnectSyscallLayout {}
+    unsafe impl aya::Pod for TcpSockLayout {}
     unsafe impl aya::Pod for DnsCounters {}
     unsafe impl aya::Pod for IfaceCounters {}
     unsafe impl aya::Pod for DnsKey {}

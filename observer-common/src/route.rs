@@ -44,7 +44,9 @@ pub struct TcpSample {
     pub local_port: u16,
     /// 1: this host connected (active open); 0: it accepted.
     pub active: u8,
-    pub _pad: u8,
+    /// 1: a connection older than observer, sampled from its retransmits: its counters
+    /// started before observer did, so its first sample is a baseline, not traffic.
+    pub adopted: u8,
     /// Data segments sent, retransmits included (`data_segs_out`).
     pub data_segs_out: u32,
     /// Segments retransmitted (`total_retrans`).
@@ -134,6 +136,24 @@ pub struct DropLayout {
 pub const SKB_BLOCK: u32 = 32;
 
 /// Offsets in `syscalls:sys_enter_connect` (uservaddr) and `sys_exit_connect` (ret).
+/// Where `struct tcp_sock` keeps what the retransmit tracepoint reads of a connection that
+/// sock_ops does not sample (one older than observer): offsets from BTF, from the start of
+/// the socket. `enabled` 0: not read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpSockLayout {
+    pub enabled: u32,
+    /// sock_common.skc_cookie (u64; 0 until someone asked for it).
+    pub cookie: u32,
+    /// tcp_sock: data_segs_out, total_retrans, srtt_us (<< 3), lost_out (u32 each).
+    pub data_segs_out: u32,
+    pub total_retrans: u32,
+    pub srtt_us: u32,
+    pub lost_out: u32,
+    /// inet_connection_sock.icsk_retransmits (u8): RTOs since the last forward progress.
+    pub icsk_retransmits: u32,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnectSyscallLayout {

@@ -9,6 +9,7 @@ mod drops;
 mod http;
 mod icmp;
 mod maps;
+mod older;
 mod sockops;
 mod ssl;
 mod tc;

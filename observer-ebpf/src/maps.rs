@@ -115,6 +115,11 @@ pub static ROUTE_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 pub static TCP_SOCKS: LruHashMap<u64, crate::sockops::SockState> = LruHashMap::with_max_entries(65536, 0);
 
+/// Connections sampled from their retransmits (older than observer), by socket address.
+/// Sized by userspace like TCP_SOCKS; an LRU.
+#[map]
+pub static OLD_SOCKS: LruHashMap<u64, crate::older::OldSock> = LruHashMap::with_max_entries(65536, 0);
+
 /// connect() calls in progress, per thread. An LRU, for threads that die inside the call.
 #[map]
 pub static CONNECT_CALLS: LruHashMap<u32, crate::connect_calls::Call> = LruHashMap::with_max_entries(4096, 0);

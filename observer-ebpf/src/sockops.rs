@@ -7,7 +7,8 @@
 //! connection is seen while it lives, and no map is written per packet.
 //!
 //! Sockets established before observer started have no callbacks: sock_ops can only ask for
-//! them from one of that socket's own callbacks.
+//! them from one of that socket's own callbacks. `older.rs` samples them from their
+//! retransmits.
 
 use aya_ebpf::{
     bindings::{
@@ -31,6 +32,11 @@ use crate::maps::{ROUTE_EVENTS, TCP_SOCKS, count_lost};
 static SAMPLE_EVERY_NS: u64 = 1_000_000_000;
 
 const TCP_CLOSE: u32 = 7;
+
+#[inline(always)]
+pub fn sample_every() -> u64 {
+    unsafe { core::ptr::read_volatile(&SAMPLE_EVERY_NS) }
+}
 
 /// What the program keeps per connection.
 #[repr(C)]
@@ -94,9 +100,8 @@ pub fn on_sock_ops(ctx: &SockOpsContext) {
             *c += segs;
         }
     }
-    let every = unsafe { core::ptr::read_volatile(&SAMPLE_EVERY_NS) };
     if now >= s.next_sample_ns {
-        s.next_sample_ns = now + every;
+        s.next_sample_ns = now + sample_every();
         emit(ctx, s, cookie, now, kind::SAMPLE);
     }
 }
@@ -106,9 +111,8 @@ fn established(ctx: &SockOpsContext, active: bool) {
     // Keep what another program on the cgroup asked for.
     let _ = ctx.set_cb_flags((ctx.cb_flags() | flags) as i32);
     let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
-    let every = unsafe { core::ptr::read_volatile(&SAMPLE_EVERY_NS) };
     let s = SockState {
-        next_sample_ns: unsafe { bpf_ktime_get_ns() } + every,
+        next_sample_ns: unsafe { bpf_ktime_get_ns() } + sample_every(),
         loss_until: 0,
         in_loss: 0,
         retrans: [0; retrans::COUNT],
@@ -162,7 +166,7 @@ fn emit(ctx: &SockOpsContext, s: &SockState, cookie: u64, now: u64, what: u32) {
         peer,
         local_port: ctx.local_port() as u16,
         active: s.active as u8,
-        _pad: 0,
+        adopted: 0,
         data_segs_out: o.data_segs_out,
         total_retrans: o.total_retrans,
         retrans: s.retrans,

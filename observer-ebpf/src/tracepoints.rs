@@ -180,6 +180,9 @@ pub fn inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
     } else if new == TCP_CLOSE {
         let _ = CONNS.remove(&sk);
     }
+    if new == TCP_CLOSE {
+        crate::older::on_close(sk);
+    }
     Some(())
 }
 
@@ -247,10 +250,14 @@ pub fn tcp_retransmit_skb(ctx: &TracePointContext) -> Option<()> {
             unsafe { (*conn).syn_retransmits += 1 };
         }
         bump_dest(&remote, dest_counter::SYN_RETRANSMITS);
-    } else if CONNS.get_ptr(&sk).is_some() || looks_like_client(&remote, local_port) {
-        bump_dest(&remote, dest_counter::DATA_RETRANSMITS);
     } else {
-        bump_port(local_port, port_counter::DATA_RETRANSMITS);
+        let active = CONNS.get_ptr(&sk).is_some() || looks_like_client(&remote, local_port);
+        if active {
+            bump_dest(&remote, dest_counter::DATA_RETRANSMITS);
+        } else {
+            bump_port(local_port, port_counter::DATA_RETRANSMITS);
+        }
+        crate::older::on_retransmit(sk, &remote, local_port, active);
     }
     Some(())
 }

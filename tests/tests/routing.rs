@@ -304,3 +304,44 @@ fn a_drop_on_this_host_is_local_loss_with_its_reason_not_path_loss() {
     assert!(evidence.contains("dropped on this host") && evidence.contains("NETFILTER_DROP") && evidence.contains("not lost on the path"), "{evidence}");
     obs.stop();
 }
+
+/// A transfer that began before observer started: sock_ops never sees it, and its
+/// retransmits are what sample it. Its segments count from observer's start, not its own.
+#[test]
+fn loss_on_a_connection_older_than_observer_is_seen_from_its_retransmits() {
+    require_root();
+    let net = Routed::new("rt-old");
+    let server = net.server_ip();
+    let _s = iperf_server(&net.server, &server);
+    let mut transfer = net.client.spawn(&format!("iperf3 -c {server} -t 10 -b 100M"));
+    let dest = format!("{server}:5201");
+    // Four seconds at 100 Mbit/s (about 35,000 segments) before observer starts.
+    std::thread::sleep(Duration::from_secs(4));
+    let obs = Observer::start(&net.client, &[]);
+    let attached = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(route(obs.reports().last().unwrap(), &dest).is_none(), "a clean older connection sends nothing: {}", last_routing(&obs));
+    net.router_rule(&format!("ip daddr {server} tcp flags != syn numgen random mod 100 lt 3 drop"));
+    let started = Instant::now();
+    let r = obs
+        .wait_for(Duration::from_secs(5), |r| rules(r).contains("routing.retransmits"))
+        .unwrap_or_else(|| panic!("no loss verdict for the older connection: {}", last_routing(&obs)));
+    eprintln!("routing named {:?} after the loss started", started.elapsed());
+    assert!(started.elapsed() <= Duration::from_millis(3000), "named after {:?}", started.elapsed());
+    assert!(r.0["verdicts"]["routing"]["evidence"].to_string().contains(&format!("segments to {dest} retransmitted")), "{:#}", r.0["verdicts"]);
+    let _ = transfer.child.wait();
+    std::thread::sleep(Duration::from_millis(800));
+    let r = obs.stop();
+    let (segs, retx) = loss(&r, &dest);
+    let ratio = retx as f64 / segs as f64;
+    let since_start = attached.elapsed().as_secs_f64();
+    eprintln!("older connection: {retx} of {segs} retransmitted ({:.2} %) in {since_start:.1} s of observer", ratio * 100.0);
+    // Counted from its first retransmit on: at most 100 Mbit/s (8,700 segments a second)
+    // over observer's run, none of the 35,000 from before.
+    assert!(segs > 2000 && (segs as f64) < 8700.0 * since_start, "{segs} segments in {since_start:.1} s");
+    assert!((0.01..=0.10).contains(&ratio), "3 % dropped gives {ratio}");
+    let d = route(&r, &dest).unwrap();
+    let kinds = ["rto", "fast", "probe"].iter().map(|k| d["total"][k].as_u64().unwrap()).sum::<u64>();
+    assert!(kinds <= retx && kinds * 10 >= retx * 9, "nearly every retransmit has a kind: {kinds} of {retx}: {d:#}");
+    assert!(d["rtt"]["count"].as_u64().unwrap() > 0, "{d:#}");
+}

@@ -18,6 +18,9 @@ pub struct TcpSampleRec {
     pub active: bool,
     /// The connection's last sample.
     pub closed: bool,
+    /// A connection older than observer, sampled from its retransmits: its first sample is
+    /// a baseline.
+    pub adopted: bool,
     pub data_segs_out: u64,
     pub total_retrans: u64,
     /// Retransmitted segments: RTO, fast recovery, probes.
@@ -79,6 +82,7 @@ pub fn decode_route(raw: &[u8]) -> Option<Event> {
                 local_port: s.local_port,
                 active: s.active != 0,
                 closed: k == kind::CLOSED,
+                adopted: s.adopted != 0,
                 data_segs_out: u64::from(s.data_segs_out),
                 total_retrans: u64::from(s.total_retrans),
                 retrans: s.retrans.map(u64::from),

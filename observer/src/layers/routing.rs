@@ -210,6 +210,8 @@ impl RoutingLayer {
                 std::array::from_fn::<u64, { retrans::COUNT }, _>(|i| s.retrans[i].saturating_sub(l.retrans[i])),
                 s.timeouts.saturating_sub(l.timeouts),
             ),
+            // Older than observer: its counters began before observer did.
+            None if s.adopted => (0, 0, [0; retrans::COUNT], 0),
             None => (s.data_segs_out, s.total_retrans, s.retrans, s.timeouts),
         };
         if s.closed {
@@ -634,6 +636,7 @@ mod tests {
             local_port: 40000,
             active: true,
             closed: false,
+            adopted: false,
             data_segs_out: segs,
             total_retrans: retx,
             retrans: [0, retx, 0],
@@ -701,6 +704,23 @@ mod tests {
         assert_eq!(lossy_span(&loss_starting_mid_flow(2), &t), Some((8000, 120, Some(RECENT))));
         // One burst of 44 retransmits (one lost GSO packet) in a second of 4,000 is not loss.
         assert_eq!(lossy_span(&flow(17, |half| if half == 17 { 44 } else { 0 }), &t), None);
+    }
+
+    #[test]
+    fn a_connection_older_than_observer_counts_from_its_first_sample_not_from_its_start() {
+        let mut l = layer();
+        let adopted = |segs, retx, at| {
+            let Event::TcpSample(mut s) = sample(0xffff_8880_1234_0000, "10.0.0.2:5201", segs, retx, 300, at) else { unreachable!() };
+            s.adopted = true;
+            Event::TcpSample(s)
+        };
+        // 35,000 segments before observer started: a baseline, not traffic.
+        l.on_event(&adopted(35_000, 10, 1));
+        l.on_event(&adopted(39_000, 130, 2));
+        tick(&mut l, 1);
+        let d = &l.view().destinations[0];
+        assert_eq!((d.window.get(rc::SEGMENTS), d.window.get(rc::RETRANSMITTED)), (4000, 120));
+        assert_eq!(d.why, vec!["loss"]);
     }
 
     #[test]

@@ -215,6 +215,11 @@ impl Probe {
         let err_queue = vmlinux.as_ref().ok().and_then(|blob| btf::error_queue_layout(blob).ok()).unwrap_or([u32::MAX; 4]);
         loader.override_global("ERR_QUEUE_LAYOUT", &err_queue, true);
         loader.override_global("SOCK_LAYOUT", &sock_layout, true);
+        let tcp_sock_layout = route::tcp_sock_layout(vmlinux.as_ref().ok().map(Vec::as_slice)).unwrap_or_else(|reason| {
+            disabled.push(route::older_disabled(reason));
+            Default::default()
+        });
+        loader.override_global("TCP_SOCK_LAYOUT", &tcp_sock_layout, true);
         let drops = route::drop_layout(formats, vmlinux.as_ref().ok().map(Vec::as_slice));
         let (drop_layout, drop_reasons) = match drops {
             Ok(d) => d,
@@ -253,6 +258,7 @@ impl Probe {
             .map_max_entries("CONNS", cfg.max_connections)
             // Established connections outnumber connects in flight.
             .map_max_entries("TCP_SOCKS", cfg.max_connections.saturating_mul(2))
+            .map_max_entries("OLD_SOCKS", cfg.max_connections)
             .map_max_entries("CONNECT_EVENTS", cfg.ringbuf_bytes)
             .map_max_entries("DNS_RESOLVERS", cfg.max_resolvers)
             .map_max_entries("DNS_EVENTS", cfg.dns_ringbuf_bytes)

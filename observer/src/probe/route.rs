@@ -13,7 +13,7 @@ use aya::{
     Ebpf,
     programs::{CgroupAttachMode, SockOps, TracePoint},
 };
-use observer_common::route::{ConnectSyscallLayout, DropLayout, SKB_BLOCK};
+use observer_common::route::{ConnectSyscallLayout, DropLayout, SKB_BLOCK, TcpSockLayout};
 
 use super::{btf, tracefs};
 use crate::events::Disabled;
@@ -177,6 +177,30 @@ pub fn attach(ebpf: &mut Ebpf, drops: bool, connects: bool) -> (Vec<String>, Vec
         }
     }
     (attached, disabled)
+}
+
+/// Where the retransmit tracepoint reads a connection's counters (one sock_ops does not
+/// sample: older than observer).
+pub fn tcp_sock_layout(vmlinux: Option<&[u8]>) -> Result<TcpSockLayout, String> {
+    let blob = vmlinux.ok_or("no kernel BTF (/sys/kernel/btf/vmlinux): struct tcp_sock's offsets are unknown")?;
+    let member = |s: &str, m: &str| btf::member_offset(blob, s, m).map_err(|e| e.to_string());
+    Ok(TcpSockLayout {
+        enabled: 1,
+        cookie: member("sock_common", "skc_cookie")?,
+        data_segs_out: member("tcp_sock", "data_segs_out")?,
+        total_retrans: member("tcp_sock", "total_retrans")?,
+        srtt_us: member("tcp_sock", "srtt_us")?,
+        lost_out: member("tcp_sock", "lost_out")?,
+        icsk_retransmits: member("inet_connection_sock", "icsk_retransmits")?,
+    })
+}
+
+pub fn older_disabled(reason: String) -> Disabled {
+    Disabled {
+        source: "btf:struct tcp_sock".to_owned(),
+        signals: "loss and RTT of connections established before observer started",
+        reason,
+    }
 }
 
 pub fn drops_disabled(reason: String) -> Disabled {

@@ -169,6 +169,7 @@ fn build_with(s: Scenario, disabled: Vec<Disabled>) -> (Report, Vec<verdict::Cha
                 local_port: 40000,
                 active: true,
                 closed: false,
+                adopted: false,
                 data_segs_out: segs,
                 total_retrans: retx,
                 retrans: [retx / 5, retx - retx / 5, 0],
