@@ -33,13 +33,14 @@ min_silent = 2
 overdue_factor = 10.0
 # ... and at least this long: named within about 2 s instead of after the timeout.
 overdue_floor_ms = 1000.0
-# Lookup p95 at or above this is a red flag (a healthy baseline is under 100-200 ms).
+# Lookup p95 at or above this, in the window or in the last 2 s (a resolver that just turned
+# slow), is a red flag (a healthy baseline is under 100-200 ms).
 p95_ms = 200.0
 # Lookup p95 at or above this many times the resolver's own since-start median ...
 baseline_factor = 5.0
 # ... counts only when the p95 is also at least this (microsecond noise is not a regression).
 baseline_floor_ms = 20.0
-# Latency rules need at least this many lookups in the window.
+# Latency rules need at least this many lookups in the window (or in the last 2 s).
 min_latency_samples = 3
 # Two resolvers giving disjoint address sets for one name.
 divergence = true
@@ -86,9 +87,10 @@ min_path_changes = 1
 retransmit_ratio = 0.01
 # ... over at least this many data segments.
 min_segments = 200
-# The same over the last 2 s, and over the last second with twice min_segments, so that loss
-# that just started is named before it is a share of the whole window: a higher share, since one loss episode can retransmit a burst (44 of
-# 3,685 segments, 1.2 %, on a healthy busy host).
+# The same over the last 2 s, and over the last second with twice min_segments, so that
+# loss that just started is named before it is a share of the whole window: a higher share,
+# since one loss episode can retransmit a burst (44 of 3,685 segments, 1.2 %, on a healthy
+# busy host: one lost GSO packet).
 recent_retransmit_ratio = 0.015
 # Smoothed RTT p95 in the window at or above this many times the destination's own
 # baseline (the median before the window) ...

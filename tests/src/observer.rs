@@ -45,7 +45,9 @@ impl Observer {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns.name])
             .arg(binary())
-            .args(["--format", "json", "--interval", "0.5"])
+            // JSON lines, unless the test asks for another format.
+            .args(if args.contains(&"--format") { &[][..] } else { &["--format", "json"][..] })
+            .args(["--interval", "0.5"])
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())

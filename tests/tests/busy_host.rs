@@ -151,6 +151,30 @@ fn loss_on_a_busy_host_is_routing() {
 }
 
 #[test]
+fn a_firewall_rejecting_udp_on_a_busy_host_is_routing() {
+    fault_on_a_busy_host("busy-icmp", "routing", "administratively prohibited", |h| {
+        h.pair.server.run(
+            "nft add table inet icmpfault && nft add chain inet icmpfault in '{ type filter hook input priority -1; }' \
+             && nft add rule inet icmpfault in udp dport 9999 reject with icmp type admin-prohibited",
+        );
+        for _ in 0..3 {
+            h.pair.client.run(&format!("echo probe > /dev/udp/{}/9999; sleep 0.1", h.server()));
+        }
+    });
+}
+
+#[test]
+fn a_local_firewall_dropping_the_transfer_on_a_busy_host_is_routing() {
+    fault_on_a_busy_host("busy-local", "routing", "dropped on this host", |h| {
+        h.pair.client.run(&format!(
+            "nft add table inet local && nft add chain inet local out '{{ type filter hook output priority 0; }}' \
+             && nft add rule inet local out ip daddr {} tcp dport 5201 tcp flags != syn numgen random mod 100 lt 10 drop",
+            h.server()
+        ));
+    });
+}
+
+#[test]
 fn a_slow_resolver_on_a_busy_host_is_dns() {
     // The resolver the pod uses turns slow: its queries are redirected (nft, on the server)
     // to a forwarder that holds each one 400 ms before asking the real resolver.
@@ -241,4 +265,29 @@ fn a_fault_that_ends_clears_once_after_the_hold_time() {
     let changes = states.windows(2).filter(|w| w[0] != w[1]).count();
     assert_eq!(changes, 2, "one change to suspect and one back: {states:?}");
     obs.stop();
+}
+
+#[test]
+fn format_events_shows_one_change_to_suspect_and_one_back_for_a_fault_that_ends() {
+    require_root();
+    let host = BusyHost::new("busy-events");
+    let obs = Observer::start(&host.pair.client, &["--format", "events", "--window", "3", "--set", "verdict.clear_after_s=3"]);
+    let (_generator, _procs) = host.traffic(18);
+    thread::sleep(Duration::from_secs(4));
+    let fault_end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < fault_end {
+        let _ = host.pair.client.try_run(&format!("curl -s --max-time 1 http://{}:81/", host.server()));
+        thread::sleep(Duration::from_millis(400));
+    }
+    // Window 3 s, hold 3 s: cleared within about 7 s of the last refusal.
+    thread::sleep(Duration::from_secs(9));
+    let lines = obs.reports();
+    // stop() checks the closing line ("final": true) that --format events ends with.
+    obs.stop();
+    let changes: Vec<String> = lines
+        .iter()
+        .filter(|l| l.0["layer"].is_string() && (l.0["to"] == "suspect" || l.0["from"] == "suspect"))
+        .map(|l| format!("{} {}->{}", l.0["layer"].as_str().unwrap_or(""), l.0["from"].as_str().unwrap_or(""), l.0["to"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(changes, ["tcp_tls healthy->suspect", "tcp_tls suspect->healthy"], "all lines: {:#?}", lines.iter().map(|l| l.0.to_string()).collect::<Vec<_>>());
 }

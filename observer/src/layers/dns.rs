@@ -6,7 +6,7 @@
 //! unanswered queries, NODATA, answer sets, malformed messages and divergent resolvers.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, VecDeque},
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
@@ -127,7 +127,13 @@ struct ResolverState {
     /// At the last reading: queries waiting for it that it has answered nothing since, and
     /// how long the oldest of them has waited.
     silent: (u64, Duration),
+    /// Per-interval p99 lookup latencies (µs) over [`TYPICAL_SPAN`]: their median is what
+    /// is usual for this resolver, and an episode of slowness does not move it.
+    interval_p99s: VecDeque<(Mono, u64)>,
 }
+
+/// How far back the resolver's usual p99 looks.
+const TYPICAL_SPAN: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Default)]
 struct NameState {
@@ -210,6 +216,9 @@ pub struct ResolverView {
     /// were sent; and how long the oldest of them has waited (ms).
     pub silent_queries: u64,
     pub silent_for_ms: u64,
+    /// The resolver's usual p99 lookup latency (µs): the median of its per-interval p99s
+    /// over the last 5 minutes (the since-start p99 before it has any).
+    pub typical_p99_us: u64,
     /// Lookup latency over the last [`RECENT`]: a resolver that just turned slow is named
     /// before its slow lookups are 5 % of the window.
     pub recent_latency_us: LatencySummary,
@@ -476,6 +485,12 @@ impl DnsLayer {
             }
             r.user.close(now, window);
             r.latency.close(now, window);
+            if let Some(p99) = r.latency.last_interval_p99() {
+                r.interval_p99s.push_back((now, p99));
+            }
+            while r.interval_p99s.front().is_some_and(|(at, _)| now.since(*at) > TYPICAL_SPAN) {
+                r.interval_p99s.pop_front();
+            }
         }
         for n in self.names.values_mut() {
             n.counts.close(now, window);
@@ -511,6 +526,11 @@ impl DnsLayer {
                 nxdomain_in_grace: in_grace.get(a).copied().unwrap_or(0),
                 silent_queries: r.silent.0,
                 silent_for_ms: r.silent.1.as_millis() as u64,
+                typical_p99_us: {
+                    let mut v: Vec<u64> = r.interval_p99s.iter().map(|(_, p)| *p).collect();
+                    let mid = v.len() / 2;
+                    if v.is_empty() { r.latency.total().p99 } else { *v.select_nth_unstable(mid).1 }
+                },
                 recent_latency_us: self.now.map(|now| r.latency.recent(now, RECENT)).unwrap_or_default(),
                 window: period(r.kernel.window(), r.user.window(), r.latency.window()),
                 total: period(r.kernel.total(), r.user.total(), r.latency.total()),

@@ -121,6 +121,16 @@ impl LatencyWindow {
         LatencySummary::of(&h)
     }
 
+    /// The p99 of the interval closed last, when it had samples.
+    pub fn last_interval_p99(&self) -> Option<u64> {
+        let mut v = self.buckets.back()?.1.clone();
+        if v.is_empty() {
+            return None;
+        }
+        let at = (v.len() * 99).div_ceil(100) - 1;
+        Some(*v.select_nth_unstable(at).1)
+    }
+
     /// The intervals closed in the last `span` before `now`: a change that the window would
     /// dilute.
     pub fn recent(&self, now: Mono, span: Duration) -> LatencySummary {

@@ -90,8 +90,10 @@ fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
             }.strength(errors, errors as f64 / responses as f64, t.error_share));
         }
         // A resolver gone silent, named before its queries time out: queries it has answered
-        // nothing since, the oldest waiting longer than its own p99 many times over.
-        let overdue_ms = t.overdue_floor_ms.max(t.overdue_factor * r.total.latency_us.p99 as f64 / 1000.0);
+        // nothing since, the oldest waiting longer than its usual p99 many times over.
+        // Its usual p99, not the since-start one: an earlier slow episode must not make a
+        // later silence wait for the timeout.
+        let overdue_ms = t.overdue_floor_ms.max(t.overdue_factor * r.typical_p99_us as f64 / 1000.0);
         if r.silent_queries >= t.min_silent && r.silent_for_ms as f64 >= overdue_ms {
             hits.push(Hit { count: 1, margin: 1.0,
                 rule: "dns.silent",

@@ -38,6 +38,7 @@ fn resolver(kernel: &[(usize, u64)], parsed: &[(usize, u64)], window_lat: Latenc
         nxdomain_in_grace: 0,
         silent_queries: 0,
         silent_for_ms: 0,
+        typical_p99_us: baseline_p50_us * 2,
         recent_latency_us: LatencySummary::default(),
         window: period(kernel, parsed, window_lat),
         total: period(kernel, parsed, lat(100, baseline_p50_us * 2, baseline_p50_us)),

@@ -100,6 +100,12 @@ fn main() {
     let _tls = NginxTls::start(&host.pair.server, &s, &certs);
     let _gateway = Nginx::start_with(&host.pair.server, &format!("{s}:8081"), &format!("server {{ listen {s}:8082; location / {{ return 503; }} }}"));
     let obs = Observer::start(&host.pair.client, &[]);
+    // Observer's uptime against this clock: taken as a report arrives (polled every 10 ms),
+    // so that the time to detect counts from the fault, not from observer's attach.
+    let seen = obs.reports().len();
+    while obs.reports().len() == seen {
+        thread::sleep(Duration::from_millis(10));
+    }
     let started = Instant::now();
     let uptime_at_start = obs.reports().last().map(at).unwrap_or(0.0);
     let (_generator, _procs) = host.traffic(total.as_secs() + 5);
@@ -110,7 +116,7 @@ fn main() {
     let order = [Fault::Refused, Fault::Loss, Fault::Silent, Fault::Slow, Fault::TlsRejected, Fault::Gateway503];
     let mut next = FAULT_EVERY / 2;
     let mut k = 0;
-    while started.elapsed() + FAULT_FOR + CLEARS_WITHIN < total {
+    while next + FAULT_FOR + CLEARS_WITHIN < total {
         if let Some(wait) = next.checked_sub(started.elapsed()) {
             thread::sleep(wait);
         }

@@ -277,3 +277,23 @@ fn queries_a_resolver_answered_nothing_since_are_silent_and_a_later_answer_clear
     l.on_snapshot(Mono(2600 * MS), &snap);
     assert_eq!(resolver(&l.resolvers(), R1).silent_queries, 0);
 }
+
+#[test]
+fn the_usual_p99_is_the_median_of_per_interval_p99s_so_an_earlier_slow_episode_does_not_move_it() {
+    let mut l = DnsLayer::new(cfg());
+    // 100 one-second intervals at 2 ms, then 20 at 400 ms (a slow resolver, since fixed).
+    let mut id = 0u16;
+    for s in 0..120u64 {
+        let took = if s < 100 { 2 } else { 400 };
+        for k in 0..4 {
+            id = id.wrapping_add(1);
+            let at = s * 1000 + k * 100;
+            l.on_message(&msg(at, R1, false, query(id, "api.test")));
+            l.on_message(&msg(at + took, R1, true, reply(id, "api.test", RCODE::NoError, &[[10, 1, 1, 1]])));
+        }
+        l.on_snapshot(Mono((s * 1000 + 999) * MS), &DnsSnapshot::default());
+    }
+    let r = resolver(&l.resolvers(), R1).clone();
+    assert!(r.total.latency_us.p99 >= 399_000, "the since-start p99 remembers the episode: {:?}", r.total.latency_us);
+    assert!((1_900..=2_100).contains(&r.typical_p99_us), "usual p99: {}", r.typical_p99_us);
+}
