@@ -345,3 +345,26 @@ fn loss_on_a_connection_older_than_observer_is_seen_from_its_retransmits() {
     assert!(kinds <= retx && kinds * 10 >= retx * 9, "nearly every retransmit has a kind: {kinds} of {retx}: {d:#}");
     assert!(d["rtt"]["count"].as_u64().unwrap() > 0, "{d:#}");
 }
+
+/// A server on this host whose sockets close with data still queued (Python's http.server
+/// closes each connection with the client's last bytes unread): the kernel drops those with
+/// QUEUE_PURGE, which is routine, not loss.
+#[test]
+fn a_local_server_closing_sockets_with_data_queued_is_not_routing() {
+    require_root();
+    let pair = Pair::new("rt-purge");
+    let local = pair.client_ip();
+    let _server = pair.client.spawn(&format!("python3 -m http.server 8765 --bind {local}"));
+    observer_tests::peers::wait_listening(&pair.client, &format!("{local}:8765"));
+    let obs = Observer::start(&pair.client, &[]);
+    for _ in 0..30 {
+        pair.server.run(&format!("curl -s -o /dev/null http://{local}:8765/"));
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    let all = obs.reports();
+    let r = obs.stop();
+    assert!(r.0["routing"]["routine_drops"].as_u64().unwrap_or(0) >= 10, "the purged queues are counted: {:#}", r.0["routing"]);
+    for rep in all.iter().chain(std::iter::once(&r)) {
+        assert_ne!(rep.0["verdicts"]["routing"]["verdict"], "suspect", "{:#}", rep.0["verdicts"]["routing"]);
+    }
+}
