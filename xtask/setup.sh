@@ -58,7 +58,7 @@ llvm_major=$(/usr/bin/rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
 apt_install "llvm-${llvm_major}-dev" libzstd-dev zlib1g-dev
 
 # 2. Test peers and tools used by the end-to-end tests.
-apt_install iproute2 nftables dnsmasq-base nginx-light dnsutils curl openssl iperf3 tmux bpftool util-linux procps tcpdump ethtool
+apt_install iproute2 nftables dnsmasq-base nginx-light dnsutils curl openssl iperf3 tmux bpftool util-linux procps tcpdump ethtool python3
 
 # 2b. Booting Debian 12's stock kernel under qemu (TCG) with a busybox initramfs.
 apt_install qemu-system-x86 busybox-static cpio

@@ -3,8 +3,8 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use crate::probe::tc_attach::TcAttach;
-use clap::{Parser, ValueEnum};
+use crate::{present::record::summary::ReportArgs, probe::tc_attach::TcAttach};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -29,6 +29,9 @@ pub enum Format {
 #[derive(Debug, Parser)]
 #[command(name = "observer", version)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Auto, env = "OBSERVER_FORMAT")]
     pub format: Format,
@@ -125,6 +128,33 @@ pub struct Cli {
     #[arg(long, default_value_t = 512, value_parser = ringbuf_kib, env = "OBSERVER_HTTP_RINGBUF_KIB")]
     pub http_ringbuf_kib: u32,
 
+    /// Record for the postmortem into DIR: HdrHistogram interval logs per latency series
+    /// (tagged by destination), failures per interval and the verdict timeline; at exit a
+    /// percentile table per histogram (hgrm/) and report.md with plots. Read it back with
+    /// `observer report DIR`.
+    #[arg(long, value_name = "DIR", env = "OBSERVER_RECORD")]
+    pub record: Option<PathBuf>,
+
+    /// With --record, also write the JSON lines (reports.jsonl).
+    #[arg(long, requires = "record", env = "OBSERVER_RECORD_REPORTS")]
+    pub record_reports: bool,
+
+    /// Hash query names, SNI, certificate names, HTTP Hosts and paths (a keyed hash, its key
+    /// drawn at start) in everything observer writes: JSON lines, the TUI and its evidence
+    /// copy, recordings, metrics. Addresses stay.
+    #[arg(long, env = "OBSERVER_REDACT")]
+    pub redact: bool,
+
+    /// Serve OpenMetrics (Prometheus) on ADDR, e.g. 127.0.0.1:9464: per-destination failures
+    /// and latency histograms, each layer's verdict, lost events.
+    #[arg(long, value_name = "ADDR", env = "OBSERVER_PROMETHEUS")]
+    pub prometheus: Option<std::net::SocketAddr>,
+
+    /// With --prometheus: the first N destinations seen get their own series; the rest count
+    /// under dest="other".
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000), env = "OBSERVER_PROMETHEUS_TOP")]
+    pub prometheus_top: u32,
+
     /// Do not attach uprobes to OpenSSL (HTTPS is then seen only as TLS handshakes).
     #[arg(long, env = "OBSERVER_NO_SSL_UPROBES")]
     pub no_ssl_uprobes: bool,
@@ -144,6 +174,13 @@ pub struct Cli {
     /// of `cargo xtask bench`.
     #[arg(long, hide = true)]
     pub tc_empty_only: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Percentiles from recordings made with --record, for any time range and destination,
+    /// and report.md re-rendered; offline, no privileges needed.
+    Report(ReportArgs),
 }
 
 impl Cli {

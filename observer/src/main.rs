@@ -19,6 +19,15 @@ fn main() -> ExitCode {
     let started = Instant::now();
     // Bad flags: clap prints its message and exits 2.
     let cli = cli::Cli::parse();
+    if let Some(cli::Command::Report(args)) = &cli.command {
+        return match present::record::summary::run(args, &mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("observer report: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if cli.print_config {
         return match config::load(cli.config.as_deref(), &cli.set) {
             Ok(cfg) if cli.config.is_none() && cli.set.is_empty() && cfg == config::Config::default() => {

@@ -9,7 +9,7 @@ use crate::{
     config::Config,
     events::{Event, Input, Mono, Tick},
     layers::{
-        Aggregator,
+        Aggregator, IntervalSamples,
         connect::ConnectLayer,
         dns::{DnsConfig, DnsLayer},
         http::{HttpConfig, HttpLayer},
@@ -20,6 +20,7 @@ use crate::{
     },
     present::{
         Section,
+        redact::Redactor,
         report::{self, Report, Sections},
     },
     verdict::{self, Change, Hold, Rules, Tracker},
@@ -96,6 +97,8 @@ trait Stage {
     fn on_tick(&mut self, tick: &Tick);
     fn lost(&self) -> Vec<(&'static str, u64)>;
     fn section(&self) -> Box<dyn Section>;
+    fn interval_samples(&self) -> Vec<IntervalSamples<'_>>;
+    fn failure_totals(&self) -> Vec<(&'static str, String, u64)>;
 }
 
 impl<A> Stage for A
@@ -115,6 +118,12 @@ where
     fn section(&self) -> Box<dyn Section> {
         Box::new(self.view())
     }
+    fn interval_samples(&self) -> Vec<IntervalSamples<'_>> {
+        Aggregator::interval_samples(self)
+    }
+    fn failure_totals(&self) -> Vec<(&'static str, String, u64)> {
+        Aggregator::failure_totals(self)
+    }
 }
 
 pub struct Pipeline {
@@ -128,6 +137,8 @@ pub struct Pipeline {
     /// Keeps a suspect layer suspect until it has been quiet for the hold time.
     hold: Hold,
     pub tracker: Tracker,
+    /// `--redact`: names hashed in the views, and in the recording's tags.
+    pub redactor: Option<Redactor>,
 }
 
 impl Pipeline {
@@ -142,7 +153,30 @@ impl Pipeline {
             lost: WindowedCounts::default(),
             hold: Hold::default(),
             tracker: Tracker::new(200),
+            redactor: None,
         }
+    }
+
+    /// Every layer's latency samples of the interval the last tick closed.
+    pub fn interval_samples(&self) -> Vec<IntervalSamples<'_>> {
+        let mut v: Vec<IntervalSamples<'_>> = self.layers.iter().flat_map(|l| l.interval_samples()).collect();
+        if let Some(r) = &self.redactor {
+            v.iter_mut().for_each(|s| s.tag = r.tag(&s.tag));
+        }
+        v
+    }
+
+    /// Every layer's since-start failures per (series, tag).
+    pub fn failure_totals(&self) -> Vec<(&'static str, String, u64)> {
+        let mut v: Vec<(&'static str, String, u64)> = self.layers.iter().flat_map(|l| l.failure_totals()).collect();
+        if let Some(r) = &self.redactor {
+            v.iter_mut().for_each(|f| f.1 = r.tag(&f.1));
+        }
+        v
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.opts.interval
     }
 
     pub fn on_events(&mut self, events: &[Event]) {
@@ -179,6 +213,12 @@ impl Pipeline {
         self.lost.observe(tick.at, Some(&[lost_total]), window);
 
         let mut sections: Vec<Box<dyn Section>> = self.layers.iter().map(|l| l.section()).collect();
+        if let Some(r) = &self.redactor {
+            // Before the rules: the evidence they write holds names from the views.
+            for s in &mut sections {
+                s.redact(r);
+            }
+        }
         let rules: Vec<&dyn Rules> = sections.iter().map(|s| &**s as &dyn Rules).collect();
         let verdicts = verdict::evaluate_held(&rules, window.as_secs_f64(), self.lost.window()[0], &self.config, Some((&mut self.hold, tick.at)));
         for s in &mut sections {

@@ -20,6 +20,9 @@ use crate::{
     pipeline::{Options, Pipeline},
     present::{
         events, json,
+        metrics::{self, Metrics},
+        record::{self, Recorder},
+        redact::Redactor,
         report::Report,
         text,
         tui::{Input as Key, Tui},
@@ -83,18 +86,39 @@ impl Sink {
         }
     }
 
-    /// Feed one input to the pipeline and write the report a tick closes.
-    fn step(&mut self, pipeline: &mut Pipeline, input: Input, is_final: bool) -> anyhow::Result<()> {
+    /// Feed one input to the pipeline, record what a tick closes, and write its report.
+    fn step(&mut self, pipeline: &mut Pipeline, input: Input, is_final: bool, exports: &mut Exports) -> anyhow::Result<()> {
+        let Exports { recorder, metrics } = exports;
         if let Input::Tick(tick) = &input {
             for note in &tick.notes {
                 self.note(note.clone());
             }
         }
         match pipeline.on_input(&input, is_final) {
-            Some((report, changes)) => self.emit(report, changes, is_final),
+            Some((report, changes)) => {
+                if recorder.is_some() || metrics.is_some() {
+                    let (samples, failure_totals) = (pipeline.interval_samples(), pipeline.failure_totals());
+                    if let Some(m) = metrics {
+                        m.update(&report, &samples, &failure_totals);
+                    }
+                    if let Some(rec) = recorder {
+                        let data = record::Interval { length: pipeline.interval(), samples: &samples, failure_totals: &failure_totals };
+                        if let Some(stopped) = rec.interval(&report, &changes, &data) {
+                            self.note(stopped);
+                        }
+                    }
+                }
+                self.emit(report, changes, is_final)
+            }
             None => Ok(()),
         }
     }
+}
+
+/// What each interval is also handed to, besides the output.
+struct Exports {
+    recorder: Option<Recorder>,
+    metrics: Option<Metrics>,
 }
 
 /// The next key press when the TUI runs; never ready otherwise.
@@ -142,8 +166,29 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
     // Handlers first: a signal that arrives right after "attached" must still drain and exit 0.
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    // Before the privileges go: DIR may be the invoking user's. A DIR that cannot be written
+    // is one line, and observer runs on without it.
+    let recorder = cli.record.as_deref().and_then(|dir| {
+        let kernel = privileges::kernel_release().0;
+        let meta = record::Meta { host: &host, kernel: &kernel, interval: cli.interval(), window: cli.window(), config: &config };
+        Recorder::create(dir, &meta, cli.record_reports).map_err(|line| eprintln!("observer: {line}; running without a recording")).ok()
+    });
+    let metrics = match cli.prometheus {
+        Some(addr) => {
+            let listener = metrics::bind(addr).await?;
+            let (m, registry) = Metrics::new(cli.prometheus_top as usize);
+            tokio::spawn(metrics::serve(listener, registry));
+            eprintln!("observer: OpenMetrics on http://{addr}/metrics");
+            Some(m)
+        }
+        None => None,
+    };
     let (probe, rings) = Probe::start(&cfg, &tracefs)?;
-    privileges::drop_after_attach(!cli.no_ssl_uprobes)?;
+    privileges::drop_after_attach(!cli.no_ssl_uprobes, recorder.is_some())?;
+    let mut exports = Exports { recorder, metrics };
     for d in &probe.disabled() {
         eprintln!("observer: disabled: {} ({}): {}", d.signals, d.source, d.reason);
     }
@@ -162,12 +207,12 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
         Format::Auto => Format::Json,
         f => f,
     };
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned());
     // Uptime counts from the process start, on the kernel's clock like every tick.
     let since_start = u64::try_from(started.elapsed().as_nanos()).unwrap_or(0);
     let mut pipeline = Pipeline::new(options(&cli), config, &host, Mono(probe::monotonic_ns().saturating_sub(since_start)));
+    if cli.redact {
+        pipeline.redactor = Some(Redactor::default());
+    }
     let mut sink = match format {
         Format::Tui => Sink::Tui(Box::new(Tui::start()?)),
         Format::Events => Sink::Events,
@@ -182,7 +227,7 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
     loop {
         tokio::select! {
             input = source.next() => match input? {
-                Some(input) => sink.step(&mut pipeline, input, false)?,
+                Some(input) => sink.step(&mut pipeline, input, false, &mut exports)?,
                 None => break,
             },
             key = next_key(&mut sink) => {
@@ -209,9 +254,12 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
     }
     for input in rest {
         let is_final = matches!(input, Input::Tick(_));
-        sink.step(&mut pipeline, input, is_final)?;
+        sink.step(&mut pipeline, input, is_final, &mut exports)?;
     }
     drop(source);
+    if let Some(rec) = exports.recorder {
+        eprintln!("observer: {}", rec.finish());
+    }
     let _ = std::io::stderr().flush();
     Ok(())
 }

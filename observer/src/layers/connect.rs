@@ -227,6 +227,21 @@ impl ConnectLayer {
 }
 
 impl Aggregator for ConnectLayer {
+    fn failure_totals(&self) -> Vec<(&'static str, String, u64)> {
+        let failed = [dc::REFUSED, dc::TIMED_OUT, dc::UNREACHABLE, dc::OTHER_ERROR, dc::GAVE_UP];
+        self.dests
+            .iter()
+            .map(|(d, s)| {
+                let t = s.counts.total();
+                ("tcp_connect", d.to_string(), failed.iter().map(|i| t[*i]).sum())
+            })
+            .collect()
+    }
+
+    fn interval_samples(&self) -> Vec<super::IntervalSamples<'_>> {
+        self.dests.iter().filter_map(|(d, s)| super::samples_of("tcp_connect", || d.to_string(), &s.latency)).collect()
+    }
+
     type View = ConnectView;
 
     fn on_event(&mut self, event: &Event) {

@@ -594,6 +594,21 @@ impl DnsLayer {
 }
 
 impl Aggregator for DnsLayer {
+    fn failure_totals(&self) -> Vec<(&'static str, String, u64)> {
+        self.resolvers
+            .iter()
+            .map(|(a, r)| {
+                let (k, u) = (r.kernel.total(), r.user.total());
+                let nx = k[kc::NXDOMAIN].saturating_sub(u[rc::SEARCH_NXDOMAIN]);
+                ("dns_lookup", a.to_string(), nx + k[kc::SERVFAIL] + k[kc::REFUSED] + u[rc::UNANSWERED])
+            })
+            .collect()
+    }
+
+    fn interval_samples(&self) -> Vec<super::IntervalSamples<'_>> {
+        self.resolvers.iter().filter_map(|(a, r)| super::samples_of("dns_lookup", || a.to_string(), &r.latency)).collect()
+    }
+
     type View = DnsView;
 
     fn on_event(&mut self, event: &Event) {

@@ -579,6 +579,25 @@ fn settle_partial(conn: &mut Conn, done: &mut Vec<Done>) {
 }
 
 impl Aggregator for HttpLayer {
+    fn failure_totals(&self) -> Vec<(&'static str, String, u64)> {
+        self.targets
+            .iter()
+            .map(|((role, addr, host), t)| {
+                let c = t.counts.total();
+                ("http_response", format!("{}|{addr}|{host}", role.word()), c[hc::S5XX] + c[hc::NO_RESPONSE])
+            })
+            .collect()
+    }
+
+    fn interval_samples(&self) -> Vec<super::IntervalSamples<'_>> {
+        self.targets
+            .iter()
+            .filter_map(|((role, addr, host), t)| {
+                super::samples_of("http_response", || format!("{}|{addr}|{host}", role.word()), &t.latency)
+            })
+            .collect()
+    }
+
     type View = HttpView;
 
     fn on_event(&mut self, event: &Event) {

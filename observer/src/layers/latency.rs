@@ -121,6 +121,11 @@ impl LatencyWindow {
         LatencySummary::of(&h)
     }
 
+    /// The samples (µs) of the interval closed last.
+    pub fn last_interval(&self) -> &[u64] {
+        self.buckets.back().map_or(&[], |(_, v)| v.as_slice())
+    }
+
     /// The p99 of the interval closed last, when it had samples.
     pub fn last_interval_p99(&self) -> Option<u64> {
         let mut v = self.buckets.back()?.1.clone();

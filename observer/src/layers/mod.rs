@@ -47,4 +47,31 @@ pub trait Aggregator {
 
     /// The layer as it stands, every destination included (the presenters cut it).
     fn view(&self) -> Self::View;
+
+    /// The latency samples of the interval that the last tick closed, per histogram: what
+    /// `--record` writes to the interval logs. Layers without latencies have none.
+    fn interval_samples(&self) -> Vec<IntervalSamples<'_>> {
+        Vec::new()
+    }
+
+    /// Since-start failures per histogram (series, tag), by what fails at this layer: what
+    /// the recording's plots show per interval beside the latency.
+    fn failure_totals(&self) -> Vec<(&'static str, String, u64)> {
+        Vec::new()
+    }
+}
+
+/// One histogram's samples (µs) in one interval: its series (the interval log it goes to:
+/// `tcp_connect`, `dns_lookup`, …) and its tag (the destination, with SNI or Host).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntervalSamples<'a> {
+    pub series: &'static str,
+    pub tag: String,
+    pub values: &'a [u64],
+}
+
+/// The samples of `latency`'s last interval as `series`/`tag`, when it had any.
+pub fn samples_of<'a>(series: &'static str, tag: impl FnOnce() -> String, latency: &'a latency::LatencyWindow) -> Option<IntervalSamples<'a>> {
+    let values = latency.last_interval();
+    (!values.is_empty()).then(|| IntervalSamples { series, tag: tag(), values })
 }

@@ -509,6 +509,14 @@ fn median(v: &mut [u64]) -> Option<u64> {
 }
 
 impl Aggregator for RoutingLayer {
+    fn failure_totals(&self) -> Vec<(&'static str, String, u64)> {
+        self.dests.iter().map(|(d, s)| ("tcp_rtt", d.to_string(), s.counts.total()[rc::RETRANSMITTED])).collect()
+    }
+
+    fn interval_samples(&self) -> Vec<super::IntervalSamples<'_>> {
+        self.dests.iter().filter_map(|(d, s)| super::samples_of("tcp_rtt", || d.to_string(), &s.rtt)).collect()
+    }
+
     type View = RoutingView;
 
     fn on_event(&mut self, event: &Event) {

@@ -393,6 +393,23 @@ impl TlsLayer {
 }
 
 impl Aggregator for TlsLayer {
+    fn failure_totals(&self) -> Vec<(&'static str, String, u64)> {
+        self.targets
+            .iter()
+            .map(|((d, sni), t)| {
+                let c = t.counts.total();
+                ("tls_handshake", format!("{d}|{sni}"), c[tc::ALERT] + c[tc::ABORTED] + c[tc::STALLED])
+            })
+            .collect()
+    }
+
+    fn interval_samples(&self) -> Vec<super::IntervalSamples<'_>> {
+        self.targets
+            .iter()
+            .filter_map(|((d, sni), t)| super::samples_of("tls_handshake", || format!("{d}|{sni}"), &t.complete_latency))
+            .collect()
+    }
+
     type View = TlsView;
 
     fn on_event(&mut self, event: &Event) {

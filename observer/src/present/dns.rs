@@ -6,6 +6,16 @@ use super::{Detail, Panel, Table, ms};
 use crate::layers::dns::{DnsView, name_counter as nc, resolver_counter as rc};
 
 impl Panel for DnsView {
+    fn redact(&mut self, r: &super::redact::Redactor) {
+        for n in &mut self.names {
+            r.name(&mut n.qname);
+            n.answers.iter_mut().for_each(|a| r.address_or_name(a));
+        }
+        for d in &mut self.divergences {
+            r.name(&mut d.qname);
+        }
+    }
+
     fn key(&self) -> &'static str {
         "dns"
     }

@@ -48,6 +48,13 @@ fn compact_line(t: &TargetView) -> String {
 const COMPACT_COLUMNS: &str = "  req 2/3xx  4xx  5xx   gw nores  p95 ms";
 
 impl Panel for HttpView {
+    fn redact(&mut self, r: &super::redact::Redactor) {
+        for t in &mut self.targets {
+            r.name(&mut t.host);
+            t.slowest.iter_mut().for_each(|s| r.name(&mut s.path));
+        }
+    }
+
     fn key(&self) -> &'static str {
         "http"
     }

@@ -10,6 +10,9 @@ pub mod events;
 pub mod http;
 pub mod icmp;
 pub mod json;
+pub mod metrics;
+pub mod record;
+pub mod redact;
 pub mod report;
 pub mod routing;
 pub mod text;
@@ -45,6 +48,9 @@ pub trait Panel {
 
     /// Cut the section to what a report shows (after the rules have seen all of it).
     fn limit(&mut self);
+
+    /// `--redact`: hash the names it holds (before the rules write them into evidence).
+    fn redact(&mut self, _r: &redact::Redactor) {}
 }
 
 /// A layer's view as the report holds it: judged by its rules, shown by its panel.

@@ -4,6 +4,16 @@ use super::{Detail, Panel, Table, ms};
 use crate::layers::tls::{TlsView, tls_counter as tc};
 
 impl Panel for TlsView {
+    fn redact(&mut self, r: &super::redact::Redactor) {
+        for t in &mut self.targets {
+            r.name(&mut t.sni);
+            if let Some(c) = &mut t.certificate {
+                r.name(&mut c.subject);
+                c.names.iter_mut().for_each(|n| r.name(n));
+            }
+        }
+    }
+
     fn key(&self) -> &'static str {
         "tls"
     }

@@ -62,11 +62,16 @@ pub fn check_capabilities() -> Result<(), PrivilegeError> {
 /// uprobes on, also what they need later: CAP_PERFMON to attach to a libssl that a new
 /// container brings, CAP_SYS_PTRACE to read other processes' `/proc/PID/{maps,fd,net}` (a
 /// process with capabilities is not readable without it), and CAP_DAC_READ_SEARCH to open a
-/// container's library through `/proc/PID/root`.
-pub fn drop_after_attach(ssl_uprobes: bool) -> Result<(), PrivilegeError> {
+/// container's library through `/proc/PID/root`. With `--record`, CAP_DAC_OVERRIDE and
+/// CAP_CHOWN: the percentile tables are written at exit into a directory that belongs to the
+/// user behind sudo, and given to that user.
+pub fn drop_after_attach(ssl_uprobes: bool, recording: bool) -> Result<(), PrivilegeError> {
     let mut keep: caps::CapsHashSet = [Capability::CAP_NET_ADMIN, Capability::CAP_BPF].into_iter().collect();
     if ssl_uprobes {
         keep.extend([Capability::CAP_PERFMON, Capability::CAP_SYS_PTRACE, Capability::CAP_DAC_READ_SEARCH]);
+    }
+    if recording {
+        keep.extend([Capability::CAP_DAC_OVERRIDE, Capability::CAP_CHOWN]);
     }
     let have = caps::read(None, CapSet::Permitted).map_err(|e| PrivilegeError::Read(e.to_string()))?;
     let keep: caps::CapsHashSet = keep.intersection(&have).copied().collect();
