@@ -25,7 +25,8 @@ pub enum Format {
 ///
 /// The TUI starts on a terminal; elsewhere it prints JSON lines. Keys in the TUI: Tab or 1-4
 /// choose a layer, Up/Down a destination, Enter drills down, Esc goes back, p pauses,
-/// c copies the evidence (to a file, and to the clipboard through OSC 52), q quits.
+/// c copies the evidence (to a file, and to the clipboard through OSC 52), r starts or stops
+/// a recording (as --record, beside the evidence copies), w writes its report now, q quits.
 #[derive(Debug, Parser)]
 #[command(name = "observer", version)]
 pub struct Cli {

@@ -25,7 +25,7 @@ use crate::{
         redact::Redactor,
         report::Report,
         text,
-        tui::{Input as Key, Tui},
+        tui::{Input as Key, Tui, app::Effect},
     },
     probe::{self, Probe, ProbeConfig, live::LiveSource, privileges, tracefs},
     source::Source,
@@ -121,6 +121,43 @@ struct Exports {
     metrics: Option<Metrics>,
 }
 
+/// What a recording is started with, at start or later from the TUI.
+struct RecordSettings {
+    host: String,
+    kernel: String,
+    interval: Duration,
+    window: Duration,
+    config: Config,
+    reports: bool,
+}
+
+impl RecordSettings {
+    fn start(&self, dir: &std::path::Path) -> Result<Recorder, String> {
+        let meta = record::Meta { host: &self.host, kernel: &self.kernel, interval: self.interval, window: self.window, config: &self.config };
+        Recorder::create(dir, &meta, self.reports)
+    }
+}
+
+impl Exports {
+    /// The TUI's `r`: stop the running recording (writing its tables and report), or start
+    /// one in `base` (the evidence directory), named by the time.
+    fn toggle_recording(&mut self, settings: &RecordSettings, base: &std::path::Path, pipeline: &Pipeline) -> String {
+        if let Some(rec) = self.recorder.take() {
+            return rec.finish();
+        }
+        let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "-");
+        let dir = base.join(format!("observer-recording-{stamp}"));
+        match settings.start(&dir) {
+            Ok(mut rec) => {
+                rec.prime(&pipeline.failure_totals());
+                self.recorder = Some(rec);
+                format!("recording to {} (r stops, w writes the report now)", dir.display())
+            }
+            Err(line) => line,
+        }
+    }
+}
+
 /// The next key press when the TUI runs; never ready otherwise.
 async fn next_key(sink: &mut Sink) -> Option<Key> {
     match sink {
@@ -166,15 +203,26 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
     // Handlers first: a signal that arrives right after "attached" must still drain and exit 0.
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let format = match cli.format {
+        Format::Auto if std::io::stdout().is_terminal() => Format::Tui,
+        Format::Auto => Format::Json,
+        f => f,
+    };
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "unknown".to_owned());
     // Before the privileges go: DIR may be the invoking user's. A DIR that cannot be written
     // is one line, and observer runs on without it.
+    let settings = RecordSettings {
+        host: host.clone(),
+        kernel: privileges::kernel_release().0,
+        interval: cli.interval(),
+        window: cli.window(),
+        config: config.clone(),
+        reports: cli.record_reports,
+    };
     let recorder = cli.record.as_deref().and_then(|dir| {
-        let kernel = privileges::kernel_release().0;
-        let meta = record::Meta { host: &host, kernel: &kernel, interval: cli.interval(), window: cli.window(), config: &config };
-        Recorder::create(dir, &meta, cli.record_reports).map_err(|line| eprintln!("observer: {line}; running without a recording")).ok()
+        settings.start(dir).map_err(|line| eprintln!("observer: {line}; running without a recording")).ok()
     });
     let metrics = match cli.prometheus {
         Some(addr) => {
@@ -187,7 +235,9 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
         None => None,
     };
     let (probe, rings) = Probe::start(&cfg, &tracefs)?;
-    privileges::drop_after_attach(!cli.no_ssl_uprobes, recorder.is_some())?;
+    // The TUI can start a recording later, and copies evidence: both write where the user
+    // behind sudo can.
+    privileges::drop_after_attach(!cli.no_ssl_uprobes, recorder.is_some() || format == Format::Tui)?;
     let mut exports = Exports { recorder, metrics };
     for d in &probe.disabled() {
         eprintln!("observer: disabled: {} ({}): {}", d.signals, d.source, d.reason);
@@ -202,11 +252,6 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
     );
     let mut source = LiveSource::new(probe, rings, cli.interval())?;
 
-    let format = match cli.format {
-        Format::Auto if std::io::stdout().is_terminal() => Format::Tui,
-        Format::Auto => Format::Json,
-        f => f,
-    };
     // Uptime counts from the process start, on the kernel's clock like every tick.
     let since_start = u64::try_from(started.elapsed().as_nanos()).unwrap_or(0);
     let mut pipeline = Pipeline::new(options(&cli), config, &host, Mono(probe::monotonic_ns().saturating_sub(since_start)));
@@ -220,6 +265,7 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
         _ => Sink::Json,
     };
     if let Sink::Tui(tui) = &mut sink {
+        tui.app.recording = exports.recorder.as_ref().map(|r| r.dir().display().to_string());
         tui.draw()?;
     }
     let deadline = cli.duration().map(|d| tokio::time::Instant::now() + d);
@@ -232,7 +278,22 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
             },
             key = next_key(&mut sink) => {
                 let quit = match (key, &mut sink) {
-                    (Some(Key::Action(a)), Sink::Tui(tui)) => tui.apply(a)?,
+                    (Some(Key::Action(a)), Sink::Tui(tui)) => match tui.apply(a)? {
+                        Effect::Quit => true,
+                        Effect::ToggleRecording => {
+                            let note = exports.toggle_recording(&settings, tui.evidence_dir(), &pipeline);
+                            tui.app.recording = exports.recorder.as_ref().map(|r| r.dir().display().to_string());
+                            tui.app.status = Some(note);
+                            tui.draw()?;
+                            false
+                        }
+                        Effect::WriteReport => {
+                            tui.app.status = exports.recorder.as_mut().map(Recorder::write_outputs);
+                            tui.draw()?;
+                            false
+                        }
+                        _ => false,
+                    },
                     (Some(Key::Redraw), Sink::Tui(tui)) => { tui.draw()?; false }
                     _ => false,
                 };

@@ -91,6 +91,10 @@ fn each_connect_and_lookup_is_in_the_interval_logs_and_observer_report_reads_the
     assert_eq!(fields[2], "20", "{line}");
     assert_eq!(fields[3], format!("{:.3}", web.value_at_quantile(0.5) as f64 / 1000.0), "p50: {line}");
     assert_eq!(fields[6], format!("{:.3}", web.value_at_quantile(0.99) as f64 / 1000.0), "p99: {line}");
+    // Two recordings merge (here the same one twice, as two hosts' would): counts add up.
+    let (_, out) = sh_status(&format!("{0} report {1} {1} --dest {s}:80", binary().display(), dir.display()));
+    let line = out.lines().find(|l| l.starts_with("tcp_connect")).unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(line.split_whitespace().nth(2), Some("40"), "{out}");
     // A time range after the recording holds nothing; a destination filter keeps one.
     let (_, out) = sh_status(&format!("{} report {} --from +3600", binary().display(), dir.display()));
     assert!(out.starts_with("0 intervals"), "{out}");

@@ -201,6 +201,29 @@ fn the_tui_under_tmux_shows_tcp_suspect_with_the_destination() {
     assert_eq!(saved.len(), 1);
     let text = std::fs::read_to_string(saved[0].path()).unwrap();
     assert!(text.contains(&format!("TCP: 3/3 connects to {dest} refused")), "{text}");
+    // r starts a recording in the evidence directory; refusals during it are recorded (and
+    // the three before it are not); w writes its report; r stops it.
+    sh(&format!("tmux send-keys -t {session} r"));
+    wait_screen(&session, Duration::from_secs(3), |s| s.contains("● REC")).unwrap_or_else(|| panic!("no recording:\n{}", screen(&session)));
+    for _ in 0..2 {
+        let _ = pair.client.try_run(&format!("curl -s --max-time 2 http://{dest}/"));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    sh(&format!("tmux send-keys -t {session} w"));
+    wait_screen(&session, Duration::from_secs(3), |s| s.contains("recorded to")).unwrap_or_else(|| panic!("no report written:\n{}", screen(&session)));
+    sh(&format!("tmux send-keys -t {session} r"));
+    wait_screen(&session, Duration::from_secs(3), |s| !s.contains("● REC")).unwrap_or_else(|| panic!("the recording did not stop:\n{}", screen(&session)));
+    let rec = std::fs::read_dir(&evidence.0).unwrap().flatten().find(|e| e.file_name().to_string_lossy().starts_with("observer-recording-")).expect("a recording directory");
+    let failures = std::fs::read_to_string(rec.path().join("failures.jsonl")).unwrap();
+    let refused: u64 = failures
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .flat_map(|v| v["failures"].as_array().cloned().unwrap_or_default())
+        .filter(|f| f[1] == dest.as_str())
+        .map(|f| f[2].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(refused, 2, "the refusals during the recording only: {failures}");
+    assert!(std::fs::read_to_string(rec.path().join("report.md")).unwrap().contains(&format!("tcp_connect {dest}")), "the report");
     // q restores the terminal and prints the final summary.
     sh(&format!("tmux send-keys -t {session} q"));
     let s = wait_screen(&session, Duration::from_secs(5), |s| s.contains("(final)")).unwrap_or_else(|| panic!("no final summary:\n{}", screen(&session)));

@@ -218,11 +218,32 @@ impl Recorder {
             let _ = fs::write(self.dir.join("STOPPED"), format!("{line}\n"));
             return line;
         }
+        self.write_outputs()
+    }
+
+    /// The tables, final.json and report.md with its plots, as they stand (the recording
+    /// goes on): at exit, and on demand from the TUI.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn write_outputs(&mut self) -> String {
+        if let Some(line) = &self.stopped {
+            return line.clone();
+        }
         let tables = self.write_tables();
         let report = self.write_report();
         match (tables, report) {
             (Ok(n), Ok(plots)) => format!("recorded to {}: {n} histograms, report.md with {plots} plots", self.dir.display()),
             (Err(e), _) | (_, Err(e)) => format!("recording to {}: the tables and report could not be written: {e}", self.dir.display()),
+        }
+    }
+
+    /// Start counting failures from these since-start totals (a recording started mid-run
+    /// must not count what came before it).
+    pub fn prime(&mut self, failure_totals: &[(&'static str, String, u64)]) {
+        for (series, tag, total) in failure_totals {
+            self.failures_last.insert((series, tag.clone()), *total);
         }
     }
 

@@ -25,6 +25,10 @@ pub enum Action {
     Back,
     Pause,
     Copy,
+    /// Start a recording, or stop the one running (writing its tables and report).
+    Record,
+    /// Write the running recording's tables and report now.
+    WriteReport,
 }
 
 /// What the runner must do after an action.
@@ -34,6 +38,8 @@ pub enum Effect {
     Quit,
     /// Write this evidence to a file and to the clipboard (OSC 52).
     Copy(String),
+    ToggleRecording,
+    WriteReport,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +58,8 @@ pub struct App {
     pub drill: Option<String>,
     pub paused: bool,
     pub status: Option<String>,
+    /// Where the running recording goes, if one runs.
+    pub recording: Option<String>,
 }
 
 /// The selectable rows of a layer panel, as "<section> <row>" keys for history and drill-down.
@@ -128,6 +136,9 @@ impl App {
                     None => Effect::None,
                 };
             }
+            Action::Record => return Effect::ToggleRecording,
+            Action::WriteReport if self.recording.is_some() => return Effect::WriteReport,
+            Action::WriteReport => self.status = Some("no recording to write (r starts one)".to_owned()),
         }
         if matches!(action, Action::NextPanel | Action::PrevPanel | Action::Panel(_)) {
             self.selected = 0;

@@ -41,6 +41,8 @@ pub fn key_action(code: KeyCode, modifiers: KeyModifiers) -> Option<Action> {
         KeyCode::Esc | KeyCode::Backspace => Action::Back,
         KeyCode::Char('p') | KeyCode::Char(' ') => Action::Pause,
         KeyCode::Char('c') => Action::Copy,
+        KeyCode::Char('r') => Action::Record,
+        KeyCode::Char('w') => Action::WriteReport,
         _ => return None,
     })
 }
@@ -102,14 +104,22 @@ impl Tui {
     }
 
     /// Apply an action; true when the user asked to quit.
-    pub fn apply(&mut self, action: Action) -> anyhow::Result<bool> {
-        match self.app.handle(action) {
-            Effect::Quit => return Ok(true),
-            Effect::Copy(text) => self.app.status = Some(self.copy(&text)),
-            Effect::None => {}
-        }
+    /// Apply a key's action; what only the runner can do (quit, recordings) comes back.
+    pub fn apply(&mut self, action: Action) -> anyhow::Result<Effect> {
+        let effect = match self.app.handle(action) {
+            Effect::Copy(text) => {
+                self.app.status = Some(self.copy(&text));
+                Effect::None
+            }
+            other => other,
+        };
         self.draw()?;
-        Ok(false)
+        Ok(effect)
+    }
+
+    /// Where evidence copies and recordings started here go.
+    pub fn evidence_dir(&self) -> &std::path::Path {
+        &self.evidence_dir
     }
 
     /// Write the evidence to a file and offer it to the terminal's clipboard (OSC 52).

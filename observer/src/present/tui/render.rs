@@ -221,11 +221,14 @@ fn draw_timeline(f: &mut Frame, area: Rect, app: &App, r: &Report) {
 
 fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
     let keys = if app.drill.is_some() {
-        "Esc back  p pause  c copy evidence  q quit"
+        "Esc back  p pause  c copy  r record  q quit"
     } else {
-        "Tab/1-4 layer  ↑↓ select  Enter details  p pause  c copy evidence  q quit"
+        "Tab/1-4 layer  ↑↓ select  Enter details  p pause  c copy  r record  q quit"
     };
     let mut spans = vec![Span::styled(keys, Style::default().fg(Color::DarkGray))];
+    if app.recording.is_some() {
+        spans.push(Span::styled("  ● REC (w report)", Style::default().fg(Color::Red)));
+    }
     if let Some(s) = &app.status {
         spans.push(Span::styled(format!("  {s}"), Style::default().fg(Color::Yellow)));
     }

@@ -348,7 +348,19 @@ fn keys_map_to_actions() {
     assert_eq!(key_action(KeyCode::Char('3'), none), Some(Action::Panel(2)));
     assert_eq!(key_action(KeyCode::Tab, none), Some(Action::NextPanel));
     assert_eq!(key_action(KeyCode::Esc, none), Some(Action::Back));
+    assert_eq!(key_action(KeyCode::Char('r'), none), Some(Action::Record));
+    assert_eq!(key_action(KeyCode::Char('w'), none), Some(Action::WriteReport));
     assert_eq!(key_action(KeyCode::Char('x'), none), None);
+}
+
+#[test]
+fn r_asks_the_runner_for_a_recording_and_w_only_while_one_runs() {
+    let mut a = App::new();
+    assert_eq!(a.handle(Action::Record), Effect::ToggleRecording);
+    assert_eq!(a.handle(Action::WriteReport), Effect::None);
+    assert_eq!(a.status.as_deref(), Some("no recording to write (r starts one)"));
+    a.recording = Some("/tmp/rec".into());
+    assert_eq!(a.handle(Action::WriteReport), Effect::WriteReport);
 }
 
 #[test]
