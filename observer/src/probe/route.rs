@@ -186,7 +186,7 @@ pub fn tcp_sock_layout(vmlinux: Option<&[u8]>) -> Result<TcpSockLayout, String> 
     let member = |s: &str, m: &str| btf::member_offset(blob, s, m).map_err(|e| e.to_string());
     Ok(TcpSockLayout {
         enabled: 1,
-        cookie: member("sock_common", "skc_cookie")?,
+        cookie: member("sock", "__sk_common")? + member("sock_common", "skc_cookie")?,
         data_segs_out: member("tcp_sock", "data_segs_out")?,
         total_retrans: member("tcp_sock", "total_retrans")?,
         srtt_us: member("tcp_sock", "srtt_us")?,
