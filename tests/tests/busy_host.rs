@@ -68,10 +68,25 @@ fn fault_on_a_busy_host(tag: &str, layer: &str, must_mention: &str, inject: impl
     prepared_fault_on_a_busy_host(tag, layer, must_mention, |_| (), |h, _| inject(h));
 }
 
+/// Within 2 s, give or take one report (0.5 s).
+const WITHIN: Duration = Duration::from_millis(2_500);
+
 /// The same, with the fault's servers started by `prepare` before the busy traffic, so that
 /// the time to detect counts from the fault and not from a server's start.
 fn prepared_fault_on_a_busy_host<P>(
     tag: &str,
+    layer: &str,
+    must_mention: &str,
+    prepare: impl FnOnce(&BusyHost) -> P,
+    inject: impl FnOnce(&BusyHost, &P),
+) {
+    fault_named_within(tag, WITHIN, layer, must_mention, prepare, inject);
+}
+
+/// The same, named within `within` of the fault.
+fn fault_named_within<P>(
+    tag: &str,
+    within: Duration,
     layer: &str,
     must_mention: &str,
     prepare: impl FnOnce(&BusyHost) -> P,
@@ -91,8 +106,7 @@ fn prepared_fault_on_a_busy_host<P>(
         .unwrap_or_else(|| panic!("{layer} never turned suspect: {:#}", obs.reports().last().map(|r| r.0["verdicts"].clone()).unwrap_or_default()));
     let took = start.elapsed();
     eprintln!("{tag}: {layer} named {took:?} after the fault");
-    // Within 2 s, give or take one report (0.5 s).
-    assert!(took <= Duration::from_millis(2_500), "{layer} suspect only after {took:?}");
+    assert!(took <= within, "{layer} suspect only after {took:?}");
     assert_eq!(r.0["cause"]["layer"], layer, "{:#}", r.0["verdicts"]);
     let evidence = r.0["verdicts"][layer]["evidence"].to_string();
     assert!(evidence.contains(must_mention), "evidence must name {must_mention}: {evidence}");
@@ -143,9 +157,13 @@ fn mid_stream_resets_on_a_busy_host_are_tcp() {
     });
 }
 
+/// Loss is named from the kernel's own retransmits, and under random loss they come in
+/// bursts: one lost GSO packet on this veth is 45 segments, about 6 such losses a second at
+/// the transfer's 100 Mbit/s, and 1.5 % of a second's segments takes 3 of them. Named 0.6 to
+/// 1.6 s after the fault in ten runs, and 2.6 s in one (a slow first second): 3 s here.
 #[test]
 fn loss_on_a_busy_host_is_routing() {
-    fault_on_a_busy_host("busy-loss", "routing", ":5201", |h| {
+    fault_named_within("busy-loss", Duration::from_secs(3), "routing", ":5201", |_| (), |h, _| {
         h.pair.server.nft_drop_input("tcp dport 5201 tcp flags != syn numgen random mod 100 lt 3");
     });
 }
