@@ -25,3 +25,53 @@ impl<const N: usize> Serialize for Counts<N> {
         m.end()
     }
 }
+
+/// Since-start totals read once per interval, turned into what each grew by. Each reading
+/// holds every key its source still keeps; a key it no longer gives was forgotten there, so
+/// it is forgotten here too (this stays as bounded as the source), and if it comes back, its
+/// total counts from zero. A total that went down is the same thing: all of it is new.
+#[derive(Debug)]
+pub struct Growth<K> {
+    last: std::collections::HashMap<K, u64>,
+}
+
+impl<K> Default for Growth<K> {
+    fn default() -> Self {
+        Growth { last: std::collections::HashMap::new() }
+    }
+}
+
+impl<K: Eq + std::hash::Hash + Clone> Growth<K> {
+    /// This reading's totals; the keys that grew, with how much.
+    pub fn step(&mut self, totals: impl IntoIterator<Item = (K, u64)>) -> Vec<(K, u64)> {
+        let mut next = std::collections::HashMap::with_capacity(self.last.len());
+        let mut grew = Vec::new();
+        for (key, total) in totals {
+            let delta = match self.last.get(&key) {
+                Some(last) if total >= *last => total - last,
+                _ => total,
+            };
+            if delta > 0 {
+                grew.push((key.clone(), delta));
+            }
+            next.insert(key, total);
+        }
+        self.last = next;
+        grew
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_counts_what_grew_and_forgets_what_its_source_forgot() {
+        let mut g = Growth::default();
+        assert_eq!(g.step([("a", 3), ("b", 0)]), [("a", 3)]);
+        assert_eq!(g.step([("a", 5), ("b", 0)]), [("a", 2)]);
+        // b is gone from the source, a restarted from zero.
+        assert_eq!(g.step([("a", 1)]), [("a", 1)]);
+        assert_eq!(g.step([("a", 1), ("b", 4)]), [("b", 4)]);
+    }
+}

@@ -21,7 +21,11 @@ use tokio::{
     net::TcpListener,
 };
 
-use crate::{layers::IntervalSamples, present::report::Report};
+use crate::{
+    layers::{IntervalSamples, counts::Growth},
+    present::report::Report,
+    verdict::{Layer, State},
+};
 
 type Labels = Vec<(&'static str, String)>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
@@ -57,10 +61,10 @@ pub struct Metrics {
     admitted: BTreeSet<String>,
     latency: BTreeMap<&'static str, Histograms>,
     failures: Family<Labels, Counter>,
-    failures_last: BTreeMap<(&'static str, String), u64>,
+    failures_growth: Growth<(&'static str, String)>,
     verdict: Family<Labels, Gauge>,
     lost: Family<Labels, Counter>,
-    lost_last: BTreeMap<String, u64>,
+    lost_growth: Growth<&'static str>,
 }
 
 impl Metrics {
@@ -88,10 +92,10 @@ impl Metrics {
             admitted: BTreeSet::new(),
             latency,
             failures,
-            failures_last: BTreeMap::new(),
+            failures_growth: Growth::default(),
             verdict,
             lost,
-            lost_last: BTreeMap::new(),
+            lost_growth: Growth::default(),
         };
         (m, Arc::new(registry))
     }
@@ -119,29 +123,23 @@ impl Metrics {
                 }
             }
         }
-        for (series, tag, total) in failure_totals {
-            let last = self.failures_last.insert((series, tag.clone()), *total).unwrap_or(0);
-            let delta = if *total >= last { total - last } else { *total };
-            if delta > 0 {
-                let dest = self.dest(tag);
-                self.failures.get_or_create(&vec![("series", (*series).to_owned()), ("dest", dest)]).inc_by(delta);
-            }
+        let grew = self.failures_growth.step(failure_totals.iter().map(|(series, tag, total)| ((*series, tag.clone()), *total)));
+        for ((series, tag), n) in grew {
+            let dest = self.dest(&tag);
+            self.failures.get_or_create(&vec![("series", series.to_owned()), ("dest", dest)]).inc_by(n);
         }
-        let verdicts = serde_json::to_value(&report.verdicts).unwrap_or_default();
-        for layer in ["dns", "tcp_tls", "routing", "l7"] {
-            let current = verdicts[layer]["verdict"].as_str().unwrap_or("");
-            for state in ["healthy", "suspect", "no-signal"] {
-                let labels = vec![("layer", layer.to_owned()), ("verdict", state.to_owned())];
+        for layer in Layer::ALL {
+            let current = report.verdicts.get(layer).verdict;
+            for state in [State::Healthy, State::Suspect, State::NoSignal] {
+                let labels = vec![("layer", layer.key().to_owned()), ("verdict", state.word().to_owned())];
                 self.verdict.get_or_create(&labels).set(i64::from(current == state));
             }
         }
-        for (cause, total) in &report.lost {
-            if *cause == "total" {
-                continue;
-            }
-            let last = self.lost_last.insert((*cause).to_owned(), *total).unwrap_or(0);
-            let c = self.lost.get_or_create(&vec![("cause", (*cause).to_owned())]);
-            c.inc_by(total.saturating_sub(last));
+        let causes = report.lost.iter().filter(|(cause, _)| **cause != "total");
+        let grew: BTreeMap<&str, u64> = self.lost_growth.step(causes.clone().map(|(cause, total)| (*cause, *total))).into_iter().collect();
+        // Every cause is served, at zero until it loses something.
+        for (cause, _) in causes {
+            self.lost.get_or_create(&vec![("cause", (*cause).to_owned())]).inc_by(grew.get(cause).copied().unwrap_or(0));
         }
     }
 }

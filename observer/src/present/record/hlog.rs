@@ -100,6 +100,20 @@ pub fn read(text: &[u8]) -> Result<Vec<Interval>, String> {
     Ok(out)
 }
 
+/// Every interval of every series' log in a recording directory, with its series; `None`
+/// when the directory holds no log at all.
+pub fn read_dir(dir: &std::path::Path) -> Result<Option<Vec<(&'static str, Interval)>>, String> {
+    let mut found = false;
+    let mut out = Vec::new();
+    for series in SERIES {
+        let path = dir.join(format!("{series}.hlog"));
+        let Ok(text) = std::fs::read(&path) else { continue };
+        found = true;
+        out.extend(read(&text).map_err(|e| format!("{}: {e}", path.display()))?.into_iter().map(|i| (series, i)));
+    }
+    Ok(found.then_some(out))
+}
+
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(s).ok()

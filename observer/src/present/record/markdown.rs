@@ -3,6 +3,8 @@
 
 use std::{fmt::Write as _, path::Path};
 
+use crate::verdict::Layer;
+
 use super::{
     hgrm,
     plot::{self, PlotData},
@@ -57,10 +59,8 @@ pub fn render(dir: &Path) -> Result<usize, String> {
     }
     if let Some(last) = &r.last {
         let cause = last["cause"]["layer"].as_str().map_or("no suspect layer".to_owned(), |l| format!("the cause named is {l}"));
-        let states: Vec<String> = ["dns", "tcp_tls", "routing", "l7"]
-            .iter()
-            .map(|l| format!("{l} {}", last["verdicts"][*l]["verdict"].as_str().unwrap_or("?")))
-            .collect();
+        let states: Vec<String> =
+            Layer::ALL.iter().map(|l| format!("{} {}", l.key(), last["verdicts"][l.key()]["verdict"].as_str().unwrap_or("?"))).collect();
         let _ = writeln!(md, "At the end: {}; {cause}.\n", states.join(", "));
     }
 

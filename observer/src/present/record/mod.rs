@@ -35,7 +35,7 @@ use serde::Serialize;
 
 use crate::{
     config::Config,
-    layers::{IntervalSamples, latency::new_histogram},
+    layers::{IntervalSamples, counts::Growth, latency::new_histogram},
     present::report::Report,
     verdict::Change,
 };
@@ -68,8 +68,8 @@ pub struct Recorder {
     timeline: BufWriter<File>,
     failures: BufWriter<File>,
     reports: Option<BufWriter<File>>,
-    /// Since-start failures per (series, tag) at the last interval.
-    failures_last: BTreeMap<(&'static str, String), u64>,
+    /// What each histogram's since-start failures grew by per interval.
+    failures_growth: Growth<(&'static str, String)>,
     /// The last report, for final.json and report.md.
     last: Option<Report>,
     /// Each histogram over the whole recording, for the .hgrm tables at exit.
@@ -140,7 +140,7 @@ impl Recorder {
             timeline,
             failures,
             reports,
-            failures_last: BTreeMap::new(),
+            failures_growth: Growth::default(),
             last: None,
             totals: BTreeMap::new(),
             owner,
@@ -184,15 +184,8 @@ impl Recorder {
         for log in self.logs.values_mut() {
             log.flush()?;
         }
-        let mut failed = Vec::new();
-        for (series, tag, total) in data.failure_totals {
-            let last = self.failures_last.insert((series, tag.clone()), *total).unwrap_or(0);
-            // A count that went down: the layer forgot the key and met it again.
-            let delta = if *total >= last { total - last } else { *total };
-            if delta > 0 {
-                failed.push((*series, tag.as_str(), delta));
-            }
-        }
+        let grew = self.failures_growth.step(data.failure_totals.iter().map(|(series, tag, total)| ((*series, tag.clone()), *total)));
+        let failed: Vec<(&'static str, &str, u64)> = grew.iter().map(|((series, tag), n)| (*series, tag.as_str(), *n)).collect();
         if !failed.is_empty() {
             serde_json::to_writer(&mut self.failures, &FailureLine { at_s: since_start.as_secs_f64(), failures: failed }).map_err(std::io::Error::from)?;
             self.failures.write_all(b"\n")?;
@@ -242,9 +235,7 @@ impl Recorder {
     /// Start counting failures from these since-start totals (a recording started mid-run
     /// must not count what came before it).
     pub fn prime(&mut self, failure_totals: &[(&'static str, String, u64)]) {
-        for (series, tag, total) in failure_totals {
-            self.failures_last.insert((series, tag.clone()), *total);
-        }
+        self.failures_growth.step(failure_totals.iter().map(|(series, tag, total)| ((*series, tag.clone()), *total)));
     }
 
     /// final.json, then report.md and its plots, from the files (as `observer report` does).

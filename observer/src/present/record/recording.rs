@@ -40,15 +40,12 @@ impl Recording {
             .map(|v| (since(v["ts"].as_str().unwrap_or("")), v))
             .collect();
         let mut histograms: BTreeMap<(String, String), (Series, Histogram<u64>)> = BTreeMap::new();
-        for series in hlog::SERIES {
-            let Ok(text) = std::fs::read(dir.join(format!("{series}.hlog"))) else { continue };
-            for i in hlog::read(&text)? {
-                let end = (i.start + i.duration).duration_since(start).map_or(0.0, |d| d.as_secs_f64());
-                let h = &i.histogram;
-                let entry = histograms.entry((series.to_owned(), i.tag.unwrap_or_default())).or_insert_with(|| (Vec::new(), new_histogram()));
-                entry.0.push((end, h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.len()));
-                entry.1.add(h).ok();
-            }
+        for (series, i) in hlog::read_dir(dir)?.unwrap_or_default() {
+            let end = (i.start + i.duration).duration_since(start).map_or(0.0, |d| d.as_secs_f64());
+            let h = &i.histogram;
+            let entry = histograms.entry((series.to_owned(), i.tag.unwrap_or_default())).or_insert_with(|| (Vec::new(), new_histogram()));
+            entry.0.push((end, h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.len()));
+            entry.1.add(h).ok();
         }
         let mut failures: BTreeMap<(String, String), Vec<(f64, u64)>> = BTreeMap::new();
         for line in read("failures.jsonl").unwrap_or_default().lines() {

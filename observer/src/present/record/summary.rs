@@ -48,25 +48,19 @@ pub fn merged(args: &ReportArgs) -> anyhow::Result<(Merged, usize)> {
     let mut out = Merged::new();
     let mut intervals = 0;
     for dir in &args.dirs {
-        let mut found = false;
-        for series in hlog::SERIES {
-            let path = dir.join(format!("{series}.hlog"));
-            let Ok(text) = std::fs::read(&path) else { continue };
-            found = true;
-            let log = hlog::read(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            for i in log {
-                let tag = i.tag.unwrap_or_default();
-                if from.is_some_and(|f| i.start < f) || to.is_some_and(|t| i.start + i.duration > t) {
-                    continue;
-                }
-                if args.dest.as_deref().is_some_and(|d| !tag.contains(d)) {
-                    continue;
-                }
-                intervals += 1;
-                out.entry((series.to_owned(), tag)).or_insert_with(new_histogram).add(&i.histogram).ok();
+        let log = hlog::read_dir(dir).map_err(anyhow::Error::msg)?;
+        let log = log.with_context(|| format!("{}: no interval logs (*.hlog) here; is it a directory made with --record?", dir.display()))?;
+        for (series, i) in log {
+            let tag = i.tag.unwrap_or_default();
+            if from.is_some_and(|f| i.start < f) || to.is_some_and(|t| i.start + i.duration > t) {
+                continue;
             }
+            if args.dest.as_deref().is_some_and(|d| !tag.contains(d)) {
+                continue;
+            }
+            intervals += 1;
+            out.entry((series.to_owned(), tag)).or_insert_with(new_histogram).add(&i.histogram).ok();
         }
-        anyhow::ensure!(found, "{}: no interval logs (*.hlog) here; is it a directory made with --record?", dir.display());
     }
     Ok((out, intervals))
 }
