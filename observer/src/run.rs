@@ -134,7 +134,10 @@ struct RecordSettings {
 impl RecordSettings {
     fn start(&self, dir: &std::path::Path) -> Result<Recorder, String> {
         let meta = record::Meta { host: &self.host, kernel: &self.kernel, interval: self.interval, window: self.window, config: &self.config };
-        Recorder::create(dir, &meta, self.reports)
+        // Before the drop, the files go to the account observer then runs as; after it, they
+        // are that account's already.
+        let owner = privileges::account_after_attach().map(|a| (a.uid, a.gid));
+        Recorder::create(dir, &meta, self.reports, owner)
     }
 }
 
@@ -235,9 +238,9 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
         None => None,
     };
     let (probe, rings) = Probe::start(&cfg, &tracefs)?;
-    // The TUI can start a recording later, and copies evidence: both write where the user
-    // behind sudo can.
-    privileges::drop_after_attach(!cli.no_ssl_uprobes, recorder.is_some() || format == Format::Tui)?;
+    // From here on observer reads hostile packet bytes: as the user behind sudo (or nobody).
+    // Recordings and evidence copies are then written as that user.
+    privileges::drop_after_attach(!cli.no_ssl_uprobes, privileges::account_after_attach())?;
     let mut exports = Exports { recorder, metrics };
     for d in &probe.disabled() {
         eprintln!("observer: disabled: {} ({}): {}", d.signals, d.source, d.reason);

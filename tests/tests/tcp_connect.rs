@@ -275,27 +275,49 @@ fn without_privileges_it_says_what_is_missing_and_how_to_fix_it() {
 }
 
 #[test]
-fn capabilities_are_dropped_after_attach() {
+fn after_attach_it_runs_as_the_invoking_user_with_only_what_late_attach_needs() {
     require_root();
     let pair = Pair::new("capdrop");
-    let caps = |args: &[&str]| {
-        let obs = Observer::start(&pair.client, args);
-        let status = std::fs::read_to_string(format!("/proc/{}/status", obs.pid())).unwrap();
-        let cap = |name: &str| {
-            let hex = status.lines().find_map(|l| l.strip_prefix(name)).unwrap().trim();
-            u64::from_str_radix(hex, 16).unwrap()
-        };
-        let (eff, prm) = (cap("CapEff:"), cap("CapPrm:"));
+    let s = pair.server_ip();
+    // Every thread's credentials, read after the "attached" line; then a refused connect
+    // that the now unprivileged process must still report.
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let obs = Observer::start_with_env(&pair.client, args, env);
+        let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", obs.pid()))
+            .unwrap()
+            .flatten()
+            .map(|t| std::fs::read_to_string(t.path().join("status")).unwrap())
+            .collect();
+        let _ = pair.client.try_run(&format!("curl -s --max-time 2 http://{s}:81/"));
+        let dest = format!("{s}:81");
+        let seen = obs.wait_for(Duration::from_secs(3), |r| r.window(&dest, "refused") >= 1);
         obs.stop();
-        (eff, prm)
+        assert!(seen.is_some(), "the refused connect was not reported after the drop");
+        tasks
+    };
+    let field = |status: &str, name: &str| status.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_else(|| panic!("no {name}")).trim().to_owned();
+    let hex = |status: &str, name: &str| u64::from_str_radix(&field(status, name), 16).unwrap();
+    let check = |tasks: &[String], uid: u32, caps: u64| {
+        assert!(!tasks.is_empty());
+        for t in tasks {
+            let ids = format!("{uid}\t{uid}\t{uid}\t{uid}");
+            assert_eq!(field(t, "Uid:"), ids, "{t}");
+            assert_eq!(field(t, "Gid:"), ids, "{t}");
+            assert_eq!(field(t, "Groups:"), "", "{t}");
+            assert_eq!((hex(t, "CapEff:"), hex(t, "CapPrm:")), (caps, caps), "{t}");
+            assert_eq!((hex(t, "CapInh:"), hex(t, "CapBnd:"), hex(t, "CapAmb:")), (0, 0, 0), "{t}");
+            assert_eq!(field(t, "NoNewPrivs:"), "1", "{t}");
+        }
     };
     // CAP_NET_ADMIN is bit 12, CAP_BPF bit 39: for interfaces that come up later.
     let kept = (1u64 << 12) | (1u64 << 39);
-    assert_eq!(caps(&["--no-ssl-uprobes"]), (kept, kept));
-    // With the OpenSSL uprobes: CAP_PERFMON (38) to attach to a container's libssl later,
-    // CAP_SYS_PTRACE (19) and CAP_DAC_READ_SEARCH (2) to read other processes' /proc entries.
+    // As root without sudo: nobody.
+    check(&run(&["--no-ssl-uprobes"], &[]), 65534, kept);
+    // Under sudo: the user behind it. With the OpenSSL uprobes: CAP_PERFMON (38) to attach
+    // to a container's libssl later, CAP_SYS_PTRACE (19) and CAP_DAC_READ_SEARCH (2) to
+    // read other processes' /proc entries.
     let ssl = kept | (1 << 38) | (1 << 19) | (1 << 2);
-    assert_eq!(caps(&[]), (ssl, ssl));
+    check(&run(&[], &[("SUDO_UID", "4321"), ("SUDO_GID", "4321")]), 4321, ssl);
 }
 
 #[test]

@@ -174,10 +174,13 @@ fn the_tui_under_tmux_shows_tcp_suspect_with_the_destination() {
     let dest = format!("{}:81", pair.server_ip());
     let session = format!("observer-test-{}", std::process::id());
     let bin = observer_tests::observer::binary();
+    // A directory that only the user behind sudo (uid 4321 here) may write: observer runs
+    // as that user after attach, and the evidence and the recording are its.
     let evidence = peers::TempDir::new("evidence");
+    sh(&format!("chown 4321:4321 {0} && chmod 700 {0}", evidence.0.display()));
     // 100x30, UTF-8 whatever the locale (-u). The session ends 30 s after observer exits.
     sh(&format!(
-        "tmux -u new-session -d -s {session} -x 100 -y 30 'OBSERVER_EVIDENCE_DIR={} {}{}; sleep 30'",
+        "tmux -u new-session -d -s {session} -x 100 -y 30 'SUDO_UID=4321 SUDO_GID=4321 OBSERVER_EVIDENCE_DIR={} {}{}; sleep 30'",
         evidence.0.display(),
         pair.client.prefix(),
         bin.display()
@@ -199,6 +202,7 @@ fn the_tui_under_tmux_shows_tcp_suspect_with_the_destination() {
     wait_screen(&session, Duration::from_secs(3), |s| s.contains("evidence copied")).unwrap_or_else(|| panic!("no copy:\n{}", screen(&session)));
     let saved: Vec<_> = std::fs::read_dir(&evidence.0).unwrap().flatten().collect();
     assert_eq!(saved.len(), 1);
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&saved[0].metadata().unwrap()), 4321, "the evidence is not the user's");
     let text = std::fs::read_to_string(saved[0].path()).unwrap();
     assert!(text.contains(&format!("TCP: 3/3 connects to {dest} refused")), "{text}");
     // r starts a recording in the evidence directory; refusals during it are recorded (and
@@ -214,6 +218,7 @@ fn the_tui_under_tmux_shows_tcp_suspect_with_the_destination() {
     sh(&format!("tmux send-keys -t {session} r"));
     wait_screen(&session, Duration::from_secs(3), |s| !s.contains("● REC")).unwrap_or_else(|| panic!("the recording did not stop:\n{}", screen(&session)));
     let rec = std::fs::read_dir(&evidence.0).unwrap().flatten().find(|e| e.file_name().to_string_lossy().starts_with("observer-recording-")).expect("a recording directory");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&rec.metadata().unwrap()), 4321, "the recording is not the user's");
     let failures = std::fs::read_to_string(rec.path().join("failures.jsonl")).unwrap();
     let refused: u64 = failures
         .lines()

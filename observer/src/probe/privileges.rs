@@ -57,29 +57,99 @@ pub fn check_capabilities() -> Result<(), PrivilegeError> {
     })
 }
 
-/// Once everything is attached, keep only what attaching to interfaces that come up later
-/// needs (CAP_NET_ADMIN, CAP_BPF); reading maps and ring buffers needs none. With the OpenSSL
-/// uprobes on, also what they need later: CAP_PERFMON to attach to a libssl that a new
-/// container brings, CAP_SYS_PTRACE to read other processes' `/proc/PID/{maps,fd,net}` (a
-/// process with capabilities is not readable without it), and CAP_DAC_READ_SEARCH to open a
-/// container's library through `/proc/PID/root`. With `--record`, CAP_DAC_OVERRIDE and
-/// CAP_CHOWN: the percentile tables are written at exit into a directory that belongs to the
-/// user behind sudo, and given to that user.
-pub fn drop_after_attach(ssl_uprobes: bool, recording: bool) -> Result<(), PrivilegeError> {
+/// The account observer continues as once attached: the user behind sudo, else `nobody`.
+/// None when observer does not run as root (a binary given file capabilities): it already
+/// runs as its user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub fn account_after_attach() -> Option<Account> {
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let env = |k: &str| std::env::var(k).ok()?.parse::<u32>().ok();
+    match (env("SUDO_UID"), env("SUDO_GID")) {
+        (Some(uid), Some(gid)) if uid != 0 => Some(Account { uid, gid }),
+        _ => Some(nobody()),
+    }
+}
+
+/// From the password database; 65534 where it has no `nobody`.
+fn nobody() -> Account {
+    // SAFETY: getpwnam returns a pointer into static storage or null; read at once, one thread.
+    let pw = unsafe { libc::getpwnam(c"nobody".as_ptr()) };
+    if pw.is_null() {
+        return Account { uid: 65534, gid: 65534 };
+    }
+    let pw = unsafe { &*pw };
+    Account { uid: pw.pw_uid, gid: pw.pw_gid }
+}
+
+/// What observer keeps after attach: CAP_NET_ADMIN and CAP_BPF to attach to interfaces that
+/// come up later (and, on kernels before 6.x with unprivileged BPF disabled, to read its own
+/// maps). With the OpenSSL uprobes on, also what they need later: CAP_PERFMON to attach to a
+/// libssl that a new container brings, CAP_SYS_PTRACE to read other processes'
+/// `/proc/PID/{maps,fd,net}`, and CAP_DAC_READ_SEARCH to open a container's library through
+/// `/proc/PID/root`.
+fn kept(ssl_uprobes: bool) -> caps::CapsHashSet {
     let mut keep: caps::CapsHashSet = [Capability::CAP_NET_ADMIN, Capability::CAP_BPF].into_iter().collect();
     if ssl_uprobes {
         keep.extend([Capability::CAP_PERFMON, Capability::CAP_SYS_PTRACE, Capability::CAP_DAC_READ_SEARCH]);
     }
-    if recording {
-        keep.extend([Capability::CAP_DAC_OVERRIDE, Capability::CAP_CHOWN]);
-    }
+    keep
+}
+
+/// Once everything is attached, observer parses hostile packet bytes: do it as `account`
+/// (when it runs as root), with only the kept capabilities, an empty bounding set and
+/// no_new_privs, so that nothing it executes or is tricked into can gain more.
+pub fn drop_after_attach(ssl_uprobes: bool, account: Option<Account>) -> Result<(), PrivilegeError> {
+    let err = |what: &str| PrivilegeError::Read(format!("{what}: {}", std::io::Error::last_os_error()));
     let have = caps::read(None, CapSet::Permitted).map_err(|e| PrivilegeError::Read(e.to_string()))?;
-    let keep: caps::CapsHashSet = keep.intersection(&have).copied().collect();
+    let keep: caps::CapsHashSet = kept(ssl_uprobes).intersection(&have).copied().collect();
+    // The bounding set needs CAP_SETPCAP to change: first, while observer has it. A binary
+    // with file capabilities has not, and no_new_privs below closes the same door.
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
+        caps::clear(None, CapSet::Bounding).map_err(|e| PrivilegeError::Read(format!("clearing the bounding set: {e}")))?;
+    }
+    caps::clear(None, CapSet::Ambient).map_err(|e| PrivilegeError::Read(e.to_string()))?;
+    if let Some(Account { uid, gid }) = account {
+        // SAFETY: plain syscalls on this process's credentials; glibc applies the id changes
+        // to every thread.
+        unsafe {
+            if libc::setgroups(0, std::ptr::null()) != 0 {
+                return Err(err("setgroups"));
+            }
+            if libc::setresgid(gid, gid, gid) != 0 {
+                return Err(err(&format!("switching to gid {gid}")));
+            }
+            // Keep the permitted set across the uid change (the effective set is emptied).
+            if libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0 {
+                return Err(err("PR_SET_KEEPCAPS"));
+            }
+            if libc::setresuid(uid, uid, uid) != 0 {
+                return Err(err(&format!("switching to uid {uid}")));
+            }
+            libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0);
+        }
+    }
     let set = |which| caps::set(None, which, &keep).map_err(|e| PrivilegeError::Read(e.to_string()));
-    // Effective first: it must stay a subset of permitted at every step.
-    set(CapSet::Effective)?;
-    set(CapSet::Permitted)?;
+    if account.is_some() {
+        // The effective set is empty now: shrink permitted, then raise effective within it.
+        set(CapSet::Permitted)?;
+        set(CapSet::Effective)?;
+    } else {
+        // Effective first: it must stay a subset of permitted at every step.
+        set(CapSet::Effective)?;
+        set(CapSet::Permitted)?;
+    }
     caps::clear(None, CapSet::Inheritable).map_err(|e| PrivilegeError::Read(e.to_string()))?;
+    // SAFETY: a flag on this process; it cannot be unset.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(err("PR_SET_NO_NEW_PRIVS"));
+    }
     Ok(())
 }
 

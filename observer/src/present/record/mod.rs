@@ -62,7 +62,11 @@ struct MetaFile<'a> {
 }
 
 pub struct Recorder {
+    /// DIR as the user named it, for messages.
     dir: PathBuf,
+    /// DIR for the files written later (through `_handle` when it could be held).
+    io: PathBuf,
+    _handle: Option<File>,
     start: SystemTime,
     logs: BTreeMap<&'static str, hlog::LogFile>,
     timeline: BufWriter<File>,
@@ -74,23 +78,29 @@ pub struct Recorder {
     last: Option<Report>,
     /// Each histogram over the whole recording, for the .hgrm tables at exit.
     totals: BTreeMap<(&'static str, String), Histogram<u64>>,
-    /// Whose files these are (the user behind sudo).
-    owner: Option<(u32, u32)>,
     /// Set once a write failed: the line that says where the recording stopped.
     pub stopped: Option<String>,
 }
 
-/// The user behind sudo, when observer runs as root under it.
-fn invoking_user() -> Option<(u32, u32)> {
-    let uid = std::env::var("SUDO_UID").ok()?.parse().ok()?;
-    let gid = std::env::var("SUDO_GID").ok()?.parse().ok()?;
-    (unsafe { libc::geteuid() } == 0).then_some((uid, gid))
+/// The directory opened once, and a path through that descriptor: observer goes on as
+/// another user after attach, who may not be allowed through DIR's parents (`/root`), but
+/// is allowed through its own descriptor.
+fn held(dir: &Path) -> (Option<File>, PathBuf) {
+    use std::os::{fd::AsRawFd, unix::fs::OpenOptionsExt};
+    match fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(dir) {
+        Ok(f) => {
+            let through = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+            if through.is_dir() { (Some(f), through) } else { (None, dir.to_path_buf()) }
+        }
+        Err(_) => (None, dir.to_path_buf()),
+    }
 }
 
 impl Recorder {
     /// Create DIR (and its files). An error is one line for the user.
-    pub fn create(dir: &Path, meta: &Meta<'_>, reports: bool) -> Result<Recorder, String> {
-        let owner = invoking_user();
+    /// `owner`: whom the files are given to, when observer runs as root and goes on as
+    /// that user after attach.
+    pub fn create(dir: &Path, meta: &Meta<'_>, reports: bool, owner: Option<(u32, u32)>) -> Result<Recorder, String> {
         let start = SystemTime::now();
         let fail = |what: &Path, e: std::io::Error| format!("cannot record to {}: {}: {e}", dir.display(), what.display());
         fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
@@ -133,8 +143,11 @@ impl Recorder {
                 std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(|e| fail(p, e))?;
             }
         }
+        let (handle, io) = held(dir);
         Ok(Recorder {
             dir: dir.to_path_buf(),
+            io,
+            _handle: handle,
             start,
             logs,
             timeline,
@@ -143,7 +156,6 @@ impl Recorder {
             failures_growth: Growth::default(),
             last: None,
             totals: BTreeMap::new(),
-            owner,
             stopped: None,
         })
     }
@@ -208,7 +220,7 @@ impl Recorder {
     pub fn finish(mut self) -> String {
         if let Some(line) = self.stopped.take() {
             // Say where it stopped in the recording too, if the disk lets us.
-            let _ = fs::write(self.dir.join("STOPPED"), format!("{line}\n"));
+            let _ = fs::write(self.io.join("STOPPED"), format!("{line}\n"));
             return line;
         }
         self.write_outputs()
@@ -241,33 +253,21 @@ impl Recorder {
     /// final.json, then report.md and its plots, from the files (as `observer report` does).
     fn write_report(&self) -> std::io::Result<usize> {
         if let Some(last) = &self.last {
-            let mut f = BufWriter::new(File::create(self.dir.join("final.json"))?);
+            let mut f = BufWriter::new(File::create(self.io.join("final.json"))?);
             serde_json::to_writer_pretty(&mut f, last).map_err(std::io::Error::from)?;
             f.flush()?;
         }
-        let plots = markdown::render(&self.dir).map_err(std::io::Error::other)?;
-        if let Some((uid, gid)) = self.owner {
-            for entry in fs::read_dir(self.dir.join("plots")).into_iter().flatten().flatten() {
-                std::os::unix::fs::chown(entry.path(), Some(uid), Some(gid))?;
-            }
-            let _ = std::os::unix::fs::chown(self.dir.join("plots"), Some(uid), Some(gid));
-        }
-        Ok(plots)
+        markdown::render(&self.io).map_err(std::io::Error::other)
     }
 
     fn write_tables(&self) -> std::io::Result<usize> {
         for ((series, tag), h) in &self.totals {
-            let dir = self.dir.join("hgrm").join(series);
+            let dir = self.io.join("hgrm").join(series);
             fs::create_dir_all(&dir)?;
             let path = dir.join(format!("{}.hgrm", hgrm::file_name(tag)));
             let mut f = BufWriter::new(File::create(&path)?);
             hgrm::write(&mut f, h, 1000.0)?;
             f.flush()?;
-            if let Some((uid, gid)) = self.owner {
-                for p in [self.dir.join("hgrm"), dir.clone(), path.clone()] {
-                    std::os::unix::fs::chown(&p, Some(uid), Some(gid))?;
-                }
-            }
         }
         Ok(self.totals.len())
     }

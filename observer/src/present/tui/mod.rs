@@ -133,7 +133,12 @@ impl Tui {
         let _ = out.flush();
         match saved {
             Ok(()) => format!("evidence copied (OSC 52) and saved to {}", path.display()),
-            Err(e) => format!("evidence copied (OSC 52); saving to {} failed: {e}", path.display()),
+            // The clipboard offer cannot be confirmed, so a failed save is the headline.
+            Err(e) => format!(
+                "evidence NOT saved: cannot write {}: {e} (observer runs as uid {} after attach; set OBSERVER_EVIDENCE_DIR); offered to the terminal's clipboard (OSC 52) only",
+                path.display(),
+                unsafe { libc::geteuid() }
+            ),
         }
     }
 }
