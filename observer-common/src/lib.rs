@@ -22,46 +22,60 @@ crate::counter_set! {
     pub mod lost {
         /// A connect outcome did not fit in the connect ring buffer.
         CONNECT_RINGBUF_FULL = "connect_ringbuf_full",
-        /// The in-flight connection table could not take a new socket.
-        CONN_TABLE_FULL = "conn_table_full",
-        /// The per-destination counter table could not take a new destination.
-        DEST_TABLE_FULL = "dest_table_full",
-        /// The per-local-port counter table could not take a new port.
-        PORT_TABLE_FULL = "port_table_full",
+        /// A kernel table refused a new entry (an LRU evicts instead; this is its rarer
+        /// out-of-memory failure).
+        TABLE_INSERT_FAILED = "table_insert_failed",
+        /// A connect ended whose start the connection table had evicted: its outcome is
+        /// lost (the per-destination attempt was counted, the result was not).
+        CONNECT_OUTCOMES_EVICTED = "connect_outcomes_evicted",
         /// A tracepoint field could not be read.
         TRACEPOINT_READ_FAILED = "tracepoint_read_failed",
         /// A DNS message did not fit in the DNS ring buffer (the per-resolver counters still count it).
         DNS_RINGBUF_FULL = "dns_ringbuf_full",
-        /// The per-resolver counter table could not take a new resolver.
-        RESOLVER_TABLE_FULL = "resolver_table_full",
         /// A DNS message's bytes could not be copied out of the packet.
         DNS_COPY_FAILED = "dns_copy_failed",
-        /// The per-interface table could not take a new interface.
-        IFACE_TABLE_FULL = "iface_table_full",
         /// A packet's headers were not linear and could not be pulled in: not parsed.
         PULL_FAILED = "pull_failed",
         /// A TLS record did not fit in the TLS ring buffer.
         TLS_RINGBUF_FULL = "tls_ringbuf_full",
-        /// The TLS flow table could not take a new flow.
-        TLS_TABLE_FULL = "tls_table_full",
         /// A TLS flow's bytes could not be copied out of the packet.
         TLS_COPY_FAILED = "tls_copy_failed",
         /// An HTTP payload or OpenSSL plaintext did not fit in the HTTP ring buffer.
         HTTP_RINGBUF_FULL = "http_ringbuf_full",
         /// An HTTP payload's bytes (or a process's plaintext) could not be copied.
         HTTP_COPY_FAILED = "http_copy_failed",
-        /// The table of OpenSSL calls in progress could not take another thread.
-        SSL_CALLS_FULL = "ssl_calls_full",
         /// An ICMP error did not fit in the ICMP ring buffer.
         ICMP_RINGBUF_FULL = "icmp_ringbuf_full",
         /// A TCP sample or early connect failure did not fit in the route ring buffer.
         ROUTE_RINGBUF_FULL = "route_ringbuf_full",
-        /// The table of drops by addresses and reason could not take a new key.
-        DROP_TABLE_FULL = "drop_table_full",
-        /// The table of established connections sampled for loss and RTT was full.
-        TCP_SOCKS_FULL = "tcp_socks_full",
-        /// The table of connect() calls in progress could not take another thread.
-        CONNECT_CALLS_FULL = "connect_calls_full",
+    }
+}
+
+crate::counter_set! {
+    /// Kernel LRU tables whose evictions are counted. Each has two slots in the `TABLES`
+    /// per-CPU array: entries created (2 × index) and entries the programs removed
+    /// (2 × index + 1). The names are the keys of the JSON `lost` section.
+    pub mod table {
+        /// Per-destination counters: an evicted entry loses its increments since the last read.
+        DESTS = "dest_evicted",
+        /// Per-local-port counters.
+        PORTS = "port_evicted",
+        /// Per-resolver DNS counters.
+        RESOLVERS = "resolver_evicted",
+        /// Per-interface DNS counters.
+        IFACES = "iface_evicted",
+        /// Drops by addresses and reason.
+        DROPS = "drop_evicted",
+        /// Connections this host opened, from connect() to close.
+        CONNS = "conn_evicted",
+        /// Established connections sampled by sock_ops for loss and RTT.
+        TCP_SOCKS = "tcp_sock_evicted",
+        /// Connections older than observer, sampled from their retransmits.
+        OLD_SOCKS = "old_sock_evicted",
+        /// OpenSSL calls in progress, per thread.
+        SSL_CALLS = "ssl_call_evicted",
+        /// connect() calls in progress, per thread.
+        CONNECT_CALLS = "connect_call_evicted",
     }
 }
 

@@ -43,9 +43,7 @@ pub fn enter(ctx: &TracePointContext) -> Option<()> {
     }
     let uservaddr: u64 = unsafe { ctx.read_at(l.uservaddr as usize) }.ok()?;
     let tid = bpf_get_current_pid_tgid() as u32;
-    if CONNECT_CALLS.insert(&tid, &Call { uservaddr, reached_syn_sent: 0, _pad: 0 }, 0).is_err() {
-        count_lost(lost::CONNECT_CALLS_FULL);
-    }
+    crate::maps::lru_insert(&CONNECT_CALLS, observer_common::table::CONNECT_CALLS, &tid, &Call { uservaddr, reached_syn_sent: 0, _pad: 0 });
     Some(())
 }
 
@@ -66,7 +64,7 @@ pub fn exit(ctx: &TracePointContext) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let call = unsafe { *CONNECT_CALLS.get(&tid)? };
-    let _ = CONNECT_CALLS.remove(&tid);
+    crate::maps::lru_remove(&CONNECT_CALLS, observer_common::table::CONNECT_CALLS, &tid);
     let ret: i64 = unsafe { ctx.read_at(l.ret as usize) }.ok()?;
     if ret >= 0 || ret == -EINPROGRESS || call.reached_syn_sent != 0 {
         return None;

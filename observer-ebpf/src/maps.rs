@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use observer_common::{
     dns::{DnsCounters, DnsKey, DnsPending, IfaceCounters},
-    lost,
+    lost, table,
     tcp::{Endpoint, PortCounters, TcpCounters},
 };
 
@@ -128,6 +128,47 @@ pub static CONNECT_CALLS: LruHashMap<u32, crate::connect_calls::Call> = LruHashM
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::COUNT as u32, 0);
 
+/// Per LRU table, entries created and entries removed (see `observer_common::table`):
+/// userspace tells evictions from these and the entries it still finds.
+#[map]
+pub static TABLES: PerCpuArray<u64> = PerCpuArray::with_max_entries(2 * table::COUNT as u32, 0);
+
+#[inline(always)]
+fn count_table(slot: usize) {
+    if let Some(p) = TABLES.get_ptr_mut(slot as u32) {
+        unsafe { *p += 1 };
+    }
+}
+
+/// A new entry in table `t` (an insert that succeeded; with an LRU it may have evicted one).
+#[inline(always)]
+pub fn table_created(t: usize) {
+    count_table(2 * t);
+}
+
+/// An entry of table `t` that a program removed (a remove that found it).
+#[inline(always)]
+pub fn table_removed(t: usize) {
+    count_table(2 * t + 1);
+}
+
+/// Insert `value` under `key` in table `t`, counting it; a refused insert is lost.
+#[inline(always)]
+pub fn lru_insert<K, V>(map: &LruHashMap<K, V>, t: usize, key: &K, value: &V) {
+    match map.insert(key, value, 0) {
+        Ok(()) => table_created(t),
+        Err(_) => count_lost(lost::TABLE_INSERT_FAILED),
+    }
+}
+
+/// Remove `key` from table `t`, counting it when it was there.
+#[inline(always)]
+pub fn lru_remove<K, V>(map: &LruHashMap<K, V>, t: usize, key: &K) {
+    if map.remove(key).is_ok() {
+        table_removed(t);
+    }
+}
+
 #[inline(always)]
 pub fn count_lost(index: usize) {
     if let Some(p) = LOST.get_ptr_mut(index as u32) {
@@ -173,7 +214,7 @@ impl Counters<1> for observer_common::route::DropCounters {
 /// One more drop under `key`.
 #[inline(always)]
 pub fn bump_drop(key: &observer_common::route::DropKey) {
-    bump(&DROPS, key, 0, lost::DROP_TABLE_FULL);
+    bump(&DROPS, key, 0, table::DROPS);
 }
 
 impl Counters<{ observer_common::dns::iface_counter::COUNT }> for IfaceCounters {
@@ -183,25 +224,27 @@ impl Counters<{ observer_common::dns::iface_counter::COUNT }> for IfaceCounters 
     }
 }
 
-/// The counters of `key`, created on first use; a full table is counted in `lost_index`.
+/// The counters of `key`, created on first use and counted in table `t`.
 #[inline(always)]
-fn entry<K, V: Counters<N>, const N: usize>(map: &LruPerCpuHashMap<K, V>, key: &K, lost_index: usize) -> Option<*mut V> {
+fn entry<K, V: Counters<N>, const N: usize>(map: &LruPerCpuHashMap<K, V>, key: &K, t: usize) -> Option<*mut V> {
     if let Some(p) = map.get_ptr_mut(key) {
         return Some(p);
     }
-    // EEXIST means another CPU created it first, which is fine.
-    let _ = map.insert(key, &V::ZERO, BPF_NOEXIST as u64);
+    // EEXIST means another CPU created it first, which is fine (and not counted twice).
+    if map.insert(key, &V::ZERO, BPF_NOEXIST as u64).is_ok() {
+        table_created(t);
+    }
     let p = map.get_ptr_mut(key);
     if p.is_none() {
-        count_lost(lost_index);
+        count_lost(lost::TABLE_INSERT_FAILED);
     }
     p
 }
 
 /// Bump counters `indices` of `key` with one lookup; indices past N are skipped.
 #[inline(always)]
-fn bump_all<K, V: Counters<N>, const N: usize>(map: &LruPerCpuHashMap<K, V>, key: &K, indices: &[usize], lost_index: usize) {
-    let Some(p) = entry(map, key, lost_index) else { return };
+fn bump_all<K, V: Counters<N>, const N: usize>(map: &LruPerCpuHashMap<K, V>, key: &K, indices: &[usize], t: usize) {
+    let Some(p) = entry(map, key, t) else { return };
     for &index in indices {
         if index < N {
             // This CPU's own slot. A softirq could in theory interrupt a process-context
@@ -212,34 +255,34 @@ fn bump_all<K, V: Counters<N>, const N: usize>(map: &LruPerCpuHashMap<K, V>, key
 }
 
 #[inline(always)]
-fn bump<K, V: Counters<N>, const N: usize>(map: &LruPerCpuHashMap<K, V>, key: &K, index: usize, lost_index: usize) {
-    bump_all(map, key, &[index], lost_index);
+fn bump<K, V: Counters<N>, const N: usize>(map: &LruPerCpuHashMap<K, V>, key: &K, index: usize, t: usize) {
+    bump_all(map, key, &[index], t);
 }
 
 #[inline(always)]
 pub fn bump_dest(dest: &Endpoint, index: usize) {
-    bump(&TCP_DESTS, dest, index, lost::DEST_TABLE_FULL);
+    bump(&TCP_DESTS, dest, index, table::DESTS);
 }
 
 #[inline(always)]
 pub fn bump_port(port: u16, index: usize) {
-    bump(&TCP_PORTS, &port, index, lost::PORT_TABLE_FULL);
+    bump(&TCP_PORTS, &port, index, table::PORTS);
 }
 
 #[inline(always)]
 pub fn bump_resolver(resolver: &Endpoint, index: usize) {
-    bump(&DNS_RESOLVERS, resolver, index, lost::RESOLVER_TABLE_FULL);
+    bump(&DNS_RESOLVERS, resolver, index, table::RESOLVERS);
 }
 
 /// Several counters of one resolver for one message (response, rcode, truncated): one lookup.
 #[inline(always)]
 pub fn bump_resolver_all(resolver: &Endpoint, indices: &[usize]) {
-    bump_all(&DNS_RESOLVERS, resolver, indices, lost::RESOLVER_TABLE_FULL);
+    bump_all(&DNS_RESOLVERS, resolver, indices, table::RESOLVERS);
 }
 
 #[inline(always)]
 pub fn bump_iface(ifindex: u32, index: usize) {
-    bump(&IFACES, &ifindex, index, lost::IFACE_TABLE_FULL);
+    bump(&IFACES, &ifindex, index, table::IFACES);
 }
 
 /// Ring-buffer flags for a record of `len` bytes, given the bytes this CPU produced since its

@@ -101,9 +101,10 @@ pub fn on_retransmit(sk: u64, peer: &Endpoint, local_port: u16, active: bool) {
                 retrans: [0; retrans::COUNT],
             };
             if OLD_SOCKS.insert(&sk, &s, 0).is_err() {
-                count_lost(lost::TCP_SOCKS_FULL);
+                count_lost(lost::TABLE_INSERT_FAILED);
                 return;
             }
+            crate::maps::table_created(observer_common::table::OLD_SOCKS);
             emit(sk, &s, &l, now, kind::SAMPLE);
         }
     }
@@ -118,7 +119,7 @@ pub fn on_close(sk: u64) {
     let Some(s) = OLD_SOCKS.get_ptr(&sk) else { return };
     let s = unsafe { *s };
     emit(sk, &s, &l, unsafe { bpf_ktime_get_ns() }, kind::CLOSED);
-    let _ = OLD_SOCKS.remove(&sk);
+    crate::maps::lru_remove(&OLD_SOCKS, observer_common::table::OLD_SOCKS, &sk);
 }
 
 #[inline(always)]

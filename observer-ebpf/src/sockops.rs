@@ -75,7 +75,7 @@ pub fn on_sock_ops(ctx: &SockOpsContext) {
     if op == BPF_SOCK_OPS_STATE_CB {
         if ctx.arg(1) == TCP_CLOSE {
             emit(ctx, s, cookie, now, kind::CLOSED);
-            let _ = TCP_SOCKS.remove(&cookie);
+            crate::maps::lru_remove(&TCP_SOCKS, observer_common::table::TCP_SOCKS, &cookie);
         }
         return;
     }
@@ -120,9 +120,7 @@ fn established(ctx: &SockOpsContext, active: bool) {
         active: active as u32,
         _pad: 0,
     };
-    if TCP_SOCKS.insert(&cookie, &s, 0).is_err() {
-        count_lost(lost::TCP_SOCKS_FULL);
-    }
+    crate::maps::lru_insert(&TCP_SOCKS, observer_common::table::TCP_SOCKS, &cookie, &s);
 }
 
 #[inline(always)]

@@ -83,9 +83,7 @@ pub fn enter(ctx: &ProbeContext, what: u8, ex: bool) {
     let count_at = if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 };
     let none = Endpoint { addr: [0; 16], port: 0, family: 0 };
     let call = Call { ssl, buf, count_at, local: none, remote: none, fd: -1, kind: what, ex: ex as u8, _pad: [0; 2] };
-    if SSL_CALLS.insert(&bpf_get_current_pid_tgid(), &call, 0).is_err() {
-        count_lost(lost::SSL_CALLS_FULL);
-    }
+    crate::maps::lru_insert(&SSL_CALLS, observer_common::table::SSL_CALLS, &bpf_get_current_pid_tgid(), &call);
 }
 
 /// A read or write syscall: if its thread is inside an OpenSSL call, that call's socket.
@@ -182,7 +180,7 @@ fn read_sock(l: &SockLayout, sk: u64, call: &mut Call) -> Option<()> {
 pub fn exit(ctx: &RetProbeContext) {
     let id = bpf_get_current_pid_tgid();
     let Some(&call) = (unsafe { SSL_CALLS.get(&id) }) else { return };
-    let _ = SSL_CALLS.remove(&id);
+    crate::maps::lru_remove(&SSL_CALLS, observer_common::table::SSL_CALLS, &id);
     let ret: i64 = ctx.ret();
     let n = if call.ex == 1 {
         if ret != 1 || call.count_at == 0 {

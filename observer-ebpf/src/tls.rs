@@ -268,7 +268,7 @@ pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet, t: &Tcp) {
             match TLS_FLOWS.get_ptr_mut(&s.key) {
                 Some(f) => f,
                 None => {
-                    count_lost(lost::TLS_TABLE_FULL);
+                    count_lost(lost::TABLE_INSERT_FAILED);
                     return;
                 }
             }

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use observer_common::{
     layout::{ABSENT, TpLayout, addr_style},
-    lost,
+    lost, table,
     tcp::{
         AF_INET, AF_INET6, ConnectEvent, Endpoint, classify_connect_error, dest_counter, errno,
         outcome, port_counter,
@@ -16,7 +16,7 @@ use observer_common::{
 
 use crate::{
     conn::Conn,
-    maps::{CONNECT_EVENTS, CONNS, bump_dest, bump_port, count_lost},
+    maps::{CONNECT_EVENTS, CONNS, bump_dest, bump_port, count_lost, lru_insert, lru_remove},
 };
 
 // Set by userspace at load time; DISABLED until then.
@@ -148,12 +148,13 @@ pub fn inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
             reported_error: 0,
         };
         crate::connect_calls::reached_syn_sent();
-        if CONNS.insert(&sk, &conn, 0).is_err() {
-            count_lost(lost::CONN_TABLE_FULL);
-        }
+        lru_insert(&CONNS, table::CONNS, &sk, &conn);
         bump_dest(&dest, dest_counter::ATTEMPTS);
     } else if old == TCP_SYN_SENT && new == TCP_ESTABLISHED {
-        let conn = CONNS.get_ptr_mut(&sk)?;
+        let Some(conn) = CONNS.get_ptr_mut(&sk) else {
+            connect_start_missing();
+            return None;
+        };
         let conn = unsafe { &mut *conn };
         conn.established = 1;
         bump_dest(&conn.dest, dest_counter::ESTABLISHED);
@@ -175,16 +176,33 @@ pub fn inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
                 bump_dest(&conn.dest, dest_counter::GAVE_UP);
             }
             emit(&conn, kind, error, 0);
+        } else {
+            connect_start_missing();
         }
-        let _ = CONNS.remove(&sk);
+        lru_remove(&CONNS, table::CONNS, &sk);
     } else if new == TCP_CLOSE {
-        let _ = CONNS.remove(&sk);
+        lru_remove(&CONNS, table::CONNS, &sk);
     }
     if new == TCP_CLOSE {
         crate::older::on_close(sk);
     }
     Some(())
 }
+
+/// A connect ended that CONNS does not hold: its start was evicted, so its outcome is lost.
+/// A connect already in flight when observer loaded looks the same; those end within the
+/// first seconds (SYN retries past 3 s are rare), which are left out.
+#[inline(always)]
+fn connect_start_missing() {
+    let loaded = unsafe { core::ptr::read_volatile(&LOADED_NS) };
+    if unsafe { bpf_ktime_get_ns() } > loaded.saturating_add(3_000_000_000) {
+        count_lost(lost::CONNECT_OUTCOMES_EVICTED);
+    }
+}
+
+/// When userspace loaded the programs (CLOCK_MONOTONIC, as bpf_ktime_get_ns).
+#[unsafe(no_mangle)]
+static LOADED_NS: u64 = 0;
 
 #[inline(always)]
 fn emit(conn: &Conn, kind: u32, error: i32, local_port: u16) {

@@ -66,7 +66,10 @@ pub struct Cli {
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_048_576), env = "OBSERVER_MAX_DESTINATIONS")]
     pub max_destinations: u32,
 
-    /// Size of the kernel's table of in-flight outgoing connections.
+    /// Size of the kernel's table of connections this host opens, each held from connect()
+    /// until it closes (LRU: the least recently used goes first, counted in
+    /// lost.conn_evicted). Twice this sizes the table of established connections sampled for
+    /// loss and RTT.
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(16..=4_194_304), env = "OBSERVER_MAX_CONNECTIONS")]
     pub max_connections: u32,
 

@@ -400,7 +400,8 @@ fn a_full_kernel_table_shows_its_evictions_in_lost() {
     require_root();
     let pair = Pair::new("evict");
     let obs = Observer::start(&pair.client, &["--max-destinations", "16"]);
-    // 64 destinations (ports), paced so that observer reads the table between them.
+    // 64 destinations (ports), paced so that observer reads the table between some of them
+    // and not others: the kernel's counts catch both.
     for port in 2000..2064 {
         let _ = pair.client.try_run(&format!("curl -s --max-time 1 http://{}:{port}/", pair.server_ip()));
         if port % 8 == 7 {
@@ -408,9 +409,62 @@ fn a_full_kernel_table_shows_its_evictions_in_lost() {
         }
     }
     let r = obs.stop();
-    let evictions = r.0["lost"]["tcp_table_evictions"].as_u64().unwrap();
-    assert!(evictions > 0, "{:#}", r.0["lost"]);
-    assert!(r.lost_total() >= evictions);
+    let evicted = r.0["lost"]["dest_evicted"].as_u64().unwrap();
+    // 64 created, at most 16 held at the end.
+    assert!(evicted >= 48, "{:#}", r.0["lost"]);
+    assert!(r.lost_total() >= evicted);
+    assert_eq!(r.0["lost"]["table_insert_failed"], 0, "an LRU evicts, it does not refuse");
     let shown = r.0["tcp"]["destinations"].as_array().unwrap().len();
     assert!(shown <= 16, "userspace stays bounded like the kernel table: {shown}");
+}
+
+#[test]
+fn a_connect_whose_start_the_full_table_evicted_is_counted_as_a_lost_outcome() {
+    require_root();
+    let pair = Pair::new("evict-conn");
+    let s = pair.server_ip();
+    pair.server.nft_drop_input("tcp dport 82");
+    let obs = Observer::start(&pair.client, &["--max-connections", "16"]);
+    // Connects that end in the first 3 s may have started before observer: not counted.
+    std::thread::sleep(Duration::from_millis(3200));
+    // 40 connects in flight at once (SYNs dropped) in a table of 16: the oldest starts are
+    // evicted, and their outcomes (curl gives up after 2 s) have nothing to attach to.
+    pair.client.run(&format!("for i in $(seq 40); do curl -s --max-time 2 http://{s}:82/ & done; wait"));
+    let r = obs.wait_for(Duration::from_secs(3), |r| r.0["lost"]["connect_outcomes_evicted"].as_u64() >= Some(24));
+    let last = obs.stop();
+    assert!(r.is_some(), "{:#}", last.0["lost"]);
+    // A lower bound: 40 created, 16 removed at their close, 16 that the table can hold.
+    assert!(last.0["lost"]["conn_evicted"].as_u64().unwrap() >= 8, "{:#}", last.0["lost"]);
+    let dest = format!("{s}:82");
+    // The kernel counted every attempt; the outcomes it could attach are the rest.
+    assert_eq!(last.total(&dest, "attempts"), 40, "{:#}", last.0);
+    let ended = last.total(&dest, "aborted") + last.total(&dest, "timed_out");
+    assert_eq!(ended + last.0["lost"]["connect_outcomes_evicted"].as_u64().unwrap(), 40, "{:#}", last.0);
+}
+
+#[test]
+fn connect_counts_stay_exact_when_the_connect_ring_overflows() {
+    require_root();
+    let pair = Pair::new("conn-overflow");
+    let s = pair.server_ip();
+    let _web = peers::Nginx::start(&pair.server, &format!("{s}:80"));
+    let dest = format!("{s}:80");
+    // A 4 KiB ring holds about fifty outcomes: a burst from eight threads overflows it.
+    let obs = Observer::start(&pair.client, &["--ringbuf-kib", "4"]);
+    let out = pair.client.run(&format!("{} connect-burst {dest} 8000 8", peers::peer_bin().display()));
+    let ok: u64 = out.split_whitespace().next().and_then(|s| s.parse().ok()).expect("established count");
+    assert_eq!(out.split_whitespace().nth(1), Some("0"), "every connect succeeded: {out}");
+    let seen = obs.wait_for(Duration::from_secs(5), |r| r.total(&dest, "established") == ok);
+    let r = obs.stop();
+    assert!(seen.is_some(), "the kernel must count all {ok} connects: {:#}", r.0);
+    assert_eq!(r.total(&dest, "attempts"), ok);
+    let dropped = r.0["lost"]["connect_ringbuf_full"].as_u64().unwrap();
+    assert!(dropped > 0, "the tiny ring must have overflowed: {:#}", r.0["lost"]);
+    // The runs the kernel skipped are read from every program (and are none here: nothing
+    // else runs BPF on these CPUs).
+    assert!(r.0["lost"]["bpf_recursion_misses"].is_u64(), "{:#}", r.0["lost"]);
+    // Every outcome either reached userspace (a latency sample) or was counted as lost.
+    let samples = r.dest(&dest).unwrap()["total"]["connect_latency_us"]["count"].as_u64().unwrap();
+    let capped = r.0["lost"]["latency_samples_dropped"].as_u64().unwrap();
+    assert_eq!(samples + capped + dropped, ok, "samples {samples} + capped {capped} + dropped {dropped} != {ok}");
 }

@@ -255,7 +255,7 @@ impl Aggregator for ConnectLayer {
     }
 
     fn lost(&self) -> Vec<(&'static str, u64)> {
-        vec![("latency_samples_dropped", self.samples_dropped()), ("tcp_table_evictions", self.evictions)]
+        vec![("latency_samples_dropped", self.samples_dropped())]
     }
 
     fn view(&self) -> ConnectView {

@@ -625,7 +625,6 @@ impl Aggregator for DnsLayer {
         vec![
             ("latency_samples_dropped", self.samples_dropped()),
             ("dns_pending_dropped", self.pending_dropped),
-            ("resolver_table_evictions", self.evictions),
         ]
     }
 

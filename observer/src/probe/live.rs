@@ -9,7 +9,7 @@ use tokio::{
     time::{Interval, MissedTickBehavior, interval_at},
 };
 
-use super::{Probe, Rings, monotonic_ns, route::DropReasons, routes::Routes, sockets::HttpResolver};
+use super::{Probe, Rings, monotonic_ns, tables, route::DropReasons, routes::Routes, sockets::HttpResolver};
 use crate::{
     events::{Counters, Event, Input, Mono, Tick, decode_connect, decode_dns, decode_http, decode_icmp, decode_route, decode_tls},
     source::Source,
@@ -138,12 +138,22 @@ impl LiveSource {
     fn close_interval(&mut self) {
         let notes = self.probe.refresh_interfaces();
         let at = Mono(monotonic_ns());
+        // Before the tables are read: see tables::evictions.
+        let table_counts = self.probe.table_counts();
         let mut drops = self.probe.drop_snapshot();
         for d in &mut drops {
             self.routes.fill_drop(d, &self.resolver);
         }
         let counters = Counters { tcp: self.probe.snapshot(), dns: self.probe.dns_snapshot(), drops };
         let mut lost = self.probe.lost_counts();
+        let live = tables::Live {
+            dests: counters.tcp.dests.len(),
+            ports: counters.tcp.ports.len(),
+            resolvers: counters.dns.resolvers.len(),
+            ifaces: counters.dns.per_interface.len(),
+            drops: counters.drops.len(),
+        };
+        lost.extend(tables::evictions(&table_counts, &live, &self.probe.table_capacity()));
         let events = self.drain_all();
         if !events.is_empty() {
             self.ready.push_back(Input::Events(events));

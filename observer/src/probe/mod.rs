@@ -6,10 +6,12 @@ pub mod interfaces;
 pub mod live;
 mod memory;
 pub mod privileges;
+mod recursion;
 pub mod route;
 pub mod routes;
 pub mod sockets;
 pub mod ssl;
+pub mod tables;
 pub mod tc_attach;
 mod tc_hooks;
 pub mod tracefs;
@@ -141,6 +143,11 @@ pub struct Probe {
     ifaces: PerCpuHashMap<MapData, u32, IfaceCounters>,
     drops: PerCpuHashMap<MapData, DropKey, DropCounters>,
     lost: PerCpuArray<MapData, u64>,
+    /// Entries created and removed per LRU table (see [`tables`]).
+    tables: PerCpuArray<MapData, u64>,
+    table_capacity: tables::Capacity,
+    /// `lost` keys for each program's skipped runs, made once (a handful of programs).
+    recursion_keys: Vec<(String, &'static str)>,
     /// Signals this kernel cannot give (fixed at start); see [`Probe::disabled`].
     disabled: Vec<Disabled>,
     pub attached: Vec<String>,
@@ -236,6 +243,9 @@ impl Probe {
         loader.override_global("CONNECT_SYSCALL_LAYOUT", &connect_layout, true);
         let sample_every = u64::try_from(cfg.sample_every.as_nanos()).unwrap_or(u64::MAX).max(100_000_000);
         loader.override_global("SAMPLE_EVERY_NS", &sample_every, true);
+        // Connects that end in the first seconds may have started before the programs ran.
+        let loaded_ns = monotonic_ns();
+        loader.override_global("LOADED_NS", &loaded_ns, true);
         let mut extra_ports = [0u16; MAX_EXTRA_PORTS as usize];
         for (slot, port) in extra_ports.iter_mut().zip(&cfg.dns_ports) {
             *slot = *port;
@@ -335,6 +345,7 @@ impl Probe {
         let ifaces = PerCpuHashMap::try_from(take(&mut ebpf, "IFACES")?)?;
         let drops = PerCpuHashMap::try_from(take(&mut ebpf, "DROPS")?)?;
         let lost = PerCpuArray::try_from(take(&mut ebpf, "LOST")?)?;
+        let tables = PerCpuArray::try_from(take(&mut ebpf, "TABLES")?)?;
         let rings = Rings {
             connect: RingBuf::try_from(take(&mut ebpf, "CONNECT_EVENTS")?)?,
             dns: RingBuf::try_from(take(&mut ebpf, "DNS_EVENTS")?)?,
@@ -351,6 +362,14 @@ impl Probe {
             ifaces,
             drops,
             lost,
+            tables,
+            table_capacity: tables::Capacity {
+                conns: cfg.max_connections,
+                tcp_socks: cfg.max_connections.saturating_mul(2),
+                old_socks: cfg.max_connections,
+                ssl_calls: 4096,
+                connect_calls: 4096,
+            },
             disabled,
             attached,
             attach_time: Duration::ZERO,
@@ -358,7 +377,22 @@ impl Probe {
             ssl,
             ssl_scan_in: 0,
             drop_reasons,
+            recursion_keys: Vec::new(),
         };
+        match recursion::read(&probe.ebpf) {
+            Ok(_) => {
+                probe.recursion_keys = probe
+                    .ebpf
+                    .programs()
+                    .map(|(name, _)| (name.to_owned(), &*Box::leak(format!("recursion_misses:{name}").into_boxed_str())))
+                    .collect();
+            }
+            Err(reason) => probe.disabled.push(Disabled {
+                source: "bpf_prog_info.recursion_misses".to_owned(),
+                signals: "the count of program runs the kernel skipped (lost.bpf_recursion_misses)",
+                reason,
+            }),
+        }
         for note in probe.refresh_interfaces() {
             eprintln!("observer: {note}");
         }
@@ -431,13 +465,35 @@ impl Probe {
         snap
     }
 
-    /// Kernel-side lost-event counters, summed over CPUs, by name.
+    /// Since-start created and removed counts of the LRU tables. Read them before the
+    /// snapshots, and hand both to [`tables::evictions`].
+    pub fn table_counts(&self) -> tables::TableCounts {
+        tables::TableCounts::from_slots(|i| self.tables.get(&(i as u32), 0).map_or(0, |v| v.iter().sum()))
+    }
+
+    pub fn table_capacity(&self) -> tables::Capacity {
+        self.table_capacity
+    }
+
+    /// Kernel-side lost-event counters, summed over CPUs, by name; and the runs the kernel
+    /// skipped, in total and per program that had any.
     pub fn lost_counts(&self) -> Vec<(&'static str, u64)> {
-        lost::NAMES
+        let mut out: Vec<(&'static str, u64)> = lost::NAMES
             .iter()
             .enumerate()
             .map(|(i, name)| (*name, self.lost.get(&(i as u32), 0).map_or(0, |v| v.iter().sum())))
-            .collect()
+            .collect();
+        if !self.recursion_keys.is_empty()
+            && let Ok((total, by_program)) = recursion::read(&self.ebpf)
+        {
+            out.push(("bpf_recursion_misses", total));
+            for (name, n) in by_program {
+                if let Some((_, key)) = self.recursion_keys.iter().find(|(p, _)| *p == name) {
+                    out.push((key, n));
+                }
+            }
+        }
+        out
     }
 }
 

@@ -59,6 +59,7 @@ fn main() {
         Some("dns-junk") => dns_junk(&args[2], args[3].parse().expect("COUNT")),
         Some("dns-flood") => dns_flood(&args[2], args[3].parse().expect("QPS"), args[4].parse().expect("SECS")),
         Some("dns-echo") => dns_echo(&args[2]),
+        Some("connect-burst") => connect_burst(&args[2], args[3].parse().expect("COUNT"), args[4].parse().expect("THREADS")),
         Some("dns-blast") => dns_blast(&args[2], args[3].parse().expect("SECS")),
         Some("dns-flood-hbh") => {
             dns_flood_with(&args[2], args[3].parse().expect("QPS"), args[4].parse().expect("SECS"), set_hop_by_hop)
@@ -203,6 +204,28 @@ fn dns_flood_with(dest: &str, qps: u64, secs: u64, setup: impl Fn(&UdpSocket)) {
         thread::sleep(Duration::from_millis(1));
     }
     println!("{sent} {failed} {:.3}", start.elapsed().as_secs_f64());
+}
+
+/// COUNT connects to DEST from THREADS threads at once, each closed at once. Prints how
+/// many were established and how many failed.
+fn connect_burst(dest: &str, count: u64, threads: u64) {
+    let dest: SocketAddr = dest.parse().expect("DEST");
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            thread::spawn(move || {
+                let (mut ok, mut failed) = (0u64, 0u64);
+                for _ in 0..count / threads {
+                    match std::net::TcpStream::connect_timeout(&dest, Duration::from_secs(2)) {
+                        Ok(_) => ok += 1,
+                        Err(_) => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let (ok, failed) = workers.into_iter().map(|w| w.join().expect("worker")).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    println!("{ok} {failed}");
 }
 
 fn dns_echo(listen: &str) {
