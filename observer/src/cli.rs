@@ -88,7 +88,7 @@ pub struct Cli {
 
     /// Watch DNS only on these interfaces (repeat the flag or separate with commas). Default:
     /// every interface that is up, including ones that come up later.
-    #[arg(long = "interface", value_delimiter = ',', env = "OBSERVER_INTERFACES")]
+    #[arg(long = "interface", value_delimiter = ',', value_parser = interface_name, env = "OBSERVER_INTERFACES")]
     pub interfaces: Vec<String>,
 
     /// Another UDP port that carries DNS, besides 53 (repeatable, up to 8).
@@ -220,6 +220,16 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A Linux interface name: 1 to 15 bytes, no '/', ':' or whitespace (it is also a path
+/// under /sys/class/net).
+fn interface_name(s: &str) -> Result<String, String> {
+    let bad = s.is_empty() || s.len() > 15 || s == "." || s == ".." || s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if bad {
+        return Err(format!("`{s}` is not an interface name (1 to 15 bytes, without '/', ':' or spaces)"));
+    }
+    Ok(s.to_owned())
+}
+
 fn ringbuf_kib(s: &str) -> Result<u32, String> {
     let v: u32 = s.parse().map_err(|_| format!("`{s}` is not a whole number of KiB"))?;
     if v >= 4 && v.is_power_of_two() && v <= 1 << 20 {
@@ -256,6 +266,10 @@ mod tests {
         let cli = Cli::try_parse_from(["observer", "--dns-port", "1,2,3,4,5,6,7,8,9"]).unwrap();
         assert!(cli.validate().unwrap_err().contains("at most 8"));
         assert!(Cli::try_parse_from(["observer", "--dns-port", "0"]).is_err());
+        for bad in ["../../etc", "a-name-that-is-too-long", "", "eth0:1", "et h0"] {
+            let e = Cli::try_parse_from(["observer", "--interface", bad]).unwrap_err().to_string();
+            assert!(e.contains("is not an interface name"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -290,8 +290,6 @@ impl Default for TcpThresholds {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("--set {0}: expected SECTION.KEY=VALUE, for example dns.p95_ms=300")]
@@ -300,12 +298,40 @@ pub enum ConfigError {
     Set { setting: String, message: String },
 }
 
+/// A config file is a few KiB; anything past this is not one (a log, /dev/zero).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The file's text: a regular file (a FIFO would block, a directory cannot be read), at most
+/// MAX_CONFIG_BYTES, UTF-8 as TOML requires.
+fn read_text(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    // Before opening: opening a FIFO waits for a writer.
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?;
+    if meta.is_dir() {
+        return Err("is a directory; --config takes a TOML file (observer --print-config writes one)".to_owned());
+    }
+    if !meta.is_file() {
+        return Err("is not a regular file; --config takes a TOML file".to_owned());
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(format!("is {} bytes; a config file is at most {MAX_CONFIG_BYTES} bytes", meta.len()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let mut bytes = Vec::new();
+    // The size can change after the check: read one byte past the cap at most.
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read it: {e}"))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!("is over {MAX_CONFIG_BYTES} bytes; a config file is at most that"));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("is not UTF-8 (the first bad byte is at offset {}); TOML files are UTF-8", e.utf8_error().valid_up_to()))
+}
+
 /// Load the file (if any), apply `--set` overrides, and check every key and type.
 pub fn load(file: Option<&Path>, sets: &[String]) -> Result<Config, ConfigError> {
     let (mut table, origin) = match file {
         Some(path) => {
             let p = path.display().to_string();
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+            let text = read_text(path).map_err(|message| ConfigError::Parse { path: p.clone(), message })?;
             let table: toml::Table =
                 toml::from_str(&text).map_err(|e| ConfigError::Parse { path: p.clone(), message: e.to_string() })?;
             (table, p)
@@ -324,7 +350,7 @@ pub fn load(file: Option<&Path>, sets: &[String]) -> Result<Config, ConfigError>
         };
         section_table.insert(field.to_owned(), parsed["v"].clone());
     }
-    let merged = toml::to_string(&table).expect("a TOML table serialises");
+    let merged = toml::to_string(&table).map_err(|e| ConfigError::Parse { path: origin.clone(), message: e.to_string() })?;
     let cfg: Config = toml::from_str(&merged).map_err(|e| {
         if sets.is_empty() {
             ConfigError::Parse { path: origin.clone(), message: e.to_string() }
@@ -380,7 +406,28 @@ mod tests {
         let e = load(Some(&f), &[]).unwrap_err().to_string();
         assert!(e.contains("bad.toml") && e.contains("min_refused"), "{e}");
         let e = load(Some(&dir.join("missing.toml")), &[]).unwrap_err().to_string();
-        assert!(e.contains("cannot read config file"), "{e}");
+        assert!(e.contains("missing.toml: cannot read it: No such file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_a_huge_file_a_device_and_non_utf8_are_one_line_errors() {
+        let dir = std::env::temp_dir().join(format!("observer-config-edges-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = load(Some(&dir), &[]).unwrap_err().to_string();
+        assert_eq!(e, format!("config file {}: is a directory; --config takes a TOML file (observer --print-config writes one)", dir.display()));
+        let huge = dir.join("huge.toml");
+        let f = std::fs::File::create(&huge).unwrap();
+        // Sparse: the size is what is checked, nothing is read.
+        f.set_len(5 * 1024 * 1024 * 1024).unwrap();
+        let e = load(Some(&huge), &[]).unwrap_err().to_string();
+        assert!(e.ends_with("huge.toml: is 5368709120 bytes; a config file is at most 1048576 bytes"), "{e}");
+        let e = load(Some(Path::new("/dev/zero")), &[]).unwrap_err().to_string();
+        assert_eq!(e, "config file /dev/zero: is not a regular file; --config takes a TOML file");
+        let latin1 = dir.join("latin1.toml");
+        std::fs::write(&latin1, b"[dns]\n# caf\xe9\np95_ms = 300.0\n").unwrap();
+        let e = load(Some(&latin1), &[]).unwrap_err().to_string();
+        assert!(e.ends_with("latin1.toml: is not UTF-8 (the first bad byte is at offset 11); TOML files are UTF-8"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

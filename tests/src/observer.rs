@@ -121,6 +121,21 @@ impl Observer {
         }
     }
 
+    /// Like [`Observer::wait_for`], among the reports printed from now on only.
+    pub fn wait_for_next(&self, timeout: Duration, pred: impl Fn(&Report) -> bool) -> Option<Report> {
+        let seen = self.reports().len();
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.reports().into_iter().skip(seen).find(|r| pred(r)) {
+                return Some(r);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGINT, wait for exit 0, and return the final report.
     pub fn stop(self) -> Report {
         // SAFETY: kill(2) on our own child's pid.

@@ -43,6 +43,10 @@ pub struct TcHooks {
     skipped: HashMap<String, String>,
     /// "iface hook" -> why it could not be attached (kept until it attaches).
     failed: BTreeMap<String, String>,
+    /// Interfaces named with --interface that are absent or down, and which of the two.
+    missing: BTreeMap<String, &'static str>,
+    /// Whether `refresh` ran before (the start's state is said by the `disabled` lines).
+    refreshed: bool,
     /// Declared last: fields drop in order, and the qdiscs go after the links.
     owner: ClsactOwner,
 }
@@ -56,6 +60,8 @@ impl TcHooks {
             links: HashMap::new(),
             skipped: HashMap::new(),
             failed: BTreeMap::new(),
+            missing: BTreeMap::new(),
+            refreshed: false,
             owner: ClsactOwner::new(),
         }
     }
@@ -74,10 +80,41 @@ impl TcHooks {
 
     /// Hooks that could not be attached, as `disabled` entries.
     pub fn disabled(&self) -> Vec<Disabled> {
+        let missing = self.missing.iter().map(|(name, why)| Disabled {
+            source: format!("interface:{name}"),
+            signals: "DNS, TLS, HTTP and ICMP on this interface (named with --interface)",
+            reason: (*why).to_owned(),
+        });
         self.failed
             .iter()
             .map(|(hook, reason)| Disabled { source: format!("tc:{hook}"), signals: "DNS and TLS on this interface", reason: reason.clone() })
+            .chain(missing)
             .collect()
+    }
+
+    /// Interfaces named with --interface that cannot be watched now: said once when that
+    /// starts and once when it ends, and listed in `disabled` meanwhile.
+    fn check_named(&mut self, current: &HashMap<&str, u32>, notes: &mut Vec<String>) {
+        for name in &self.only {
+            let why = if current.contains_key(name.as_str()) || self.skipped.contains_key(name) {
+                None
+            } else if Path::new("/sys/class/net").join(name).exists() {
+                Some("the interface is down")
+            } else {
+                Some("no such interface")
+            };
+            match why {
+                Some(why) if self.missing.get(name) != Some(&why) => {
+                    // At start the `disabled` line says it.
+                    if self.refreshed {
+                        notes.push(format!("--interface {name}: {why}; nothing is watched on it until it is up"));
+                    }
+                    self.missing.insert(name.clone(), why);
+                }
+                None if self.missing.remove(name).is_some() => notes.push(format!("--interface {name} is up again: watched")),
+                _ => {}
+            }
+        }
     }
 
     /// Attach to interfaces that came up since the last call and forget the ones that went
@@ -106,6 +143,8 @@ impl TcHooks {
             }
         }
         self.failed.retain(|hook, _| hook.split(' ').next().is_some_and(|n| current.contains_key(n)));
+        self.check_named(&current, &mut notes);
+        self.refreshed = true;
         for iface in watch {
             if self.links.contains_key(&iface.name) {
                 continue;
