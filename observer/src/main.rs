@@ -1,19 +1,9 @@
 //! observer: see which network layer is failing on this host, from passive evidence.
 
-mod cli;
-mod config;
-mod events;
-mod layers;
-mod pipeline;
-mod present;
-mod probe;
-mod run;
-mod source;
-mod verdict;
-
 use std::{process::ExitCode, time::Instant};
 
 use clap::Parser as _;
+use observer::{cli, config, present, run};
 
 fn main() -> ExitCode {
     let started = Instant::now();

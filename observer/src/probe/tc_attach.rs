@@ -60,6 +60,12 @@ pub struct ClsactOwner {
 
 const EEXIST: i32 = 17;
 
+impl Default for ClsactOwner {
+    fn default() -> Self {
+        ClsactOwner::new()
+    }
+}
+
 impl ClsactOwner {
     pub fn new() -> ClsactOwner {
         let dir = std::env::var_os("OBSERVER_RUN_DIR").map_or_else(|| PathBuf::from("/run/observer"), PathBuf::from);

@@ -166,22 +166,37 @@ fn hostile_messages_are_malformed_not_crashes() {
 }
 
 #[test]
-fn random_bytes_never_panic() {
-    // A small deterministic fuzz: xorshift bytes of every length up to 600.
+fn random_and_mutated_messages_are_each_counted_once_and_malformed_exactly_when_they_do_not_parse() {
+    // Deterministic: xorshift bytes of every length up to 600, and valid replies with one
+    // byte changed (those get past the header). cargo xtask fuzz goes much further.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
     let mut l = DnsLayer::new(cfg());
+    let mut messages = Vec::new();
     for len in 0..600 {
-        let bytes: Vec<u8> = (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        l.on_message(&msg(0, R1, len % 2 == 0, bytes));
+        messages.push((0..len).map(|_| next() as u8).collect::<Vec<u8>>());
+        let mut good = reply(len as u16, "mutated.test", RCODE::NoError, &[[10, 0, 0, 1]]);
+        let at = next() as usize % good.len();
+        good[at] = next() as u8;
+        messages.push(good);
     }
-    l.on_snapshot(Mono(MS), &DnsSnapshot::default());
+    let mut malformed = 0;
+    for (i, bytes) in messages.iter().enumerate() {
+        malformed += u64::from(parse(bytes).is_err());
+        l.on_message(&msg(0, R1, i % 3 != 0, bytes.clone()));
+    }
+    let snap = DnsSnapshot { names: vec![(2, "eth0".into())], ..DnsSnapshot::default() };
+    l.on_snapshot(Mono(MS), &snap);
+    assert!(malformed > 0 && malformed < messages.len() as u64, "both kinds are exercised: {malformed}");
+    assert_eq!(resolver(&l.resolvers(), R1).total.parsed.get(rc::MALFORMED), malformed);
+    let v = l.view();
+    let eth0 = v.per_interface.iter().find(|i| i.interface == "eth0").expect("eth0");
+    assert_eq!(eth0.total.get(ivc::DNS_MESSAGES), messages.len() as u64, "every message counted once");
 }
 
 #[test]

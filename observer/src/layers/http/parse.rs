@@ -140,14 +140,20 @@ mod tests {
     }
 
     #[test]
-    fn preface_garbage_and_binary_never_panic() {
+    fn preface_garbage_and_binary_are_unparsed_or_incomplete() {
         assert_eq!(parse(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false), Message::H2Preface);
         assert_eq!(parse(b"GET \x00\x01\x02\xff\xfe\r\n\r\n", false), Message::Unparsed("not an HTTP/1.x request"));
         assert_eq!(parse(b"GET / HTTP/9.9\r\n\r\n", false), Message::Unparsed("not an HTTP/1.x request"));
         // Every prefix of a request and random bytes after a method: no panic.
         let full = b"GET /a?b HTTP/1.1\r\nHost: h\xc3\xa9\r\nX: \xff\r\n\r\n";
         for n in 0..=full.len() {
-            let _ = parse(&full[..n], n % 2 == 0);
+            // A prefix still going on is incomplete, never a request with a made-up Host.
+            match parse(&full[..n], false) {
+                Message::Incomplete | Message::Unparsed(_) => {}
+                // Once the Host line is whole (30 bytes in), the request is known.
+                Message::Request(r) => assert!(n >= 30 && r.host == "hé", "prefix {n}: {r:?}"),
+                other => panic!("prefix {n}: {other:?}"),
+            }
         }
         let mut x: u32 = 1;
         for _ in 0..2000 {
@@ -158,9 +164,13 @@ mod tests {
                 x ^= x << 5;
                 b.push(x as u8);
             }
-            let _ = parse(&b, x.is_multiple_of(2));
+            // No "\r\n\r\n" in 64 random bytes is likely; either way no request comes of it
+            // unless it really has a request line.
+            let got = parse(&b, x.is_multiple_of(2));
+            assert!(!matches!(got, Message::Response { .. } | Message::H2Preface), "{b:?}: {got:?}");
             b[..5].copy_from_slice(b"HTTP/");
-            let _ = parse(&b, true);
+            let got = parse(&b, true);
+            assert!(!matches!(got, Message::Request(_) | Message::H2Preface), "{b:?}: {got:?}");
         }
     }
 }

@@ -247,6 +247,12 @@ impl Flow {
             if rest.is_empty() || self.malformed.is_some() {
                 return;
             }
+            // tls-parser takes any content type; TLS has five (20 to 24), and the first byte
+            // says so before the record is whole.
+            if !(20..=24).contains(&rest[0]) {
+                self.malformed = Some(format!("a record of content type {}, which TLS does not have", rest[0]));
+                return;
+            }
             match parse_tls_raw_record(rest) {
                 Ok((left, record)) => {
                     let used = rest.len() - left.len();
