@@ -23,7 +23,7 @@ use crate::{
         metrics::{self, Metrics},
         record::{self, Recorder},
         redact::Redactor,
-        report::Report,
+        report::{Cost, Report},
         text,
         tui::{Input as Key, Tui, app::Effect},
     },
@@ -88,14 +88,21 @@ impl Sink {
 
     /// Feed one input to the pipeline, record what a tick closes, and write its report.
     fn step(&mut self, pipeline: &mut Pipeline, input: Input, is_final: bool, exports: &mut Exports) -> anyhow::Result<()> {
-        let Exports { recorder, metrics } = exports;
+        let started = Instant::now();
+        let Exports { recorder, metrics, cost } = exports;
         if let Input::Tick(tick) = &input {
             for note in &tick.notes {
                 self.note(note.clone());
             }
         }
         match pipeline.on_input(&input, is_final) {
-            Some((report, changes)) => {
+            Some((mut report, changes)) => {
+                let cpu = cpu_time();
+                report.cost = cost.last.map(|(close, cpu_before)| Cost {
+                    previous_interval_cpu_ms: ms(cpu.saturating_sub(cpu_before)),
+                    previous_close_ms: ms(close),
+                    rss_mib: rss_mib(),
+                });
                 if recorder.is_some() || metrics.is_some() {
                     let (samples, failure_totals) = (pipeline.interval_samples(), pipeline.failure_totals());
                     if let Some(m) = metrics {
@@ -108,17 +115,52 @@ impl Sink {
                         }
                     }
                 }
-                self.emit(report, changes, is_final)
+                let emitted = self.emit(report, changes, is_final);
+                cost.last = Some((cost.read + started.elapsed(), cpu));
+                emitted
             }
             None => Ok(()),
         }
     }
 }
 
+/// The interval's work so far: the source's reading, then the step that wrote the report.
+#[derive(Default)]
+struct CostMeter {
+    read: Duration,
+    /// The last interval's close, and the process's CPU time when its report was built.
+    last: Option<(Duration, Duration)>,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// User and system CPU time of the whole process.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &raw mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// Resident memory, from /proc/self/statm (pages).
+fn rss_mib() -> f64 {
+    let pages: u64 = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    ((pages * page) as f64 / (1 << 20) as f64 * 10.0).round() / 10.0
+}
+
 /// What each interval is also handed to, besides the output.
 struct Exports {
     recorder: Option<Recorder>,
     metrics: Option<Metrics>,
+    cost: CostMeter,
 }
 
 /// What a recording is started with, at start or later from the TUI.
@@ -241,7 +283,7 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
     // From here on observer reads hostile packet bytes: as the user behind sudo (or nobody).
     // Recordings and evidence copies are then written as that user.
     privileges::drop_after_attach(!cli.no_ssl_uprobes, privileges::account_after_attach())?;
-    let mut exports = Exports { recorder, metrics };
+    let mut exports = Exports { recorder, metrics, cost: CostMeter::default() };
     for d in &probe.disabled() {
         eprintln!("observer: disabled: {} ({}): {}", d.signals, d.source, d.reason);
     }
@@ -276,7 +318,10 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
     loop {
         tokio::select! {
             input = source.next() => match input? {
-                Some(input) => sink.step(&mut pipeline, input, false, &mut exports)?,
+                Some(input) => {
+                    exports.cost.read = source.read_time();
+                    sink.step(&mut pipeline, input, false, &mut exports)?
+                }
                 None => break,
             },
             key = next_key(&mut sink) => {

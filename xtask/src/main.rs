@@ -8,6 +8,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod fuzz;
 mod kernels;
 
 #[derive(Parser)]
@@ -47,6 +48,31 @@ enum Cmd {
         /// Alternating rounds of the flood throughput comparison.
         #[arg(long, default_value_t = 3)]
         rounds: u64,
+    },
+    /// observer on a busy node: 1k, 10k and 100k destinations at 10,000 connects/s with half
+    /// as many DNS names; prints RSS, CPU per interval, the interval close time and lost
+    /// events (prints figures; not a test). SOAK_MINUTES holds the 100k load that long more.
+    BenchScale {
+        /// Seconds per level.
+        #[arg(default_value_t = 20)]
+        secs: u64,
+        /// Minutes to hold the 100k load afterwards, printing the memory each minute.
+        #[arg(default_value_t = 0)]
+        soak_minutes: u64,
+    },
+    /// Every fuzz target (DNS, kernel event decoders, TLS, HTTP) with cargo-fuzz on the
+    /// nightly toolchain, each up to --runs executions or SECONDS; prints the executions and
+    /// keeps the minimised corpus in fuzz/corpus (prints figures; not a test).
+    Fuzz {
+        /// Seconds per target at most.
+        #[arg(default_value_t = 600)]
+        seconds: u64,
+        /// Executions per target.
+        #[arg(long, default_value_t = 10_000_000)]
+        runs: u64,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
     },
     /// Busy-host traffic with faults injected and removed every 2 minutes: false suspect
     /// intervals, missed or late detections, time to detect, RSS, lost events (prints
@@ -156,6 +182,16 @@ fn main() -> anyhow::Result<()> {
                 .env("OBSERVER_PEER_BIN", bin.join("peer"))
                 .env("OBSERVER_BUSY_BIN", bin.join("busy")))
         }
+        Cmd::BenchScale { secs, soak_minutes } => {
+            setup()?;
+            run(cargo().args(["build", "--release", "-p", "observer", "-p", "observer-tests", "--bins"]))?;
+            let bin = root().join("target/release");
+            run(privileged(bin.join("bench_scale"))
+                .args([secs.to_string(), soak_minutes.to_string()])
+                .env("OBSERVER_BIN", bin.join("observer"))
+                .env("OBSERVER_PEER_BIN", bin.join("peer")))
+        }
+        Cmd::Fuzz { seconds, runs, target } => fuzz::run(&root(), seconds, runs, target.as_deref()),
         Cmd::TestKernels => {
             setup()?;
             run(cargo().args(["build", "--release", "-p", "observer", "-p", "observer-tests", "--bins"]))?;

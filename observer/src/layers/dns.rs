@@ -652,7 +652,7 @@ impl Aggregator for DnsLayer {
     }
 }
 
-mod parse;
+pub mod parse;
 mod search;
 #[cfg(test)]
 mod tests;

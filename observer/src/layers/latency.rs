@@ -56,9 +56,56 @@ impl LatencySummary {
     }
 }
 
+/// Up to this many samples, a summary sorts them (exact percentiles, no 188 KiB histogram);
+/// beyond, it fills a histogram (3 significant digits).
+const SORT_AT_MOST: usize = 4096;
+
+impl LatencySummary {
+    /// The summary of raw samples (µs). None costs nothing: most destinations on a busy host
+    /// have no latency samples in a window (a refused connect has none).
+    pub fn of_samples<'a>(samples: impl Iterator<Item = &'a u64> + Clone) -> LatencySummary {
+        let n = samples.clone().take(SORT_AT_MOST + 1).count();
+        if n == 0 {
+            return LatencySummary::default();
+        }
+        if n > SORT_AT_MOST {
+            let mut h = new_histogram();
+            for us in samples {
+                h.saturating_record(*us);
+            }
+            return LatencySummary::of(&h);
+        }
+        let mut v: Vec<u64> = samples.copied().collect();
+        v.sort_unstable();
+        // As HdrHistogram: the smallest value with at least ceil(q × n) samples at or under it.
+        let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        let mut histogram = [0u64; 8];
+        for us in &v {
+            histogram[BUCKET_BOUNDS_US.iter().position(|b| us <= b).unwrap_or(7)] += 1;
+        }
+        LatencySummary { count: v.len() as u64, p50: at(0.50), p95: at(0.95), p99: at(0.99), max: v[v.len() - 1], histogram }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn few_samples_are_sorted_many_go_through_a_histogram_and_both_agree() {
+        let few: Vec<u64> = (1..=100).map(|ms| ms * 1000).collect();
+        let s = LatencySummary::of_samples(few.iter());
+        assert_eq!((s.count, s.p50, s.p95, s.p99, s.max), (100, 50_000, 95_000, 99_000, 100_000));
+        assert_eq!(s.histogram[..4], [1, 4, 5, 40]);
+        assert_eq!(LatencySummary::of_samples([].iter()), LatencySummary::default());
+        // 10,000 samples: the histogram path, within its 3 significant digits of the exact one.
+        let many: Vec<u64> = (1..=10_000).map(|i| i * 10).collect();
+        let h = LatencySummary::of_samples(many.iter());
+        assert_eq!(h.count, 10_000);
+        for (got, exact) in [(h.p50, 50_000u64), (h.p95, 95_000), (h.p99, 99_000), (h.max, 100_000)] {
+            assert!(got.abs_diff(exact) <= exact / 500, "{got} vs {exact}");
+        }
+    }
 
     #[test]
     fn percentiles_in_microseconds() {
@@ -114,11 +161,7 @@ impl LatencyWindow {
     }
 
     pub fn window(&self) -> LatencySummary {
-        let mut h = new_histogram();
-        for us in self.buckets.iter().flat_map(|(_, v)| v) {
-            h.saturating_record(*us);
-        }
-        LatencySummary::of(&h)
+        LatencySummary::of_samples(self.buckets.iter().flat_map(|(_, v)| v))
     }
 
     /// The samples (µs) of the interval closed last.
@@ -139,11 +182,7 @@ impl LatencyWindow {
     /// The intervals closed in the last `span` before `now`: a change that the window would
     /// dilute.
     pub fn recent(&self, now: Mono, span: Duration) -> LatencySummary {
-        let mut h = new_histogram();
-        for us in self.buckets.iter().filter(|(at, _)| now.since(*at) < span).flat_map(|(_, v)| v) {
-            h.saturating_record(*us);
-        }
-        LatencySummary::of(&h)
+        LatencySummary::of_samples(self.buckets.iter().filter(move |(at, _)| now.since(*at) < span).flat_map(|(_, v)| v))
     }
 
     pub fn total(&self) -> LatencySummary {

@@ -31,6 +31,9 @@ pub struct Report {
     pub lost: BTreeMap<&'static str, u64>,
     /// Signals this kernel cannot give, with the reason.
     pub disabled: Vec<Disabled>,
+    /// What observer itself costs (set by the runtime; absent in replays and tests).
+    #[serde(rename = "observer", skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
     /// Per layer: healthy, suspect or no-signal, with rules, evidence and destinations.
     pub verdicts: Verdicts,
     /// The first suspect layer in triage order, or null when none is suspect.
@@ -65,6 +68,16 @@ impl Report {
     }
 }
 
+/// observer's own cost, for the previous interval (this report's is not over yet): the CPU
+/// the whole process used, and the work of closing the interval (reading the kernel's tables
+/// and rings, aggregating, judging, writing the report).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Cost {
+    pub previous_interval_cpu_ms: f64,
+    pub previous_close_ms: f64,
+    pub rss_mib: f64,
+}
+
 /// Inputs to a report that do not come from a layer.
 pub struct Meta<'a> {
     pub now: SystemTime,
@@ -94,6 +107,7 @@ pub fn build(meta: &Meta<'_>, sections: Sections, verdicts: (Verdicts, Option<Ca
         is_final: meta.is_final,
         lost: by_name,
         disabled: meta.disabled.to_vec(),
+        cost: None,
         verdicts: verdicts.0,
         cause: verdicts.1,
         sections,

@@ -38,6 +38,7 @@ pub struct LiveSource {
     ready: VecDeque<Input>,
     /// Ring-buffer records too short or of an unknown kind.
     undecodable: u64,
+    read_time: std::time::Duration,
 }
 
 fn poll(ring: RingBuf<MapData>, what: &str) -> anyhow::Result<AsyncFd<RingBuf<MapData>>> {
@@ -118,6 +119,7 @@ impl LiveSource {
             drains,
             ready: VecDeque::new(),
             undecodable: 0,
+            read_time: std::time::Duration::ZERO,
         })
     }
 
@@ -136,6 +138,7 @@ impl LiveSource {
     /// kernel counts a message, then copies it): the layers never judge a count whose event
     /// is still in the ring, such as an NXDOMAIN that a search-list success would explain.
     fn close_interval(&mut self) {
+        let started = std::time::Instant::now();
         let notes = self.probe.refresh_interfaces();
         let at = Mono(monotonic_ns());
         // Before the tables are read: see tables::evictions.
@@ -168,6 +171,12 @@ impl LiveSource {
         }
         let tick = Tick { at, wall: SystemTime::now(), counters, lost, disabled: self.probe.disabled(), notes };
         self.ready.push_back(Input::Tick(tick));
+        self.read_time = started.elapsed();
+    }
+
+    /// How long the last interval's reading of the tables and rings took.
+    pub fn read_time(&self) -> std::time::Duration {
+        self.read_time
     }
 }
 

@@ -1,6 +1,7 @@
 //! Load the kernel programs, attach them, and read what they record.
 
 pub mod btf;
+mod batch;
 mod clock;
 pub mod interfaces;
 pub mod live;
@@ -143,6 +144,8 @@ pub struct Probe {
     ifaces: PerCpuHashMap<MapData, u32, IfaceCounters>,
     drops: PerCpuHashMap<MapData, DropKey, DropCounters>,
     lost: PerCpuArray<MapData, u64>,
+    /// The counter tables' fds, for whole-map batch reads (see [`batch`]).
+    whole: WholeMaps,
     /// Entries created and removed per LRU table (see [`tables`]).
     tables: PerCpuArray<MapData, u64>,
     table_capacity: tables::Capacity,
@@ -339,6 +342,7 @@ impl Probe {
         let take = |ebpf: &mut Ebpf, name: &str| {
             ebpf.take_map(name).with_context(|| format!("map {name} missing from the eBPF object"))
         };
+        let whole = WholeMaps::new(&ebpf)?;
         let dests = PerCpuHashMap::try_from(take(&mut ebpf, "TCP_DESTS")?)?;
         let ports = PerCpuHashMap::try_from(take(&mut ebpf, "TCP_PORTS")?)?;
         let resolvers = PerCpuHashMap::try_from(take(&mut ebpf, "DNS_RESOLVERS")?)?;
@@ -362,6 +366,7 @@ impl Probe {
             ifaces,
             drops,
             lost,
+            whole,
             tables,
             table_capacity: tables::Capacity {
                 conns: cfg.max_connections,
@@ -437,10 +442,10 @@ impl Probe {
     /// Since-start DNS counters per resolver and per interface, and the interfaces watched.
     pub fn dns_snapshot(&self) -> DnsSnapshot {
         let mut snap = DnsSnapshot::default();
-        for (key, per_cpu) in self.resolvers.iter().flatten() {
+        for (key, per_cpu) in self.whole.read(&self.whole.resolvers, &self.resolvers) {
             snap.resolvers.push((endpoint_addr(&key), sum_cpus(per_cpu.iter().map(|v| &v.c))));
         }
-        for (ifindex, per_cpu) in self.ifaces.iter().flatten() {
+        for (ifindex, per_cpu) in self.whole.read(&self.whole.ifaces, &self.ifaces) {
             snap.per_interface.push((ifindex, sum_cpus(per_cpu.iter().map(|v| &v.c))));
         }
         snap.names = self.tc.as_ref().map(TcHooks::names).unwrap_or_default().into_iter().collect();
@@ -449,17 +454,16 @@ impl Probe {
 
     /// Since-start drop counts per key (addresses, protocol, reason), summed over CPUs.
     pub fn drop_snapshot(&self) -> Vec<crate::events::DropRec> {
-        self.drops.iter().flatten().map(|(k, per_cpu)| crate::events::drop_reading(&k, per_cpu.iter().map(|v| v.c[0]).sum())).collect()
+        self.whole.read(&self.whole.drops, &self.drops).into_iter().map(|(k, per_cpu)| crate::events::drop_reading(&k, per_cpu.iter().map(|v| v.c[0]).sum())).collect()
     }
 
     /// Since-start counters for every destination and local port the kernel still holds.
     pub fn snapshot(&self) -> TcpSnapshot {
         let mut snap = TcpSnapshot::default();
-        // Entries can be evicted while we iterate; a failed lookup just skips that entry.
-        for (key, per_cpu) in self.dests.iter().flatten() {
+        for (key, per_cpu) in self.whole.read(&self.whole.dests, &self.dests) {
             snap.dests.push((endpoint_addr(&key), sum_cpus(per_cpu.iter().map(|v| &v.c))));
         }
-        for (port, per_cpu) in self.ports.iter().flatten() {
+        for (port, per_cpu) in self.whole.read(&self.whole.ports, &self.ports) {
             snap.ports.push((port, sum_cpus(per_cpu.iter().map(|v| &v.c))));
         }
         snap
@@ -494,6 +498,55 @@ impl Probe {
             }
         }
         out
+    }
+}
+
+/// The per-CPU counter tables that are read whole every interval, by fd: in batches where the
+/// kernel can (Linux 5.6+), one entry at a time otherwise.
+struct WholeMaps {
+    dests: std::os::fd::OwnedFd,
+    ports: std::os::fd::OwnedFd,
+    resolvers: std::os::fd::OwnedFd,
+    ifaces: std::os::fd::OwnedFd,
+    drops: std::os::fd::OwnedFd,
+    cpus: usize,
+    batch: std::cell::Cell<bool>,
+}
+
+impl WholeMaps {
+    fn new(ebpf: &Ebpf) -> anyhow::Result<WholeMaps> {
+        let fd = |name: &str| -> anyhow::Result<std::os::fd::OwnedFd> {
+            use std::os::fd::AsFd as _;
+            match ebpf.map(name) {
+                Some(aya::maps::Map::PerCpuLruHashMap(m) | aya::maps::Map::PerCpuHashMap(m)) => {
+                    m.fd().as_fd().try_clone_to_owned().with_context(|| format!("cannot duplicate map {name}'s fd"))
+                }
+                _ => anyhow::bail!("map {name} is missing from the eBPF object or is not a per-CPU hash"),
+            }
+        };
+        Ok(WholeMaps {
+            dests: fd("TCP_DESTS")?,
+            ports: fd("TCP_PORTS")?,
+            resolvers: fd("DNS_RESOLVERS")?,
+            ifaces: fd("IFACES")?,
+            drops: fd("DROPS")?,
+            cpus: aya::util::nr_cpus().map_or(1, |n| n.max(1)),
+            batch: std::cell::Cell::new(true),
+        })
+    }
+
+    /// Every entry of `map` (whose fd is `fd`). Entries evicted while it is read are missed,
+    /// as they would be one by one.
+    fn read<K: aya::Pod, V: aya::Pod>(&self, fd: &std::os::fd::OwnedFd, map: &PerCpuHashMap<MapData, K, V>) -> Vec<(K, Vec<V>)> {
+        use std::os::fd::AsFd as _;
+        if self.batch.get() {
+            match batch::read_per_cpu::<K, V>(fd.as_fd(), self.cpus) {
+                Ok(v) => return v,
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => self.batch.set(false),
+                Err(_) => {}
+            }
+        }
+        map.iter().flatten().map(|(k, per_cpu)| (k, per_cpu.iter().copied().collect())).collect()
     }
 }
 

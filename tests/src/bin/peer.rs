@@ -59,6 +59,13 @@ fn main() {
         Some("dns-junk") => dns_junk(&args[2], args[3].parse().expect("COUNT")),
         Some("dns-flood") => dns_flood(&args[2], args[3].parse().expect("QPS"), args[4].parse().expect("SECS")),
         Some("dns-echo") => dns_echo(&args[2]),
+        Some("connect-spread") => connect_spread(
+            args[2].parse().expect("BASE"),
+            args[3].parse().expect("N"),
+            args[4].parse().expect("RATE"),
+            args[5].parse().expect("SECS"),
+        ),
+        Some("dns-names") => dns_names(&args[2], args[3].parse().expect("N"), args[4].parse().expect("RATE"), args[5].parse().expect("SECS")),
         Some("connect-burst") => connect_burst(&args[2], args[3].parse().expect("COUNT"), args[4].parse().expect("THREADS")),
         Some("dns-blast") => dns_blast(&args[2], args[3].parse().expect("SECS")),
         Some("dns-flood-hbh") => {
@@ -226,6 +233,68 @@ fn connect_burst(dest: &str, count: u64, threads: u64) {
         .collect();
     let (ok, failed) = workers.into_iter().map(|w| w.join().expect("worker")).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     println!("{ok} {failed}");
+}
+
+/// RATE connects a second for SECS, round-robin over N addresses from BASE up (port 80),
+/// from two threads. Prints connects made, refused and other failures.
+fn connect_spread(base: std::net::Ipv4Addr, n: u32, rate: u64, secs: u64) {
+    let base = u32::from(base);
+    let workers: Vec<_> = (0..2u32)
+        .map(|w| {
+            thread::spawn(move || {
+                let start = Instant::now();
+                let total = rate / 2 * secs;
+                let (mut done, mut refused, mut other) = (0u64, 0u64, 0u64);
+                let mut i = w;
+                while done < total {
+                    let due = (start.elapsed().as_secs_f64() * (rate / 2) as f64) as u64;
+                    while done < due.min(total) {
+                        let addr = SocketAddr::from((std::net::Ipv4Addr::from(base + i % n), 80));
+                        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => refused += 1,
+                            _ => other += 1,
+                        }
+                        done += 1;
+                        i += 2;
+                    }
+                    thread::sleep(Duration::from_millis(1));
+                }
+                (done, refused, other)
+            })
+        })
+        .collect();
+    let t = workers.into_iter().map(|w| w.join().expect("worker")).fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
+    println!("{} {} {}", t.0, t.1, t.2);
+}
+
+/// RATE queries a second for SECS to DEST, for the names n0.scale.test … n(N-1).scale.test
+/// in turn. Prints queries sent.
+fn dns_names(dest: &str, n: u64, rate: u64, secs: u64) {
+    let dest: SocketAddr = dest.parse().expect("DEST");
+    let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
+    let start = Instant::now();
+    let total = rate * secs;
+    let mut sent = 0u64;
+    let mut buf = [0u8; 512];
+    sock.set_nonblocking(true).expect("nonblocking");
+    while sent < total {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due.min(total) {
+            let id = (sent as u16).to_be_bytes();
+            let mut q = vec![id[0], id[1], 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+            for label in [format!("n{}", sent % n).as_str(), "scale", "test"] {
+                q.push(label.len() as u8);
+                q.extend(label.as_bytes());
+            }
+            q.extend([0, 0, 1, 0, 1]);
+            let _ = sock.send_to(&q, dest);
+            sent += 1;
+        }
+        // Drain the answers so that the socket's queue does not fill.
+        while sock.recv_from(&mut buf).is_ok() {}
+        thread::sleep(Duration::from_millis(1));
+    }
+    println!("{sent}");
 }
 
 fn dns_echo(listen: &str) {
