@@ -543,10 +543,20 @@ impl DnsLayer {
     /// All names, the most troubled first (error rcodes and unanswered in the window), then
     /// the busiest.
     pub fn names(&self) -> Vec<NameView> {
-        let mut v: Vec<NameView> = self
+        // Ordered by a small key first (see ConnectLayer::destinations).
+        let mut order: Vec<((u64, u64, u64), &NameKey, &NameState)> = self
             .names
             .iter()
-            .map(|((qname, qtype), n)| NameView {
+            .map(|(k, n)| {
+                let w = n.counts.window();
+                let trouble = w[nc::NXDOMAIN].saturating_sub(w[nc::SEARCH_NXDOMAIN]) + w[nc::SERVFAIL] + w[nc::REFUSED] + w[nc::UNANSWERED];
+                ((trouble, w[nc::QUERIES], n.counts.total()[nc::QUERIES]), k, n)
+            })
+            .collect();
+        order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        order
+            .into_iter()
+            .map(|(_, (qname, qtype), n)| NameView {
                 qname: qname.clone(),
                 qtype: qtype.clone(),
                 window: NamePeriod {
@@ -557,12 +567,7 @@ impl DnsLayer {
                 answers: n.answers.iter().cloned().collect(),
                 resolvers: n.resolvers.iter().copied().collect(),
             })
-            .collect();
-        v.sort_by(|a, b| {
-            let key = |n: &NameView| (n.window.trouble(), n.window.counts.get(nc::QUERIES), n.total.counts.get(nc::QUERIES));
-            key(b).cmp(&key(a)).then_with(|| (&a.qname, &a.qtype).cmp(&(&b.qname, &b.qtype)))
-        });
-        v
+            .collect()
     }
 
     /// Names for which two resolvers gave disjoint address sets within the window.
@@ -588,8 +593,8 @@ impl DnsLayer {
     }
 
     pub fn samples_dropped(&self) -> u64 {
-        self.resolvers.values().map(|r| r.latency.dropped).sum::<u64>()
-            + self.names.values().map(|n| n.latency.dropped).sum::<u64>()
+        self.resolvers.values().map(|r| r.latency.dropped()).sum::<u64>()
+            + self.names.values().map(|n| n.latency.dropped()).sum::<u64>()
     }
 }
 

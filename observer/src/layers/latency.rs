@@ -128,11 +128,62 @@ mod tests {
 /// Latency over the sliding window and since start. Samples of the current interval are kept
 /// raw (µs) and closed into a bucket at each reading; the window's percentiles come from the
 /// buckets still inside it, the since-start ones from one histogram.
+///
+/// Allocated on the first sample: most keys on a busy node never have one (a refused connect
+/// has no latency), and then a key's latency costs 8 bytes.
 #[derive(Debug, Default)]
-pub struct LatencyWindow {
+pub struct LatencyWindow(Option<Box<Samples>>);
+
+impl LatencyWindow {
+    pub fn record(&mut self, d: Duration) {
+        self.0.get_or_insert_default().record(d);
+    }
+
+    /// Close the current interval at `now` and forget intervals older than `window`.
+    pub fn close(&mut self, now: Mono, window: Duration) {
+        if let Some(s) = &mut self.0 {
+            s.close(now, window);
+        }
+    }
+
+    pub fn window(&self) -> LatencySummary {
+        self.0.as_ref().map(|s| s.window()).unwrap_or_default()
+    }
+
+    /// The samples (µs) of the interval closed last.
+    pub fn last_interval(&self) -> &[u64] {
+        self.0.as_ref().map_or(&[], |s| s.last_interval())
+    }
+
+    /// The p99 of the interval closed last, when it had samples.
+    pub fn last_interval_p99(&self) -> Option<u64> {
+        self.0.as_ref()?.last_interval_p99()
+    }
+
+    /// The intervals closed in the last `span` before `now`: a change that the window would
+    /// dilute.
+    pub fn recent(&self, now: Mono, span: Duration) -> LatencySummary {
+        self.0.as_ref().map(|s| s.recent(now, span)).unwrap_or_default()
+    }
+
+    pub fn total(&self) -> LatencySummary {
+        self.0.as_ref().map(|s| s.total()).unwrap_or_default()
+    }
+
+    /// Samples not kept for the window because one interval had more than the cap.
+    pub fn dropped(&self) -> u64 {
+        self.0.as_ref().map_or(0, |s| s.dropped)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Samples {
     open: Vec<u64>,
+    /// The window's intervals that had samples (most keys on a busy node have none: a
+    /// refused connect has no latency), and when the last interval closed.
     buckets: std::collections::VecDeque<(Mono, Vec<u64>)>,
-    total: Option<Histogram<u64>>,
+    last_close: Option<Mono>,
+    total: super::compact::CompactHistogram,
     /// Samples not kept for the window because one interval had more than the cap (the
     /// since-start histogram still has them).
     pub dropped: u64,
@@ -141,23 +192,31 @@ pub struct LatencyWindow {
 /// Samples kept per key per interval; more are counted in `dropped`.
 const MAX_SAMPLES_PER_INTERVAL: usize = 65_536;
 
-impl LatencyWindow {
-    pub fn record(&mut self, d: Duration) {
+impl Samples {
+    fn record(&mut self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
         if self.open.len() < MAX_SAMPLES_PER_INTERVAL {
             self.open.push(us);
         } else {
             self.dropped += 1;
         }
-        record(self.total.get_or_insert_with(new_histogram), d);
+        self.total.record(us);
     }
 
     /// Close the current interval at `now` and forget intervals older than `window`.
     pub fn close(&mut self, now: Mono, window: Duration) {
-        self.buckets.push_back((now, std::mem::take(&mut self.open)));
+        if !self.open.is_empty() {
+            self.buckets.push_back((now, std::mem::take(&mut self.open)));
+        }
+        self.last_close = Some(now);
         while self.buckets.front().is_some_and(|(at, _)| now.since(*at) >= window) {
             self.buckets.pop_front();
         }
+    }
+
+    /// The samples of the interval closed last, when it had any.
+    fn closed_last(&self) -> Option<&Vec<u64>> {
+        self.buckets.back().filter(|(at, _)| Some(*at) == self.last_close).map(|(_, v)| v)
     }
 
     pub fn window(&self) -> LatencySummary {
@@ -166,12 +225,12 @@ impl LatencyWindow {
 
     /// The samples (µs) of the interval closed last.
     pub fn last_interval(&self) -> &[u64] {
-        self.buckets.back().map_or(&[], |(_, v)| v.as_slice())
+        self.closed_last().map_or(&[], |v| v.as_slice())
     }
 
     /// The p99 of the interval closed last, when it had samples.
     pub fn last_interval_p99(&self) -> Option<u64> {
-        let mut v = self.buckets.back()?.1.clone();
+        let mut v = self.closed_last()?.clone();
         if v.is_empty() {
             return None;
         }
@@ -186,6 +245,6 @@ impl LatencyWindow {
     }
 
     pub fn total(&self) -> LatencySummary {
-        self.total.as_ref().map(LatencySummary::of).unwrap_or_default()
+        self.total.summary()
     }
 }

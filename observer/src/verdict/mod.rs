@@ -149,8 +149,12 @@ pub struct Verdict {
     /// Rule names that fired, e.g. `dns.error_rcodes`.
     pub rules: Vec<&'static str>,
     pub evidence: Vec<String>,
-    /// Destinations (resolvers, IP:port) the rules fired for.
+    /// Destinations (resolvers, IP:port) the rules fired for: the first MAX_LISTED, the
+    /// most troubled first.
     pub destinations: Vec<SocketAddr>,
+    /// Destinations the rules fired for beyond those listed (an outage with thousands).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub destinations_omitted: usize,
     /// Set when an earlier suspect layer explains this one.
     pub consequence_of: Option<Layer>,
     /// Destinations (a proxy's listening address) whose trouble comes with failing connects
@@ -173,6 +177,7 @@ impl Verdict {
             rules: vec![],
             evidence: vec![],
             destinations: vec![],
+            destinations_omitted: 0,
             consequence_of: None,
             upstreams: vec![],
             note: None,
@@ -194,19 +199,50 @@ impl Verdict {
         if let Some((level, why)) = confidence(&hits) {
             (v.confidence, v.confidence_why) = (Some(level), Some(why));
         }
+        // A set: a quadratic `contains` took most of a core at 10,000 failing destinations.
+        let mut seen = std::collections::HashSet::with_capacity(hits.len());
+        let mut more_evidence = 0;
         for h in hits {
             if !v.rules.contains(&h.rule) {
                 v.rules.push(h.rule);
             }
-            if !v.destinations.contains(&h.destination) {
-                v.destinations.push(h.destination);
+            if seen.insert(h.destination) {
+                if v.destinations.len() < MAX_LISTED {
+                    v.destinations.push(h.destination);
+                } else {
+                    v.destinations_omitted += 1;
+                }
             }
             if let Some(line) = h.evidence {
-                v.evidence.push(line);
+                // An empty line stands for one not written (see `line`).
+                if v.evidence.len() < MAX_EVIDENCE && !line.is_empty() {
+                    v.evidence.push(line);
+                } else {
+                    more_evidence += 1;
+                }
             }
+        }
+        if more_evidence > 0 {
+            v.evidence.push(format!("… and {more_evidence} more lines like these (the sections list every destination)"));
         }
         v
     }
+}
+
+/// Destinations and evidence lines a verdict lists, the most troubled first: enough to paste,
+/// and a report line stays small when thousands of destinations fail at once.
+const MAX_LISTED: usize = 100;
+const MAX_EVIDENCE: usize = 20;
+
+/// An evidence line, written only while it can still be shown: past twice MAX_EVIDENCE hits
+/// it is an empty stand-in that is counted, not formatted (100,000 failing destinations made
+/// 100,000 lines an interval).
+fn line(hits: &[Hit], write: impl FnOnce() -> String) -> String {
+    if hits.len() < 2 * MAX_EVIDENCE { write() } else { String::new() }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One rule firing for one destination.

@@ -3,7 +3,7 @@
 
 use observer_common::tcp::dest_counter as dc;
 
-use super::{Evaluation, Hit, Layer, Rules, secs};
+use super::{Evaluation, Hit, Layer, Rules, line, secs};
 use crate::{
     config::Config,
     layers::connect::{ConnectView, DestView},
@@ -40,14 +40,15 @@ fn evaluate(view: &ConnectView, window_s: f64, cfg: &Config) -> Evaluation {
     let w = secs(window_s);
     let mut hits = Vec::new();
     let mut had_signal = false;
-    for d in &view.destinations {
-        let c = &d.window;
+    // The top destinations with their process; the rest by their counts alone.
+    let full = view.destinations.iter().map(|d| (d.dest, &d.window.counts, process(d)));
+    let rest = view.rest.iter().map(|(a, c)| (*a, c, String::new()));
+    for (dest, c, process) in full.chain(rest) {
         let attempts = c.get(dc::ATTEMPTS);
-        if c.counts.values.iter().all(|&v| v == 0) {
+        if c.values.iter().all(|&v| v == 0) {
             continue;
         }
         had_signal = true;
-        let dest = d.dest;
         let refused = c.get(dc::REFUSED);
         let timed_out = c.get(dc::TIMED_OUT) + c.get(dc::UNREACHABLE);
         let syn = c.get(dc::SYN_RETRANSMITS);
@@ -58,10 +59,10 @@ fn evaluate(view: &ConnectView, window_s: f64, cfg: &Config) -> Evaluation {
             hits.push(Hit { count: 1, margin: 1.0,
                 rule: "tcp.refused",
                 destination: dest,
-                evidence: Some(format!(
+                evidence: Some(line(&hits, || format!(
                     "TCP: {refused}/{attempts} connects to {dest} refused in the last {w} (RST answered the SYN: no listener, wrong port, or stale DNS){}",
-                    process(d)
-                )),
+                    process
+                ))),
             }.strength(refused, refused as f64, t.min_refused as f64));
         }
         if timed_out >= t.min_timed_out {
@@ -71,22 +72,22 @@ fn evaluate(view: &ConnectView, window_s: f64, cfg: &Config) -> Evaluation {
             hits.push(Hit { count: 1, margin: 1.0,
                 rule: "tcp.timed_out",
                 destination: dest,
-                evidence: Some(format!(
+                evidence: Some(line(&hits, || format!(
                     "TCP: {timed_out}/{attempts} connects to {dest} timed out in the last {w} after {syn} SYN retransmits{how} (path or filtering){}",
-                    process(d)
-                )),
+                    process
+                ))),
             }.strength(timed_out, timed_out as f64, t.min_timed_out as f64));
         }
         if syn >= t.min_syn_retransmits {
             hits.push(Hit { count: 1, margin: 1.0,
                 rule: "tcp.syn_retries",
                 destination: dest,
-                evidence: (!said).then(|| {
+                evidence: (!said).then(|| line(&hits, || {
                     format!(
                         "TCP: {syn} SYN retransmits to {dest} in the last {w} ({attempts} connects started, {established} established): SYNs or SYN-ACKs are lost{}",
-                        process(d)
+                        process
                     )
-                }),
+                })),
             }.strength(syn, syn as f64, t.min_syn_retransmits as f64));
             said = true;
         }
@@ -97,14 +98,14 @@ fn evaluate(view: &ConnectView, window_s: f64, cfg: &Config) -> Evaluation {
             hits.push(Hit { count: 1, margin: 1.0,
                 rule: "tcp.success_ratio",
                 destination: dest,
-                evidence: (!said).then(|| {
+                evidence: (!said).then(|| line(&hits, || {
                     format!(
                         "TCP: connect success to {dest} is {:.1} % ({established}/{finished}) in the last {w}, below {:.1} %{}",
                         established as f64 * 100.0 / finished as f64,
                         t.success_ratio * 100.0,
-                        process(d)
+                        process
                     )
-                }),
+                })),
             }.strength(finished - established, 1.0 - established as f64 / finished as f64, 1.0 - t.success_ratio));
         }
         let resets = c.get(dc::RESETS_RECEIVED);
@@ -112,10 +113,10 @@ fn evaluate(view: &ConnectView, window_s: f64, cfg: &Config) -> Evaluation {
             hits.push(Hit { count: 1, margin: 1.0,
                 rule: "tcp.resets",
                 destination: dest,
-                evidence: Some(format!(
+                evidence: Some(line(&hits, || format!(
                     "TCP: {resets} resets received from {dest} on established connections in the last {w} ({established} connects established){}",
-                    process(d)
-                )),
+                    process
+                ))),
             }.strength(resets, resets as f64 / established.max(1) as f64, t.reset_share));
         }
     }

@@ -112,7 +112,12 @@ fn main() {
     );
     println!("| destinations | names | RSS max (MiB) | CPU per interval, mean / max (ms) | close, mean / max (ms) | lost |");
     println!("|---|---|---|---|---|---|");
-    for n in [1_000u64, 10_000, 100_000] {
+    // BENCH_SCALE_LEVELS=10000 runs one level (to profile observer meanwhile).
+    let levels: Vec<u64> = std::env::var("BENCH_SCALE_LEVELS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 10_000, 100_000]);
+    for n in levels {
         let (pair, _echo) = setup();
         let run = start(&pair);
         let dns = format!("{}:53", pair.server_ip());
