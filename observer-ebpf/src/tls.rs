@@ -366,18 +366,22 @@ fn emit(ctx: &TcContext, pkt: &mut Packet, what: u8, from_client: bool, offset: 
     // Bounded for the verifier: 0..=CHUNK_MAX.
     let n = if n > CHUNK_MAX { CHUNK_MAX } else { n };
     ev.captured = 0;
+    let mut copied = 0;
     if n > 0 {
-        // 1..=CHUNK_MAX in a form the verifier keeps: a bounds check on one register copy
-        // is lost on another.
-        let len = ((n as u32 - 1) & (CHUNK_MAX as u32 - 1)) + 1;
+        // 1..=CHUNK_MAX by a mask the verifier follows. The volatile load keeps LLVM from
+        // folding the mask back into `n` (it can prove the range; a 6.1 verifier, which lost
+        // the check on another register copy, cannot: "unbounded memory access").
+        let v = unsafe { core::ptr::read_volatile(&n) } as u32;
+        let len = (v.wrapping_sub(1) & (CHUNK_MAX as u32 - 1)) + 1;
         let dst = (&raw mut ev.data).cast::<core::ffi::c_void>();
         if unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), payload as u32, dst, len) } != 0 {
             count_lost(lost::TLS_COPY_FAILED);
             return;
         }
-        ev.captured = n as u16;
+        ev.captured = len as u16;
+        copied = len as usize;
     }
-    let len = TLS_EVENT_HEADER + n;
+    let len = TLS_EVENT_HEADER + copied;
     let record = unsafe { core::slice::from_raw_parts((ev as *const TlsEvent).cast::<u8>(), len) };
     // Userspace drains every 20 ms; a wakeup per share of the ring from this CPU.
     let every = unsafe { core::ptr::read_volatile(&TLS_WAKEUP_BYTES) };
