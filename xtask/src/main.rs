@@ -132,6 +132,19 @@ fn run_tests(cmd: &mut Command, tally: &mut (u64, u64)) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A figures program of tests/src/bin (bench, soak, bench_scale): built in release with the
+/// binaries it drives, then run as root with their paths.
+fn figures(program: &str, args: &[u64]) -> anyhow::Result<()> {
+    setup()?;
+    run(cargo().args(["build", "--release", "-p", "observer", "-p", "observer-tests", "--bins"]))?;
+    let bin = root().join("target/release");
+    run(privileged(bin.join(program))
+        .args(args.iter().map(u64::to_string))
+        .env("OBSERVER_BIN", bin.join("observer"))
+        .env("OBSERVER_PEER_BIN", bin.join("peer"))
+        .env("OBSERVER_BUSY_BIN", bin.join("busy")))
+}
+
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
@@ -163,34 +176,9 @@ fn main() -> anyhow::Result<()> {
             "clippy", "-p", "observer", "-p", "observer-common", "-p", "observer-tests", "-p", "xtask",
             "--all-targets", "--", "-D", "warnings",
         ])),
-        Cmd::Bench { secs, rounds } => {
-            setup()?;
-            run(cargo().args(["build", "--release", "-p", "observer", "-p", "observer-tests", "--bins"]))?;
-            let bin = root().join("target/release");
-            run(privileged(bin.join("bench"))
-                .args([secs.to_string(), rounds.to_string()])
-                .env("OBSERVER_BIN", bin.join("observer"))
-                .env("OBSERVER_PEER_BIN", bin.join("peer")))
-        }
-        Cmd::Soak { minutes } => {
-            setup()?;
-            run(cargo().args(["build", "--release", "-p", "observer", "-p", "observer-tests", "--bins"]))?;
-            let bin = root().join("target/release");
-            run(privileged(bin.join("soak"))
-                .arg(minutes.to_string())
-                .env("OBSERVER_BIN", bin.join("observer"))
-                .env("OBSERVER_PEER_BIN", bin.join("peer"))
-                .env("OBSERVER_BUSY_BIN", bin.join("busy")))
-        }
-        Cmd::BenchScale { secs, soak_minutes } => {
-            setup()?;
-            run(cargo().args(["build", "--release", "-p", "observer", "-p", "observer-tests", "--bins"]))?;
-            let bin = root().join("target/release");
-            run(privileged(bin.join("bench_scale"))
-                .args([secs.to_string(), soak_minutes.to_string()])
-                .env("OBSERVER_BIN", bin.join("observer"))
-                .env("OBSERVER_PEER_BIN", bin.join("peer")))
-        }
+        Cmd::Bench { secs, rounds } => figures("bench", &[secs, rounds]),
+        Cmd::Soak { minutes } => figures("soak", &[minutes]),
+        Cmd::BenchScale { secs, soak_minutes } => figures("bench_scale", &[secs, soak_minutes]),
         Cmd::Fuzz { seconds, runs, target } => fuzz::run(&root(), seconds, runs, target.as_deref()),
         Cmd::TestKernels => {
             setup()?;
