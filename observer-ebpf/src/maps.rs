@@ -152,12 +152,18 @@ pub fn table_removed(t: usize) {
     count_table(2 * t + 1);
 }
 
-/// Insert `value` under `key` in table `t`, counting it; a refused insert is lost.
+/// Insert `value` under `key` in table `t`, counting it; a refused insert is lost (false).
 #[inline(always)]
-pub fn lru_insert<K, V>(map: &LruHashMap<K, V>, t: usize, key: &K, value: &V) {
+pub fn lru_insert<K, V>(map: &LruHashMap<K, V>, t: usize, key: &K, value: &V) -> bool {
     match map.insert(key, value, 0) {
-        Ok(()) => table_created(t),
-        Err(_) => count_lost(lost::TABLE_INSERT_FAILED),
+        Ok(()) => {
+            table_created(t);
+            true
+        }
+        Err(_) => {
+            count_lost(lost::TABLE_INSERT_FAILED);
+            false
+        }
     }
 }
 

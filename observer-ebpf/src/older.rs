@@ -100,11 +100,9 @@ pub fn on_retransmit(sk: u64, peer: &Endpoint, local_port: u16, active: bool) {
                 last_total_retrans: total,
                 retrans: [0; retrans::COUNT],
             };
-            if OLD_SOCKS.insert(&sk, &s, 0).is_err() {
-                count_lost(lost::TABLE_INSERT_FAILED);
+            if !crate::maps::lru_insert(&OLD_SOCKS, observer_common::table::OLD_SOCKS, &sk, &s) {
                 return;
             }
-            crate::maps::table_created(observer_common::table::OLD_SOCKS);
             emit(sk, &s, &l, now, kind::SAMPLE);
         }
     }

@@ -256,12 +256,14 @@ pub struct NamePeriod {
 impl NamePeriod {
     /// Error rcodes and unanswered queries: what makes a name troubled.
     pub fn trouble(&self) -> u64 {
-        let c = &self.counts;
-        c.get(nc::NXDOMAIN).saturating_sub(c.get(nc::SEARCH_NXDOMAIN))
-            + c.get(nc::SERVFAIL)
-            + c.get(nc::REFUSED)
-            + c.get(nc::UNANSWERED)
+        trouble(&self.counts.values)
     }
+}
+
+/// See [`NamePeriod::trouble`]; on a name's raw counts, to order names before their views
+/// are built.
+fn trouble(c: &[u64; nc::COUNT]) -> u64 {
+    c[nc::NXDOMAIN].saturating_sub(c[nc::SEARCH_NXDOMAIN]) + c[nc::SERVFAIL] + c[nc::REFUSED] + c[nc::UNANSWERED]
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -549,8 +551,7 @@ impl DnsLayer {
             .iter()
             .map(|(k, n)| {
                 let w = n.counts.window();
-                let trouble = w[nc::NXDOMAIN].saturating_sub(w[nc::SEARCH_NXDOMAIN]) + w[nc::SERVFAIL] + w[nc::REFUSED] + w[nc::UNANSWERED];
-                ((trouble, w[nc::QUERIES], n.counts.total()[nc::QUERIES]), k, n)
+                ((trouble(&w), w[nc::QUERIES], n.counts.total()[nc::QUERIES]), k, n)
             })
             .collect();
         order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));

@@ -13,11 +13,6 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid")
 }
 
-pub fn record(h: &mut Histogram<u64>, d: Duration) {
-    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
-    h.saturating_record(us);
-}
-
 /// Upper bounds (µs) of the histogram buckets; the last bucket holds everything above.
 pub const BUCKET_BOUNDS_US: [u64; 7] = [1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000];
 
@@ -111,7 +106,7 @@ mod tests {
     fn percentiles_in_microseconds() {
         let mut h = new_histogram();
         for ms in 1..=100u64 {
-            record(&mut h, Duration::from_millis(ms));
+            h.saturating_record(ms * 1000);
         }
         let s = LatencySummary::of(&h);
         assert_eq!(s.count, 100);
@@ -177,7 +172,7 @@ impl LatencyWindow {
 }
 
 #[derive(Debug, Default)]
-pub struct Samples {
+struct Samples {
     open: Vec<u64>,
     /// The window's intervals that had samples (most keys on a busy node have none: a
     /// refused connect has no latency), and when the last interval closed.
@@ -186,7 +181,7 @@ pub struct Samples {
     total: super::compact::CompactHistogram,
     /// Samples not kept for the window because one interval had more than the cap (the
     /// since-start histogram still has them).
-    pub dropped: u64,
+    dropped: u64,
 }
 
 /// Samples kept per key per interval; more are counted in `dropped`.
@@ -204,7 +199,7 @@ impl Samples {
     }
 
     /// Close the current interval at `now` and forget intervals older than `window`.
-    pub fn close(&mut self, now: Mono, window: Duration) {
+    fn close(&mut self, now: Mono, window: Duration) {
         if !self.open.is_empty() {
             self.buckets.push_back((now, std::mem::take(&mut self.open)));
         }
@@ -219,17 +214,17 @@ impl Samples {
         self.buckets.back().filter(|(at, _)| Some(*at) == self.last_close).map(|(_, v)| v)
     }
 
-    pub fn window(&self) -> LatencySummary {
+    fn window(&self) -> LatencySummary {
         LatencySummary::of_samples(self.buckets.iter().flat_map(|(_, v)| v))
     }
 
     /// The samples (µs) of the interval closed last.
-    pub fn last_interval(&self) -> &[u64] {
+    fn last_interval(&self) -> &[u64] {
         self.closed_last().map_or(&[], |v| v.as_slice())
     }
 
     /// The p99 of the interval closed last, when it had samples.
-    pub fn last_interval_p99(&self) -> Option<u64> {
+    fn last_interval_p99(&self) -> Option<u64> {
         let mut v = self.closed_last()?.clone();
         if v.is_empty() {
             return None;
@@ -240,11 +235,11 @@ impl Samples {
 
     /// The intervals closed in the last `span` before `now`: a change that the window would
     /// dilute.
-    pub fn recent(&self, now: Mono, span: Duration) -> LatencySummary {
+    fn recent(&self, now: Mono, span: Duration) -> LatencySummary {
         LatencySummary::of_samples(self.buckets.iter().filter(move |(at, _)| now.since(*at) < span).flat_map(|(_, v)| v))
     }
 
-    pub fn total(&self) -> LatencySummary {
+    fn total(&self) -> LatencySummary {
         self.total.summary()
     }
 }

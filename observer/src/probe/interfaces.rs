@@ -58,11 +58,21 @@ pub fn hooks_for(kind: u32, flags: u32) -> Result<(Hooks, Link), String> {
     }
 }
 
-/// Interfaces to watch now, and the ones skipped with the reason (down ones are not listed).
-pub fn scan(sysfs_net: &Path, only: &[String]) -> (Vec<Iface>, Vec<(String, String)>) {
-    let mut watch = Vec::new();
-    let mut skipped = Vec::new();
-    let Ok(entries) = fs::read_dir(sysfs_net) else { return (watch, skipped) };
+/// What a scan found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Interfaces to watch now.
+    pub watch: Vec<Iface>,
+    /// Interfaces that cannot be watched, with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// Interfaces that are down (watched once they come up).
+    pub down: Vec<String>,
+}
+
+/// The interfaces under `sysfs_net` (only those named in `only`, when it is not empty).
+pub fn scan(sysfs_net: &Path, only: &[String]) -> Scan {
+    let mut found = Scan::default();
+    let Ok(entries) = fs::read_dir(sysfs_net) else { return found };
     let mut names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     for name in names {
@@ -76,12 +86,12 @@ pub fn scan(sysfs_net: &Path, only: &[String]) -> (Vec<Iface>, Vec<(String, Stri
             continue;
         };
         match hooks_for(kind, flags) {
-            Ok((hooks, link)) => watch.push(Iface { name, ifindex, hooks, link }),
-            Err(reason) if reason != "down" => skipped.push((name, reason)),
-            Err(_) => {}
+            Ok((hooks, link)) => found.watch.push(Iface { name, ifindex, hooks, link }),
+            Err(reason) if reason != "down" => found.skipped.push((name, reason)),
+            Err(_) => found.down.push(name),
         }
     }
-    (watch, skipped)
+    found
 }
 
 #[cfg(test)]
@@ -107,13 +117,14 @@ mod tests {
             fs::write(d.join("flags"), flags).unwrap();
             fs::write(d.join("ifindex"), idx).unwrap();
         }
-        let (watch, skipped) = scan(&dir, &[]);
-        let names: Vec<&str> = watch.iter().map(|i| i.name.as_str()).collect();
+        let found = scan(&dir, &[]);
+        let names: Vec<&str> = found.watch.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["eth0", "lo"]);
-        assert_eq!(skipped.len(), 1);
-        assert_eq!(skipped[0].0, "ib0");
-        let (watch, _) = scan(&dir, &["lo".to_owned()]);
-        assert_eq!(watch, vec![Iface { name: "lo".into(), ifindex: 1, hooks: Hooks::EgressOnly, link: Link::Ethernet }]);
+        assert_eq!(found.skipped.len(), 1);
+        assert_eq!(found.skipped[0].0, "ib0");
+        assert_eq!(found.down, ["eth1"]);
+        let found = scan(&dir, &["lo".to_owned()]);
+        assert_eq!(found.watch, vec![Iface { name: "lo".into(), ifindex: 1, hooks: Hooks::EgressOnly, link: Link::Ethernet }]);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

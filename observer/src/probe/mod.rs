@@ -343,6 +343,14 @@ impl Probe {
             ebpf.take_map(name).with_context(|| format!("map {name} missing from the eBPF object"))
         };
         let whole = WholeMaps::new(&ebpf)?;
+        // As loaded, not as configured: the loader and the object's defaults decide.
+        let table_capacity = tables::Capacity {
+            conns: lru_capacity(&ebpf, "CONNS")?,
+            tcp_socks: lru_capacity(&ebpf, "TCP_SOCKS")?,
+            old_socks: lru_capacity(&ebpf, "OLD_SOCKS")?,
+            ssl_calls: lru_capacity(&ebpf, "SSL_CALLS")?,
+            connect_calls: lru_capacity(&ebpf, "CONNECT_CALLS")?,
+        };
         let dests = PerCpuHashMap::try_from(take(&mut ebpf, "TCP_DESTS")?)?;
         let ports = PerCpuHashMap::try_from(take(&mut ebpf, "TCP_PORTS")?)?;
         let resolvers = PerCpuHashMap::try_from(take(&mut ebpf, "DNS_RESOLVERS")?)?;
@@ -368,13 +376,7 @@ impl Probe {
             lost,
             whole,
             tables,
-            table_capacity: tables::Capacity {
-                conns: cfg.max_connections,
-                tcp_socks: cfg.max_connections.saturating_mul(2),
-                old_socks: cfg.max_connections,
-                ssl_calls: 4096,
-                connect_calls: 4096,
-            },
+            table_capacity,
             disabled,
             attached,
             attach_time: Duration::ZERO,
@@ -547,6 +549,14 @@ impl WholeMaps {
             }
         }
         map.iter().flatten().map(|(k, per_cpu)| (k, per_cpu.iter().copied().collect())).collect()
+    }
+}
+
+/// The number of entries the LRU hash map `name` was created with.
+fn lru_capacity(ebpf: &Ebpf, name: &str) -> anyhow::Result<u32> {
+    match ebpf.map(name) {
+        Some(aya::maps::Map::LruHashMap(m)) => Ok(m.info().with_context(|| format!("cannot read map {name}'s info"))?.max_entries()),
+        _ => anyhow::bail!("map {name} is missing from the eBPF object or is not an LRU hash"),
     }
 }
 

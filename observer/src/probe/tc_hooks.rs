@@ -94,11 +94,11 @@ impl TcHooks {
 
     /// Interfaces named with --interface that cannot be watched now: said once when that
     /// starts and once when it ends, and listed in `disabled` meanwhile.
-    fn check_named(&mut self, current: &HashMap<&str, u32>, notes: &mut Vec<String>) {
+    fn check_named(&mut self, current: &HashMap<&str, u32>, down: &[String], notes: &mut Vec<String>) {
         for name in &self.only {
             let why = if current.contains_key(name.as_str()) || self.skipped.contains_key(name) {
                 None
-            } else if Path::new("/sys/class/net").join(name).exists() {
+            } else if down.contains(name) {
                 Some("the interface is down")
             } else {
                 Some("no such interface")
@@ -121,7 +121,7 @@ impl TcHooks {
     /// away. Returns lines to tell the user.
     pub fn refresh(&mut self, ebpf: &mut Ebpf) -> Vec<String> {
         let mut notes = Vec::new();
-        let (watch, skipped) = interfaces::scan(Path::new("/sys/class/net"), &self.only);
+        let interfaces::Scan { watch, skipped, down } = interfaces::scan(Path::new("/sys/class/net"), &self.only);
         for (name, reason) in skipped {
             if self.skipped.get(&name) != Some(&reason) {
                 notes.push(format!("DNS is not watched on {name}: {reason}"));
@@ -143,7 +143,7 @@ impl TcHooks {
             }
         }
         self.failed.retain(|hook, _| hook.split(' ').next().is_some_and(|n| current.contains_key(n)));
-        self.check_named(&current, &mut notes);
+        self.check_named(&current, &down, &mut notes);
         self.refreshed = true;
         for iface in watch {
             if self.links.contains_key(&iface.name) {
