@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod events;
+pub mod heap;
 pub mod layers;
 pub mod pipeline;
 pub mod present;

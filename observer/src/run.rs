@@ -16,6 +16,7 @@ use tokio::{
 use crate::{
     cli::{Cli, Format},
     config::{self, Config},
+    heap,
     events::{Input, Mono},
     pipeline::{Options, Pipeline},
     present::{
@@ -34,6 +35,7 @@ use crate::{
 
 pub fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
     cli.validate().map_err(anyhow::Error::msg)?;
+    heap::settle_thresholds();
     // Config errors come before privilege errors: both are the user's to fix, this one first.
     let config = config::load(cli.config.as_deref(), &cli.set)?;
     privileges::check_capabilities()?;
@@ -116,6 +118,8 @@ impl Sink {
                     }
                 }
                 let emitted = self.emit(report, changes, is_final);
+                // What the interval built (views, verdicts, the report) goes back to the system.
+                heap::trim();
                 cost.last = Some((cost.read + started.elapsed(), cpu));
                 emitted
             }
@@ -284,6 +288,8 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
     // Recordings and evidence copies are then written as that user.
     privileges::drop_after_attach(!cli.no_ssl_uprobes, privileges::account_after_attach())?;
     let mut exports = Exports { recorder, metrics, cost: CostMeter::default() };
+    // Loading parsed the kernel's BTF and the object: megabytes no longer needed.
+    heap::trim();
     for d in &probe.disabled() {
         eprintln!("observer: disabled: {} ({}): {}", d.signals, d.source, d.reason);
     }

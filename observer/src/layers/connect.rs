@@ -2,7 +2,7 @@
 //! over the sliding window and since start; server-role counters per local port.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::HashMap,
     net::SocketAddr,
     time::Duration,
 };
@@ -14,6 +14,7 @@ pub use super::counts::Counts;
 use super::{
     Aggregator,
     latency::{LatencySummary, LatencyWindow},
+    small_set::SmallSet,
     window::WindowedCounts,
 };
 use crate::events::{ConnectRecord, DestCounts, Event, Mono, Outcome, PortCounts, TcpSnapshot, Tick};
@@ -26,8 +27,10 @@ struct DestState {
     counts: WindowedCounts<{ dc::COUNT }>,
     latency: LatencyWindow,
     /// Boxed: a destination's state stays small (an outage has many of them).
-    last_failure: Option<Box<ConnectRecord>>,
-    processes: BTreeSet<String>,
+    last_failure: Option<Box<LastFailure>>,
+    processes: SmallSet<String>,
+    /// When its counters were last read (see `on_snapshot`).
+    read_at: Option<Mono>,
 }
 
 impl DestState {
@@ -36,9 +39,21 @@ impl DestState {
             counts: WindowedCounts::default(),
             latency: LatencyWindow::default(),
             last_failure: None,
-            processes: BTreeSet::new(),
+            processes: SmallSet::new(),
+            read_at: None,
         }
     }
+}
+
+/// What a destination's last failed connect said: the record's fields that a report shows.
+#[derive(Debug)]
+struct LastFailure {
+    outcome: Outcome,
+    errno: i32,
+    syn_retransmits: u32,
+    pid: u32,
+    after_us: u64,
+    comm: Box<str>,
 }
 
 #[derive(Debug)]
@@ -150,19 +165,36 @@ impl ConnectLayer {
         if rec.outcome == Outcome::Established {
             state.latency.record(rec.latency);
         } else {
-            state.last_failure = Some(Box::new(rec.clone()));
+            state.last_failure = Some(Box::new(LastFailure {
+                outcome: rec.outcome,
+                errno: rec.error,
+                syn_retransmits: rec.syn_retransmits,
+                pid: rec.pid,
+                after_us: u64::try_from(rec.latency.as_micros()).unwrap_or(u64::MAX),
+                comm: rec.comm.as_str().into(),
+            }));
         }
     }
 
     /// A reading of the kernel's since-start counters: closes the current interval.
     pub fn on_snapshot(&mut self, now: Mono, snap: &TcpSnapshot) {
         let window = self.window;
-        let seen: HashMap<SocketAddr, &DestCounts> = snap.dests.iter().map(|(a, c)| (*a, c)).collect();
-        for addr in seen.keys() {
-            self.dests.entry(*addr).or_insert_with(DestState::new);
+        // The destinations in the reading, then the others (gone from the kernel's table),
+        // told apart by the time of their last reading: no second map of 100,000 entries.
+        for (addr, counts) in &snap.dests {
+            let state = self.dests.entry(*addr).or_insert_with(DestState::new);
+            if state.read_at == Some(now) {
+                continue; // listed twice: the first reading stands
+            }
+            state.read_at = Some(now);
+            if state.counts.observe(now, Some(counts), window) {
+                self.evictions += 1;
+            }
+            state.latency.close(now, window);
         }
-        for (addr, state) in self.dests.iter_mut() {
-            if state.counts.observe(now, seen.get(addr).copied(), window) {
+        for state in self.dests.values_mut().filter(|s| s.read_at != Some(now)) {
+            state.read_at = Some(now);
+            if state.counts.observe(now, None, window) {
                 self.evictions += 1;
             }
             state.latency.close(now, window);
@@ -299,11 +331,11 @@ fn view(dest: SocketAddr, s: &DestState) -> DestView {
         },
         last_failure: s.last_failure.as_ref().map(|r| FailureView {
             outcome: outcome_name(r.outcome),
-            errno: r.error,
+            errno: r.errno,
             syn_retransmits: r.syn_retransmits,
-            after_us: u64::try_from(r.latency.as_micros()).unwrap_or(u64::MAX),
+            after_us: r.after_us,
             pid: r.pid,
-            comm: r.comm.clone(),
+            comm: r.comm.to_string(),
         }),
         processes: s.processes.iter().cloned().collect(),
     }

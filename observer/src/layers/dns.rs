@@ -6,7 +6,7 @@
 //! unanswered queries, NODATA, answer sets, malformed messages and divergent resolvers.
 
 use std::{
-    collections::{BTreeSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
@@ -21,6 +21,7 @@ use super::{
     Aggregator, Map,
     counts::Counts,
     latency::{LatencySummary, LatencyWindow},
+    small_set::SmallSet,
     window::{Tally, WindowedCounts},
 };
 use crate::events::{DnsMessage, DnsSnapshot, Event, Mono, Tick};
@@ -103,7 +104,7 @@ type PendingKey = (SocketAddr, SocketAddr, u16);
 /// (qname, qtype), the qname lower-cased without the trailing dot.
 type NameKey = (String, String);
 /// When a resolver last answered a name, and with which addresses.
-type AnswerSet = (Mono, BTreeSet<IpAddr>);
+type AnswerSet = (Mono, SmallSet<IpAddr>);
 
 #[derive(Debug, Clone)]
 struct Pending {
@@ -118,7 +119,7 @@ const MAX_ANSWERERS: usize = 8;
 #[derive(Debug, Default)]
 struct ResolverState {
     /// Where its answers really came from, when NAT rewrote the address the client used.
-    answered_by: BTreeSet<SocketAddr>,
+    answered_by: SmallSet<SocketAddr>,
     kernel: WindowedCounts<{ kc::COUNT }>,
     user: Tally<{ rc::COUNT }>,
     latency: LatencyWindow,
@@ -139,8 +140,8 @@ const TYPICAL_SPAN: Duration = Duration::from_secs(300);
 struct NameState {
     counts: Tally<{ nc::COUNT }>,
     latency: LatencyWindow,
-    answers: BTreeSet<String>,
-    resolvers: BTreeSet<SocketAddr>,
+    answers: SmallSet<String>,
+    resolvers: SmallSet<SocketAddr>,
     last_seen: Option<Mono>,
 }
 
@@ -180,6 +181,9 @@ pub struct DnsView {
     /// The most troubled first.
     pub names: Vec<NameView>,
     pub names_omitted: usize,
+    /// The names past the top ones, per resolver that answered them: for the rules.
+    #[serde(skip)]
+    pub rest_names: BTreeMap<SocketAddr, RestNames>,
     pub divergences: Vec<Divergence>,
     /// A query with no response after this long counts as unanswered.
     #[serde(skip)]
@@ -193,6 +197,7 @@ impl DnsView {
     pub fn limit(&mut self) {
         self.names_omitted += self.names.len().saturating_sub(self.top_names);
         self.names.truncate(self.top_names);
+        self.rest_names = BTreeMap::new();
     }
 }
 
@@ -244,6 +249,15 @@ pub struct NameView {
     /// The last answer: addresses and CNAME targets.
     pub answers: Vec<String>,
     pub resolvers: Vec<SocketAddr>,
+}
+
+/// What the rules need of the names one resolver answered, past the top ones.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RestNames {
+    /// The addresses those names last resolved to.
+    pub addresses: BTreeSet<IpAddr>,
+    /// The first three with errors or unanswered queries in the window.
+    pub troubled: Vec<NameView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -384,7 +398,7 @@ impl DnsLayer {
         if !p.addresses.is_empty() {
             // Answers before the first reading are stamped with the message's own time.
             let stamp = self.now.unwrap_or(msg.at);
-            self.answers.entry(name_key.clone()).or_default().insert(msg.resolver, (stamp, p.addresses.clone()));
+            self.answers.entry(name_key.clone()).or_default().insert(msg.resolver, (stamp, p.addresses.iter().copied().collect()));
         }
         let n = self.name(name_key);
         n.latency.record(latency);
@@ -396,7 +410,7 @@ impl DnsLayer {
             n.counts.bump(nc::TRUNCATED);
         }
         if p.rcode == nc::NOERROR {
-            n.answers = p.answers;
+            n.answers = p.answers.into_iter().collect();
         }
         n.resolvers.insert(msg.resolver);
     }
@@ -545,6 +559,13 @@ impl DnsLayer {
     /// All names, the most troubled first (error rcodes and unanswered in the window), then
     /// the busiest.
     pub fn names(&self) -> Vec<NameView> {
+        self.split_names(usize::MAX).0
+    }
+
+    /// The `top` most troubled names whole, and what the rules need of the others, per
+    /// resolver: building a view of each of 50,000 names every interval was a fifth of
+    /// observer's memory at that scale.
+    pub fn split_names(&self, top: usize) -> (Vec<NameView>, BTreeMap<SocketAddr, RestNames>, usize) {
         // Ordered by a small key first (see ConnectLayer::destinations).
         let mut order: Vec<((u64, u64, u64), &NameKey, &NameState)> = self
             .names
@@ -555,27 +576,26 @@ impl DnsLayer {
             })
             .collect();
         order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-        order
-            .into_iter()
-            .map(|(_, (qname, qtype), n)| NameView {
-                qname: qname.clone(),
-                qtype: qtype.clone(),
-                window: NamePeriod {
-                    counts: Counts { values: n.counts.window(), names: &nc::NAMES },
-                    latency_us: n.latency.window(),
-                },
-                total: NamePeriod { counts: Counts { values: n.counts.total(), names: &nc::NAMES }, latency_us: n.latency.total() },
-                answers: n.answers.iter().cloned().collect(),
-                resolvers: n.resolvers.iter().copied().collect(),
-            })
-            .collect()
+        let rest = order.split_off(order.len().min(top));
+        let mut by_resolver: BTreeMap<SocketAddr, RestNames> = BTreeMap::new();
+        for (key, n) in rest.iter().map(|(t, k, n)| ((t.0, k), n)) {
+            for r in &n.resolvers {
+                let e = by_resolver.entry(*r).or_default();
+                e.addresses.extend(n.answers.iter().filter_map(|a| a.parse::<IpAddr>().ok()));
+                if key.0 > 0 && e.troubled.len() < 3 {
+                    e.troubled.push(name_view(key.1, n));
+                }
+            }
+        }
+        let omitted = rest.len();
+        (order.into_iter().map(|(_, k, n)| name_view(k, n)).collect(), by_resolver, omitted)
     }
 
     /// Names for which two resolvers gave disjoint address sets within the window.
     pub fn divergences(&self) -> Vec<Divergence> {
         let mut out = Vec::new();
         for ((qname, qtype), per_resolver) in &self.answers {
-            let mut rs: Vec<(&SocketAddr, &BTreeSet<IpAddr>)> = per_resolver.iter().map(|(r, (_, a))| (r, a)).collect();
+            let mut rs: Vec<(&SocketAddr, &SmallSet<IpAddr>)> = per_resolver.iter().map(|(r, (_, a))| (r, a)).collect();
             rs.sort();
             let disjoint = rs.iter().enumerate().any(|(i, (_, a))| rs[i + 1..].iter().any(|(_, b)| a.is_disjoint(b)));
             if disjoint {
@@ -645,16 +665,29 @@ impl Aggregator for DnsLayer {
             })
             .collect();
         per_interface.sort_by(|a, b| a.interface.cmp(&b.interface));
+        let (names, rest_names, names_omitted) = self.split_names(self.cfg.top_names);
         DnsView {
             interfaces: self.interfaces.clone(),
             per_interface,
             resolvers: self.resolvers(),
-            names: self.names(),
-            names_omitted: 0,
+            names,
+            names_omitted,
+            rest_names,
             divergences: self.divergences(),
             unanswered_after: self.cfg.unanswered_after,
             top_names: self.cfg.top_names,
         }
+    }
+}
+
+fn name_view((qname, qtype): &NameKey, n: &NameState) -> NameView {
+    NameView {
+        qname: qname.clone(),
+        qtype: qtype.clone(),
+        window: NamePeriod { counts: Counts { values: n.counts.window(), names: &nc::NAMES }, latency_us: n.latency.window() },
+        total: NamePeriod { counts: Counts { values: n.counts.total(), names: &nc::NAMES }, latency_us: n.latency.total() },
+        answers: n.answers.iter().cloned().collect(),
+        resolvers: n.resolvers.iter().copied().collect(),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod http;
 pub mod icmp;
 pub mod latency;
 pub mod routing;
+pub mod small_set;
 pub mod tls;
 pub mod window;
 

@@ -141,7 +141,7 @@ struct DestState {
     drop_reasons: BTreeMap<String, Tally<1>>,
     /// connect() errnos, and the processes that got them.
     connect_errors: BTreeMap<i32, Tally<1>>,
-    processes: BTreeSet<String>,
+    processes: super::small_set::SmallSet<String>,
     iface: Option<String>,
     last_seen: Mono,
 }
@@ -168,6 +168,8 @@ pub struct RoutingLayer {
     /// Connection samples whose connection was forgotten for room (their deltas restart).
     pub socks_dropped: u64,
     now: Mono,
+    /// The readings within [`RECENT`]: the intervals a destination's recent loss spreads over.
+    recent_ticks: VecDeque<Mono>,
 }
 
 /// A drop counter's key in userspace: addresses, protocol, reason.
@@ -199,6 +201,7 @@ impl RoutingLayer {
             routine_unattributed: Tally::default(),
             socks_dropped: 0,
             now: Mono(0),
+            recent_ticks: VecDeque::new(),
         }
     }
 
@@ -534,6 +537,9 @@ impl Aggregator for RoutingLayer {
 
     fn on_tick(&mut self, tick: &Tick) {
         self.now = tick.at;
+        self.recent_ticks.push_back(tick.at);
+        let recent = RECENT.min(self.cfg.window);
+        self.recent_ticks.retain(|at| tick.at.since(*at) < recent);
         for r in &tick.counters.drops {
             self.on_drop_reading(r, tick.at);
         }
@@ -580,7 +586,7 @@ impl Aggregator for RoutingLayer {
                     retransmit_ratio: ratio(w[rc::RETRANSMITTED], w[rc::SEGMENTS]),
                     recent_segments: recent[0],
                     recent_retransmitted: recent[1],
-                    recent_loss_intervals: d.recent.spread(1),
+                    recent_loss_intervals: (d.recent.grew_in(1), self.recent_ticks.len()),
                     last_second_segments: last_second[0],
                     last_second_retransmitted: last_second[1],
                     rtt: d.rtt.window(),

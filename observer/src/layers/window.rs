@@ -10,17 +10,19 @@ use crate::events::Mono;
 #[derive(Debug, Clone)]
 pub struct WindowedCounts<const N: usize> {
     last_reading: [u64; N],
-    total: [u64; N],
-    /// One per reading in the window; the deltas only when something grew. On a busy node
-    /// most keys are idle most intervals: a zero bucket costs 16 bytes, not 8 × (N + 1).
+    /// What earlier incarnations of the key counted (before an eviction): the total is this
+    /// plus the last reading. Boxed and rare, so that a key holds one copy of its counters.
+    carry: Option<Box<[u64; N]>>,
+    /// The readings in the window that grew something, with their deltas. On a busy node
+    /// most keys are idle most intervals, and an idle reading costs nothing.
     /// An interval's growth fits 32 bits (four billion events a second); saturated if not.
-    buckets: VecDeque<(Mono, Option<Box<[u32; N]>>)>,
+    buckets: VecDeque<(Mono, Box<[u32; N]>)>,
     pub last_change: Option<Mono>,
 }
 
 impl<const N: usize> Default for WindowedCounts<N> {
     fn default() -> Self {
-        WindowedCounts { last_reading: [0; N], total: [0; N], buckets: VecDeque::new(), last_change: None }
+        WindowedCounts { last_reading: [0; N], carry: None, buckets: VecDeque::new(), last_change: None }
     }
 }
 
@@ -31,30 +33,24 @@ impl<const N: usize> WindowedCounts<N> {
     /// Returns true when the reading shows an eviction (the key vanished, or came back with
     /// lower counters): increments made between the last reading and the eviction are lost.
     pub fn observe(&mut self, now: Mono, reading: Option<&[u64; N]>, window: Duration) -> bool {
+        let cur = reading.copied().unwrap_or([0; N]);
+        // A counter that went down means the entry was evicted (and maybe created again).
+        let restarted = cur.iter().zip(&self.last_reading).any(|(c, l)| c < l);
         let mut delta = [0u64; N];
-        let evicted = match reading {
-            Some(cur) => {
-                // A counter that went down means the entry was evicted and created again.
-                let restarted = cur.iter().zip(&self.last_reading).any(|(c, l)| c < l);
-                for i in 0..N {
-                    delta[i] = if restarted { cur[i] } else { cur[i] - self.last_reading[i] };
-                }
-                self.last_reading = *cur;
-                restarted
+        for i in 0..N {
+            delta[i] = if restarted { cur[i] } else { cur[i] - self.last_reading[i] };
+        }
+        if restarted {
+            let carry = self.carry.get_or_insert_with(|| Box::new([0; N]));
+            for (c, l) in carry.iter_mut().zip(&self.last_reading) {
+                *c += l;
             }
-            None => {
-                let had = self.last_reading.iter().any(|&v| v > 0);
-                self.last_reading = [0; N];
-                had
-            }
-        };
+        }
+        self.last_reading = cur;
         if delta.iter().any(|&d| d > 0) {
             self.last_change = Some(now);
+            self.buckets.push_back((now, Box::new(delta.map(|d| u32::try_from(d).unwrap_or(u32::MAX)))));
         }
-        for (t, d) in self.total.iter_mut().zip(delta) {
-            *t += d;
-        }
-        self.buckets.push_back((now, delta.iter().any(|&d| d > 0).then(|| Box::new(delta.map(|d| u32::try_from(d).unwrap_or(u32::MAX))))));
         while let Some(&(at, _)) = self.buckets.front() {
             if now.since(at) >= window {
                 self.buckets.pop_front();
@@ -62,7 +58,11 @@ impl<const N: usize> WindowedCounts<N> {
                 break;
             }
         }
-        evicted
+        if self.buckets.is_empty() && self.buckets.capacity() > 0 {
+            // An idle key gives its bucket storage back.
+            self.buckets = VecDeque::new();
+        }
+        restarted
     }
 
     /// True when the kernel held this key at the last reading.
@@ -71,18 +71,24 @@ impl<const N: usize> WindowedCounts<N> {
     }
 
     pub fn total(&self) -> [u64; N] {
-        self.total
+        let mut t = self.last_reading;
+        if let Some(carry) = &self.carry {
+            for (t, c) in t.iter_mut().zip(carry.iter()) {
+                *t += c;
+            }
+        }
+        t
     }
 
-    /// Intervals in the window in which counter `index` grew, and intervals in the window.
-    pub fn spread(&self, index: usize) -> (usize, usize) {
-        (self.buckets.iter().filter(|(_, d)| d.as_ref().is_some_and(|d| d[index] > 0)).count(), self.buckets.len())
+    /// Readings in the window in which counter `index` grew.
+    pub fn grew_in(&self, index: usize) -> usize {
+        self.buckets.iter().filter(|(_, d)| d[index] > 0).count()
     }
 
     pub fn window(&self) -> [u64; N] {
         let mut sum = [0u64; N];
-        for d in self.buckets.iter().filter_map(|(_, d)| d.as_deref()) {
-            for (s, v) in sum.iter_mut().zip(d) {
+        for (_, d) in &self.buckets {
+            for (s, v) in sum.iter_mut().zip(d.iter()) {
                 *s += u64::from(*v);
             }
         }
@@ -94,41 +100,53 @@ impl<const N: usize> WindowedCounts<N> {
 /// things happen, and closed into the window at each reading.
 #[derive(Debug, Clone)]
 pub struct Tally<const N: usize> {
-    total: [u64; N],
+    /// Since start, as of the last close: the window's last reading.
     window: WindowedCounts<N>,
+    /// Bumps since the last close.
+    pending: [u32; N],
 }
 
 impl<const N: usize> Default for Tally<N> {
     fn default() -> Self {
-        Tally { total: [0; N], window: WindowedCounts::default() }
+        Tally { window: WindowedCounts::default(), pending: [0; N] }
     }
 }
 
 impl<const N: usize> Tally<N> {
     pub fn bump(&mut self, index: usize) {
-        self.total[index] += 1;
+        self.add(index, 1);
     }
 
     pub fn add(&mut self, index: usize, n: u64) {
-        self.total[index] = self.total[index].saturating_add(n);
+        if let Some(p) = self.pending.get_mut(index) {
+            *p = p.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+        }
     }
 
     /// Close the current interval at `now` and forget intervals older than `window`.
     pub fn close(&mut self, now: Mono, window: Duration) {
-        self.window.observe(now, Some(&self.total), window);
+        let mut total = self.window.total();
+        for (t, p) in total.iter_mut().zip(&mut self.pending) {
+            *t = t.saturating_add(u64::from(std::mem::take(p)));
+        }
+        self.window.observe(now, Some(&total), window);
     }
 
     pub fn window(&self) -> [u64; N] {
         self.window.window()
     }
 
-    /// See [`WindowedCounts::spread`].
-    pub fn spread(&self, index: usize) -> (usize, usize) {
-        self.window.spread(index)
+    /// See [`WindowedCounts::grew_in`].
+    pub fn grew_in(&self, index: usize) -> usize {
+        self.window.grew_in(index)
     }
 
     pub fn total(&self) -> [u64; N] {
-        self.total
+        let mut t = self.window.total();
+        for (t, p) in t.iter_mut().zip(&self.pending) {
+            *t = t.saturating_add(u64::from(*p));
+        }
+        t
     }
 }
 

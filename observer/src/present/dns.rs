@@ -7,7 +7,8 @@ use crate::layers::dns::{DnsView, name_counter as nc, resolver_counter as rc};
 
 impl Panel for DnsView {
     fn redact(&mut self, r: &super::redact::Redactor) {
-        for n in &mut self.names {
+        let rest = self.rest_names.values_mut().flat_map(|r| r.troubled.iter_mut());
+        for n in self.names.iter_mut().chain(rest) {
             r.name(&mut n.qname);
             n.answers.iter_mut().for_each(|a| r.address_or_name(a));
         }

@@ -37,6 +37,9 @@ impl Rules for DnsView {
         for n in self.names.iter().filter(|n| n.resolvers.iter().any(|r| suspect.contains(r))) {
             addrs.extend(n.answers.iter().filter_map(|a| a.parse::<IpAddr>().ok()));
         }
+        for (_, rest) in self.rest_names.iter().filter(|(r, _)| suspect.contains(r)) {
+            addrs.extend(rest.addresses.iter().copied());
+        }
         for d in &self.divergences {
             for a in &d.answers {
                 addrs.extend(a.addresses.iter().copied());
@@ -177,7 +180,8 @@ fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
 /// "; names: a.example (3 SERVFAIL)" for the names this resolver answered with errors.
 fn troubled_names(view: &DnsView, resolver: SocketAddr) -> String {
     let mut parts = Vec::new();
-    for n in view.names.iter().filter(|n| n.resolvers.contains(&resolver)) {
+    let rest = view.rest_names.get(&resolver).map(|r| r.troubled.as_slice()).unwrap_or_default();
+    for n in view.names.iter().chain(rest).filter(|n| n.resolvers.contains(&resolver)) {
         let c = &n.window.counts;
         let mut kinds = Vec::new();
         let nx = c.get(nc::NXDOMAIN).saturating_sub(c.get(nc::SEARCH_NXDOMAIN));

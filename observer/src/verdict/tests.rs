@@ -87,6 +87,7 @@ impl Case {
             resolvers: self.resolvers.clone(),
             names: self.names.clone(),
             names_omitted: 0,
+            rest_names: Default::default(),
             divergences: self.divergences.clone(),
             unanswered_after: std::time::Duration::from_secs(5),
             top_names: 20,
