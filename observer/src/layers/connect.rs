@@ -12,7 +12,7 @@ use serde::Serialize;
 
 pub use super::counts::Counts;
 use super::{
-    Aggregator,
+    Aggregator, Map,
     latency::{LatencySummary, LatencyWindow},
     small_set::SmallSet,
     window::WindowedCounts,
@@ -62,8 +62,8 @@ pub struct ConnectLayer {
     max_dests: usize,
     /// Destinations per report, the most troubled first.
     top: usize,
-    dests: HashMap<SocketAddr, DestState>,
-    ports: HashMap<u16, WindowedCounts<{ port_counter::COUNT }>>,
+    dests: Map<SocketAddr, DestState>,
+    ports: Map<u16, WindowedCounts<{ port_counter::COUNT }>>,
     /// Kernel table entries seen evicted (LRU): their last increments are lost.
     pub evictions: u64,
 }
@@ -153,7 +153,7 @@ pub fn outcome_name(o: Outcome) -> &'static str {
 
 impl ConnectLayer {
     pub fn new(window: Duration, max_dests: usize, top: usize) -> ConnectLayer {
-        ConnectLayer { window, max_dests, top, dests: HashMap::new(), ports: HashMap::new(), evictions: 0 }
+        ConnectLayer { window, max_dests, top, dests: Map::default(), ports: Map::default(), evictions: 0 }
     }
 
     /// A finished connect.

@@ -103,8 +103,8 @@ pub struct DnsConfig {
 type PendingKey = (SocketAddr, SocketAddr, u16);
 /// (qname, qtype), the qname lower-cased without the trailing dot.
 type NameKey = (String, String);
-/// When a resolver last answered a name, and with which addresses.
-type AnswerSet = (Mono, SmallSet<IpAddr>);
+/// A resolver's last address answer for a name: when, and which addresses.
+type AnswerSet = (SocketAddr, Mono, SmallSet<IpAddr>);
 
 #[derive(Debug, Clone)]
 struct Pending {
@@ -143,6 +143,20 @@ struct NameState {
     answers: SmallSet<String>,
     resolvers: SmallSet<SocketAddr>,
     last_seen: Option<Mono>,
+    /// Each resolver's latest address answer within the window, sorted by resolver: for
+    /// divergence.
+    answer_sets: Box<[AnswerSet]>,
+}
+
+impl NameState {
+    fn answered(&mut self, resolver: SocketAddr, at: Mono, addresses: SmallSet<IpAddr>) {
+        let mut v = std::mem::take(&mut self.answer_sets).into_vec();
+        match v.binary_search_by_key(&resolver, |a| a.0) {
+            Ok(i) => v[i] = (resolver, at, addresses),
+            Err(i) => v.insert(i, (resolver, at, addresses)),
+        }
+        self.answer_sets = v.into_boxed_slice();
+    }
 }
 
 #[derive(Debug)]
@@ -152,8 +166,6 @@ pub struct DnsLayer {
     names: Map<NameKey, NameState>,
     pending: Map<PendingKey, Vec<Pending>>,
     pending_len: usize,
-    /// Latest address answer per (qname, qtype) per resolver, for divergence.
-    answers: Map<NameKey, Map<SocketAddr, AnswerSet>>,
     /// The time of the last reading, stamped on answers seen since.
     now: Option<Mono>,
     /// Interfaces watched, as of the last reading.
@@ -301,7 +313,6 @@ impl DnsLayer {
             names: Map::default(),
             pending: Map::default(),
             pending_len: 0,
-            answers: Map::default(),
             now: None,
             interfaces: Vec::new(),
             search: search::SearchList::default(),
@@ -395,12 +406,12 @@ impl DnsLayer {
         }
         let name_key = (query.qname, query.qtype);
         self.note_search_list(msg, &name_key, p.rcode);
-        if !p.addresses.is_empty() {
-            // Answers before the first reading are stamped with the message's own time.
-            let stamp = self.now.unwrap_or(msg.at);
-            self.answers.entry(name_key.clone()).or_default().insert(msg.resolver, (stamp, p.addresses.iter().copied().collect()));
-        }
+        // Answers before the first reading are stamped with the message's own time.
+        let stamp = self.now.unwrap_or(msg.at);
         let n = self.name(name_key);
+        if !p.addresses.is_empty() {
+            n.answered(msg.resolver, stamp, p.addresses.iter().copied().collect());
+        }
         n.latency.record(latency);
         n.counts.bump(p.rcode);
         if p.nodata {
@@ -520,10 +531,11 @@ impl DnsLayer {
                 self.names.remove(&k);
             }
         }
-        for per_resolver in self.answers.values_mut() {
-            per_resolver.retain(|_, (at, _)| now.since(*at) < window);
+        for n in self.names.values_mut().filter(|n| !n.answer_sets.is_empty()) {
+            if n.answer_sets.iter().any(|(_, at, _)| now.since(*at) >= window) {
+                n.answer_sets = n.answer_sets.iter().filter(|(_, at, _)| now.since(*at) < window).cloned().collect();
+            }
         }
-        self.answers.retain(|_, m| !m.is_empty());
     }
 
     pub fn resolvers(&self) -> Vec<ResolverView> {
@@ -594,18 +606,14 @@ impl DnsLayer {
     /// Names for which two resolvers gave disjoint address sets within the window.
     pub fn divergences(&self) -> Vec<Divergence> {
         let mut out = Vec::new();
-        for ((qname, qtype), per_resolver) in &self.answers {
-            let mut rs: Vec<(&SocketAddr, &SmallSet<IpAddr>)> = per_resolver.iter().map(|(r, (_, a))| (r, a)).collect();
-            rs.sort();
-            let disjoint = rs.iter().enumerate().any(|(i, (_, a))| rs[i + 1..].iter().any(|(_, b)| a.is_disjoint(b)));
+        for ((qname, qtype), n) in self.names.iter().filter(|(_, n)| n.answer_sets.len() > 1) {
+            let rs = &n.answer_sets; // sorted by resolver
+            let disjoint = rs.iter().enumerate().any(|(i, (_, _, a))| rs[i + 1..].iter().any(|(_, _, b)| a.is_disjoint(b)));
             if disjoint {
                 out.push(Divergence {
                     qname: qname.clone(),
                     qtype: qtype.clone(),
-                    answers: rs
-                        .into_iter()
-                        .map(|(r, a)| ResolverAnswer { resolver: *r, addresses: a.iter().copied().collect() })
-                        .collect(),
+                    answers: rs.iter().map(|(r, _, a)| ResolverAnswer { resolver: *r, addresses: a.iter().copied().collect() }).collect(),
                 });
             }
         }

@@ -3,7 +3,7 @@
 //! the event ring buffer overflows, and since-start figures survive an LRU eviction in the
 //! kernel map (the entry comes back from zero).
 
-use std::{collections::VecDeque, time::Duration};
+use std::time::Duration;
 
 use crate::events::Mono;
 
@@ -13,16 +13,17 @@ pub struct WindowedCounts<const N: usize> {
     /// What earlier incarnations of the key counted (before an eviction): the total is this
     /// plus the last reading. Boxed and rare, so that a key holds one copy of its counters.
     carry: Option<Box<[u64; N]>>,
-    /// The readings in the window that grew something, with their deltas. On a busy node
-    /// most keys are idle most intervals, and an idle reading costs nothing.
+    /// The readings in the window that grew something, with their deltas, oldest first, in
+    /// one exact allocation: on a busy node most keys are idle most intervals, an idle
+    /// reading costs nothing, and a key grows by one bucket an interval at most.
     /// An interval's growth fits 32 bits (four billion events a second); saturated if not.
-    buckets: VecDeque<(Mono, Box<[u32; N]>)>,
+    buckets: Box<[(Mono, [u32; N])]>,
     pub last_change: Option<Mono>,
 }
 
 impl<const N: usize> Default for WindowedCounts<N> {
     fn default() -> Self {
-        WindowedCounts { last_reading: [0; N], carry: None, buckets: VecDeque::new(), last_change: None }
+        WindowedCounts { last_reading: [0; N], carry: None, buckets: Box::new([]), last_change: None }
     }
 }
 
@@ -47,20 +48,18 @@ impl<const N: usize> WindowedCounts<N> {
             }
         }
         self.last_reading = cur;
-        if delta.iter().any(|&d| d > 0) {
+        let expired = self.buckets.iter().take_while(|(at, _)| now.since(*at) >= window).count();
+        let grew = delta.iter().any(|&d| d > 0);
+        if grew {
             self.last_change = Some(now);
-            self.buckets.push_back((now, Box::new(delta.map(|d| u32::try_from(d).unwrap_or(u32::MAX)))));
         }
-        while let Some(&(at, _)) = self.buckets.front() {
-            if now.since(at) >= window {
-                self.buckets.pop_front();
-            } else {
-                break;
+        if expired > 0 || grew {
+            let mut v = Vec::with_capacity(self.buckets.len() - expired + usize::from(grew));
+            v.extend_from_slice(&self.buckets[expired..]);
+            if grew {
+                v.push((now, delta.map(|d| u32::try_from(d).unwrap_or(u32::MAX))));
             }
-        }
-        if self.buckets.is_empty() && self.buckets.capacity() > 0 {
-            // An idle key gives its bucket storage back.
-            self.buckets = VecDeque::new();
+            self.buckets = v.into_boxed_slice();
         }
         restarted
     }
@@ -87,8 +86,8 @@ impl<const N: usize> WindowedCounts<N> {
 
     pub fn window(&self) -> [u64; N] {
         let mut sum = [0u64; N];
-        for (_, d) in &self.buckets {
-            for (s, v) in sum.iter_mut().zip(d.iter()) {
+        for (_, d) in self.buckets.iter() {
+            for (s, v) in sum.iter_mut().zip(d) {
                 *s += u64::from(*v);
             }
         }

@@ -25,16 +25,17 @@ struct BatchAttr {
     _rest: [u64; 9],
 }
 
-/// Every entry of the per-CPU hash map `fd`: its key, and its value on each of `cpus` CPUs.
-/// `Unsupported` (an old kernel) tells the caller to walk the map instead.
-pub fn read_per_cpu<K: aya::Pod, V: aya::Pod>(fd: BorrowedFd<'_>, cpus: usize) -> io::Result<Vec<(K, Vec<V>)>> {
+/// Every entry of the per-CPU hash map `fd`, handed to `each` with its value on each of
+/// `cpus` CPUs (in a buffer reused from entry to entry: 100,000 entries made 100,000
+/// vectors). `Unsupported` (an old kernel) tells the caller to walk the map instead.
+pub fn read_per_cpu<K: aya::Pod, V: aya::Pod>(fd: BorrowedFd<'_>, cpus: usize, mut each: impl FnMut(K, &[V])) -> io::Result<()> {
     let (ksize, vsize) = (size_of::<K>(), size_of::<V>());
     // The kernel lays out each CPU's value 8-byte aligned.
     let slot = vsize.next_multiple_of(8);
     let mut room = BATCH;
     let mut keys = vec![0u8; room * ksize];
     let mut values = vec![0u8; room * slot * cpus];
-    let mut out = Vec::new();
+    let mut per_cpu: Vec<V> = Vec::with_capacity(cpus);
     // The position in the map (a bucket index for hash maps); none on the first call.
     let (mut token_in, mut token_out) = (0u64, 0u64);
     let mut first = true;
@@ -57,15 +58,14 @@ pub fn read_per_cpu<K: aya::Pod, V: aya::Pod>(fd: BorrowedFd<'_>, cpus: usize) -
         for i in 0..n {
             // SAFETY: in bounds; Pod types are valid for any bytes, read unaligned.
             let key = unsafe { std::ptr::read_unaligned(keys.as_ptr().add(i * ksize).cast::<K>()) };
-            let per_cpu = (0..cpus)
-                .map(|c| unsafe { std::ptr::read_unaligned(values.as_ptr().add((i * cpus + c) * slot).cast::<V>()) })
-                .collect();
-            out.push((key, per_cpu));
+            per_cpu.clear();
+            per_cpu.extend((0..cpus).map(|c| unsafe { std::ptr::read_unaligned(values.as_ptr().add((i * cpus + c) * slot).cast::<V>()) }));
+            each(key, &per_cpu);
         }
         match err {
             None => {}
             // The end of the map (this call's entries are still valid).
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
             // One bucket holds more than `room`: make room and ask again from the same place.
             Some(e) if e.raw_os_error() == Some(libc::ENOSPC) && room < 1 << 20 => {
                 room *= 4;

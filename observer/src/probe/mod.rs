@@ -444,30 +444,22 @@ impl Probe {
     /// Since-start DNS counters per resolver and per interface, and the interfaces watched.
     pub fn dns_snapshot(&self) -> DnsSnapshot {
         let mut snap = DnsSnapshot::default();
-        for (key, per_cpu) in self.whole.read(&self.whole.resolvers, &self.resolvers) {
-            snap.resolvers.push((endpoint_addr(&key), sum_cpus(per_cpu.iter().map(|v| &v.c))));
-        }
-        for (ifindex, per_cpu) in self.whole.read(&self.whole.ifaces, &self.ifaces) {
-            snap.per_interface.push((ifindex, sum_cpus(per_cpu.iter().map(|v| &v.c))));
-        }
+        snap.resolvers = self.whole.read(&self.whole.resolvers, &self.resolvers, |k, v| (endpoint_addr(&k), sum_cpus(v.iter().map(|v| &v.c))));
+        snap.per_interface = self.whole.read(&self.whole.ifaces, &self.ifaces, |k, v| (k, sum_cpus(v.iter().map(|v| &v.c))));
         snap.names = self.tc.as_ref().map(TcHooks::names).unwrap_or_default().into_iter().collect();
         snap
     }
 
     /// Since-start drop counts per key (addresses, protocol, reason), summed over CPUs.
     pub fn drop_snapshot(&self) -> Vec<crate::events::DropRec> {
-        self.whole.read(&self.whole.drops, &self.drops).into_iter().map(|(k, per_cpu)| crate::events::drop_reading(&k, per_cpu.iter().map(|v| v.c[0]).sum())).collect()
+        self.whole.read(&self.whole.drops, &self.drops, |k, v| crate::events::drop_reading(&k, v.iter().map(|v| v.c[0]).sum()))
     }
 
     /// Since-start counters for every destination and local port the kernel still holds.
     pub fn snapshot(&self) -> TcpSnapshot {
         let mut snap = TcpSnapshot::default();
-        for (key, per_cpu) in self.whole.read(&self.whole.dests, &self.dests) {
-            snap.dests.push((endpoint_addr(&key), sum_cpus(per_cpu.iter().map(|v| &v.c))));
-        }
-        for (port, per_cpu) in self.whole.read(&self.whole.ports, &self.ports) {
-            snap.ports.push((port, sum_cpus(per_cpu.iter().map(|v| &v.c))));
-        }
+        snap.dests = self.whole.read(&self.whole.dests, &self.dests, |k, v| (endpoint_addr(&k), sum_cpus(v.iter().map(|v| &v.c))));
+        snap.ports = self.whole.read(&self.whole.ports, &self.ports, |k, v| (k, sum_cpus(v.iter().map(|v| &v.c))));
         snap
     }
 
@@ -537,18 +529,24 @@ impl WholeMaps {
         })
     }
 
-    /// Every entry of `map` (whose fd is `fd`). Entries evicted while it is read are missed,
-    /// as they would be one by one.
-    fn read<K: aya::Pod, V: aya::Pod>(&self, fd: &std::os::fd::OwnedFd, map: &PerCpuHashMap<MapData, K, V>) -> Vec<(K, Vec<V>)> {
+    /// Every entry of `map` (whose fd is `fd`), as `entry` makes it of the key and the
+    /// per-CPU values. Entries evicted while it is read are missed, as they would be one by one.
+    fn read<K: aya::Pod, V: aya::Pod, T>(
+        &self,
+        fd: &std::os::fd::OwnedFd,
+        map: &PerCpuHashMap<MapData, K, V>,
+        entry: impl Fn(K, &[V]) -> T,
+    ) -> Vec<T> {
         use std::os::fd::AsFd as _;
         if self.batch.get() {
-            match batch::read_per_cpu::<K, V>(fd.as_fd(), self.cpus) {
-                Ok(v) => return v,
+            let mut out = Vec::new();
+            match batch::read_per_cpu::<K, V>(fd.as_fd(), self.cpus, |k, per_cpu| out.push(entry(k, per_cpu))) {
+                Ok(()) => return out,
                 Err(e) if e.kind() == std::io::ErrorKind::Unsupported => self.batch.set(false),
                 Err(_) => {}
             }
         }
-        map.iter().flatten().map(|(k, per_cpu)| (k, per_cpu.iter().copied().collect())).collect()
+        map.iter().flatten().map(|(k, per_cpu)| entry(k, &per_cpu)).collect()
     }
 }
 

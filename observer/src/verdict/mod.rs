@@ -200,7 +200,8 @@ impl Verdict {
             (v.confidence, v.confidence_why) = (Some(level), Some(why));
         }
         // A set: a quadratic `contains` took most of a core at 10,000 failing destinations.
-        let mut seen = std::collections::HashSet::with_capacity(hits.len());
+        let mut seen: std::collections::HashSet<SocketAddr, foldhash::fast::RandomState> =
+            std::collections::HashSet::with_capacity_and_hasher(hits.len(), Default::default());
         let mut more_evidence = 0;
         for h in hits {
             if !v.rules.contains(&h.rule) {

@@ -312,3 +312,55 @@ fn the_usual_p99_is_the_median_of_per_interval_p99s_so_an_earlier_slow_episode_d
     assert!(r.total.latency_us.p99 >= 399_000, "the since-start p99 remembers the episode: {:?}", r.total.latency_us);
     assert!((1_900..=2_100).contains(&r.typical_p99_us), "usual p99: {}", r.typical_p99_us);
 }
+
+#[test]
+fn past_the_top_names_the_rules_still_get_each_resolvers_addresses_and_troubled_names() {
+    let mut l = DnsLayer::new(DnsConfig { top_names: 1, ..cfg() });
+    // R1 answers two names (10.1.1.1 and 10.1.1.2); R2 fails one name and answers another.
+    l.on_message(&msg(0, R1, false, query(1, "a.test")));
+    l.on_message(&msg(1, R1, true, reply(1, "a.test", RCODE::NoError, &[[10, 1, 1, 1]])));
+    l.on_message(&msg(2, R1, false, query(2, "b.test")));
+    l.on_message(&msg(3, R1, true, reply(2, "b.test", RCODE::NoError, &[[10, 1, 1, 2]])));
+    for id in 3..6 {
+        l.on_message(&msg(4, R2, false, query(id, "broken.test")));
+        l.on_message(&msg(5, R2, true, reply(id, "broken.test", RCODE::ServerFailure, &[])));
+    }
+    l.on_message(&msg(6, R2, false, query(9, "ok.test")));
+    l.on_message(&msg(7, R2, true, reply(9, "ok.test", RCODE::NoError, &[[10, 2, 2, 2]])));
+    l.on_snapshot(Mono(100 * MS), &DnsSnapshot::default());
+    let v = l.view();
+    assert_eq!(v.names.iter().map(|n| n.qname.as_str()).collect::<Vec<_>>(), ["broken.test"], "the top one, whole");
+    assert_eq!(v.names_omitted, 3);
+    let r1 = &v.rest_names[&R1.parse().unwrap()];
+    assert_eq!(r1.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.1.1.1", "10.1.1.2"]);
+    assert!(r1.troubled.is_empty(), "R1's names are healthy");
+    let r2 = &v.rest_names[&R2.parse().unwrap()];
+    assert_eq!(r2.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.2.2.2"]);
+    // With no names whole, a troubled one is still there for its resolver's evidence.
+    let (_, rest, omitted) = l.split_names(0);
+    assert_eq!(omitted, 4);
+    assert_eq!(rest[&R2.parse().unwrap()].troubled.iter().map(|n| n.qname.as_str()).collect::<Vec<_>>(), ["broken.test"]);
+    // A suspect resolver explains failing connects to every address it gave, top or not.
+    use crate::verdict::Rules as _;
+    let explained = v.explains(&[R1.parse().unwrap()]);
+    assert_eq!(explained.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.1.1.1", "10.1.1.2"]);
+}
+
+#[test]
+fn resolvers_that_disagree_are_found_in_the_names_own_answers_until_the_window_passes() {
+    let mut l = DnsLayer::new(cfg());
+    l.on_message(&msg(0, R1, false, query(1, "split.test")));
+    l.on_message(&msg(1, R1, true, reply(1, "split.test", RCODE::NoError, &[[10, 1, 1, 1]])));
+    l.on_message(&msg(2, R2, false, query(2, "split.test")));
+    l.on_message(&msg(3, R2, true, reply(2, "split.test", RCODE::NoError, &[[10, 9, 9, 9]])));
+    l.on_snapshot(Mono(100 * MS), &DnsSnapshot::default());
+    let d = l.divergences();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].answers.iter().map(|a| a.resolver.to_string()).collect::<Vec<_>>(), [R1, R2]);
+    // The same answer from both: no divergence; and past the window, none either.
+    l.on_message(&msg(200, R2, false, query(3, "split.test")));
+    l.on_message(&msg(201, R2, true, reply(3, "split.test", RCODE::NoError, &[[10, 1, 1, 1]])));
+    assert!(l.divergences().is_empty());
+    l.on_snapshot(Mono(20_000 * MS), &DnsSnapshot::default());
+    assert!(l.names.values().all(|n| n.answer_sets.is_empty()), "answers older than the window are gone");
+}
