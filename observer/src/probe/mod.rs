@@ -443,11 +443,11 @@ impl Probe {
 
     /// Since-start DNS counters per resolver and per interface, and the interfaces watched.
     pub fn dns_snapshot(&self) -> DnsSnapshot {
-        let mut snap = DnsSnapshot::default();
-        snap.resolvers = self.whole.read(&self.whole.resolvers, &self.resolvers, |k, v| (endpoint_addr(&k), sum_cpus(v.iter().map(|v| &v.c))));
-        snap.per_interface = self.whole.read(&self.whole.ifaces, &self.ifaces, |k, v| (k, sum_cpus(v.iter().map(|v| &v.c))));
-        snap.names = self.tc.as_ref().map(TcHooks::names).unwrap_or_default().into_iter().collect();
-        snap
+        DnsSnapshot {
+            resolvers: self.whole.read(&self.whole.resolvers, &self.resolvers, |k, v| (endpoint_addr(&k), sum_cpus(v.iter().map(|v| &v.c)))),
+            per_interface: self.whole.read(&self.whole.ifaces, &self.ifaces, |k, v| (k, sum_cpus(v.iter().map(|v| &v.c)))),
+            names: self.tc.as_ref().map(TcHooks::names).unwrap_or_default().into_iter().collect(),
+        }
     }
 
     /// Since-start drop counts per key (addresses, protocol, reason), summed over CPUs.
@@ -457,10 +457,10 @@ impl Probe {
 
     /// Since-start counters for every destination and local port the kernel still holds.
     pub fn snapshot(&self) -> TcpSnapshot {
-        let mut snap = TcpSnapshot::default();
-        snap.dests = self.whole.read(&self.whole.dests, &self.dests, |k, v| (endpoint_addr(&k), sum_cpus(v.iter().map(|v| &v.c))));
-        snap.ports = self.whole.read(&self.whole.ports, &self.ports, |k, v| (k, sum_cpus(v.iter().map(|v| &v.c))));
-        snap
+        TcpSnapshot {
+            dests: self.whole.read(&self.whole.dests, &self.dests, |k, v| (endpoint_addr(&k), sum_cpus(v.iter().map(|v| &v.c)))),
+            ports: self.whole.read(&self.whole.ports, &self.ports, |k, v| (k, sum_cpus(v.iter().map(|v| &v.c)))),
+        }
     }
 
     /// Since-start created and removed counts of the LRU tables. Read them before the
