@@ -454,17 +454,24 @@ fn connect_counts_stay_exact_when_the_connect_ring_overflows() {
     let out = pair.client.run(&format!("{} connect-burst {dest} 8000 8", peers::peer_bin().display()));
     let ok: u64 = out.split_whitespace().next().and_then(|s| s.parse().ok()).expect("established count");
     assert_eq!(out.split_whitespace().nth(1), Some("0"), "every connect succeeded: {out}");
-    let seen = obs.wait_for(Duration::from_secs(5), |r| r.total(&dest, "established") == ok);
+    // The kernel skips a tracepoint program that fires while the same program runs on that
+    // CPU: a handshake that completes in a softirq that interrupted another connect's
+    // SYN_SENT. observer counts those runs (bpf_recursion_misses); all else is exact.
+    let misses_of = |r: &observer_tests::observer::Report| r.0["lost"]["recursion_misses:inet_sock_set_state"].as_u64().unwrap_or(0);
+    let seen = obs.wait_for(Duration::from_secs(5), |r| r.total(&dest, "established") + misses_of(r) >= ok);
     let r = obs.stop();
-    assert!(seen.is_some(), "the kernel must count all {ok} connects: {:#}", r.0);
-    assert_eq!(r.total(&dest, "attempts"), ok);
+    let misses = misses_of(&r);
+    assert!(seen.is_some(), "the kernel must count all {ok} connects but for its {misses} skipped runs: {:#}", r.0);
+    assert!(r.0["lost"]["bpf_recursion_misses"].as_u64() >= Some(misses), "{:#}", r.0["lost"]);
+    let (attempts, established) = (r.total(&dest, "attempts"), r.total(&dest, "established"));
+    assert!(attempts <= ok && attempts + misses >= ok, "attempts {attempts}, {misses} misses, {ok} made");
+    if misses == 0 {
+        assert_eq!((attempts, established), (ok, ok));
+    }
     let dropped = r.0["lost"]["connect_ringbuf_full"].as_u64().unwrap();
     assert!(dropped > 0, "the tiny ring must have overflowed: {:#}", r.0["lost"]);
-    // The runs the kernel skipped are read from every program (and are none here: nothing
-    // else runs BPF on these CPUs).
-    assert!(r.0["lost"]["bpf_recursion_misses"].is_u64(), "{:#}", r.0["lost"]);
     // Every outcome either reached userspace (a latency sample) or was counted as lost.
     let samples = r.dest(&dest).unwrap()["total"]["connect_latency_us"]["count"].as_u64().unwrap();
     let capped = r.0["lost"]["latency_samples_dropped"].as_u64().unwrap();
-    assert_eq!(samples + capped + dropped, ok, "samples {samples} + capped {capped} + dropped {dropped} != {ok}");
+    assert_eq!(samples + capped + dropped, established, "samples {samples} + capped {capped} + dropped {dropped} != {established} established");
 }

@@ -239,13 +239,14 @@ impl ConnectLayer {
     /// Destinations, the most troubled first: window failures, then since-start failures,
     /// then window attempts.
     pub fn destinations(&self) -> Vec<DestView> {
-        self.ordered().into_iter().map(|(_, a, s)| view(a, s)).collect()
+        self.ordered(usize::MAX).into_iter().map(|(_, a, s)| view(a, s)).collect()
     }
 
-    /// Destinations, the most troubled first, by a small key: sorting 100,000 views of half a
-    /// kilobyte each moved more memory than anything else observer did.
+    /// Destinations by a small key, the `first` most troubled first and in order, the others
+    /// after them in no order: sorting 100,000 views of half a kilobyte each moved more memory
+    /// than anything else observer did, and only the ones listed need an order.
     #[allow(clippy::type_complexity)]
-    fn ordered(&self) -> Vec<((u64, u64, u64), SocketAddr, &DestState)> {
+    fn ordered(&self, first: usize) -> Vec<((u64, u64, u64), SocketAddr, &DestState)> {
         let mut order: Vec<((u64, u64, u64), SocketAddr, &DestState)> = self
             .dests
             .iter()
@@ -254,7 +255,15 @@ impl ConnectLayer {
                 ((failures(&w), failures(&s.counts.total()), w[dc::ATTEMPTS]), *a, s)
             })
             .collect();
-        order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let troubled_first = |a: &((u64, u64, u64), SocketAddr, &DestState), b: &((u64, u64, u64), SocketAddr, &DestState)| {
+            b.0.cmp(&a.0).then(a.1.cmp(&b.1))
+        };
+        if first < order.len() {
+            order.select_nth_unstable_by(first, troubled_first);
+            order[..first].sort_unstable_by(troubled_first);
+        } else {
+            order.sort_unstable_by(troubled_first);
+        }
         order
     }
 
@@ -306,7 +315,8 @@ impl Aggregator for ConnectLayer {
     }
 
     fn view(&self) -> ConnectView {
-        let mut order = self.ordered();
+        // The verdict lists the first destinations its rules fire for: those in order too.
+        let mut order = self.ordered(self.top.max(crate::verdict::MAX_LISTED));
         let rest = order.split_off(order.len().min(self.top));
         ConnectView {
             destinations: order.into_iter().map(|(_, a, s)| view(a, s)).collect(),

@@ -232,7 +232,7 @@ impl Verdict {
 
 /// Destinations and evidence lines a verdict lists, the most troubled first: enough to paste,
 /// and a report line stays small when thousands of destinations fail at once.
-const MAX_LISTED: usize = 100;
+pub const MAX_LISTED: usize = 100;
 const MAX_EVIDENCE: usize = 20;
 
 /// An evidence line, written only while it can still be shown: past twice MAX_EVIDENCE hits
