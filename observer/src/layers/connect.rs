@@ -28,9 +28,9 @@ struct DestState {
     latency: LatencyWindow,
     /// Boxed: a destination's state stays small (an outage has many of them).
     last_failure: Option<Box<LastFailure>>,
-    processes: SmallSet<String>,
-    /// When its counters were last read (see `on_snapshot`).
-    read_at: Option<Mono>,
+    processes: SmallSet<Process>,
+    /// When its counters were last read (see `on_snapshot`); zero before the first.
+    read_at: Mono,
 }
 
 impl DestState {
@@ -40,7 +40,7 @@ impl DestState {
             latency: LatencyWindow::default(),
             last_failure: None,
             processes: SmallSet::new(),
-            read_at: None,
+            read_at: Mono(0),
         }
     }
 }
@@ -51,9 +51,41 @@ struct LastFailure {
     outcome: Outcome,
     errno: i32,
     syn_retransmits: u32,
-    pid: u32,
     after_us: u64,
-    comm: Box<str>,
+    process: Process,
+}
+
+/// A process as the kernel names it (comm, at most 15 bytes, and pid), held inline: a
+/// destination's processes cost 20 bytes each instead of two allocations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Process {
+    comm: [u8; 16],
+    pid: u32,
+}
+
+impl Process {
+    fn of(comm: &str, pid: u32) -> Process {
+        let mut c = [0u8; 16];
+        // At a character boundary, so that the bytes kept are still text.
+        let mut n = comm.len().min(16);
+        while !comm.is_char_boundary(n) {
+            n -= 1;
+        }
+        c[..n].copy_from_slice(&comm.as_bytes()[..n]);
+        Process { comm: c, pid }
+    }
+
+    fn comm(&self) -> &str {
+        let n = self.comm.iter().position(|&b| b == 0).unwrap_or(16);
+        std::str::from_utf8(&self.comm[..n]).unwrap_or_default()
+    }
+}
+
+/// "comm[pid]", as processes are named in reports and evidence.
+impl std::fmt::Display for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]", self.comm(), self.pid)
+    }
 }
 
 #[derive(Debug)]
@@ -77,7 +109,9 @@ pub struct ConnectView {
     /// The window counts of the destinations past the `top` ones, for the rules (which judge
     /// every destination): building whole views for 100,000 took most of an interval's work.
     #[serde(skip)]
-    pub rest: Vec<(SocketAddr, Counts<{ dc::COUNT }>)>,
+    /// In 32 bits (saturated): the rules' thresholds are far below, and at 100,000
+    /// destinations this list is the largest thing an interval builds.
+    pub rest: Vec<(SocketAddr, [u32; dc::COUNT])>,
     pub local_ports: Vec<PortView>,
     #[serde(skip)]
     pub top: usize,
@@ -160,7 +194,7 @@ impl ConnectLayer {
     pub fn on_connect(&mut self, rec: &ConnectRecord) {
         let state = self.dests.entry(rec.dest).or_insert_with(DestState::new);
         if state.processes.len() < MAX_PROCESSES && !rec.comm.is_empty() {
-            state.processes.insert(rec.process());
+            state.processes.insert(Process::of(&rec.comm, rec.pid));
         }
         if rec.outcome == Outcome::Established {
             state.latency.record(rec.latency);
@@ -169,9 +203,8 @@ impl ConnectLayer {
                 outcome: rec.outcome,
                 errno: rec.error,
                 syn_retransmits: rec.syn_retransmits,
-                pid: rec.pid,
                 after_us: u64::try_from(rec.latency.as_micros()).unwrap_or(u64::MAX),
-                comm: rec.comm.as_str().into(),
+                process: Process::of(&rec.comm, rec.pid),
             }));
         }
     }
@@ -183,17 +216,17 @@ impl ConnectLayer {
         // told apart by the time of their last reading: no second map of 100,000 entries.
         for (addr, counts) in &snap.dests {
             let state = self.dests.entry(*addr).or_insert_with(DestState::new);
-            if state.read_at == Some(now) {
+            if state.read_at == now {
                 continue; // listed twice: the first reading stands
             }
-            state.read_at = Some(now);
+            state.read_at = now;
             if state.counts.observe(now, Some(counts), window) {
                 self.evictions += 1;
             }
             state.latency.close(now, window);
         }
-        for state in self.dests.values_mut().filter(|s| s.read_at != Some(now)) {
-            state.read_at = Some(now);
+        for state in self.dests.values_mut().filter(|s| s.read_at != now) {
+            state.read_at = now;
             if state.counts.observe(now, None, window) {
                 self.evictions += 1;
             }
@@ -321,7 +354,7 @@ impl Aggregator for ConnectLayer {
         ConnectView {
             destinations: order.into_iter().map(|(_, a, s)| view(a, s)).collect(),
             destinations_omitted: 0,
-            rest: rest.into_iter().map(|(_, a, s)| (a, Counts { values: s.counts.window(), names: &dc::NAMES })).collect(),
+            rest: rest.into_iter().map(|(_, a, s)| (a, s.counts.window().map(|v| u32::try_from(v).unwrap_or(u32::MAX)))).collect(),
             local_ports: self.local_ports(),
             top: self.top,
         }
@@ -344,10 +377,10 @@ fn view(dest: SocketAddr, s: &DestState) -> DestView {
             errno: r.errno,
             syn_retransmits: r.syn_retransmits,
             after_us: r.after_us,
-            pid: r.pid,
-            comm: r.comm.to_string(),
+            pid: r.process.pid,
+            comm: r.process.comm().to_owned(),
         }),
-        processes: s.processes.iter().cloned().collect(),
+        processes: s.processes.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -451,6 +484,15 @@ mod tests {
         assert_eq!(okv.total.get(dc::ESTABLISHED), 3);
         assert_eq!(okv.total.connect_latency_us.count, 3);
         assert_eq!(okv.processes, vec!["curl[7]".to_owned()]);
+    }
+
+    #[test]
+    fn a_process_is_held_inline_and_named_as_the_reports_name_it() {
+        assert_eq!(Process::of("curl", 7).to_string(), "curl[7]");
+        // A comm of 16 bytes or more keeps what fits, cut at a character boundary.
+        assert_eq!(Process::of("0123456789abcdefXYZ", 1).to_string(), "0123456789abcdef[1]");
+        assert_eq!(Process::of("0123456789abcdeé", 2).comm(), "0123456789abcde", "é straddles byte 16");
+        assert_eq!(Process::of("", 3).to_string(), "[3]");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use observer_common::tcp::dest_counter as dc;
 use super::{Evaluation, Hit, Layer, Rules, line, secs};
 use crate::{
     config::Config,
-    layers::connect::{ConnectView, DestView},
+    layers::connect::{ConnectView, Counts, DestView},
 };
 
 fn process(d: &DestView) -> String {
@@ -43,8 +43,8 @@ fn evaluate(view: &ConnectView, window_s: f64, cfg: &Config) -> Evaluation {
     let mut hits = Vec::with_capacity(view.destinations.len() + view.rest.len());
     let mut had_signal = false;
     // The top destinations with their process; the rest by their counts alone.
-    let full = view.destinations.iter().map(|d| (d.dest, &d.window.counts, process(d)));
-    let rest = view.rest.iter().map(|(a, c)| (*a, c, String::new()));
+    let full = view.destinations.iter().map(|d| (d.dest, d.window.counts, process(d)));
+    let rest = view.rest.iter().map(|(a, c)| (*a, Counts { values: c.map(u64::from), names: &dc::NAMES }, String::new()));
     for (dest, c, process) in full.chain(rest) {
         let attempts = c.get(dc::ATTEMPTS);
         if c.values.iter().all(|&v| v == 0) {
