@@ -1,5 +1,5 @@
-//! `cargo xtask bench-scale [SECS] [SOAK_MINUTES]`: observer on a busy node. For 1k, 10k and
-//! 100k destinations (and half as many DNS names), a client namespace connects round-robin
+//! `cargo xtask bench-scale [SECS] [SOAK_MINUTES]`: observer on a busy node. For 1k, 10k, 30k,
+//! 50k and 100k destinations (and half as many DNS names), a client namespace connects round-robin
 //! to every destination at 10,000 connects a second (each refused by the server namespace,
 //! which owns the whole 10.200.0.0/15 range) while it looks up every name in turn at 5,000
 //! queries a second. Prints observer's memory, its CPU per interval, the time it takes to
@@ -116,7 +116,8 @@ fn main() {
     let levels: Vec<u64> = std::env::var("BENCH_SCALE_LEVELS")
         .ok()
         .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
-        .unwrap_or_else(|| vec![1_000, 10_000, 100_000]);
+        // 30k and 50k: where the targets stop being met.
+        .unwrap_or_else(|| vec![1_000, 10_000, 30_000, 50_000, 100_000]);
     for n in levels {
         let (pair, _echo) = setup();
         let run = start(&pair);
