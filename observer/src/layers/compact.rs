@@ -11,8 +11,9 @@ const TOP_US: u64 = 3_600_000_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompactHistogram {
-    /// (bucket index, count), sorted by index.
-    buckets: Vec<(u16, u64)>,
+    /// (bucket index, count), sorted by index, in an exact allocation (a new bucket is rare
+    /// once a key's latency has settled).
+    buckets: Box<[(u16, u64)]>,
     count: u64,
     max: u64,
 }
@@ -44,7 +45,12 @@ impl CompactHistogram {
         let i = index(us);
         match self.buckets.binary_search_by_key(&i, |b| b.0) {
             Ok(at) => self.buckets[at].1 += 1,
-            Err(at) => self.buckets.insert(at, (i, 1)),
+            Err(at) => {
+                let mut v = std::mem::take(&mut self.buckets).into_vec();
+                v.reserve_exact(1);
+                v.insert(at, (i, 1));
+                self.buckets = v.into_boxed_slice();
+            }
         }
         self.count += 1;
         self.max = self.max.max(us);
@@ -63,7 +69,7 @@ impl CompactHistogram {
         let at = |q: f64| {
             let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
             let mut seen = 0;
-            for &(i, n) in &self.buckets {
+            for &(i, n) in self.buckets.iter() {
                 seen += n;
                 if seen >= rank {
                     return bounds(i).1.min(self.max);
@@ -72,7 +78,7 @@ impl CompactHistogram {
             self.max
         };
         let mut histogram = [0u64; 8];
-        for &(i, n) in &self.buckets {
+        for &(i, n) in self.buckets.iter() {
             let low = bounds(i).0;
             histogram[BUCKET_BOUNDS_US.iter().position(|b| low <= *b).unwrap_or(7)] += n;
         }
@@ -81,7 +87,7 @@ impl CompactHistogram {
 
     /// Heap bytes held (for the scale benchmark's arithmetic).
     pub fn heap_bytes(&self) -> usize {
-        self.buckets.capacity() * size_of::<(u16, u64)>()
+        self.buckets.len() * size_of::<(u16, u64)>()
     }
 }
 

@@ -175,8 +175,10 @@ impl LatencyWindow {
 struct Samples {
     open: Vec<u64>,
     /// The window's intervals that had samples (most keys on a busy node have none: a
-    /// refused connect has no latency), and when the last interval closed.
-    buckets: std::collections::VecDeque<(Mono, Vec<u64>)>,
+    /// refused connect has no latency), oldest first, each in an exact allocation (a name
+    /// looked up now and then holds one sample, not a growable deque of vectors); and when
+    /// the last interval closed.
+    buckets: Box<[(Mono, Box<[u64]>)]>,
     last_close: Option<Mono>,
     total: super::compact::CompactHistogram,
     /// Samples not kept for the window because one interval had more than the cap (the
@@ -200,32 +202,35 @@ impl Samples {
 
     /// Close the current interval at `now` and forget intervals older than `window`.
     fn close(&mut self, now: Mono, window: Duration) {
-        if !self.open.is_empty() {
-            self.buckets.push_back((now, std::mem::take(&mut self.open)));
+        let expired = self.buckets.iter().take_while(|(at, _)| now.since(*at) >= window).count();
+        if expired > 0 || !self.open.is_empty() {
+            let mut v = std::mem::take(&mut self.buckets).into_vec();
+            v.drain(..expired);
+            if !self.open.is_empty() {
+                v.push((now, std::mem::take(&mut self.open).into_boxed_slice()));
+            }
+            self.buckets = v.into_boxed_slice();
         }
         self.last_close = Some(now);
-        while self.buckets.front().is_some_and(|(at, _)| now.since(*at) >= window) {
-            self.buckets.pop_front();
-        }
     }
 
     /// The samples of the interval closed last, when it had any.
-    fn closed_last(&self) -> Option<&Vec<u64>> {
-        self.buckets.back().filter(|(at, _)| Some(*at) == self.last_close).map(|(_, v)| v)
+    fn closed_last(&self) -> Option<&[u64]> {
+        self.buckets.last().filter(|(at, _)| Some(*at) == self.last_close).map(|(_, v)| &**v)
     }
 
     fn window(&self) -> LatencySummary {
-        LatencySummary::of_samples(self.buckets.iter().flat_map(|(_, v)| v))
+        LatencySummary::of_samples(self.buckets.iter().flat_map(|(_, v)| v.iter()))
     }
 
     /// The samples (µs) of the interval closed last.
     fn last_interval(&self) -> &[u64] {
-        self.closed_last().map_or(&[], |v| v.as_slice())
+        self.closed_last().unwrap_or_default()
     }
 
     /// The p99 of the interval closed last, when it had samples.
     fn last_interval_p99(&self) -> Option<u64> {
-        let mut v = self.closed_last()?.clone();
+        let mut v = self.closed_last()?.to_vec();
         if v.is_empty() {
             return None;
         }
@@ -236,7 +241,7 @@ impl Samples {
     /// The intervals closed in the last `span` before `now`: a change that the window would
     /// dilute.
     fn recent(&self, now: Mono, span: Duration) -> LatencySummary {
-        LatencySummary::of_samples(self.buckets.iter().filter(move |(at, _)| now.since(*at) < span).flat_map(|(_, v)| v))
+        LatencySummary::of_samples(self.buckets.iter().filter(move |(at, _)| now.since(*at) < span).flat_map(|(_, v)| v.iter()))
     }
 
     fn total(&self) -> LatencySummary {
