@@ -16,8 +16,8 @@ use tokio::{
 use crate::{
     cli::{Cli, Format},
     config::{self, Config},
-    heap,
     events::{Input, Mono},
+    heap,
     pipeline::{Options, Pipeline},
     present::{
         events, json,

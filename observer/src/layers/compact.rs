@@ -45,12 +45,7 @@ impl CompactHistogram {
         let i = index(us);
         match self.buckets.binary_search_by_key(&i, |b| b.0) {
             Ok(at) => self.buckets[at].1 += 1,
-            Err(at) => {
-                let mut v = std::mem::take(&mut self.buckets).into_vec();
-                v.reserve_exact(1);
-                v.insert(at, (i, 1));
-                self.buckets = v.into_boxed_slice();
-            }
+            Err(at) => super::exact::insert(&mut self.buckets, at, (i, 1)),
         }
         self.count += 1;
         self.max = self.max.max(us);

@@ -43,6 +43,14 @@ impl DestState {
             read_at: Mono(0),
         }
     }
+
+    /// Its reading at `now` (None: gone from the kernel's table). Returns whether the reading
+    /// shows an eviction.
+    fn read(&mut self, now: Mono, reading: Option<&DestCounts>, window: Duration) -> bool {
+        self.read_at = now;
+        self.latency.close(now, window);
+        self.counts.observe(now, reading, window)
+    }
 }
 
 /// What a destination's last failed connect said: the record's fields that a report shows.
@@ -216,21 +224,15 @@ impl ConnectLayer {
         // told apart by the time of their last reading: no second map of 100,000 entries.
         for (addr, counts) in &snap.dests {
             let state = self.dests.entry(*addr).or_insert_with(DestState::new);
-            if state.read_at == now {
-                continue; // listed twice: the first reading stands
-            }
-            state.read_at = now;
-            if state.counts.observe(now, Some(counts), window) {
+            // Listed twice: the first reading stands.
+            if state.read_at != now && state.read(now, Some(counts), window) {
                 self.evictions += 1;
             }
-            state.latency.close(now, window);
         }
         for state in self.dests.values_mut().filter(|s| s.read_at != now) {
-            state.read_at = now;
-            if state.counts.observe(now, None, window) {
+            if state.read(now, None, window) {
                 self.evictions += 1;
             }
-            state.latency.close(now, window);
         }
         let ports: HashMap<u16, &PortCounts> = snap.ports.iter().map(|(p, c)| (*p, c)).collect();
         for p in ports.keys() {
@@ -288,15 +290,7 @@ impl ConnectLayer {
                 ((failures(&w), failures(&s.counts.total()), w[dc::ATTEMPTS]), *a, s)
             })
             .collect();
-        let troubled_first = |a: &((u64, u64, u64), SocketAddr, &DestState), b: &((u64, u64, u64), SocketAddr, &DestState)| {
-            b.0.cmp(&a.0).then(a.1.cmp(&b.1))
-        };
-        if first < order.len() {
-            order.select_nth_unstable_by(first, troubled_first);
-            order[..first].sort_unstable_by(troubled_first);
-        } else {
-            order.sort_unstable_by(troubled_first);
-        }
+        super::sort_first(&mut order, first, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         order
     }
 

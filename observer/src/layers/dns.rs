@@ -150,12 +150,10 @@ struct NameState {
 
 impl NameState {
     fn answered(&mut self, resolver: SocketAddr, at: Mono, addresses: SmallSet<IpAddr>) {
-        let mut v = std::mem::take(&mut self.answer_sets).into_vec();
-        match v.binary_search_by_key(&resolver, |a| a.0) {
-            Ok(i) => v[i] = (resolver, at, addresses),
-            Err(i) => v.insert(i, (resolver, at, addresses)),
+        match self.answer_sets.binary_search_by_key(&resolver, |a| a.0) {
+            Ok(i) => self.answer_sets[i] = (resolver, at, addresses),
+            Err(i) => super::exact::insert(&mut self.answer_sets, i, (resolver, at, addresses)),
         }
-        self.answer_sets = v.into_boxed_slice();
     }
 }
 
@@ -533,7 +531,7 @@ impl DnsLayer {
         }
         for n in self.names.values_mut().filter(|n| !n.answer_sets.is_empty()) {
             if n.answer_sets.iter().any(|(_, at, _)| now.since(*at) >= window) {
-                n.answer_sets = n.answer_sets.iter().filter(|(_, at, _)| now.since(*at) < window).cloned().collect();
+                super::exact::retain(&mut n.answer_sets, |(_, at, _)| now.since(*at) < window);
             }
         }
     }
@@ -591,12 +589,7 @@ impl DnsLayer {
         // resolver); the healthy rest in no order (sorting 50,000 names by text was costly).
         type Entry<'a> = ((u64, u64, u64), &'a NameKey, &'a NameState);
         let troubled_first = |a: &Entry, b: &Entry| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1));
-        if top < order.len() {
-            order.select_nth_unstable_by(top, troubled_first);
-            order[..top].sort_unstable_by(troubled_first);
-        } else {
-            order.sort_unstable_by(troubled_first);
-        }
+        super::sort_first(&mut order, top, troubled_first);
         let mut rest = order.split_off(order.len().min(top));
         rest.sort_unstable_by_key(|e| std::cmp::Reverse(e.0.0 > 0));
         let troubled = rest.iter().take_while(|e| e.0.0 > 0).count();

@@ -203,14 +203,8 @@ impl Samples {
     /// Close the current interval at `now` and forget intervals older than `window`.
     fn close(&mut self, now: Mono, window: Duration) {
         let expired = self.buckets.iter().take_while(|(at, _)| now.since(*at) >= window).count();
-        if expired > 0 || !self.open.is_empty() {
-            let mut v = std::mem::take(&mut self.buckets).into_vec();
-            v.drain(..expired);
-            if !self.open.is_empty() {
-                v.push((now, std::mem::take(&mut self.open).into_boxed_slice()));
-            }
-            self.buckets = v.into_boxed_slice();
-        }
+        let closed = (!self.open.is_empty()).then(|| (now, std::mem::take(&mut self.open).into_boxed_slice()));
+        super::exact::advance(&mut self.buckets, expired, closed);
         self.last_close = Some(now);
     }
 

@@ -5,6 +5,7 @@ pub mod compact;
 pub mod connect;
 pub mod counts;
 pub mod dns;
+pub mod exact;
 pub mod http;
 pub mod icmp;
 pub mod latency;
@@ -31,6 +32,18 @@ pub fn evict_idlest<K: Clone + Eq + std::hash::Hash, V>(map: &mut Map<K, V>, las
 /// whether an entry went.
 pub fn make_room<K: Clone + Eq + std::hash::Hash, V>(map: &mut Map<K, V>, key: &K, max: usize, last_seen: impl Fn(&V) -> Mono) -> bool {
     !map.contains_key(key) && map.len() >= max && evict_idlest(map, last_seen)
+}
+
+/// Put the `first` smallest elements (by `cmp`) first and in order, the others after them in
+/// no order: only what a report lists needs an order, and 100,000 keys sorted each interval
+/// cost more than selecting them.
+pub fn sort_first<T>(v: &mut [T], first: usize, mut cmp: impl FnMut(&T, &T) -> std::cmp::Ordering) {
+    if first < v.len() {
+        v.select_nth_unstable_by(first, &mut cmp);
+        v[..first].sort_unstable_by(cmp);
+    } else {
+        v.sort_unstable_by(cmp);
+    }
 }
 
 /// A layer's aggregation: fed by a source, read once per interval as a view.
@@ -76,4 +89,19 @@ pub struct IntervalSamples<'a> {
 pub fn samples_of<'a>(series: &'static str, tag: impl FnOnce() -> String, latency: &'a latency::LatencyWindow) -> Option<IntervalSamples<'a>> {
     let values = latency.last_interval();
     (!values.is_empty()).then(|| IntervalSamples { series, tag: tag(), values })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sort_first_orders_the_first_and_keeps_every_element() {
+        let mut v = vec![5, 1, 4, 2, 3, 0];
+        super::sort_first(&mut v, 3, |a, b| a.cmp(b));
+        assert_eq!(v[..3], [0, 1, 2]);
+        let mut rest = v[3..].to_vec();
+        rest.sort();
+        assert_eq!(rest, [3, 4, 5]);
+        super::sort_first(&mut v, 10, |a, b| b.cmp(a));
+        assert_eq!(v, [5, 4, 3, 2, 1, 0]);
+    }
 }

@@ -23,10 +23,7 @@ impl<T: Ord> SmallSet<T> {
         match self.0.binary_search(&value) {
             Ok(_) => false,
             Err(at) => {
-                let mut v = std::mem::take(&mut self.0).into_vec();
-                v.reserve_exact(1);
-                v.insert(at, value);
-                self.0 = v.into_boxed_slice();
+                super::exact::insert(&mut self.0, at, value);
                 true
             }
         }

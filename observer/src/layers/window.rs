@@ -53,14 +53,7 @@ impl<const N: usize> WindowedCounts<N> {
         if grew {
             self.last_change = Some(now);
         }
-        if expired > 0 || grew {
-            let mut v = Vec::with_capacity(self.buckets.len() - expired + usize::from(grew));
-            v.extend_from_slice(&self.buckets[expired..]);
-            if grew {
-                v.push((now, delta.map(|d| u32::try_from(d).unwrap_or(u32::MAX))));
-            }
-            self.buckets = v.into_boxed_slice();
-        }
+        super::exact::advance(&mut self.buckets, expired, grew.then(|| (now, delta.map(|d| u32::try_from(d).unwrap_or(u32::MAX)))));
         restarted
     }
 
@@ -124,10 +117,8 @@ impl<const N: usize> Tally<N> {
 
     /// Close the current interval at `now` and forget intervals older than `window`.
     pub fn close(&mut self, now: Mono, window: Duration) {
-        let mut total = self.window.total();
-        for (t, p) in total.iter_mut().zip(&mut self.pending) {
-            *t = t.saturating_add(u64::from(std::mem::take(p)));
-        }
+        let total = self.total();
+        self.pending = [0; N];
         self.window.observe(now, Some(&total), window);
     }
 

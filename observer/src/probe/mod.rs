@@ -498,25 +498,30 @@ impl Probe {
 /// The per-CPU counter tables that are read whole every interval, by fd: in batches where the
 /// kernel can (Linux 5.6+), one entry at a time otherwise.
 struct WholeMaps {
-    dests: std::os::fd::OwnedFd,
-    ports: std::os::fd::OwnedFd,
-    resolvers: std::os::fd::OwnedFd,
-    ifaces: std::os::fd::OwnedFd,
-    drops: std::os::fd::OwnedFd,
+    dests: WholeMap,
+    ports: WholeMap,
+    resolvers: WholeMap,
+    ifaces: WholeMap,
+    drops: WholeMap,
     cpus: usize,
     batch: std::cell::Cell<bool>,
-    /// Entries each map held at its last reading, by fd.
-    lengths: std::cell::RefCell<std::collections::HashMap<i32, usize>>,
+}
+
+/// One table read whole: its fd, and how many entries it held at the last reading.
+struct WholeMap {
+    fd: std::os::fd::OwnedFd,
+    len: std::cell::Cell<usize>,
 }
 
 impl WholeMaps {
     fn new(ebpf: &Ebpf) -> anyhow::Result<WholeMaps> {
-        let fd = |name: &str| -> anyhow::Result<std::os::fd::OwnedFd> {
+        let fd = |name: &str| -> anyhow::Result<WholeMap> {
             use std::os::fd::AsFd as _;
             match ebpf.map(name) {
-                Some(aya::maps::Map::PerCpuLruHashMap(m) | aya::maps::Map::PerCpuHashMap(m)) => {
-                    m.fd().as_fd().try_clone_to_owned().with_context(|| format!("cannot duplicate map {name}'s fd"))
-                }
+                Some(aya::maps::Map::PerCpuLruHashMap(m) | aya::maps::Map::PerCpuHashMap(m)) => Ok(WholeMap {
+                    fd: m.fd().as_fd().try_clone_to_owned().with_context(|| format!("cannot duplicate map {name}'s fd"))?,
+                    len: std::cell::Cell::new(0),
+                }),
                 _ => anyhow::bail!("map {name} is missing from the eBPF object or is not a per-CPU hash"),
             }
         };
@@ -528,27 +533,26 @@ impl WholeMaps {
             drops: fd("DROPS")?,
             cpus: aya::util::nr_cpus().map_or(1, |n| n.max(1)),
             batch: std::cell::Cell::new(true),
-            lengths: Default::default(),
         })
     }
 
-    /// Every entry of `map` (whose fd is `fd`), as `entry` makes it of the key and the
+    /// Every entry of `map` (read through `whole`), as `entry` makes it of the key and the
     /// per-CPU values. Entries evicted while it is read are missed, as they would be one by one.
     fn read<K: aya::Pod, V: aya::Pod, T>(
         &self,
-        fd: &std::os::fd::OwnedFd,
+        whole: &WholeMap,
         map: &PerCpuHashMap<MapData, K, V>,
         entry: impl Fn(K, &[V]) -> T,
     ) -> Vec<T> {
-        use std::os::fd::{AsFd as _, AsRawFd as _};
+        use std::os::fd::AsFd as _;
         if self.batch.get() {
             // Room for as many entries as the map held last time: a vector that doubles its
             // way to 100,000 entries peaks at a third more than it needs.
-            let hint = self.lengths.borrow().get(&fd.as_raw_fd()).copied().unwrap_or(0);
+            let hint = whole.len.get();
             let mut out = Vec::with_capacity(hint + hint / 16);
-            match batch::read_per_cpu::<K, V>(fd.as_fd(), self.cpus, |k, per_cpu| out.push(entry(k, per_cpu))) {
+            match batch::read_per_cpu::<K, V>(whole.fd.as_fd(), self.cpus, |k, per_cpu| out.push(entry(k, per_cpu))) {
                 Ok(()) => {
-                    self.lengths.borrow_mut().insert(fd.as_raw_fd(), out.len());
+                    whole.len.set(out.len());
                     return out;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Unsupported => self.batch.set(false),
