@@ -288,10 +288,11 @@ pub struct Counters {
 }
 
 /// A signal the source cannot collect, and why.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Disabled {
     pub source: String,
-    pub signals: &'static str,
+    #[serde(deserialize_with = "crate::present::wire::interned")]
+    pub signals: crate::present::wire::Name,
     pub reason: String,
 }
 

@@ -233,9 +233,12 @@ impl Pipeline {
             is_final,
             disabled: &tick.disabled,
         };
-        let sections = Sections(sections.into_iter().map(std::sync::Arc::from).collect());
-        let r = report::build(&meta, sections, verdicts, &lost);
+        let sections = Sections(sections.into_iter().map(|s| std::sync::Arc::from(s as Box<dyn crate::present::Shown>)).collect());
+        let mut r = report::build(&meta, sections, verdicts, &lost);
         let changes = self.tracker.update(&r.ts, &r.verdicts);
+        if let Some(c) = &mut r.cause {
+            c.since = self.tracker.onset(c.layer);
+        }
         (r, changes)
     }
 }

@@ -18,7 +18,7 @@ pub const BUCKET_BOUNDS_US: [u64; 7] = [1_000, 5_000, 10_000, 50_000, 100_000, 5
 
 /// Percentiles in microseconds (the JSON field name carries the unit), and a coarse histogram:
 /// samples up to 1, 5, 10, 50, 100, 500 and 1000 ms, then above.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct LatencySummary {
     pub count: u64,
     pub p50: u64,

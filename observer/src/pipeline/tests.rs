@@ -73,8 +73,8 @@ impl Kernel {
 
 /// (second, layer, from, to)
 type Changes = Vec<(u64, Layer, State, State)>;
-/// (second, the layer named as the cause)
-type Causes = Vec<(u64, Option<Layer>)>;
+/// (second, the layer named as the cause, its onset)
+type Causes = Vec<(u64, Option<Layer>, Option<String>)>;
 
 /// Run a script to its end: every verdict change, and the cause at each second.
 fn run(script: Vec<Input>) -> (Changes, Causes) {
@@ -91,7 +91,7 @@ fn run(script: Vec<Input>) -> (Changes, Causes) {
             };
             if let Some((report, ch)) = pipeline.on_input(&input, false) {
                 changes.extend(ch.into_iter().map(|c| (second, c.layer, c.from, c.to)));
-                causes.push((second, report.cause.map(|c| c.layer)));
+                causes.push((second, report.cause.as_ref().map(|c| c.layer), report.cause.and_then(|c| c.since)));
             }
         }
     });
@@ -128,8 +128,11 @@ fn refused_connects_are_detected_in_the_interval_they_start_and_recovery_follows
             (22, Layer::TcpTls, State::Suspect, State::Healthy),
         ]
     );
-    let named: Vec<u64> = causes.iter().filter(|(_, c)| *c == Some(Layer::TcpTls)).map(|(s, _)| *s).collect();
+    let named: Vec<u64> = causes.iter().filter(|(_, c, _)| *c == Some(Layer::TcpTls)).map(|(s, _, _)| *s).collect();
     assert_eq!(named, (6..=21).collect::<Vec<u64>>(), "TCP/TLS is the cause while the refusals are in the window, and held 5 s");
+    // The onset stays the tick that turned the layer suspect (second 6 of the script).
+    let onsets: Vec<&str> = causes.iter().filter_map(|(_, _, since)| since.as_deref()).collect();
+    assert_eq!(onsets, vec!["2026-11-25T17:00:06.000Z"; 16]);
 }
 
 #[test]
@@ -158,7 +161,7 @@ fn an_unanswered_lookup_is_judged_on_the_sources_clock() {
     // The first (unanswered at 8) leaves the window at 18: the rule last fires at 17, and
     // the layer is held 5 s from there.
     assert_eq!(dns, [(1, State::Healthy), (11, State::Suspect), (22, State::Healthy)]);
-    assert!(causes.iter().all(|(s, c)| (*c == Some(Layer::Dns)) == (11..22).contains(s)), "{causes:?}");
+    assert!(causes.iter().all(|(s, c, _)| (*c == Some(Layer::Dns)) == (11..22).contains(s)), "{causes:?}");
 }
 
 #[test]

@@ -18,10 +18,14 @@ pub mod routing;
 pub mod text;
 pub mod tls;
 pub mod tui;
+pub mod wire;
 
 use std::fmt::Debug;
 
-use crate::{layers::latency::LatencySummary, verdict::Rules};
+use crate::{
+    layers::latency::LatencySummary,
+    verdict::{Layer, Rules},
+};
 
 /// How one layer's view is shown.
 pub trait Panel {
@@ -53,13 +57,25 @@ pub trait Panel {
     fn redact(&mut self, _r: &redact::Redactor) {}
 }
 
-/// A layer's view as the report holds it: judged by its rules, shown by its panel.
-pub trait Section: Rules + Panel + Debug + Send + Sync {}
+/// A section as a report holds it: drawn and written under its triage layer. A layer's view
+/// is one; so is a section received from a daemon (`wire::Received`), which has no rules.
+pub trait Shown: Panel + Debug + Send + Sync {
+    fn triage_layer(&self) -> Layer;
+}
 
-impl<T: Rules + Panel + Debug + Send + Sync> Section for T {}
+impl<T: Rules + Panel + Debug + Send + Sync> Shown for T {
+    fn triage_layer(&self) -> Layer {
+        Rules::layer(self)
+    }
+}
+
+/// A layer's view as the pipeline holds it: judged by its rules, then shown.
+pub trait Section: Rules + Shown {}
+
+impl<T: Rules + Shown> Section for T {}
 
 /// A table in a layer panel.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Table {
     /// Lines before the header, shown even when there are no rows (the blast radius).
     pub lead: Vec<String>,
@@ -71,10 +87,11 @@ pub struct Table {
 }
 
 /// What the drill-down shows for one row.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Detail {
     /// (counter, window, total)
-    pub counters: Vec<(&'static str, u64, u64)>,
+    #[serde(deserialize_with = "wire::interned_triples")]
+    pub counters: Vec<(wire::Name, u64, u64)>,
     pub window: LatencySummary,
     pub total: LatencySummary,
     pub notes: Vec<String>,

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, sync::Arc, time::SystemTime};
 
 use serde::{Serialize, ser::SerializeMap};
 
-use super::Section;
+use super::Shown;
 use crate::{
     events::Disabled,
     verdict::{Cause, Layer, Verdicts},
@@ -45,7 +45,7 @@ pub struct Report {
 
 /// The layers' sections, in registry order; shared, so that keeping a report is cheap.
 #[derive(Debug, Clone, Default)]
-pub struct Sections(pub Vec<Arc<dyn Section>>);
+pub struct Sections(pub Vec<Arc<dyn Shown>>);
 
 impl Serialize for Sections {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -59,11 +59,11 @@ impl Serialize for Sections {
 
 impl Report {
     /// The sections shown in one triage layer's panel.
-    pub fn sections_of(&self, layer: Layer) -> impl Iterator<Item = &dyn Section> {
-        self.sections.0.iter().map(|s| &**s).filter(move |s| s.layer() == layer)
+    pub fn sections_of(&self, layer: Layer) -> impl Iterator<Item = &dyn Shown> {
+        self.sections.0.iter().map(|s| &**s).filter(move |s| s.triage_layer() == layer)
     }
 
-    pub fn section(&self, key: &str) -> Option<&dyn Section> {
+    pub fn section(&self, key: &str) -> Option<&dyn Shown> {
         self.sections.0.iter().map(|s| &**s).find(|s| s.key() == key)
     }
 }
@@ -71,7 +71,7 @@ impl Report {
 /// observer's own cost, for the previous interval (this report's is not over yet): the CPU
 /// the whole process used, and the work of closing the interval (reading the kernel's tables
 /// and rings, aggregating, judging, writing the report).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct Cost {
     pub previous_interval_cpu_ms: f64,
     pub previous_close_ms: f64,

@@ -28,7 +28,8 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(s, "  verdicts: {}", verdicts.join(", "));
     match &r.cause {
         Some(c) => {
-            let _ = writeln!(s, "  likely cause: {} (confidence {})", c.layer.title(), c.confidence);
+            let since = c.since.as_deref().map(|t| format!(", since {t}")).unwrap_or_default();
+            let _ = writeln!(s, "  likely cause: {} (confidence {}{since})", c.layer.title(), c.confidence);
             for l in Layer::ALL {
                 for e in &r.verdicts.get(l).evidence {
                     let _ = writeln!(s, "    {e}");

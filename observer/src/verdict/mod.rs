@@ -19,7 +19,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use hold::Hold;
 pub use triage::{Cause, Change, Tracker};
@@ -61,7 +61,7 @@ pub struct Evaluation {
 }
 
 /// The triage layers, in triage order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Layer {
     Dns,
@@ -109,7 +109,7 @@ impl Layer {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Upstreams {
     pub destination: SocketAddr,
     pub upstreams: Vec<SocketAddr>,
@@ -122,7 +122,7 @@ pub struct Part {
     pub missing: &'static str,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum State {
     #[serde(rename = "healthy")]
     Healthy,
@@ -143,30 +143,31 @@ impl State {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     pub verdict: State,
     /// Rule names that fired, e.g. `dns.error_rcodes`.
-    pub rules: Vec<&'static str>,
+    #[serde(deserialize_with = "crate::present::wire::interned_vec")]
+    pub rules: Vec<crate::present::wire::Name>,
     pub evidence: Vec<String>,
     /// Destinations (resolvers, IP:port) the rules fired for: the first MAX_LISTED, the
     /// most troubled first.
     pub destinations: Vec<SocketAddr>,
     /// Destinations the rules fired for beyond those listed (an outage with thousands).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "is_zero", default)]
     pub destinations_omitted: usize,
     /// Set when an earlier suspect layer explains this one.
     pub consequence_of: Option<Layer>,
     /// Destinations (a proxy's listening address) whose trouble comes with failing connects
     /// from this host to these upstreams.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub upstreams: Vec<Upstreams>,
     /// Why there is no signal, or what limits the verdict.
     pub note: Option<String>,
     /// A suspect verdict's confidence ("high", "medium", "low"), and why.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub confidence: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default, deserialize_with = "crate::present::wire::interned_option")]
+    pub confidence: Option<crate::present::wire::Name>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub confidence_why: Option<String>,
 }
 
@@ -290,7 +291,7 @@ fn confidence(hits: &[Hit]) -> Option<(&'static str, String)> {
 }
 
 /// The four verdicts, serialised as an object keyed by layer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdicts {
     pub dns: Verdict,
     pub tcp_tls: Verdict,

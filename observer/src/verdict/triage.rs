@@ -6,11 +6,11 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Layer, Rules, State, Verdicts};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cause {
     pub layer: Layer,
     pub evidence: Vec<String>,
@@ -20,8 +20,13 @@ pub struct Cause {
     /// Later suspect layers it does not explain: look at them too.
     pub also_suspect: Vec<Layer>,
     /// "high", or "reduced" when events were lost in the window.
-    pub confidence: &'static str,
+    #[serde(deserialize_with = "crate::present::wire::interned")]
+    pub confidence: crate::present::wire::Name,
     pub confidence_note: Option<String>,
+    /// The onset: when this layer last turned suspect (RFC 3339), as far back as observer
+    /// (or the daemon it is attached to) has watched.
+    #[serde(default)]
+    pub since: Option<String>,
 }
 
 pub fn order(v: &mut Verdicts, rules: &[&dyn Rules], lost_in_window: u64) -> Option<Cause> {
@@ -74,11 +79,12 @@ pub fn order(v: &mut Verdicts, rules: &[&dyn Rules], lost_in_window: u64) -> Opt
         also_suspect,
         confidence,
         confidence_note,
+        since: None,
     })
 }
 
 /// A layer's verdict changed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     pub ts: String,
     pub layer: Layer,
@@ -92,13 +98,21 @@ pub struct Change {
 #[derive(Debug)]
 pub struct Tracker {
     last: [State; 4],
+    /// Per layer, when it turned suspect (while it is).
+    suspect_since: [Option<String>; 4],
     pub timeline: VecDeque<Change>,
     keep: usize,
 }
 
 impl Tracker {
     pub fn new(keep: usize) -> Tracker {
-        Tracker { last: [State::NoSignal; 4], timeline: VecDeque::new(), keep }
+        Tracker { last: [State::NoSignal; 4], suspect_since: Default::default(), timeline: VecDeque::new(), keep }
+    }
+
+    /// When `layer` turned suspect, while it is.
+    pub fn onset(&self, layer: Layer) -> Option<String> {
+        let i = Layer::ALL.iter().position(|l| *l == layer)?;
+        self.suspect_since[i].clone()
     }
 
     /// Record this window's verdicts; returns the changes since the last call.
@@ -116,6 +130,7 @@ impl Tracker {
                     consequence_of: now.consequence_of,
                 });
                 self.last[i] = now.verdict;
+                self.suspect_since[i] = (now.verdict == State::Suspect).then(|| ts.to_owned());
             }
         }
         for c in &changes {

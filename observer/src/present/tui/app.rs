@@ -165,6 +165,9 @@ pub fn evidence_text(r: &Report) -> String {
     match &r.cause {
         Some(c) => {
             out.push_str(&format!("{stamp} likely cause: {} (confidence {})", c.layer.title(), c.confidence));
+            if let Some(since) = &c.since {
+                out.push_str(&format!("; suspect since {since}"));
+            }
             if !c.consequences.is_empty() {
                 let names: Vec<&str> = c.consequences.iter().map(|l| l.title()).collect();
                 out.push_str(&format!("; consequences: {}", names.join(", ")));

@@ -73,6 +73,10 @@ fn draw_header(f: &mut Frame, area: Rect, app: &App, r: &Report) {
                 format!("CAUSE: {}", c.layer.title()),
                 Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
             ));
+            // The onset, on the clock of the report's timestamp (UTC).
+            if let Some(since) = c.since.as_deref().and_then(|t| t.get(11..19)) {
+                spans.push(Span::raw(format!(" since {since}")));
+            }
             if c.confidence != "high" {
                 spans.push(Span::styled(format!(" ({} confidence)", c.confidence), Style::default().fg(Color::Yellow)));
             }
@@ -239,7 +243,7 @@ fn draw_footer(f: &mut Frame, area: Rect, app: &App) {
 fn detail(r: &Report, key: &str) -> Option<(&'static str, &'static str, Option<Detail>)> {
     let (section, row) = key.split_once(' ')?;
     let s = r.section(section)?;
-    Some((s.layer().title(), s.activity_label(), s.detail(row)))
+    Some((s.triage_layer().title(), s.activity_label(), s.detail(row)))
 }
 
 fn draw_drill(f: &mut Frame, area: Rect, app: &App, r: &Report, key: &str) {

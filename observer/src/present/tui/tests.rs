@@ -381,8 +381,41 @@ fn copied_evidence_is_stamped_and_complete() {
     let Effect::Copy(text) = a.handle(Action::Copy) else { panic!("copy expected") };
     let stamp = format!("[{} web-3]", a.report.as_ref().unwrap().ts);
     assert!(text.lines().all(|l| l.starts_with(&stamp)), "{text}");
-    assert!(text.contains("likely cause: DNS (confidence high); also suspect: TCP/TLS"), "{text}");
+    assert!(text.contains(&format!("likely cause: DNS (confidence high); suspect since {}; also suspect: TCP/TLS", a.report.as_ref().unwrap().ts)), "{text}");
     assert!(text.contains("DNS: 12/40 responses from 10.0.0.2:53 were errors (12 SERVFAIL)"), "{text}");
     assert!(text.contains("TCP: 5/5 connects to 10.1.2.3:5432 refused"), "{text}");
     assert_eq!(evidence_text(a.report.as_ref().unwrap()), text);
+}
+
+/// A daemon's client draws from frames: every scenario, sent as a JSON line and read back,
+/// must draw, print and copy exactly as the report it came from.
+#[test]
+fn a_report_sent_by_a_daemon_shows_exactly_as_the_report_it_came_from() {
+    use crate::present::{text, wire::Frame};
+    for s in [Scenario::Healthy, Scenario::DnsFailing, Scenario::BothFailing, Scenario::TlsFailing, Scenario::ProxyFailing, Scenario::LossFailing] {
+        let (r, changes) = build(s);
+        let line = serde_json::to_string(&Frame::of(&r, &changes, &[], vec![]).unwrap()).unwrap();
+        let (back, back_changes) = serde_json::from_str::<Frame>(&line).unwrap().into_report().unwrap();
+        assert_eq!(back_changes, changes);
+        assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&r).unwrap());
+        assert_eq!(evidence_text(&back), evidence_text(&r));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        text::write(&mut a, &r).unwrap();
+        text::write(&mut b, &back).unwrap();
+        assert_eq!(String::from_utf8(b).unwrap(), String::from_utf8(a).unwrap());
+        let (mut original, mut received) = (App::new(), App::new());
+        original.update(r, changes.clone());
+        received.update(back, back_changes);
+        for layer in 0..4 {
+            for app in [&mut original, &mut received] {
+                app.handle(app::Action::Panel(layer));
+                app.handle(app::Action::Enter);
+            }
+            assert_eq!(frame(&received, 120, 40), frame(&original, 120, 40), "{layer}");
+            for app in [&mut original, &mut received] {
+                app.handle(app::Action::Back);
+            }
+            assert_eq!(frame(&received, 120, 40), frame(&original, 120, 40), "{layer}");
+        }
+    }
 }
