@@ -34,150 +34,165 @@ pub struct Cli {
     pub command: Option<Command>,
 
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Auto, env = "OBSERVER_FORMAT")]
+    #[arg(long, global = true, value_enum, default_value_t = Format::Auto, env = "OBSERVER_FORMAT")]
     pub format: Format,
 
     /// Verdict thresholds from this TOML file (see --print-config).
-    #[arg(long, env = "OBSERVER_CONFIG")]
+    #[arg(long, global = true, env = "OBSERVER_CONFIG")]
     pub config: Option<PathBuf>,
 
     /// Override one threshold, e.g. `--set dns.p95_ms=300` (repeatable; beats --config).
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    #[arg(long = "set", global = true, value_name = "SECTION.KEY=VALUE")]
     pub set: Vec<String>,
 
     /// Print the verdict thresholds (the defaults, or the result of --config and --set) as
     /// TOML, and exit.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub print_config: bool,
 
     /// Seconds between reports.
-    #[arg(long, default_value_t = 1.0, value_parser = positive_seconds, env = "OBSERVER_INTERVAL")]
+    #[arg(long, global = true, default_value_t = 1.0, value_parser = positive_seconds, env = "OBSERVER_INTERVAL")]
     pub interval: f64,
 
     /// Seconds of the sliding window that `window` figures cover.
-    #[arg(long, default_value_t = 10.0, value_parser = positive_seconds, env = "OBSERVER_WINDOW")]
+    #[arg(long, global = true, default_value_t = 10.0, value_parser = positive_seconds, env = "OBSERVER_WINDOW")]
     pub window: f64,
 
     /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
-    #[arg(long, value_parser = positive_seconds, env = "OBSERVER_DURATION")]
+    #[arg(long, global = true, value_parser = positive_seconds, env = "OBSERVER_DURATION")]
     pub duration: Option<f64>,
 
     /// Size of the kernel's per-destination table (LRU: the least recently used goes first).
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_048_576), env = "OBSERVER_MAX_DESTINATIONS")]
+    #[arg(long, global = true, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(16..=1_048_576), env = "OBSERVER_MAX_DESTINATIONS")]
     pub max_destinations: u32,
 
     /// Size of the kernel's table of connections this host opens, each held from connect()
     /// until it closes (LRU: the least recently used goes first, counted in
     /// lost.conn_evicted). Twice this sizes the table of established connections sampled for
     /// loss and RTT.
-    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(16..=4_194_304), env = "OBSERVER_MAX_CONNECTIONS")]
+    #[arg(long, global = true, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(16..=4_194_304), env = "OBSERVER_MAX_CONNECTIONS")]
     pub max_connections: u32,
 
     /// Size of the kernel's per-local-port table (server role).
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=65_536), env = "OBSERVER_MAX_PORTS")]
+    #[arg(long, global = true, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=65_536), env = "OBSERVER_MAX_PORTS")]
     pub max_ports: u32,
 
     /// Connect-event ring buffer size in KiB (a power of two, at least 4).
-    #[arg(long, default_value_t = 256, value_parser = ringbuf_kib, env = "OBSERVER_RINGBUF_KIB")]
+    #[arg(long, global = true, default_value_t = 256, value_parser = ringbuf_kib, env = "OBSERVER_RINGBUF_KIB")]
     pub ringbuf_kib: u32,
 
     /// At most this many destinations per report (the most troubled first); the rest are
     /// counted in `destinations_omitted`.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..), env = "OBSERVER_TOP")]
+    #[arg(long, global = true, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..), env = "OBSERVER_TOP")]
     pub top: u32,
 
     /// Watch DNS only on these interfaces (repeat the flag or separate with commas). Default:
     /// every interface that is up, including ones that come up later.
-    #[arg(long = "interface", value_delimiter = ',', value_parser = interface_name, env = "OBSERVER_INTERFACES")]
+    #[arg(long = "interface", global = true, value_delimiter = ',', value_parser = interface_name, env = "OBSERVER_INTERFACES")]
     pub interfaces: Vec<String>,
 
     /// Another UDP port that carries DNS, besides 53 (repeatable, up to 8).
-    #[arg(long = "dns-port", value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..), env = "OBSERVER_DNS_PORTS")]
+    #[arg(long = "dns-port", global = true, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..), env = "OBSERVER_DNS_PORTS")]
     pub dns_ports: Vec<u16>,
 
     /// Seconds after which a DNS query with no response counts as unanswered.
-    #[arg(long, default_value_t = 5.0, value_parser = positive_seconds, env = "OBSERVER_DNS_TIMEOUT")]
+    #[arg(long, global = true, default_value_t = 5.0, value_parser = positive_seconds, env = "OBSERVER_DNS_TIMEOUT")]
     pub dns_timeout: f64,
 
     /// At most this many (qname, qtype) entries per report, the most troubled first.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..), env = "OBSERVER_DNS_TOP_NAMES")]
+    #[arg(long, global = true, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..), env = "OBSERVER_DNS_TOP_NAMES")]
     pub dns_top_names: u32,
 
     /// Names kept in memory (the least recently seen go first).
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(16..), env = "OBSERVER_MAX_DNS_NAMES")]
+    #[arg(long, global = true, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(16..), env = "OBSERVER_MAX_DNS_NAMES")]
     pub max_dns_names: u32,
 
     /// Size of the kernel's per-resolver table (LRU).
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=65_536), env = "OBSERVER_MAX_RESOLVERS")]
+    #[arg(long, global = true, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=65_536), env = "OBSERVER_MAX_RESOLVERS")]
     pub max_resolvers: u32,
 
     /// DNS message ring buffer size in KiB (a power of two, at least 4).
-    #[arg(long, default_value_t = 1024, value_parser = ringbuf_kib, env = "OBSERVER_DNS_RINGBUF_KIB")]
+    #[arg(long, global = true, default_value_t = 1024, value_parser = ringbuf_kib, env = "OBSERVER_DNS_RINGBUF_KIB")]
     pub dns_ringbuf_kib: u32,
 
     /// Size of the kernel's table of TLS handshakes in progress (LRU).
-    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(64..=1_048_576), env = "OBSERVER_MAX_TLS_FLOWS")]
+    #[arg(long, global = true, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(64..=1_048_576), env = "OBSERVER_MAX_TLS_FLOWS")]
     pub max_tls_flows: u32,
 
     /// TLS handshake ring buffer size in KiB (a power of two, at least 4).
-    #[arg(long, default_value_t = 512, value_parser = ringbuf_kib, env = "OBSERVER_TLS_RINGBUF_KIB")]
+    #[arg(long, global = true, default_value_t = 512, value_parser = ringbuf_kib, env = "OBSERVER_TLS_RINGBUF_KIB")]
     pub tls_ringbuf_kib: u32,
 
     /// An HTTP request with no response after this many seconds counts as `no_response`.
-    #[arg(long, default_value_t = 30.0, value_parser = positive_seconds, env = "OBSERVER_HTTP_TIMEOUT")]
+    #[arg(long, global = true, default_value_t = 30.0, value_parser = positive_seconds, env = "OBSERVER_HTTP_TIMEOUT")]
     pub http_timeout: f64,
 
     /// HTTP ring buffer size in KiB (a power of two, at least 4): request heads, status
     /// lines and OpenSSL plaintext heads.
-    #[arg(long, default_value_t = 512, value_parser = ringbuf_kib, env = "OBSERVER_HTTP_RINGBUF_KIB")]
+    #[arg(long, global = true, default_value_t = 512, value_parser = ringbuf_kib, env = "OBSERVER_HTTP_RINGBUF_KIB")]
     pub http_ringbuf_kib: u32,
 
     /// Record for the postmortem into DIR: HdrHistogram interval logs per latency series
     /// (tagged by destination), failures per interval and the verdict timeline; at exit a
     /// percentile table per histogram (hgrm/) and report.md with plots. Read it back with
     /// `observer report DIR`.
-    #[arg(long, value_name = "DIR", env = "OBSERVER_RECORD")]
+    #[arg(long, global = true, value_name = "DIR", env = "OBSERVER_RECORD")]
     pub record: Option<PathBuf>,
 
     /// With --record, also write the JSON lines (reports.jsonl).
-    #[arg(long, requires = "record", env = "OBSERVER_RECORD_REPORTS")]
+    #[arg(long, global = true, requires = "record", env = "OBSERVER_RECORD_REPORTS")]
     pub record_reports: bool,
 
     /// Hash query names, SNI, certificate names, HTTP Hosts and paths (a keyed hash, its key
     /// drawn at start) in everything observer writes: JSON lines, the TUI and its evidence
     /// copy, recordings, metrics. Addresses stay.
-    #[arg(long, env = "OBSERVER_REDACT")]
+    #[arg(long, global = true, env = "OBSERVER_REDACT")]
     pub redact: bool,
 
     /// Serve OpenMetrics (Prometheus) on ADDR, e.g. 127.0.0.1:9464: per-destination failures
     /// and latency histograms, each layer's verdict, lost events.
-    #[arg(long, value_name = "ADDR", env = "OBSERVER_PROMETHEUS")]
+    #[arg(long, global = true, value_name = "ADDR", env = "OBSERVER_PROMETHEUS")]
     pub prometheus: Option<std::net::SocketAddr>,
 
     /// With --prometheus: the first N destinations seen get their own series; the rest count
     /// under dest="other".
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000), env = "OBSERVER_PROMETHEUS_TOP")]
+    #[arg(long, global = true, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000), env = "OBSERVER_PROMETHEUS_TOP")]
     pub prometheus_top: u32,
 
     /// Do not attach uprobes to OpenSSL (HTTPS is then seen only as TLS handshakes).
-    #[arg(long, env = "OBSERVER_NO_SSL_UPROBES")]
+    #[arg(long, global = true, env = "OBSERVER_NO_SSL_UPROBES")]
     pub no_ssl_uprobes: bool,
 
     /// How to attach the TC program: `tcx` links (Linux 6.6+, first in the chain), `classic`
     /// clsact filters (any kernel; created and removed by observer), or `auto`: TCX where the
     /// kernel has it.
-    #[arg(long, value_enum, default_value_t = TcAttach::Auto, env = "OBSERVER_TC_ATTACH")]
+    #[arg(long, global = true, value_enum, default_value_t = TcAttach::Auto, env = "OBSERVER_TC_ATTACH")]
     pub tc_attach: TcAttach,
 
     /// Also attach an empty TC program beside the DNS ones: the baseline for
     /// `cargo xtask bench`.
-    #[arg(long, hide = true)]
+    #[arg(long, global = true, hide = true)]
     pub tc_baseline: bool,
 
     /// Attach only the empty TC program, instead of observer's: the "empty program" column
     /// of `cargo xtask bench`.
-    #[arg(long, hide = true)]
+    #[arg(long, global = true, hide = true)]
     pub tc_empty_only: bool,
+
+    /// The daemon's Unix socket: `observer daemon` listens on it, and observer attaches to it
+    /// when a daemon runs.
+    #[arg(long, global = true, value_name = "PATH", default_value = "/run/observer/observer.sock", env = "OBSERVER_SOCKET")]
+    pub socket: PathBuf,
+
+    /// Attach to the running daemon (history included); an error when none runs. Without
+    /// --attach or --standalone, observer attaches when a daemon runs and starts its own
+    /// probe otherwise.
+    #[arg(long, conflicts_with = "standalone")]
+    pub attach: bool,
+
+    /// Start a probe of its own, even when a daemon runs.
+    #[arg(long)]
+    pub standalone: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,6 +200,54 @@ pub enum Command {
     /// Percentiles from recordings made with --record, for any time range and destination,
     /// and report.md re-rendered; offline, no privileges needed.
     Report(ReportArgs),
+    /// Run the probe and the layers continuously, keep a flight recorder of the last
+    /// minutes, and serve it to observer clients on --socket.
+    Daemon(DaemonArgs),
+    /// Write a recording (as --record makes) of a span the daemon's flight recorder holds;
+    /// `observer report DIR` reads it.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DaemonArgs {
+    /// Minutes of history the flight recorder keeps.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=10_080), env = "OBSERVER_HISTORY_MINUTES")]
+    pub history_minutes: u32,
+
+    /// The flight recorder's memory cap in MiB (compressed intervals); the oldest go first.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536), env = "OBSERVER_MEMORY_MB")]
+    pub memory_mb: u32,
+
+    /// Also write every interval to DIR, for exports older than memory holds.
+    #[arg(long, value_name = "DIR", env = "OBSERVER_SPILL")]
+    pub spill: Option<PathBuf>,
+
+    /// The spill directory's cap in MiB: past it (or on a full disk) the oldest file goes.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), env = "OBSERVER_SPILL_MAX_MB")]
+    pub spill_max_mb: u32,
+
+    /// The group that may use the socket (created by the install steps).
+    #[arg(long, default_value = "observer", env = "OBSERVER_SOCKET_GROUP")]
+    pub socket_group: String,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    /// The span that ends now, e.g. 15m, 90s, 1h.
+    #[arg(long, value_name = "DURATION", conflicts_with_all = ["from", "to"], required_unless_present = "from")]
+    pub last: Option<humantime::Duration>,
+
+    /// The span's start: RFC 3339 (2026-11-26T14:02:00Z).
+    #[arg(long, value_name = "T")]
+    pub from: Option<String>,
+
+    /// The span's end (default: now).
+    #[arg(long, value_name = "T", requires = "from")]
+    pub to: Option<String>,
+
+    /// Where to write the recording (created; must be new or empty).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 impl Cli {

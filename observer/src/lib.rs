@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod events;
 pub mod heap;
 pub mod layers;

@@ -3,7 +3,7 @@
 use std::{process::ExitCode, time::Instant};
 
 use clap::Parser as _;
-use observer::{cli, config, present, run};
+use observer::{cli, config, daemon, present, run};
 
 fn main() -> ExitCode {
     let started = Instant::now();
@@ -17,6 +17,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    match &cli.command {
+        Some(cli::Command::Daemon(args)) => {
+            let args = args.clone();
+            return exit(daemon::run(cli, args, started));
+        }
+        Some(cli::Command::Export(args)) => {
+            return match daemon::export::run(&cli, args) {
+                Ok(line) => {
+                    eprintln!("observer: {line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("observer export: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
     }
     if cli.print_config {
         return match config::load(cli.config.as_deref(), &cli.set) {
@@ -34,7 +53,16 @@ fn main() -> ExitCode {
             }
         };
     }
-    match run::run(cli, started) {
+    // A daemon runs: attach to it (no privileges needed). Otherwise a probe of our own.
+    match daemon::attach::connect(&cli) {
+        Ok(Some(stream)) => exit(daemon::attach::run(cli, stream)),
+        Ok(None) => exit(run::run(cli, started)),
+        Err(e) => exit(Err(e)),
+    }
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("observer: {e:#}");

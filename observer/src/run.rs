@@ -51,7 +51,8 @@ pub fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
     rt.block_on(run_async(cli, config, started, tracefs))
 }
 
-enum Sink {
+/// Where reports go: stdout in one of the formats, or the TUI.
+pub(crate) enum Sink {
     Json,
     Text,
     Events,
@@ -59,7 +60,7 @@ enum Sink {
 }
 
 impl Sink {
-    fn emit(&mut self, r: Report, changes: Vec<Change>, is_final: bool) -> anyhow::Result<()> {
+    pub(crate) fn emit(&mut self, r: Report, changes: Vec<Change>, is_final: bool) -> anyhow::Result<()> {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         let written = match self {
@@ -81,7 +82,7 @@ impl Sink {
     }
 
     /// A line for the user: on the TUI's status line, or on stderr.
-    fn note(&mut self, note: String) {
+    pub(crate) fn note(&mut self, note: String) {
         match self {
             Sink::Tui(tui) => tui.app.status = Some(note),
             _ => eprintln!("observer: {note}"),
@@ -179,7 +180,7 @@ struct RecordSettings {
 
 impl RecordSettings {
     fn start(&self, dir: &std::path::Path) -> Result<Recorder, String> {
-        let meta = record::Meta { host: &self.host, kernel: &self.kernel, interval: self.interval, window: self.window, config: &self.config };
+        let meta = record::Meta { start: std::time::SystemTime::now(), host: &self.host, kernel: &self.kernel, interval: self.interval, window: self.window, config: &self.config };
         // Before the drop, the files go to the account observer then runs as; after it, they
         // are that account's already.
         let owner = privileges::account_after_attach().map(|a| (a.uid, a.gid));
@@ -207,15 +208,32 @@ impl Exports {
     }
 }
 
+impl Sink {
+    /// The sink for `--format` (`auto`: the TUI on a terminal, JSON lines otherwise).
+    pub(crate) fn start(format: Format) -> anyhow::Result<Sink> {
+        let format = match format {
+            Format::Auto if std::io::stdout().is_terminal() => Format::Tui,
+            Format::Auto => Format::Json,
+            f => f,
+        };
+        Ok(match format {
+            Format::Tui => Sink::Tui(Box::new(Tui::start()?)),
+            Format::Events => Sink::Events,
+            Format::Text => Sink::Text,
+            _ => Sink::Json,
+        })
+    }
+}
+
 /// The next key press when the TUI runs; never ready otherwise.
-async fn next_key(sink: &mut Sink) -> Option<Key> {
+pub(crate) async fn next_key(sink: &mut Sink) -> Option<Key> {
     match sink {
         Sink::Tui(tui) => tui.next_input().await,
         _ => std::future::pending().await,
     }
 }
 
-fn options(cli: &Cli) -> Options {
+pub(crate) fn options(cli: &Cli) -> Options {
     Options {
         interval: cli.interval(),
         window: cli.window(),
@@ -228,8 +246,8 @@ fn options(cli: &Cli) -> Options {
     }
 }
 
-async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::path::PathBuf) -> anyhow::Result<()> {
-    let cfg = ProbeConfig {
+pub(crate) fn probe_config(cli: &Cli) -> ProbeConfig {
+    ProbeConfig {
         max_destinations: cli.max_destinations,
         max_connections: cli.max_connections,
         max_ports: cli.max_ports,
@@ -248,18 +266,33 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
         // Twice per interval, so that a report is at most half an interval behind the loss
         // (a sample is sent by the connection's next ACK after this time, not by a timer).
         sample_every: (cli.interval() / 2).min(Duration::from_secs(1)),
-    };
+    }
+}
+
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// Tests and scripts wait for the "attached" line before they send traffic.
+pub(crate) fn say_attached(probe: &Probe, started: Instant) {
+    for d in &probe.disabled() {
+        eprintln!("observer: disabled: {} ({}): {}", d.signals, d.source, d.reason);
+    }
+    eprintln!(
+        "observer: attached {} in {} ms ({} ms after start): {}",
+        probe.attached.len(),
+        probe.attach_time.as_millis(),
+        started.elapsed().as_millis(),
+        probe.attached.join(", ")
+    );
+}
+
+async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::path::PathBuf) -> anyhow::Result<()> {
+    let cfg = probe_config(&cli);
     // Handlers first: a signal that arrives right after "attached" must still drain and exit 0.
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let format = match cli.format {
-        Format::Auto if std::io::stdout().is_terminal() => Format::Tui,
-        Format::Auto => Format::Json,
-        f => f,
-    };
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned());
+    let host = host_name();
     // Before the privileges go: DIR may be the invoking user's. A DIR that cannot be written
     // is one line, and observer runs on without it.
     let settings = RecordSettings {
@@ -290,17 +323,7 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
     let mut exports = Exports { recorder, metrics, cost: CostMeter::default() };
     // Loading parsed the kernel's BTF and the object: megabytes no longer needed.
     heap::trim();
-    for d in &probe.disabled() {
-        eprintln!("observer: disabled: {} ({}): {}", d.signals, d.source, d.reason);
-    }
-    // Tests and scripts wait for this line before they send traffic.
-    eprintln!(
-        "observer: attached {} in {} ms ({} ms after start): {}",
-        probe.attached.len(),
-        probe.attach_time.as_millis(),
-        started.elapsed().as_millis(),
-        probe.attached.join(", ")
-    );
+    say_attached(&probe, started);
     let mut source = LiveSource::new(probe, rings, cli.interval())?;
 
     // Uptime counts from the process start, on the kernel's clock like every tick.
@@ -309,12 +332,7 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
     if cli.redact {
         pipeline.redactor = Some(Redactor::default());
     }
-    let mut sink = match format {
-        Format::Tui => Sink::Tui(Box::new(Tui::start()?)),
-        Format::Events => Sink::Events,
-        Format::Text => Sink::Text,
-        _ => Sink::Json,
-    };
+    let mut sink = Sink::start(cli.format)?;
     if let Sink::Tui(tui) = &mut sink {
         tui.app.recording = exports.recorder.as_ref().map(|r| r.dir().display().to_string());
         tui.draw()?;

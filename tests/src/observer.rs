@@ -143,6 +143,23 @@ impl Observer {
         self.stop_after_signal()
     }
 
+    /// SIGTERM and wait: the exit status, for a run that prints no reports (the daemon).
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        let mut child = self.child.take().expect("running");
+        let status = child.wait().expect("wait for observer");
+        if let Some(h) = self.stdout_done.take() {
+            h.join().expect("stdout reader");
+        }
+        status
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().is_ok_and(|s| s.is_none()))
+    }
+
     /// Wait for exit 0 after a signal the caller sent, and return the final report.
     pub fn stop_after_signal(mut self) -> Report {
         let mut child = self.child.take().expect("running");

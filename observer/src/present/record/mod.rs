@@ -42,6 +42,8 @@ use crate::{
 
 /// What the recording is told at start.
 pub struct Meta<'a> {
+    /// When the recording starts: now, or the first interval's start for an export.
+    pub start: SystemTime,
     pub host: &'a str,
     pub kernel: &'a str,
     pub interval: Duration,
@@ -101,7 +103,7 @@ impl Recorder {
     /// `owner`: whom the files are given to, when observer runs as root and goes on as
     /// that user after attach.
     pub fn create(dir: &Path, meta: &Meta<'_>, reports: bool, owner: Option<(u32, u32)>) -> Result<Recorder, String> {
-        let start = SystemTime::now();
+        let start = meta.start;
         let fail = |what: &Path, e: std::io::Error| format!("cannot record to {}: {}: {e}", dir.display(), what.display());
         fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
         let mut created = vec![dir.to_path_buf()];
@@ -178,28 +180,55 @@ impl Recorder {
     }
 
     fn write_interval(&mut self, report: &Report, changes: &[Change], data: &Interval<'_>) -> std::io::Result<()> {
+        let histograms: Vec<(&'static str, String, Histogram<u64>)> = data
+            .samples
+            .iter()
+            .map(|s| {
+                let mut h = new_histogram();
+                for v in s.values {
+                    h.saturating_record(*v);
+                }
+                (s.series, s.tag.clone(), h)
+            })
+            .collect();
+        let grew = self.failures_growth.step(data.failure_totals.iter().map(|(series, tag, total)| ((*series, tag.clone()), *total)));
+        let failed: Vec<(&'static str, &str, u64)> = grew.iter().map(|((series, tag), n)| (*series, tag.as_str(), *n)).collect();
+        self.write_prepared(report, changes, data.length, &histograms, &failed)
+    }
+
+    /// One interval whose histograms are built and whose failures are counted already (an
+    /// export from the daemon's flight recorder).
+    pub fn interval_prepared(&mut self, report: &Report, changes: &[Change], length: Duration, histograms: &[(&'static str, String, Histogram<u64>)], failed: &[(&'static str, &str, u64)]) -> Option<String> {
+        if self.stopped.is_some() {
+            return None;
+        }
+        self.last = Some(report.clone());
+        match self.write_prepared(report, changes, length, histograms, failed) {
+            Ok(()) => None,
+            Err(e) => {
+                let line = format!("recording to {} stopped at {}: {e}", self.dir.display(), report.ts);
+                self.stopped = Some(line.clone());
+                Some(line)
+            }
+        }
+    }
+
+    fn write_prepared(&mut self, report: &Report, changes: &[Change], interval: Duration, histograms: &[(&'static str, String, Histogram<u64>)], failed: &[(&'static str, &str, u64)]) -> std::io::Result<()> {
         // The interval's start, as an offset from the recording's start.
-        let interval = data.length;
         let end = humantime::parse_rfc3339_weak(&report.ts).unwrap_or_else(|_| SystemTime::now());
         let since_start = end.duration_since(self.start).unwrap_or_default();
         let offset = since_start.saturating_sub(interval);
-        for s in data.samples {
-            let mut h = new_histogram();
-            for v in s.values {
-                h.saturating_record(*v);
+        for (series, tag, h) in histograms {
+            if let Some(log) = self.logs.get_mut(series) {
+                log.write(h, offset, interval, tag)?;
             }
-            if let Some(log) = self.logs.get_mut(s.series) {
-                log.write(&h, offset, interval, &s.tag)?;
-            }
-            self.totals.entry((s.series, s.tag.clone())).or_insert_with(new_histogram).add(&h).ok();
+            self.totals.entry((series, tag.clone())).or_insert_with(new_histogram).add(h).ok();
         }
         for log in self.logs.values_mut() {
             log.flush()?;
         }
-        let grew = self.failures_growth.step(data.failure_totals.iter().map(|(series, tag, total)| ((*series, tag.clone()), *total)));
-        let failed: Vec<(&'static str, &str, u64)> = grew.iter().map(|((series, tag), n)| (*series, tag.as_str(), *n)).collect();
         if !failed.is_empty() {
-            serde_json::to_writer(&mut self.failures, &FailureLine { at_s: since_start.as_secs_f64(), failures: failed }).map_err(std::io::Error::from)?;
+            serde_json::to_writer(&mut self.failures, &FailureLine { at_s: since_start.as_secs_f64(), failures: failed.to_vec() }).map_err(std::io::Error::from)?;
             self.failures.write_all(b"\n")?;
             self.failures.flush()?;
         }

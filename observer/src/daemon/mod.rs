@@ -1,0 +1,189 @@
+//! `observer daemon`: the probe and the layers run continuously; every interval goes to the
+//! flight recorder and to the clients attached on the socket. Clients (`observer`,
+//! `observer export`) need no privileges, only the socket.
+
+pub mod attach;
+pub mod export;
+pub mod flight;
+pub mod protocol;
+mod serve;
+pub mod socket;
+pub mod spill;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::Context as _;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::broadcast,
+};
+
+use crate::{
+    cli::{Cli, DaemonArgs},
+    config,
+    events::{Input, Mono},
+    heap,
+    layers::counts::Growth,
+    pipeline::Pipeline,
+    present::{redact::Redactor, wire::Frame},
+    probe::{self, Probe, live::LiveSource, privileges, tracefs},
+    run::{host_name, options, probe_config, say_attached},
+    source::Source,
+};
+use flight::Flight;
+use protocol::{Hello, Message, PROTOCOL};
+use spill::Spill;
+
+/// What the client tasks share with the main loop.
+pub struct Shared {
+    pub flight: Mutex<Flight>,
+    pub hello: Hello,
+    /// Each interval's message line, with its sequence number.
+    pub live: broadcast::Sender<(u64, Arc<[u8]>)>,
+}
+
+pub fn run(cli: Cli, args: DaemonArgs, started: Instant) -> anyhow::Result<()> {
+    cli.validate().map_err(anyhow::Error::msg)?;
+    heap::settle_thresholds();
+    let config = config::load(cli.config.as_deref(), &cli.set)?;
+    privileges::check_capabilities()?;
+    for note in privileges::check_kernel()? {
+        eprintln!("observer: {note}");
+    }
+    let tracefs = tracefs::ensure_tracefs()?;
+    // Before the privileges go: the socket is root's and the group's.
+    let (listener, said) = socket::bind(&cli.socket, &args.socket_group)?;
+    eprintln!("observer daemon: {said}");
+    let spill = match &args.spill {
+        Some(dir) => {
+            let s = Spill::open(dir, u64::from(args.spill_max_mb) << 20).map_err(anyhow::Error::msg)?;
+            if let Some(a) = privileges::account_after_attach() {
+                chown_tree(dir, a.uid, a.gid).with_context(|| format!("--spill {}", dir.display()))?;
+            }
+            eprintln!("observer daemon: spilling to {} (cap {} MiB, {} KiB there now)", dir.display(), args.spill_max_mb, s.bytes() >> 10);
+            Some(s)
+        }
+        None => None,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
+    let result = rt.block_on(run_async(&cli, args, config, started, tracefs, listener, spill));
+    // A socket file left behind would only be replaced by the next daemon; clients would be
+    // refused meanwhile, which they say.
+    let _ = std::fs::remove_file(&cli.socket);
+    result
+}
+
+fn chown_tree(dir: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+    for e in std::fs::read_dir(dir)? {
+        std::os::unix::fs::chown(e?.path(), Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+async fn run_async(
+    cli: &Cli,
+    args: DaemonArgs,
+    config: config::Config,
+    started: Instant,
+    tracefs: std::path::PathBuf,
+    listener: std::os::unix::net::UnixListener,
+    spill: Option<Spill>,
+) -> anyhow::Result<()> {
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let host = host_name();
+    let (probe, rings) = Probe::start(&probe_config(cli), &tracefs)?;
+    privileges::drop_after_attach(!cli.no_ssl_uprobes, privileges::account_after_attach())?;
+    heap::trim();
+    say_attached(&probe, started);
+    let mut source = LiveSource::new(probe, rings, cli.interval())?;
+    let since_start = u64::try_from(started.elapsed().as_nanos()).unwrap_or(0);
+    let mut pipeline = Pipeline::new(options(cli), config.clone(), &host, Mono(probe::monotonic_ns().saturating_sub(since_start)));
+    if cli.redact {
+        pipeline.redactor = Some(Redactor::default());
+    }
+
+    let keep = Duration::from_secs(u64::from(args.history_minutes) * 60);
+    let hello = Hello {
+        observer: protocol::version(),
+        protocol: PROTOCOL,
+        pid: std::process::id(),
+        host: host.clone(),
+        kernel: privileges::kernel_release().0,
+        interval_s: cli.interval().as_secs_f64(),
+        window_s: cli.window().as_secs_f64(),
+        config,
+        started: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        oldest: None,
+        held_intervals: 0,
+        held_bytes: 0,
+        cap_bytes: (args.memory_mb as usize) << 20,
+        dropped_for_cap: 0,
+    };
+    let (live, _) = broadcast::channel(64);
+    let shared = Arc::new(Shared { flight: Mutex::new(Flight::new(keep, (args.memory_mb as usize) << 20, spill)), hello, live });
+    let listener = tokio::net::UnixListener::from_std(listener).context("cannot serve the socket")?;
+    tokio::spawn(serve::accept(listener, shared.clone()));
+    eprintln!("observer daemon: keeping {} minutes within {} MiB", args.history_minutes, args.memory_mb);
+
+    let mut failures = Growth::default();
+    loop {
+        tokio::select! {
+            input = source.next() => match input? {
+                Some(input) => interval(&mut pipeline, &input, &shared, &mut failures),
+                None => break,
+            },
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    // The last readings, then every client is told the daemon stops.
+    for input in source.finish() {
+        interval(&mut pipeline, &input, &shared, &mut failures);
+    }
+    let end = Message::End { reason: "the daemon stops".to_owned() };
+    let mut line = serde_json::to_vec(&end).unwrap_or_default();
+    line.push(b'\n');
+    let _ = shared.live.send((u64::MAX, line.into()));
+    // Give the client tasks a moment to write it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(source);
+    eprintln!("observer daemon: stopped");
+    Ok(())
+}
+
+/// Feed one input; a tick's report becomes a frame for the recorder and the clients.
+fn interval(pipeline: &mut Pipeline, input: &Input, shared: &Shared, failures: &mut Growth<(&'static str, String)>) {
+    let Some((report, changes)) = pipeline.on_input(input, false) else { return };
+    let grew = failures.step(pipeline.failure_totals().into_iter().map(|(series, tag, total)| ((series, tag), total)));
+    let failed = grew.into_iter().map(|((series, tag), n)| (series.to_owned(), tag, n)).collect();
+    let end_ms = humantime::parse_rfc3339_weak(&report.ts).map_or(0, protocol::unix_ms);
+    let samples = pipeline.interval_samples();
+    let frame = match Frame::of(&report, &changes, &samples, failed) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("observer daemon: an interval could not be kept: {e:#}");
+            return;
+        }
+    };
+    let mut line = match serde_json::to_vec(&Message::Frame(Box::new(frame))) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("observer daemon: an interval could not be kept: {e}");
+            return;
+        }
+    };
+    line.push(b'\n');
+    drop(samples);
+    let (seq, notes) = shared.flight.lock().unwrap_or_else(|e| e.into_inner()).push(end_ms, &line, &changes);
+    for n in notes {
+        eprintln!("observer daemon: {n}");
+    }
+    // No client attached is not an error.
+    let _ = shared.live.send((seq, line.into()));
+    heap::trim();
+}

@@ -1,0 +1,114 @@
+//! What a client and the daemon say on the socket: JSON lines. The client sends one request
+//! (its version and what it wants); the daemon answers with a hello (or an error) and then
+//! messages until the end.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+use crate::{config::Config, present::wire::Frame, verdict::Change};
+
+/// Bumped when a message changes meaning; a client and a daemon must agree on it.
+pub const PROTOCOL: u32 = 1;
+
+/// A line longer than this is not from observer: the peer is something else.
+pub const MAX_LINE: usize = 64 << 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// The client's version (Cargo's), for the message when protocols differ.
+    pub observer: String,
+    pub protocol: u32,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// The recent history, then every new interval until the client goes.
+    Watch,
+    /// The intervals that end within [from, to] (Unix milliseconds), then the end.
+    Export { from_ms: u64, to_ms: u64 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Hello(Box<Hello>),
+    /// The request cannot be served; the text says why, for the user.
+    Refused { reason: String },
+}
+
+/// What the daemon says first: who it is and what it runs with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    pub observer: String,
+    pub protocol: u32,
+    pub pid: u32,
+    pub host: String,
+    pub kernel: String,
+    pub interval_s: f64,
+    pub window_s: f64,
+    pub config: Config,
+    /// When the daemon started (RFC 3339).
+    pub started: String,
+    /// The oldest interval it still holds in memory (RFC 3339), if any.
+    pub oldest: Option<String>,
+    /// The flight recorder now: intervals and bytes held, its cap, and how many intervals
+    /// went for the cap before their time.
+    pub held_intervals: usize,
+    pub held_bytes: usize,
+    pub cap_bytes: usize,
+    pub dropped_for_cap: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Message {
+    /// Verdict changes older than the frames that follow (the timeline's start).
+    Changes(Vec<Change>),
+    /// One interval.
+    Frame(Box<Frame>),
+    /// The history is over; what follows is live.
+    Live,
+    /// The daemon ends the conversation, and why (an export is complete, the client fell
+    /// behind, the daemon stops).
+    End { reason: String },
+}
+
+pub fn version() -> String {
+    env!("CARGO_PKG_VERSION").to_owned()
+}
+
+/// The line the client shows when the daemon speaks another protocol.
+pub fn mismatch(daemon_version: &str, daemon_protocol: u32) -> String {
+    format!(
+        "the daemon is observer {daemon_version} (protocol {daemon_protocol}) and this client is observer {} (protocol {PROTOCOL}): use the client that came with the daemon, or restart the daemon from this version (systemctl restart observer)",
+        version()
+    )
+}
+
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Write one message as a JSON line.
+pub async fn send<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, message: &T) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    w.write_all(&line).await
+}
+
+/// Read one JSON line; `None` at the end of the stream.
+pub async fn receive<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(r: &mut BufReader<R>) -> anyhow::Result<Option<T>> {
+    let mut line = Vec::new();
+    let n = (&mut *r).take(MAX_LINE as u64).read_until(b'\n', &mut line).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if !line.ends_with(b"\n") && n >= MAX_LINE {
+        anyhow::bail!("a line of over {} MiB: the peer does not speak observer's protocol", MAX_LINE >> 20);
+    }
+    serde_json::from_slice(&line).map(Some).map_err(|e| anyhow::anyhow!("the peer does not speak observer's protocol ({e})"))
+}
