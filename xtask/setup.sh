@@ -9,6 +9,8 @@
 #   - aya-build runs `rustup run <toolchain> cargo`, so that rustc is linked into rustup as the
 #     toolchain `observer-bpf`.
 #   - bpf-linker 0.13.0 is built against the same LLVM major as that rustc.
+#   - cargo-deb 3.8.0 builds the .deb (cargo xtask package); dpkg and man-db install and
+#     read it in the packaging test.
 #   - The test peers (dnsmasq, nginx, nft, dig, curl, openssl, iperf3, tmux, bpftool, tcpdump,
 #     ethtool) come from Debian, and so do qemu and busybox for booting older kernels
 #     (cargo xtask test-kernels).
@@ -17,6 +19,7 @@ set -euo pipefail
 TOOLCHAIN_NAME=${OBSERVER_BPF_TOOLCHAIN:-observer-bpf}
 TOOLCHAIN_DIR=${OBSERVER_BPF_TOOLCHAIN_DIR:-/opt/observer-bpf-toolchain}
 BPF_LINKER_VERSION=0.13.0
+CARGO_DEB_VERSION=3.8.0
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -80,6 +83,13 @@ if ! bpf-linker --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
   log "building bpf-linker $BPF_LINKER_VERSION against LLVM $llvm_major (about a minute)"
   LLVM_PREFIX="/usr/lib/llvm-${llvm_major}" cargo install bpf-linker --version "$BPF_LINKER_VERSION" \
     --locked --no-default-features --features "llvm-${llvm_major}" --quiet
+fi
+
+# 5. cargo-deb, for `cargo xtask package` and the packaging test.
+apt_install dpkg-dev man-db
+if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+  log "building cargo-deb $CARGO_DEB_VERSION (about two minutes)"
+  cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --quiet
 fi
 
 log "ready: rustc $(/usr/bin/rustc -V | cut -d' ' -f2) (LLVM $llvm_major), $(bpf-linker --version)"

@@ -206,6 +206,31 @@ pub enum Command {
     /// Write a recording (as --record makes) of a span the daemon's flight recorder holds;
     /// `observer report DIR` reads it.
     Export(ExportArgs),
+    /// Print the man page (man) or a shell completion script (bash, zsh, fish): what the
+    /// package installs.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_parser = ["man", "bash", "zsh", "fish"])]
+        what: String,
+    },
+}
+
+/// The man page or a completion script for `what` (see [`Command::Generate`]).
+pub fn generate(what: &str, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    use clap::CommandFactory as _;
+    let mut cmd = Cli::command();
+    match what {
+        "man" => clap_mangen::Man::new(cmd).render(out),
+        shell => {
+            let shell = match shell {
+                "zsh" => clap_complete::Shell::Zsh,
+                "fish" => clap_complete::Shell::Fish,
+                _ => clap_complete::Shell::Bash,
+            };
+            clap_complete::generate(shell, &mut cmd, "observer", out);
+            Ok(())
+        }
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -23,6 +23,15 @@ fn main() -> ExitCode {
             let args = args.clone();
             return exit(daemon::run(cli, args, started));
         }
+        Some(cli::Command::Generate { what }) => {
+            return match cli::generate(what, &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("observer generate: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some(cli::Command::Export(args)) => {
             return match daemon::export::run(&cli, args) {
                 Ok(line) => {

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod fuzz;
 mod kernels;
+mod package;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -60,6 +61,9 @@ enum Cmd {
         #[arg(default_value_t = 0)]
         soak_minutes: u64,
     },
+    /// The .deb (cargo-deb): the binary, the systemd unit, /etc/default/observer, the man
+    /// page and the shell completions; its postinst creates the `observer` group.
+    Package,
     /// Every fuzz target (DNS, kernel event decoders, TLS, HTTP) with cargo-fuzz on the
     /// nightly toolchain, each up to --runs executions or SECONDS; prints the executions and
     /// keeps the minimised corpus in fuzz/corpus (prints figures; not a test).
@@ -179,6 +183,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { secs, rounds } => figures("bench", &[secs, rounds]),
         Cmd::Soak { minutes } => figures("soak", &[minutes]),
         Cmd::BenchScale { secs, soak_minutes } => figures("bench_scale", &[secs, soak_minutes]),
+        Cmd::Package => {
+            setup()?;
+            package::build(&root()).map(|_| ())
+        }
         Cmd::Fuzz { seconds, runs, target } => fuzz::run(&root(), seconds, runs, target.as_deref()),
         Cmd::TestKernels => {
             setup()?;
@@ -193,6 +201,12 @@ fn main() -> anyhow::Result<()> {
             // Build everything unprivileged first.
             run(cargo().args(["build", "-p", "observer", "-p", "observer-tests", "--bins"]))?;
             run(cargo().args(["test", "--no-run", "-p", "observer", "-p", "observer-common", "-p", "observer-tests"]))?;
+            // The .deb, for the test that installs it in a throwaway root.
+            let deb = if filter.as_deref().is_none_or(|f| "the_deb_installs_runs_shows_its_man_page_and_removes_cleanly".contains(f)) {
+                Some(package::build(&root())?)
+            } else {
+                None
+            };
             let mut tally = (0, 0);
             if !e2e_only {
                 let mut unit = cargo();
@@ -206,6 +220,9 @@ fn main() -> anyhow::Result<()> {
             // namespaces, and the 2-core machine keeps timings honest that way.
             let mut e2e = privileged(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
             e2e.args(["test", "-p", "observer-tests", "--", "--test-threads=1"]);
+            if let Some(deb) = &deb {
+                e2e.env("OBSERVER_DEB", deb);
+            }
             if let Some(f) = &filter {
                 e2e.arg(f);
             }
