@@ -17,6 +17,9 @@
 //! 5. Loss and RTT: bulk TCP throughput (iperf3) bare and with observer (its sock_ops
 //!    program runs on the ACKs of every established connection, beside the TC program), and
 //!    the sock_ops program's cost per callback from bpf_stats.
+//! 6. The daemon on an idle host: CPU (as a share of one core) and memory of `observer
+//!    daemon` at the default 1 s interval, beside a standalone observer in the same
+//!    namespace, then with a client attached.
 
 use std::{
     fs, thread,
@@ -275,12 +278,80 @@ fn loss_and_rtt(pair: &Pair, secs: u64, rounds: usize) {
     );
 }
 
+/// observer with exactly these arguments in `ns`, once it has attached: its process, and its
+/// stderr kept on a thread.
+fn spawn_observer(ns: &Netns, args: &[&str]) -> std::process::Child {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .arg(observer_tests::observer::binary())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn observer");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().expect("stderr");
+    thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if line.contains("observer: attached") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30)).expect("observer attached");
+    child
+}
+
+fn daemon_idle(pair: &Pair, secs: u64) {
+    let secs = (secs * 6).max(30);
+    println!("\n6. The daemon on an idle host ({secs} s each, 1 s interval; CPU as a share of one core)");
+    println!("{:<44} {:>7} {:>7} {:>8}", "", "user %", "sys %", "rss MiB");
+    let measure = |label: &str, pid: u32| {
+        // Past the start and the first intervals.
+        thread::sleep(Duration::from_secs(3));
+        let (cpu0, t0) = (cpu_ticks(pid), Instant::now());
+        thread::sleep(Duration::from_secs(secs));
+        let cpu1 = cpu_ticks(pid);
+        let pct = |ticks: u64| ticks as f64 / 100.0 / t0.elapsed().as_secs_f64() * 100.0;
+        println!("{label:<44} {:>7.2} {:>7.2} {:>8.1}", pct(cpu1.0 - cpu0.0), pct(cpu1.1 - cpu0.1), rss_kib(pid) as f64 / 1024.0);
+    };
+    let mut standalone = spawn_observer(&pair.client, &["--format", "json", "--interval", "1"]);
+    measure("observer (standalone, JSON to /dev/null)", standalone.id());
+    let _ = standalone.kill();
+    let _ = standalone.wait();
+    let dir = peers::TempDir::new("bench-daemon");
+    let socket = dir.0.join("observer.sock");
+    let socket = socket.to_str().expect("a UTF-8 path");
+    let mut daemon = spawn_observer(&pair.client, &["--interval", "1", "daemon", "--socket", socket]);
+    measure("observer daemon, nobody attached", daemon.id());
+    let mut client = std::process::Command::new(observer_tests::observer::binary())
+        .args(["--attach", "--socket", socket, "--format", "json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn a client");
+    measure("observer daemon, one client attached", daemon.id());
+    let client_pid = client.id();
+    let (c0, t0) = (cpu_ticks(client_pid), Instant::now());
+    thread::sleep(Duration::from_secs(secs.min(10)));
+    let c1 = cpu_ticks(client_pid);
+    let pct = |ticks: u64| ticks as f64 / 100.0 / t0.elapsed().as_secs_f64() * 100.0;
+    println!("{:<44} {:>7.2} {:>7.2} {:>8.1}", "  the attached client itself", pct(c1.0 - c0.0), pct(c1.1 - c0.1), rss_kib(client_pid) as f64 / 1024.0);
+    let _ = client.kill();
+    let _ = client.wait();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
+}
+
 fn main() {
     require_root();
     let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let secs = args.first().copied().unwrap_or(5);
     let rounds = args.get(1).copied().unwrap_or(3) as usize;
-    // Which sections to run (1 to 5), all by default: `bench 5 3 2` runs the second only.
+    // Which sections to run (1 to 6), all by default: `bench 5 3 2` runs the second only.
     let only: Vec<u64> = args.get(2..).map(<[u64]>::to_vec).unwrap_or_default();
     let run = |n: u64| only.is_empty() || only.contains(&n);
     let previous_stats = fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_else(|_| "0".into());
@@ -304,6 +375,9 @@ fn main() {
     }
     if run(5) {
         loss_and_rtt(&pair, secs, rounds);
+    }
+    if run(6) {
+        daemon_idle(&pair, secs);
     }
     sh(&format!("sysctl -qw kernel.bpf_stats_enabled={}", previous_stats.trim()));
 }
