@@ -55,20 +55,26 @@ pub async fn open(stream: UnixStream, op: Op) -> anyhow::Result<(Hello, BufReade
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     protocol::send(&mut w, &Request { observer: protocol::version(), protocol: PROTOCOL, op }).await.context("cannot talk to the daemon")?;
-    let reply: Reply = match tokio::time::timeout(Duration::from_secs(10), protocol::receive(&mut r)).await {
-        Ok(Ok(Some(reply))) => reply,
+    let raw: serde_json::Value = match tokio::time::timeout(Duration::from_secs(10), protocol::receive(&mut r)).await {
+        Ok(Ok(Some(v))) => v,
         Ok(Ok(None)) => bail!("the daemon closed the connection without a word"),
         Ok(Err(e)) if e.downcast_ref::<std::io::Error>().is_some() => bail!("the daemon closed the connection: {e:#}"),
-        Ok(Err(e)) => bail!(
-            "the daemon's answer is not one this client reads ({e:#}): it may be another version of observer; use the client that came with the daemon (this one is observer {}, protocol {PROTOCOL})",
-            protocol::version()
-        ),
+        Ok(Err(e)) => bail!("the daemon's answer is not observer's protocol ({e:#})"),
         Err(_) => bail!("the daemon did not answer in 10 s"),
     };
-    match reply {
-        Reply::Refused { reason } => bail!("the daemon refused: {reason}"),
-        Reply::Hello(h) if h.protocol != PROTOCOL => bail!("{}", protocol::mismatch(&h.observer, h.protocol)),
-        Reply::Hello(h) => Ok((*h, r, w)),
+    // The version first, from whatever shape a hello of another version has.
+    if let Some(protocol) = raw["hello"]["protocol"].as_u64()
+        && protocol != u64::from(PROTOCOL)
+    {
+        bail!("{}", protocol::mismatch(raw["hello"]["observer"].as_str().unwrap_or("of another version"), protocol as u32));
+    }
+    match serde_json::from_value::<Reply>(raw) {
+        Ok(Reply::Refused { reason }) => bail!("the daemon refused: {reason}"),
+        Ok(Reply::Hello(h)) => Ok((*h, r, w)),
+        Err(e) => bail!(
+            "the daemon's hello is not one this client reads ({e}): it may be another version of observer; use the client that came with the daemon (this one is observer {}, protocol {PROTOCOL})",
+            protocol::version()
+        ),
     }
 }
 
