@@ -186,8 +186,8 @@ pub struct Cli {
 
     /// Attach to the running daemon (history included); an error when none runs. Without
     /// --attach or --standalone, observer attaches when a daemon runs and starts its own
-    /// probe otherwise.
-    #[arg(long, conflicts_with = "standalone")]
+    /// probe otherwise (always with --record, --prometheus or --redact, which need one).
+    #[arg(long, conflicts_with_all = ["standalone", "record", "prometheus", "redact"])]
     pub attach: bool,
 
     /// Start a probe of its own, even when a daemon runs.
@@ -358,6 +358,17 @@ mod tests {
             let e = Cli::try_parse_from(["observer", "--interface", bad]).unwrap_err().to_string();
             assert!(e.contains("is not an interface name"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn attach_refuses_what_needs_a_probe_of_its_own() {
+        for extra in [&["--record", "/tmp/x"][..], &["--prometheus", "127.0.0.1:9464"], &["--redact"], &["--standalone"]] {
+            let mut argv = vec!["observer", "--attach"];
+            argv.extend_from_slice(extra);
+            let err = Cli::try_parse_from(&argv).unwrap_err().to_string();
+            assert!(err.contains("cannot be used with"), "{extra:?}: {err}");
+        }
+        assert!(Cli::try_parse_from(["observer", "--attach", "--format", "json"]).is_ok());
     }
 
     #[test]

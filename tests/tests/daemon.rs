@@ -54,7 +54,7 @@ fn a_client_that_attaches_after_a_fault_sees_its_cause_and_onset_and_an_export_h
     let pair = Pair::new("daemon-onset");
     let server = pair.server_ip();
     let _nginx = Nginx::start(&pair.server, &format!("{server}:80"));
-    let d = start_daemon(&pair, "daemon-onset", &[]);
+    let d = start_daemon(&pair, "daemon-onset", &["--prometheus", "127.0.0.1:9464"]);
     let socket = d.socket.display().to_string();
     pair.client.run(&format!("for i in 1 2 3 4 5; do curl -s -o /dev/null http://{server}/; done"));
     // The fault: connects to a port nobody listens on, beside healthy ones, until the end.
@@ -76,6 +76,12 @@ fn a_client_that_attaches_after_a_fault_sees_its_cause_and_onset_and_an_export_h
     let refused = first["tcp"]["destinations"].as_array().unwrap().iter().find(|x| x["dest"] == dest.as_str()).map(|x| x["window"]["refused"].clone());
     assert!(refused.is_some_and(|n| n.as_u64() > Some(3)), "{:#}", first["tcp"]);
     assert_eq!(reports.last().unwrap()["final"], true);
+    // --prometheus: the daemon serves the metrics (and nothing else listens on the network).
+    let body = pair.client.run("curl -s http://127.0.0.1:9464/metrics");
+    assert!(body.contains("observer_verdict{layer=\"tcp_tls\",verdict=\"suspect\"} 1"), "{body}");
+    assert!(body.contains(&format!("observer_tcp_connect_seconds_count{{dest=\"{server}:80\"}}")), "{body}");
+    let listening = pair.client.run("ss -Htlnp");
+    assert_eq!(listening.lines().filter(|l| l.contains("observer")).count(), 1, "{listening}");
 
     // After the fact: the span as a recording, which `observer report` reads.
     let out = TempDir::new("daemon-export");
@@ -126,6 +132,15 @@ fn two_clients_at_once_one_killed_the_other_and_the_daemon_carry_on_and_a_killed
     // SIGKILL: the programs go with the process; the socket file stays, and says nothing.
     drop(obs);
     assert!(d.socket.exists());
+    let mut left = String::new();
+    for _ in 0..20 {
+        left = sh("bpftool prog show | grep -c ' name observer_' || true");
+        if left.trim() == "0" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(left.trim(), "0", "nothing stays attached after SIGKILL");
     let (ok, _, err) = client("", &format!("--attach --socket {socket} --format json --duration 1"));
     assert!(!ok && err.contains(&format!("--attach: no observer daemon answers on {socket}")), "{err}");
     // A new daemon replaces the stale socket, and clients attach again.

@@ -23,7 +23,9 @@ use crate::{
 /// The daemon to attach to, if observer should: `--standalone` never, `--attach` always (an
 /// error when none runs), otherwise when one answers on the socket.
 pub fn connect(cli: &Cli) -> anyhow::Result<Option<UnixStream>> {
-    if cli.standalone {
+    // A recording, metrics or redacted names of this run's own need a probe of its own: the
+    // daemon's intervals carry what the daemon was started with.
+    if cli.standalone || cli.record.is_some() || cli.prometheus.is_some() || cli.redact {
         return Ok(None);
     }
     match UnixStream::connect(&cli.socket) {

@@ -28,7 +28,11 @@ use crate::{
     heap,
     layers::counts::Growth,
     pipeline::Pipeline,
-    present::{redact::Redactor, wire::Frame},
+    present::{
+        metrics::{self, Metrics},
+        redact::Redactor,
+        wire::Frame,
+    },
     probe::{self, Probe, live::LiveSource, privileges, tracefs},
     run::{host_name, options, probe_config, say_attached},
     source::Source,
@@ -47,6 +51,9 @@ pub struct Shared {
 
 pub fn run(cli: Cli, args: DaemonArgs, started: Instant) -> anyhow::Result<()> {
     cli.validate().map_err(anyhow::Error::msg)?;
+    if cli.record.is_some() {
+        anyhow::bail!("--record: the daemon keeps a flight recorder instead; `observer export --last 15m DIR` writes a recording of any span it holds");
+    }
     heap::settle_thresholds();
     let config = config::load(cli.config.as_deref(), &cli.set)?;
     privileges::check_capabilities()?;
@@ -96,6 +103,17 @@ async fn run_async(
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let host = host_name();
+    // Before the privileges go: ADDR may be a privileged port.
+    let mut metrics = match cli.prometheus {
+        Some(addr) => {
+            let listener = metrics::bind(addr).await?;
+            let (m, registry) = Metrics::new(cli.prometheus_top as usize);
+            tokio::spawn(metrics::serve(listener, registry));
+            eprintln!("observer daemon: OpenMetrics on http://{addr}/metrics");
+            Some(m)
+        }
+        None => None,
+    };
     let (probe, rings) = Probe::start(&probe_config(cli), &tracefs)?;
     privileges::drop_after_attach(!cli.no_ssl_uprobes, privileges::account_after_attach())?;
     heap::trim();
@@ -134,7 +152,7 @@ async fn run_async(
     loop {
         tokio::select! {
             input = source.next() => match input? {
-                Some(input) => interval(&mut pipeline, &input, &shared, &mut failures),
+                Some(input) => interval(&mut pipeline, &input, &shared, &mut failures, metrics.as_mut()),
                 None => break,
             },
             _ = sigint.recv() => break,
@@ -143,7 +161,7 @@ async fn run_async(
     }
     // The last readings, then every client is told the daemon stops.
     for input in source.finish() {
-        interval(&mut pipeline, &input, &shared, &mut failures);
+        interval(&mut pipeline, &input, &shared, &mut failures, metrics.as_mut());
     }
     let end = Message::End { reason: "the daemon stops".to_owned() };
     let mut line = serde_json::to_vec(&end).unwrap_or_default();
@@ -156,13 +174,18 @@ async fn run_async(
     Ok(())
 }
 
-/// Feed one input; a tick's report becomes a frame for the recorder and the clients.
-fn interval(pipeline: &mut Pipeline, input: &Input, shared: &Shared, failures: &mut Growth<(&'static str, String)>) {
+/// Feed one input; a tick's report becomes a frame for the recorder and the clients (and
+/// goes to the metrics).
+fn interval(pipeline: &mut Pipeline, input: &Input, shared: &Shared, failures: &mut Growth<(&'static str, String)>, metrics: Option<&mut Metrics>) {
     let Some((report, changes)) = pipeline.on_input(input, false) else { return };
-    let grew = failures.step(pipeline.failure_totals().into_iter().map(|(series, tag, total)| ((series, tag), total)));
+    let totals = pipeline.failure_totals();
+    let grew = failures.step(totals.iter().map(|(series, tag, total)| ((*series, tag.clone()), *total)));
     let failed = grew.into_iter().map(|((series, tag), n)| (series.to_owned(), tag, n)).collect();
     let end_ms = humantime::parse_rfc3339_weak(&report.ts).map_or(0, protocol::unix_ms);
     let samples = pipeline.interval_samples();
+    if let Some(m) = metrics {
+        m.update(&report, &samples, &totals);
+    }
     let frame = match Frame::of(&report, &changes, &samples, failed) {
         Ok(f) => f,
         Err(e) => {
