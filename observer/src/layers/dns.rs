@@ -536,13 +536,27 @@ impl DnsLayer {
         }
     }
 
+    /// NXDOMAINs not judged yet (see [`search::SearchList::awaiting`]): the follow-up
+    /// queries still pending, by client, are gathered only when some NXDOMAIN needs them.
+    fn nxdomains_awaiting(&self, now: Mono) -> Map<SocketAddr, u64> {
+        let mut by_client: Map<IpAddr, Vec<(Mono, &str)>> = Map::default();
+        if self.search.has_unexplained_past_grace(now) {
+            for ((client, _, _), waiting) in &self.pending {
+                by_client.entry(client.ip()).or_default().extend(waiting.iter().map(|p| (p.at, p.qname.as_str())));
+            }
+        }
+        self.search.awaiting(now, |client, at, nx_name| {
+            by_client.get(&client).is_some_and(|qs| qs.iter().any(|(sent, q)| *sent >= at && search::is_expansion(nx_name, q)))
+        })
+    }
+
     pub fn resolvers(&self) -> Vec<ResolverView> {
         let period = |kernel: [u64; kc::COUNT], parsed: [u64; rc::COUNT], latency_us| DnsPeriod {
             kernel: Counts { values: kernel, names: &kc::NAMES },
             parsed: Counts { values: parsed, names: &rc::NAMES },
             latency_us,
         };
-        let in_grace = self.now.map(|now| self.search.awaiting(now)).unwrap_or_default();
+        let in_grace = self.now.map(|now| self.nxdomains_awaiting(now)).unwrap_or_default();
         let mut v: Vec<ResolverView> = self
             .resolvers
             .iter()

@@ -75,11 +75,25 @@ impl SearchList {
         explained
     }
 
-    /// NXDOMAINs per resolver still within their grace at `now`: not judged yet.
-    pub fn awaiting(&self, now: Mono) -> Map<SocketAddr, u64> {
+    /// Whether any NXDOMAIN is past its grace but could still be explained: only then does
+    /// [`SearchList::awaiting`] ask about follow-up queries.
+    pub fn has_unexplained_past_grace(&self, now: Mono) -> bool {
+        self.recent.values().flatten().any(|nx| now.since(nx.at) >= GRACE)
+    }
+
+    /// NXDOMAINs per resolver not judged yet at `now`: within their grace, or followed by a
+    /// query of the same client for a related name (a later search domain, or the name as
+    /// written) that is still unanswered. That is a lookup in the middle of its search list
+    /// whose next answer is slow or was lost and is being retried; when it resolves, it
+    /// explains them. `pending_after(client, at, qname)` says whether such a query exists.
+    pub fn awaiting(&self, now: Mono, pending_after: impl Fn(IpAddr, Mono, &str) -> bool) -> Map<SocketAddr, u64> {
         let mut out = Map::default();
-        for nx in self.recent.values().flatten().filter(|nx| now.since(nx.at) < GRACE) {
-            *out.entry(nx.resolver).or_default() += 1;
+        for (client, q) in &self.recent {
+            for nx in q {
+                if now.since(nx.at) < GRACE || pending_after(*client, nx.at, &nx.qname) {
+                    *out.entry(nx.resolver).or_default() += 1;
+                }
+            }
         }
         out
     }
@@ -120,14 +134,37 @@ mod tests {
         s.on_nxdomain(c1, r, "api.test.svc.cluster.local", "AAAA", Mono(1_000));
         s.on_nxdomain(c2, r, "api.test.cluster.local", "A", Mono(2_000));
         s.on_nxdomain(c1, r, "gone.test.cluster.local", "A", Mono(3_000));
-        assert_eq!(s.awaiting(Mono(500_000_000))[&r], 4, "all within their grace");
+        let none = |_: IpAddr, _: Mono, _: &str| false;
+        assert_eq!(s.awaiting(Mono(500_000_000), none)[&r], 4, "all within their grace");
         let explained = s.on_success(c1, "api.test", Mono(5_000_000));
         assert_eq!(explained.len(), 2, "{explained:?}");
         assert!(s.on_success(c1, "api.test", Mono(6_000_000)).is_empty(), "each once");
-        assert!(s.awaiting(Mono(2_000_000_000)).is_empty(), "past the grace: judged");
+        assert!(s.awaiting(Mono(2_000_000_000), none).is_empty(), "past the grace: judged");
         // Too late to explain.
         assert!(s.on_success(c2, "api.test", Mono(20_000_000_000)).is_empty());
         s.expire(Mono(20_000_000_000));
         assert!(s.recent.is_empty());
+    }
+
+    #[test]
+    fn an_expansion_waits_past_its_grace_while_the_lookup_goes_on() {
+        let r: SocketAddr = "10.96.0.10:53".parse().unwrap();
+        let c: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut s = SearchList::default();
+        s.on_nxdomain(c, r, "api.test.ns.svc.cluster.local", "A", Mono(0));
+        let later = Mono(3_000_000_000);
+        assert!(s.has_unexplained_past_grace(later));
+        // The next search domain was asked 1 ms later and is still unanswered (a lost
+        // response the resolver library retries): not judged yet.
+        let next = |client: IpAddr, at: Mono, qname: &str| client == c && at <= Mono(1_000_000) && is_expansion(qname, "api.test.svc.cluster.local");
+        assert_eq!(s.awaiting(later, next)[&r], 1);
+        // A query of another client, or one for an unrelated name, does not hold it.
+        let other = |client: IpAddr, _: Mono, qname: &str| client != c && is_expansion(qname, "api.test.svc.cluster.local");
+        assert!(s.awaiting(later, other).is_empty());
+        let unrelated = |_: IpAddr, _: Mono, qname: &str| is_expansion(qname, "db.test");
+        assert!(s.awaiting(later, unrelated).is_empty());
+        // The success explains it.
+        assert_eq!(s.on_success(c, "api.test", Mono(3_500_000_000)).len(), 1);
+        assert!(!s.has_unexplained_past_grace(later));
     }
 }

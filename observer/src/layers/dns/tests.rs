@@ -364,3 +364,32 @@ fn resolvers_that_disagree_are_found_in_the_names_own_answers_until_the_window_p
     l.on_snapshot(Mono(20_000 * MS), &DnsSnapshot::default());
     assert!(l.names.values().all(|n| n.answer_sets.is_empty()), "answers older than the window are gone");
 }
+
+/// A search-list lookup whose next query's answer is slow (or lost and retried): its first
+/// NXDOMAIN waits past the 1 s grace while that query is pending, and is explained when the
+/// name resolves. A name that resolves nowhere is judged after the grace as before.
+#[test]
+fn an_nxdomain_waits_while_its_lookup_goes_on_and_is_judged_once_it_has_ended() {
+    let mut l = DnsLayer::new(cfg());
+    l.on_message(&msg(0, R1, false, query(1, "api.test.ns.svc.cluster.local")));
+    l.on_message(&msg(2, R1, true, reply(1, "api.test.ns.svc.cluster.local", RCODE::NameError, &[])));
+    l.on_message(&msg(3, R1, false, query(2, "api.test.svc.cluster.local")));
+    l.on_snapshot(Mono(2_500 * MS), &DnsSnapshot::default());
+    assert_eq!(resolver(&l.resolvers(), R1).nxdomain_in_grace, 1, "its next search domain is still pending");
+    l.on_message(&msg(2_600, R1, true, reply(2, "api.test.svc.cluster.local", RCODE::NameError, &[])));
+    l.on_message(&msg(2_601, R1, false, query(3, "api.test")));
+    l.on_message(&msg(2_603, R1, true, reply(3, "api.test", RCODE::NoError, &[[10, 1, 1, 1]])));
+    l.on_snapshot(Mono(3_000 * MS), &DnsSnapshot::default());
+    let r = resolver(&l.resolvers(), R1).clone();
+    assert_eq!((r.nxdomain_in_grace, r.window.parsed.get(rc::SEARCH_NXDOMAIN)), (0, 2), "both explained");
+
+    // A name that resolves nowhere: every query answered NXDOMAIN, nothing pending.
+    l.on_message(&msg(4_000, R1, false, query(4, "gone.test.ns.svc.cluster.local")));
+    l.on_message(&msg(4_002, R1, true, reply(4, "gone.test.ns.svc.cluster.local", RCODE::NameError, &[])));
+    l.on_message(&msg(4_003, R1, false, query(5, "gone.test")));
+    l.on_message(&msg(4_005, R1, true, reply(5, "gone.test", RCODE::NameError, &[])));
+    l.on_snapshot(Mono(4_500 * MS), &DnsSnapshot::default());
+    assert_eq!(resolver(&l.resolvers(), R1).nxdomain_in_grace, 2, "within the grace");
+    l.on_snapshot(Mono(5_100 * MS), &DnsSnapshot::default());
+    assert_eq!(resolver(&l.resolvers(), R1).nxdomain_in_grace, 0, "judged: errors");
+}
