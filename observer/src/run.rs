@@ -100,12 +100,7 @@ impl Sink {
         }
         match pipeline.on_input(&input, is_final) {
             Some((mut report, changes)) => {
-                let cpu = cpu_time();
-                report.cost = cost.last.map(|(close, cpu_before)| Cost {
-                    previous_interval_cpu_ms: ms(cpu.saturating_sub(cpu_before)),
-                    previous_close_ms: ms(close),
-                    rss_mib: rss_mib(),
-                });
+                let cpu = cost.stamp(&mut report);
                 if recorder.is_some() || metrics.is_some() {
                     let (samples, failure_totals) = (pipeline.interval_samples(), pipeline.failure_totals());
                     if let Some(m) = metrics {
@@ -121,7 +116,7 @@ impl Sink {
                 let emitted = self.emit(report, changes, is_final);
                 // What the interval built (views, verdicts, the report) goes back to the system.
                 heap::trim();
-                cost.last = Some((cost.read + started.elapsed(), cpu));
+                cost.closed(started, cpu);
                 emitted
             }
             None => Ok(()),
@@ -131,10 +126,28 @@ impl Sink {
 
 /// The interval's work so far: the source's reading, then the step that wrote the report.
 #[derive(Default)]
-struct CostMeter {
-    read: Duration,
+pub(crate) struct CostMeter {
+    pub(crate) read: Duration,
     /// The last interval's close, and the process's CPU time when its report was built.
     last: Option<(Duration, Duration)>,
+}
+
+impl CostMeter {
+    /// Put the previous interval's cost in `report`; returns the CPU time now.
+    pub(crate) fn stamp(&self, report: &mut Report) -> Duration {
+        let cpu = cpu_time();
+        report.cost = self.last.map(|(close, cpu_before)| Cost {
+            previous_interval_cpu_ms: ms(cpu.saturating_sub(cpu_before)),
+            previous_close_ms: ms(close),
+            rss_mib: rss_mib(),
+        });
+        cpu
+    }
+
+    /// The interval's close is over: its reading plus the step that began at `started`.
+    pub(crate) fn closed(&mut self, started: Instant, cpu: Duration) {
+        self.last = Some((self.read + started.elapsed(), cpu));
+    }
 }
 
 fn ms(d: Duration) -> f64 {

@@ -34,7 +34,7 @@ use crate::{
         wire::Frame,
     },
     probe::{self, Probe, live::LiveSource, privileges, tracefs},
-    run::{host_name, options, probe_config, say_attached},
+    run::{CostMeter, host_name, options, probe_config, say_attached},
     source::Source,
 };
 use flight::Flight;
@@ -149,10 +149,14 @@ async fn run_async(
     eprintln!("observer daemon: keeping {} minutes within {} MiB", args.history_minutes, args.memory_mb);
 
     let mut failures = Growth::default();
+    let mut cost = CostMeter::default();
     loop {
         tokio::select! {
             input = source.next() => match input? {
-                Some(input) => interval(&mut pipeline, &input, &shared, &mut failures, metrics.as_mut()),
+                Some(input) => {
+                    cost.read = source.read_time();
+                    interval(&mut pipeline, &input, &shared, &mut failures, metrics.as_mut(), &mut cost);
+                }
                 None => break,
             },
             _ = sigint.recv() => break,
@@ -161,7 +165,7 @@ async fn run_async(
     }
     // The last readings, then every client is told the daemon stops.
     for input in source.finish() {
-        interval(&mut pipeline, &input, &shared, &mut failures, metrics.as_mut());
+        interval(&mut pipeline, &input, &shared, &mut failures, metrics.as_mut(), &mut cost);
     }
     let end = Message::End { reason: "the daemon stops".to_owned() };
     let mut line = serde_json::to_vec(&end).unwrap_or_default();
@@ -176,10 +180,14 @@ async fn run_async(
 
 /// Feed one input; a tick's report becomes a frame for the recorder and the clients (and
 /// goes to the metrics).
-fn interval(pipeline: &mut Pipeline, input: &Input, shared: &Shared, failures: &mut Growth<(&'static str, String)>, metrics: Option<&mut Metrics>) {
-    let Some((report, changes)) = pipeline.on_input(input, false) else { return };
+fn interval(pipeline: &mut Pipeline, input: &Input, shared: &Shared, failures: &mut Growth<(&'static str, String)>, metrics: Option<&mut Metrics>, cost: &mut CostMeter) {
+    let started = Instant::now();
+    let Some((mut report, changes)) = pipeline.on_input(input, false) else { return };
+    // The daemon's own cost, in every report its clients get.
+    let cpu = cost.stamp(&mut report);
     let totals = pipeline.failure_totals();
-    let grew = failures.step(totals.iter().map(|(series, tag, total)| ((*series, tag.clone()), *total)));
+    // A key that never failed grows by nothing, present or not: only failing keys are kept.
+    let grew = failures.step(totals.iter().filter(|t| t.2 > 0).map(|(series, tag, total)| ((*series, tag.clone()), *total)));
     let failed = grew.into_iter().map(|((series, tag), n)| (series.to_owned(), tag, n)).collect();
     let end_ms = humantime::parse_rfc3339_weak(&report.ts).map_or(0, protocol::unix_ms);
     let samples = pipeline.interval_samples();
@@ -209,4 +217,5 @@ fn interval(pipeline: &mut Pipeline, input: &Input, shared: &Shared, failures: &
     // No client attached is not an error.
     let _ = shared.live.send((seq, line.into()));
     heap::trim();
+    cost.closed(started, cpu);
 }

@@ -22,22 +22,30 @@ const CONNECTS_PER_S: u64 = 10_000;
 const QUERIES_PER_S: u64 = 5_000;
 
 struct Run {
+    /// The process that holds the probe (observer, or the daemon), whose RSS is measured.
     pid: u32,
     child: std::process::Child,
     lines: Arc<Mutex<Vec<Value>>>,
+    /// With BENCH_SCALE_DAEMON=1: the client attached to the daemon (which prints the
+    /// reports), and the socket's directory.
+    client: Option<(std::process::Child, peers::TempDir)>,
 }
 
-/// observer with its defaults but for the table sizes a 100k-destination node needs.
+/// observer with its defaults but for the table sizes a 100k-destination node needs. With
+/// BENCH_SCALE_DAEMON=1, `observer daemon` with the same flags and a client attached to it:
+/// the figures are then the daemon's (its reports carry its own cost).
 fn start(pair: &Pair) -> Run {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &pair.client.name])
+    let daemon = std::env::var_os("BENCH_SCALE_DAEMON").is_some_and(|v| v == "1");
+    let dir = peers::TempDir::new("scale-daemon");
+    let socket = dir.0.join("observer.sock");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &pair.client.name])
         .arg(binary())
-        .args(["--format", "json", "--max-destinations", "131072", "--max-dns-names", "65536", "--no-ssl-uprobes"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start observer");
+        .args(["--format", "json", "--max-destinations", "131072", "--max-dns-names", "65536", "--no-ssl-uprobes"]);
+    if daemon {
+        cmd.args(["daemon", "--socket"]).arg(&socket);
+    }
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start observer");
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     let out = child.stdout.take().expect("stdout");
@@ -61,10 +69,36 @@ fn start(pair: &Pair) -> Run {
         }
     });
     rx.recv_timeout(Duration::from_secs(30)).expect("observer attached");
-    Run { pid: child.id(), child, lines }
+    let pid = child.id();
+    if !daemon {
+        return Run { pid, child, lines, client: None };
+    }
+    // The reports come from a client attached to the daemon.
+    let mut client = Command::new(binary())
+        .args(["--attach", "--format", "json", "--socket"])
+        .arg(&socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the client");
+    let out = client.stdout.take().expect("stdout");
+    let sink = lines.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                sink.lock().unwrap().push(v);
+            }
+        }
+    });
+    Run { pid, child, lines, client: Some((client, dir)) }
 }
 
 fn stop(mut run: Run) {
+    if let Some((mut c, _dir)) = run.client.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(run.pid as i32, libc::SIGINT) };
     let _ = run.child.wait();
@@ -106,6 +140,9 @@ fn main() {
     let secs: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
     let soak_min: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
     let peer = peers::peer_bin();
+    if std::env::var_os("BENCH_SCALE_DAEMON").is_some_and(|v| v == "1") {
+        println!("bench-scale: observer daemon, with one client attached (BENCH_SCALE_DAEMON=1)");
+    }
     println!(
         "bench-scale: {CONNECTS_PER_S} connects/s round-robin over N destinations, {QUERIES_PER_S} queries/s over N/2 names, \
          {secs} s per level, reports every 1 s; figures over the second half of each run"
