@@ -32,31 +32,43 @@ impl<const N: usize> Serialize for Counts<N> {
 /// total counts from zero. A total that went down is the same thing: all of it is new.
 #[derive(Debug)]
 pub struct Growth<K> {
-    last: std::collections::HashMap<K, u64>,
+    /// Each key's last total, and the parity of the reading that last gave it.
+    last: std::collections::HashMap<K, (u64, bool), foldhash::fast::RandomState>,
+    parity: bool,
 }
 
 impl<K> Default for Growth<K> {
     fn default() -> Self {
-        Growth { last: std::collections::HashMap::new() }
+        Growth { last: std::collections::HashMap::default(), parity: false }
     }
 }
 
 impl<K: Eq + std::hash::Hash + Clone> Growth<K> {
-    /// This reading's totals; the keys that grew, with how much.
+    /// This reading's totals; the keys that grew, with how much. Updated in place: at 100,000
+    /// keys a new map each reading was a tenth of the daemon's CPU.
     pub fn step(&mut self, totals: impl IntoIterator<Item = (K, u64)>) -> Vec<(K, u64)> {
-        let mut next = std::collections::HashMap::with_capacity(self.last.len());
+        self.parity = !self.parity;
+        let parity = self.parity;
         let mut grew = Vec::new();
         for (key, total) in totals {
-            let delta = match self.last.get(&key) {
-                Some(last) if total >= *last => total - last,
-                _ => total,
-            };
-            if delta > 0 {
-                grew.push((key.clone(), delta));
+            match self.last.get_mut(&key) {
+                Some((last, seen)) => {
+                    let delta = if total >= *last { total - *last } else { total };
+                    (*last, *seen) = (total, parity);
+                    if delta > 0 {
+                        grew.push((key, delta));
+                    }
+                }
+                None => {
+                    if total > 0 {
+                        grew.push((key.clone(), total));
+                    }
+                    self.last.insert(key, (total, parity));
+                }
             }
-            next.insert(key, total);
         }
-        self.last = next;
+        // Keys this reading did not give were forgotten by the source.
+        self.last.retain(|_, (_, seen)| *seen == parity);
         grew
     }
 }
