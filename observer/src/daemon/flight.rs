@@ -24,8 +24,9 @@ struct Held {
 pub struct History {
     /// Changes older than the first frame, oldest first.
     pub changes: Vec<Change>,
-    /// The newest intervals' lines, oldest first.
-    pub lines: Vec<Vec<u8>>,
+    /// The newest intervals' lines, oldest first, deflated (inflated one at a time as they
+    /// are sent: 120 busy intervals are tens of MiB).
+    pub lines: Vec<Box<[u8]>>,
     /// The sequence number of the last of them: live lines up to it are skipped.
     pub last_seq: u64,
 }
@@ -124,7 +125,7 @@ impl Flight {
     pub fn history(&self, frames: usize) -> History {
         let skip = self.held.len().saturating_sub(frames);
         let first_ms = self.held.get(skip).map_or(u64::MAX, |h| h.end_ms);
-        let lines: Vec<Vec<u8>> = self.held.iter().skip(skip).map(|h| inflate(&h.deflated)).collect();
+        let lines: Vec<Box<[u8]>> = self.held.iter().skip(skip).map(|h| h.deflated.clone()).collect();
         History {
             changes: self.changes.iter().filter(|(t, _)| *t < first_ms).map(|(_, c)| c.clone()).collect(),
             lines,
@@ -164,7 +165,7 @@ impl Span {
     }
 }
 
-fn inflate(b: &[u8]) -> Vec<u8> {
+pub fn inflate(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len() * 4);
     // Our own deflate output: it decodes.
     let _ = DeflateDecoder::new(b).read_to_end(&mut out);
@@ -209,7 +210,7 @@ mod tests {
         assert!(notes[0].contains("memory cap"), "{notes:?}");
         // The newest are the ones kept, and they come back as they went in.
         let h = f.history(3);
-        assert_eq!(h.lines, vec![line(197), line(198), line(199)]);
+        assert_eq!(h.lines.iter().map(|l| inflate(l)).collect::<Vec<_>>(), vec![line(197), line(198), line(199)]);
         assert_eq!(h.last_seq, 200);
 
         let mut f = Flight::new(Duration::from_secs(60), 1 << 30, None);

@@ -150,6 +150,7 @@ async fn run_async(
 
     let mut failures = Growth::default();
     let mut cost = CostMeter::default();
+    let deadline = cli.duration().map(|d| tokio::time::Instant::now() + d);
     loop {
         tokio::select! {
             input = source.next() => match input? {
@@ -161,6 +162,7 @@ async fn run_async(
             },
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
         }
     }
     // The last readings, then every client is told the daemon stops.

@@ -12,8 +12,10 @@ use crate::{config::Config, present::wire::Frame, verdict::Change};
 /// Bumped when a message changes meaning; a client and a daemon must agree on it.
 pub const PROTOCOL: u32 = 1;
 
-/// A line longer than this is not from observer: the peer is something else.
+/// A frame line longer than this is not from observer: the peer is something else.
 pub const MAX_LINE: usize = 64 << 20;
+/// A request is a few dozen bytes; the daemon reads no more than this of one.
+pub const MAX_REQUEST: usize = 4096;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
@@ -102,13 +104,18 @@ pub async fn send<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, message: &T) -
 
 /// Read one JSON line; `None` at the end of the stream.
 pub async fn receive<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(r: &mut BufReader<R>) -> anyhow::Result<Option<T>> {
+    receive_at_most(r, MAX_LINE).await
+}
+
+/// [`receive`], for a line of at most `max` bytes.
+pub async fn receive_at_most<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(r: &mut BufReader<R>, max: usize) -> anyhow::Result<Option<T>> {
     let mut line = Vec::new();
-    let n = (&mut *r).take(MAX_LINE as u64).read_until(b'\n', &mut line).await?;
+    let n = (&mut *r).take(max as u64).read_until(b'\n', &mut line).await?;
     if n == 0 {
         return Ok(None);
     }
-    if !line.ends_with(b"\n") && n >= MAX_LINE {
-        anyhow::bail!("a line of over {} MiB: the peer does not speak observer's protocol", MAX_LINE >> 20);
+    if !line.ends_with(b"\n") && n >= max {
+        anyhow::bail!("a line of over {max} bytes: the peer does not speak observer's protocol");
     }
     serde_json::from_slice(&line).map(Some).map_err(|e| anyhow::anyhow!("the peer does not speak observer's protocol ({e})"))
 }

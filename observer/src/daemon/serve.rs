@@ -22,13 +22,25 @@ use super::{
 const HISTORY_FRAMES: usize = 120;
 /// A client that takes longer than this to take one message is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Clients served at once; one more is told so. Each may hold the history it is being sent.
+pub const MAX_CLIENTS: usize = 32;
 
 pub async fn accept(listener: UnixListener, shared: Arc<Shared>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(client(stream, shared.clone()));
-            }
+            Ok((stream, _)) => match slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        client(stream, shared).await;
+                        drop(slot);
+                    });
+                }
+                Err(_) => {
+                    tokio::spawn(turn_away(stream));
+                }
+            },
             Err(e) => {
                 // Out of descriptors, for example: wait rather than spin.
                 eprintln!("observer daemon: cannot accept a client: {e}");
@@ -36,6 +48,17 @@ pub async fn accept(listener: UnixListener, shared: Arc<Shared>) {
             }
         }
     }
+}
+
+/// One client too many: told why, after its request (so that it reads the answer).
+async fn turn_away(stream: UnixStream) {
+    let who = peer(&stream);
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let _ = timeout(Duration::from_secs(2), protocol::receive_at_most::<_, serde_json::Value>(&mut r, protocol::MAX_REQUEST)).await;
+    let reason = format!("{MAX_CLIENTS} clients are attached already; try again when one has gone");
+    let _ = timeout(Duration::from_secs(2), send(&mut w, &Reply::Refused { reason: reason.clone() })).await;
+    eprintln!("observer daemon: {who}: refused: {reason}");
 }
 
 async fn client(stream: UnixStream, shared: Arc<Shared>) {
@@ -70,7 +93,7 @@ async fn send<W: AsyncWrite + Unpin, T: serde::Serialize>(w: &mut W, m: &T) -> a
 async fn serve(stream: UnixStream, shared: &Shared) -> anyhow::Result<String> {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
-    let request: Request = match timeout(Duration::from_secs(10), protocol::receive(&mut r)).await {
+    let request: Request = match timeout(Duration::from_secs(10), protocol::receive_at_most(&mut r, protocol::MAX_REQUEST)).await {
         Ok(Ok(Some(req))) => req,
         Ok(Ok(None)) => return Ok("went before asking".to_owned()),
         Ok(Err(e)) => {
@@ -132,7 +155,7 @@ where
     }
     let sent = history.lines.len();
     for l in &history.lines {
-        write(w, l).await?;
+        write(w, &super::flight::inflate(l)).await?;
     }
     send(w, &Message::Live).await?;
     let mut buf = [0u8; 64];
@@ -154,5 +177,107 @@ where
                 Ok(_) => {}
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::io::BufReader;
+
+    use super::*;
+    use crate::{
+        config::Config,
+        daemon::{
+            flight::Flight,
+            protocol::{Hello, Message},
+        },
+    };
+
+    fn shared() -> Arc<Shared> {
+        let hello = Hello {
+            observer: protocol::version(),
+            protocol: PROTOCOL,
+            pid: 1,
+            host: "test".into(),
+            kernel: "6.18".into(),
+            interval_s: 1.0,
+            window_s: 10.0,
+            config: Config::default(),
+            started: "2026-11-26T00:00:00.000Z".into(),
+            oldest: None,
+            held_intervals: 0,
+            held_bytes: 0,
+            cap_bytes: 1 << 20,
+            dropped_for_cap: 0,
+        };
+        let (live, _) = tokio::sync::broadcast::channel(64);
+        Arc::new(Shared { flight: Mutex::new(Flight::new(Duration::from_secs(60), 1 << 20, None)), hello, live })
+    }
+
+    /// A client on `path`: its request sent, the reply read.
+    async fn ask(path: &std::path::Path, request: &str) -> (BufReader<tokio::net::unix::OwnedReadHalf>, tokio::net::unix::OwnedWriteHalf, serde_json::Value) {
+        let s = UnixStream::connect(path).await.unwrap();
+        let (r, mut w) = s.into_split();
+        let mut r = BufReader::new(r);
+        // A request the daemon stops reading fails to be written whole: the reply still comes.
+        let _ = w.write_all(format!("{request}\n").as_bytes()).await;
+        let reply = protocol::receive::<_, serde_json::Value>(&mut r).await.unwrap().unwrap();
+        (r, w, reply)
+    }
+
+    #[test]
+    fn history_then_live_other_versions_refused_and_one_client_too_many_told_so() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = std::env::temp_dir().join(format!("observer-serve-test-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("s.sock");
+            let shared = shared();
+            let frame = |i: u64| format!("{{\"live\":null,\"i\":{i}}}\n").into_bytes();
+            for i in 0..3 {
+                shared.flight.lock().unwrap().push(i * 1000, &frame(i), &[]);
+            }
+            tokio::spawn(accept(UnixListener::bind(&path).unwrap(), shared.clone()));
+            let watch = format!(r#"{{"observer":"{}","protocol":{PROTOCOL},"op":"watch"}}"#, protocol::version());
+
+            // History: the three intervals held, then `live`, then a new one.
+            let (mut r, _w, hello) = ask(&path, &watch).await;
+            assert_eq!(hello["hello"]["held_intervals"], 3, "{hello}");
+            for i in 0..3 {
+                let m: serde_json::Value = protocol::receive(&mut r).await.unwrap().unwrap();
+                assert_eq!(m["i"], i);
+            }
+            assert!(matches!(protocol::receive::<_, Message>(&mut r).await.unwrap(), Some(Message::Live)));
+            let (seq, _) = shared.flight.lock().unwrap().push(3000, &frame(3), &[]);
+            shared.live.send((seq, frame(3).into())).unwrap();
+            let m: serde_json::Value = protocol::receive(&mut r).await.unwrap().unwrap();
+            assert_eq!(m["i"], 3);
+
+            // Another protocol: refused with both versions named.
+            let (_, _, reply) = ask(&path, r#"{"observer":"0.0.1","protocol":0,"op":"watch"}"#).await;
+            assert!(reply["refused"]["reason"].as_str().unwrap().contains("your client is observer 0.0.1 (protocol 0)"), "{reply}");
+            // A request of 1 MiB is not read whole.
+            let (_, _, reply) = ask(&path, &"x".repeat(1 << 20)).await;
+            assert!(reply["refused"]["reason"].as_str().unwrap().contains("cannot read your request"), "{reply}");
+
+            // MAX_CLIENTS attached (one above, and the rest here), then one more is told so.
+            let mut held = Vec::new();
+            for _ in 1..MAX_CLIENTS {
+                let (r, w, reply) = ask(&path, &watch).await;
+                assert!(reply.get("hello").is_some(), "{reply}");
+                held.push((r, w));
+            }
+            let (_, _, reply) = ask(&path, &watch).await;
+            assert!(reply["refused"]["reason"].as_str().unwrap().contains(&format!("{MAX_CLIENTS} clients are attached already")), "{reply}");
+            // One goes: there is room again.
+            drop(held.pop());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let (_, _, reply) = ask(&path, &watch).await;
+            assert!(reply.get("hello").is_some(), "{reply}");
+            let _ = std::fs::remove_dir_all(&dir);
+        });
     }
 }
