@@ -319,16 +319,7 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
     let recorder = cli.record.as_deref().and_then(|dir| {
         settings.start(dir).map_err(|line| eprintln!("observer: {line}; running without a recording")).ok()
     });
-    let metrics = match cli.prometheus {
-        Some(addr) => {
-            let listener = metrics::bind(addr).await?;
-            let (m, registry) = Metrics::new(cli.prometheus_top as usize);
-            tokio::spawn(metrics::serve(listener, registry));
-            eprintln!("observer: OpenMetrics on http://{addr}/metrics");
-            Some(m)
-        }
-        None => None,
-    };
+    let metrics = metrics::start(cli.prometheus, cli.prometheus_top as usize, "observer").await?;
     let (probe, rings) = Probe::start(&cfg, &tracefs)?;
     // From here on observer reads hostile packet bytes: as the user behind sudo (or nobody).
     // Recordings and evidence copies are then written as that user.

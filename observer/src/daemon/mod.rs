@@ -104,16 +104,7 @@ async fn run_async(
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let host = host_name();
     // Before the privileges go: ADDR may be a privileged port.
-    let mut metrics = match cli.prometheus {
-        Some(addr) => {
-            let listener = metrics::bind(addr).await?;
-            let (m, registry) = Metrics::new(cli.prometheus_top as usize);
-            tokio::spawn(metrics::serve(listener, registry));
-            eprintln!("observer daemon: OpenMetrics on http://{addr}/metrics");
-            Some(m)
-        }
-        None => None,
-    };
+    let mut metrics = metrics::start(cli.prometheus, cli.prometheus_top as usize, "observer daemon").await?;
     let (probe, rings) = Probe::start(&probe_config(cli), &tracefs)?;
     privileges::drop_after_attach(!cli.no_ssl_uprobes, privileges::account_after_attach())?;
     heap::trim();

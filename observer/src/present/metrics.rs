@@ -144,7 +144,18 @@ impl Metrics {
     }
 }
 
-/// Bind ADDR (before the privileges go: a port under 1024 needs them).
+/// `--prometheus ADDR`: bind it (before the privileges go: a port under 1024 needs them) and
+/// serve the registry on a task of its own; `who` says it ("observer", "observer daemon").
+pub async fn start(addr: Option<SocketAddr>, top: usize, who: &str) -> anyhow::Result<Option<Metrics>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = bind(addr).await?;
+    let (m, registry) = Metrics::new(top);
+    tokio::spawn(serve(listener, registry));
+    eprintln!("{who}: OpenMetrics on http://{addr}/metrics");
+    Ok(Some(m))
+}
+
+/// Bind ADDR.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("--prometheus {addr}: cannot listen: {e}"))
 }

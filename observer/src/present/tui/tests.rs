@@ -419,3 +419,20 @@ fn a_report_sent_by_a_daemon_shows_exactly_as_the_report_it_came_from() {
         }
     }
 }
+
+/// An attached client's history: each interval the daemon held goes through `update`, so the
+/// sparklines and the timeline reach back before the attach.
+#[test]
+fn history_from_a_daemon_fills_the_sparklines_and_the_timeline() {
+    use crate::present::wire::Frame;
+    let mut app = App::new();
+    for s in [Scenario::Healthy, Scenario::ConnectFailing, Scenario::ConnectFailing] {
+        let (r, changes) = build(s);
+        let line = serde_json::to_string(&Frame::of(&r, &changes, &[], vec![]).unwrap()).unwrap();
+        let (r, changes) = serde_json::from_str::<Frame>(&line).unwrap().into_report().unwrap();
+        app.update(r, changes);
+    }
+    assert_eq!(app.history[&format!("tcp {API}")].len(), 3, "{:?}", app.history.keys());
+    assert_eq!(app.history[&format!("tcp {DB}")].len(), 2, "the refused destination from its first interval on");
+    assert!(app.timeline.iter().any(|c| c.layer == verdict::Layer::TcpTls && c.to == verdict::State::Suspect), "{:?}", app.timeline);
+}
