@@ -34,6 +34,18 @@ use crate::{
 };
 
 pub fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
+    let (config, tracefs) = prepare(&cli)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(run_async(cli, config, started, tracefs))
+}
+
+/// What a run with a probe checks and sets up first (observer, and the daemon): the flags,
+/// the heap, the config, the privileges, the kernel, tracefs. Returns the config and where
+/// tracefs is.
+pub(crate) fn prepare(cli: &Cli) -> anyhow::Result<(Config, std::path::PathBuf)> {
     cli.validate().map_err(anyhow::Error::msg)?;
     heap::settle_thresholds();
     // Config errors come before privilege errors: both are the user's to fix, this one first.
@@ -44,11 +56,7 @@ pub fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
     }
     // Before the runtime starts any thread: it may need unshare(CLONE_NEWNS).
     let tracefs = tracefs::ensure_tracefs()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(run_async(cli, config, started, tracefs))
+    Ok((config, tracefs))
 }
 
 /// Where reports go: stdout in one of the formats, or the TUI.

@@ -33,7 +33,7 @@ use crate::{
         redact::Redactor,
         wire::Frame,
     },
-    probe::{self, Probe, live::LiveSource, privileges, tracefs},
+    probe::{self, Probe, live::LiveSource, privileges},
     run::{CostMeter, host_name, options, probe_config, say_attached},
     source::Source,
 };
@@ -50,17 +50,10 @@ pub struct Shared {
 }
 
 pub fn run(cli: Cli, args: DaemonArgs, started: Instant) -> anyhow::Result<()> {
-    cli.validate().map_err(anyhow::Error::msg)?;
     if cli.record.is_some() {
         anyhow::bail!("--record: the daemon keeps a flight recorder instead; `observer export --last 15m DIR` writes a recording of any span it holds");
     }
-    heap::settle_thresholds();
-    let config = config::load(cli.config.as_deref(), &cli.set)?;
-    privileges::check_capabilities()?;
-    for note in privileges::check_kernel()? {
-        eprintln!("observer: {note}");
-    }
-    let tracefs = tracefs::ensure_tracefs()?;
+    let (config, tracefs) = crate::run::prepare(&cli)?;
     // Before the privileges go: the socket is root's and the group's.
     let (listener, said) = socket::bind(&cli.socket, &args.socket_group)?;
     eprintln!("observer daemon: {said}");
