@@ -153,10 +153,9 @@ async fn run_async(
     for input in source.finish() {
         interval(&mut pipeline, &input, &shared, &mut failures, metrics.as_mut(), &mut cost);
     }
-    let end = Message::End { reason: "the daemon stops".to_owned() };
-    let mut line = serde_json::to_vec(&end).unwrap_or_default();
-    line.push(b'\n');
-    let _ = shared.live.send((u64::MAX, line.into()));
+    if let Ok(end) = protocol::line(&Message::End { reason: "the daemon stops".to_owned() }) {
+        let _ = shared.live.send((u64::MAX, end.into()));
+    }
     // Give the client tasks a moment to write it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(source);
@@ -187,14 +186,13 @@ fn interval(pipeline: &mut Pipeline, input: &Input, shared: &Shared, failures: &
             return;
         }
     };
-    let mut line = match serde_json::to_vec(&Message::Frame(Box::new(frame))) {
+    let line = match protocol::line(&Message::Frame(Box::new(frame))) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("observer daemon: an interval could not be kept: {e}");
             return;
         }
     };
-    line.push(b'\n');
     drop(samples);
     let (seq, notes) = shared.flight.lock().unwrap_or_else(|e| e.into_inner()).push(end_ms, &line, &changes);
     for n in notes {

@@ -95,11 +95,16 @@ pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// One message as a JSON line, newline included.
+pub fn line<T: Serialize>(message: &T) -> serde_json::Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(message)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
 /// Write one message as a JSON line.
 pub async fn send<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, message: &T) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(message).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    w.write_all(&line).await
+    w.write_all(&line(message).map_err(std::io::Error::other)?).await
 }
 
 /// Read one JSON line; `None` at the end of the stream.

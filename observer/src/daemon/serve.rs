@@ -85,9 +85,7 @@ async fn write<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> anyhow::Result
 }
 
 async fn send<W: AsyncWrite + Unpin, T: serde::Serialize>(w: &mut W, m: &T) -> anyhow::Result<()> {
-    let mut line = serde_json::to_vec(m)?;
-    line.push(b'\n');
-    write(w, &line).await
+    write(w, &protocol::line(m)?).await
 }
 
 async fn serve(stream: UnixStream, shared: &Shared) -> anyhow::Result<String> {

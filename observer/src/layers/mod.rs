@@ -85,6 +85,17 @@ pub struct IntervalSamples<'a> {
     pub values: &'a [u64],
 }
 
+impl IntervalSamples<'_> {
+    /// The samples as one histogram (what a recording and a daemon's frame keep).
+    pub fn histogram(&self) -> hdrhistogram::Histogram<u64> {
+        let mut h = latency::new_histogram();
+        for v in self.values {
+            h.saturating_record(*v);
+        }
+        h
+    }
+}
+
 /// The samples of `latency`'s last interval as `series`/`tag`, when it had any.
 pub fn samples_of<'a>(series: &'static str, tag: impl FnOnce() -> String, latency: &'a latency::LatencyWindow) -> Option<IntervalSamples<'a>> {
     let values = latency.last_interval();

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     events::Disabled,
-    layers::{IntervalSamples, latency::new_histogram},
+    layers::IntervalSamples,
     verdict::{Cause, Change, Layer, Verdicts},
 };
 
@@ -74,12 +74,8 @@ impl Frame {
         let mut serializer = V2DeflateSerializer::new();
         let mut histograms = Vec::with_capacity(samples.len());
         for s in samples {
-            let mut h = new_histogram();
-            for v in s.values {
-                h.saturating_record(*v);
-            }
             let mut bytes = Vec::new();
-            serializer.serialize(&h, &mut bytes).map_err(|e| anyhow::anyhow!("cannot encode a histogram: {e:?}"))?;
+            serializer.serialize(&s.histogram(), &mut bytes).map_err(|e| anyhow::anyhow!("cannot encode a histogram: {e:?}"))?;
             histograms.push((s.series.to_owned(), s.tag.clone(), base64::engine::general_purpose::STANDARD.encode(bytes)));
         }
         Ok(Frame { report: serde_json::to_value(report)?, panels, changes: changes.to_vec(), histograms, failures })

@@ -168,32 +168,10 @@ impl Recorder {
         if self.stopped.is_some() {
             return None;
         }
-        self.last = Some(report.clone());
-        match self.write_interval(report, changes, data) {
-            Ok(()) => None,
-            Err(e) => {
-                let line = format!("recording to {} stopped at {}: {e}", self.dir.display(), report.ts);
-                self.stopped = Some(line.clone());
-                Some(line)
-            }
-        }
-    }
-
-    fn write_interval(&mut self, report: &Report, changes: &[Change], data: &Interval<'_>) -> std::io::Result<()> {
-        let histograms: Vec<(&'static str, String, Histogram<u64>)> = data
-            .samples
-            .iter()
-            .map(|s| {
-                let mut h = new_histogram();
-                for v in s.values {
-                    h.saturating_record(*v);
-                }
-                (s.series, s.tag.clone(), h)
-            })
-            .collect();
+        let histograms: Vec<(&'static str, String, Histogram<u64>)> = data.samples.iter().map(|s| (s.series, s.tag.clone(), s.histogram())).collect();
         let grew = self.failures_growth.step(data.failure_totals.iter().map(|(series, tag, total)| ((*series, tag.clone()), *total)));
         let failed: Vec<(&'static str, &str, u64)> = grew.iter().map(|((series, tag), n)| (*series, tag.as_str(), *n)).collect();
-        self.write_prepared(report, changes, data.length, &histograms, &failed)
+        self.interval_prepared(report, changes, data.length, &histograms, &failed)
     }
 
     /// One interval whose histograms are built and whose failures are counted already (an
