@@ -246,6 +246,39 @@ impl Sink {
     }
 }
 
+/// What ends a run: Ctrl-C, SIGTERM, or the end of --duration. The handlers are installed at
+/// once (a signal right after "attached" must still drain); the clock starts with `run_for`.
+pub(crate) struct Stops {
+    sigint: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Stops {
+    pub(crate) fn new() -> anyhow::Result<Stops> {
+        Ok(Stops {
+            sigint: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            sigterm: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            deadline: None,
+        })
+    }
+
+    /// `--duration`, counted from now.
+    pub(crate) fn run_for(&mut self, duration: Option<Duration>) {
+        self.deadline = duration.map(|d| tokio::time::Instant::now() + d);
+    }
+
+    /// Ready when the run should end. Cancel-safe: the loops select on it.
+    pub(crate) async fn wait(&mut self) {
+        let deadline = self.deadline;
+        tokio::select! {
+            _ = self.sigint.recv() => {}
+            _ = self.sigterm.recv() => {}
+            _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {}
+        }
+    }
+}
+
 /// The next key press when the TUI runs; never ready otherwise.
 pub(crate) async fn next_key(sink: &mut Sink) -> Option<Key> {
     match sink {
@@ -311,8 +344,7 @@ pub(crate) fn say_attached(probe: &Probe, started: Instant) {
 async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::path::PathBuf) -> anyhow::Result<()> {
     let cfg = probe_config(&cli);
     // Handlers first: a signal that arrives right after "attached" must still drain and exit 0.
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut stops = Stops::new()?;
     let host = host_name();
     // Before the privileges go: DIR may be the invoking user's. A DIR that cannot be written
     // is one line, and observer runs on without it.
@@ -349,7 +381,7 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
         tui.app.recording = exports.recorder.as_ref().map(|r| r.dir().display().to_string());
         tui.draw()?;
     }
-    let deadline = cli.duration().map(|d| tokio::time::Instant::now() + d);
+    stops.run_for(cli.duration());
 
     loop {
         tokio::select! {
@@ -385,9 +417,7 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
                     break;
                 }
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
+            _ = stops.wait() => break,
         }
     }
     // Drain what is left and print the final summary, then detach (drop) everything. The TUI

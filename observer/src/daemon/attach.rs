@@ -4,11 +4,7 @@
 use std::{io::ErrorKind, os::unix::net::UnixStream, path::Path, time::Duration};
 
 use anyhow::{Context as _, bail};
-use tokio::{
-    io::BufReader,
-    signal::unix::{SignalKind, signal},
-    time::sleep_until,
-};
+use tokio::io::BufReader;
 
 use super::protocol::{self, Hello, Message, Op, PROTOCOL, Reply, Request};
 use crate::{
@@ -17,7 +13,7 @@ use crate::{
         report::Report,
         tui::{Input as Key, app::Effect},
     },
-    run::{Sink, next_key},
+    run::{Sink, Stops, next_key},
 };
 
 /// The daemon to attach to, if observer should: `--standalone` never, `--attach` always (an
@@ -86,8 +82,7 @@ pub fn run(cli: Cli, stream: UnixStream) -> anyhow::Result<()> {
 }
 
 async fn watch(cli: Cli, stream: UnixStream) -> anyhow::Result<()> {
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut stops = Stops::new()?;
     let (hello, mut r, _w) = open(stream, Op::Watch).await?;
     eprintln!(
         "observer: attached to the daemon on {} (observer {}, pid {}, up since {}; history from {}: {} intervals in {} KiB of its {} MiB cap, {} dropped for the cap)",
@@ -106,7 +101,7 @@ async fn watch(cli: Cli, stream: UnixStream) -> anyhow::Result<()> {
     if let Sink::Tui(tui) = &mut sink {
         tui.app.status = Some("attached to the daemon: history included; recordings: observer export --last 15m DIR".to_owned());
     }
-    let deadline = cli.duration().map(|d| tokio::time::Instant::now() + d);
+    stops.run_for(cli.duration());
     let mut live = false;
     // The newest report, held back during the history (JSON and text print the last one).
     let mut last: Option<Report> = None;
@@ -166,9 +161,7 @@ async fn watch(cli: Cli, stream: UnixStream) -> anyhow::Result<()> {
                     break;
                 }
             }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
+            _ = stops.wait() => break,
         }
     }
     // As a standalone run ends: the TUI gives the terminal back, then the last report is

@@ -16,10 +16,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    sync::broadcast,
-};
+use tokio::sync::broadcast;
 
 use crate::{
     cli::{Cli, DaemonArgs},
@@ -34,7 +31,7 @@ use crate::{
         wire::Frame,
     },
     probe::{self, Probe, live::LiveSource, privileges},
-    run::{CostMeter, host_name, options, probe_config, say_attached},
+    run::{CostMeter, Stops, host_name, options, probe_config, say_attached},
     source::Source,
 };
 use flight::Flight;
@@ -93,8 +90,7 @@ async fn run_async(
     listener: std::os::unix::net::UnixListener,
     spill: Option<Spill>,
 ) -> anyhow::Result<()> {
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut stops = Stops::new()?;
     let host = host_name();
     // Before the privileges go: ADDR may be a privileged port.
     let mut metrics = metrics::start(cli.prometheus, cli.prometheus_top as usize, "observer daemon").await?;
@@ -134,7 +130,7 @@ async fn run_async(
 
     let mut failures = Growth::default();
     let mut cost = CostMeter::default();
-    let deadline = cli.duration().map(|d| tokio::time::Instant::now() + d);
+    stops.run_for(cli.duration());
     loop {
         tokio::select! {
             input = source.next() => match input? {
@@ -144,9 +140,7 @@ async fn run_async(
                 }
                 None => break,
             },
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break,
+            _ = stops.wait() => break,
         }
     }
     // The last readings, then every client is told the daemon stops.
