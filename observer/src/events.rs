@@ -386,7 +386,14 @@ pub fn decode_dns(raw: &[u8]) -> Option<DnsMessage> {
 /// Since-start counters read from the kernel maps at one instant.
 #[derive(Debug, Clone, Default)]
 pub struct TcpSnapshot {
+    /// With `gone` None, every destination the kernel holds; else only those whose counters
+    /// changed since the last reading (the others read as they did).
     pub dests: Vec<(SocketAddr, DestCounts)>,
+    /// The destinations gone from the kernel's table since the last reading, when `dests`
+    /// holds only the changed ones.
+    pub gone: Option<Vec<SocketAddr>>,
+    /// Destinations the kernel holds (the length of `dests` when `gone` is None).
+    pub held: usize,
     pub ports: Vec<(u16, PortCounts)>,
 }
 

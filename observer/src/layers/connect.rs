@@ -229,8 +229,22 @@ impl ConnectLayer {
                 self.evictions += 1;
             }
         }
+        if let Some(gone) = &snap.gone {
+            for addr in gone {
+                if let Some(state) = self.dests.get_mut(addr)
+                    && state.read_at != now
+                    && state.read(now, None, window)
+                {
+                    self.evictions += 1;
+                }
+            }
+        }
+        // The others: gone from the kernel's table when the reading lists every destination
+        // the table holds, else unchanged (read as they were).
+        let complete = snap.gone.is_none();
         for state in self.dests.values_mut().filter(|s| s.read_at != now) {
-            if state.read(now, None, window) {
+            let unchanged = (!complete).then(|| state.counts.last_reading());
+            if state.read(now, unchanged.as_ref(), window) {
                 self.evictions += 1;
             }
         }
@@ -409,6 +423,8 @@ mod tests {
         let mut layer = ConnectLayer::new(Duration::from_secs(10), 100, 2);
         let dests: Vec<SocketAddr> = (1..=5).map(|i| format!("10.0.0.{i}:81").parse().unwrap()).collect();
         let snap = TcpSnapshot {
+            gone: None,
+            held: 0,
             // 10.0.0.1 is refused 5 times, 10.0.0.2 four times, and so on.
             dests: dests.iter().enumerate().map(|(i, d)| (*d, counts(&[(dc::ATTEMPTS, 5 - i as u64), (dc::REFUSED, 5 - i as u64)]))).collect(),
             ports: vec![],
@@ -427,6 +443,8 @@ mod tests {
     fn a_verdict_over_thousands_of_failing_destinations_lists_the_first_and_counts_the_rest() {
         let mut layer = ConnectLayer::new(Duration::from_secs(10), 10_000, 100);
         let snap = TcpSnapshot {
+            gone: None,
+            held: 0,
             dests: (0..3000u32)
                 .map(|i| (SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 + i), 80)), counts(&[(dc::ATTEMPTS, 1), (dc::REFUSED, 1)])))
                 .collect(),
@@ -452,6 +470,8 @@ mod tests {
         }
         layer.on_connect(&rec("10.0.0.3:81", Outcome::Refused, 0));
         let snap = TcpSnapshot {
+            gone: None,
+            held: 0,
             dests: vec![
                 (ok, counts(&[(dc::ATTEMPTS, 3), (dc::ESTABLISHED, 3)])),
                 (bad, counts(&[(dc::ATTEMPTS, 1), (dc::REFUSED, 1)])),
@@ -497,10 +517,34 @@ mod tests {
     }
 
     #[test]
+    fn a_reading_of_the_changes_only_leaves_the_others_as_they_read() {
+        let t0 = Mono(1_000);
+        let mut layer = ConnectLayer::new(Duration::from_secs(2), 100, 100);
+        let (a, b, c): (SocketAddr, SocketAddr, SocketAddr) = ("10.0.0.1:80".parse().unwrap(), "10.0.0.2:80".parse().unwrap(), "10.0.0.3:80".parse().unwrap());
+        let refused = |n| counts(&[(dc::ATTEMPTS, n), (dc::REFUSED, n)]);
+        layer.on_snapshot(t0, &TcpSnapshot { gone: Some(vec![]), held: 3, dests: vec![(a, refused(1)), (b, refused(2)), (c, refused(3))], ports: vec![] });
+        // One second later only b changed, and c is gone from the kernel's table.
+        let snap = TcpSnapshot { gone: Some(vec![c]), held: 2, dests: vec![(b, refused(5))], ports: vec![] };
+        layer.on_snapshot(t0.after(Duration::from_secs(1)), &snap);
+        let by = |layer: &ConnectLayer, d: SocketAddr| layer.destinations().into_iter().find(|v| v.dest == d).unwrap();
+        assert_eq!((by(&layer, a).window.get(dc::REFUSED), by(&layer, a).total.get(dc::REFUSED)), (1, 1), "a: unchanged, not gone");
+        assert_eq!((by(&layer, b).window.get(dc::REFUSED), by(&layer, b).total.get(dc::REFUSED)), (5, 5));
+        assert_eq!(by(&layer, c).total.get(dc::REFUSED), 3, "c's count outlives its entry");
+        assert_eq!(layer.evictions, 1, "c's eviction, and only it");
+        // The window still moves for what did not change: a's refusals leave it after 2 s.
+        layer.on_snapshot(t0.after(Duration::from_secs(2)), &TcpSnapshot { gone: Some(vec![]), held: 2, dests: vec![], ports: vec![] });
+        assert_eq!((by(&layer, a).window.get(dc::REFUSED), by(&layer, a).total.get(dc::REFUSED)), (0, 1));
+        assert_eq!(by(&layer, b).window.get(dc::REFUSED), 3, "b's first 2 left the window, its last 3 stay");
+        assert_eq!(layer.evictions, 1);
+    }
+
+    #[test]
     fn userspace_forgets_only_what_the_kernel_evicted_and_counts_evictions() {
         let t0 = Mono(1_000);
         let mut layer = ConnectLayer::new(Duration::from_secs(10), 2, 100);
         let snap = |ids: &[u8]| TcpSnapshot {
+            gone: None,
+            held: 0,
             dests: ids.iter().map(|i| (SocketAddr::from(([10, 0, 0, *i], 80)), counts(&[(dc::ATTEMPTS, 1)]))).collect(),
             ports: vec![],
         };

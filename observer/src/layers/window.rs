@@ -57,6 +57,11 @@ impl<const N: usize> WindowedCounts<N> {
         restarted
     }
 
+    /// The since-start reading taken last (zero when the kernel no longer held the key).
+    pub fn last_reading(&self) -> [u64; N] {
+        self.last_reading
+    }
+
     /// True when the kernel held this key at the last reading.
     pub fn in_kernel(&self) -> bool {
         self.last_reading.iter().any(|&v| v > 0)

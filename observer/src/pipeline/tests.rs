@@ -64,7 +64,7 @@ struct Kernel {
 impl Kernel {
     fn counters(&self) -> Counters {
         Counters {
-            tcp: TcpSnapshot { dests: vec![(API.parse().unwrap(), self.tcp)], ports: vec![] },
+            tcp: TcpSnapshot { gone: None, held: 0, dests: vec![(API.parse().unwrap(), self.tcp)], ports: vec![] },
             dns: DnsSnapshot { resolvers: vec![(RESOLVER.parse().unwrap(), self.dns)], per_interface: vec![], names: vec![(2, "eth0".into())] },
             drops: vec![],
         }

@@ -150,7 +150,7 @@ impl LiveSource {
         let counters = Counters { tcp: self.probe.snapshot(), dns: self.probe.dns_snapshot(), drops };
         let mut lost = self.probe.lost_counts();
         let live = tables::Live {
-            dests: counters.tcp.dests.len(),
+            dests: counters.tcp.held,
             ports: counters.tcp.ports.len(),
             resolvers: counters.dns.resolvers.len(),
             ifaces: counters.dns.per_interface.len(),

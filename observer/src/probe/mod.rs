@@ -2,6 +2,7 @@
 
 pub mod btf;
 mod batch;
+mod changes;
 mod clock;
 pub mod interfaces;
 pub mod live;
@@ -146,6 +147,8 @@ pub struct Probe {
     lost: PerCpuArray<MapData, u64>,
     /// The counter tables' fds, for whole-map batch reads (see [`batch`]).
     whole: WholeMaps,
+    /// The destinations whose counters changed since the last reading (see [`changes`]).
+    dest_changes: std::cell::RefCell<changes::Changes<std::net::SocketAddr>>,
     /// Entries created and removed per LRU table (see [`tables`]).
     tables: PerCpuArray<MapData, u64>,
     table_capacity: tables::Capacity,
@@ -375,6 +378,7 @@ impl Probe {
             drops,
             lost,
             whole,
+            dest_changes: Default::default(),
             tables,
             table_capacity,
             disabled,
@@ -455,10 +459,23 @@ impl Probe {
         self.whole.read(&self.whole.drops, &self.drops, |k, v| crate::events::drop_reading(&k, v.iter().map(|v| v.c[0]).sum()))
     }
 
-    /// Since-start counters for every destination and local port the kernel still holds.
+    /// Since-start counters of the destinations that changed since the last reading, the
+    /// destinations gone from the kernel's table, and every local port.
     pub fn snapshot(&self) -> TcpSnapshot {
+        let mut changes = self.dest_changes.borrow_mut();
+        changes.begin();
+        let mut dests = Vec::new();
+        self.whole.read_each(&self.whole.dests, &self.dests, |k, v| {
+            let (addr, counts) = (endpoint_addr(&k), sum_cpus(v.iter().map(|v| &v.c)));
+            if changes.changed(addr, &counts) {
+                dests.push((addr, counts));
+            }
+        });
+        let gone = changes.finish();
         TcpSnapshot {
-            dests: self.whole.read(&self.whole.dests, &self.dests, |k, v| (endpoint_addr(&k), sum_cpus(v.iter().map(|v| &v.c)))),
+            dests,
+            gone: Some(gone),
+            held: changes.len(),
             ports: self.whole.read(&self.whole.ports, &self.ports, |k, v| (k, sum_cpus(v.iter().map(|v| &v.c)))),
         }
     }
@@ -544,22 +561,38 @@ impl WholeMaps {
         map: &PerCpuHashMap<MapData, K, V>,
         entry: impl Fn(K, &[V]) -> T,
     ) -> Vec<T> {
+        // Room for as many entries as the map held last time: a vector that doubles its way
+        // to 100,000 entries peaks at a third more than it needs.
+        let hint = whole.len.get();
+        let mut out = Vec::with_capacity(hint + hint / 16);
+        self.read_each(whole, map, |k, v| out.push(entry(k, v)));
+        out
+    }
+
+    /// Every entry of `map`, handed to `each`. After a failed batch read the map is walked one
+    /// entry at a time, and `each` sees again the entries that the batch handed over.
+    fn read_each<K: aya::Pod, V: aya::Pod>(&self, whole: &WholeMap, map: &PerCpuHashMap<MapData, K, V>, mut each: impl FnMut(K, &[V])) {
         use std::os::fd::AsFd as _;
+        let mut n = 0;
         if self.batch.get() {
-            // Room for as many entries as the map held last time: a vector that doubles its
-            // way to 100,000 entries peaks at a third more than it needs.
-            let hint = whole.len.get();
-            let mut out = Vec::with_capacity(hint + hint / 16);
-            match batch::read_per_cpu::<K, V>(whole.fd.as_fd(), self.cpus, |k, per_cpu| out.push(entry(k, per_cpu))) {
+            match batch::read_per_cpu::<K, V>(whole.fd.as_fd(), self.cpus, |k, per_cpu| {
+                n += 1;
+                each(k, per_cpu)
+            }) {
                 Ok(()) => {
-                    whole.len.set(out.len());
-                    return out;
+                    whole.len.set(n);
+                    return;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Unsupported => self.batch.set(false),
                 Err(_) => {}
             }
         }
-        map.iter().flatten().map(|(k, per_cpu)| entry(k, &per_cpu)).collect()
+        n = 0;
+        for (k, per_cpu) in map.iter().flatten() {
+            n += 1;
+            each(k, &per_cpu);
+        }
+        whole.len.set(n);
     }
 }
 

@@ -8,7 +8,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use super::{Evaluation, Hit, Layer, Rules, ms, secs};
+use super::{Evaluation, Hit, Hits, Layer, Rules, ms, secs};
 use crate::{
     config::Config,
     layers::{
@@ -52,7 +52,7 @@ impl Rules for DnsView {
 fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
     let t = &cfg.dns;
     let w = secs(window_s);
-    let mut hits = Vec::new();
+    let mut hits = Hits::default();
     let mut context = Vec::new();
     let mut had_signal = !view.divergences.is_empty();
     for r in &view.resolvers {

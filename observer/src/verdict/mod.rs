@@ -6,6 +6,7 @@
 //! layer adds a module here and nothing else in this folder.
 
 mod dns;
+mod hits;
 mod hold;
 mod http;
 mod icmp;
@@ -21,6 +22,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use hits::Hits;
 pub use hold::Hold;
 pub use triage::{Cause, Change, Tracker};
 
@@ -47,7 +49,7 @@ pub trait Rules {
 /// What one layer's rules found.
 #[derive(Debug, Clone, Default)]
 pub struct Evaluation {
-    hits: Vec<Hit>,
+    hits: Hits,
     /// Evidence of this kind was seen in the window (healthy rather than no-signal).
     had_signal: bool,
     /// Said when there was no signal.
@@ -192,35 +194,39 @@ impl Verdict {
     }
 
     /// From the rule hits of one layer: suspect when any fired, else healthy or no-signal.
-    fn from_hits(hits: Vec<Hit>, had_signal: bool, quiet_note: &str) -> Verdict {
+    fn from_hits(hits: Hits, had_signal: bool, quiet_note: &str) -> Verdict {
         if hits.is_empty() {
             return if had_signal { Verdict::empty(State::Healthy) } else { Verdict::no_signal(quiet_note) };
         }
+        let (held, folded) = hits.into_parts();
         let mut v = Verdict::empty(State::Suspect);
-        if let Some((level, why)) = confidence(&hits) {
+        if let Some((level, why)) = confidence(&held, folded.best) {
             (v.confidence, v.confidence_why) = (Some(level), Some(why));
         }
         // A set: a quadratic `contains` took most of a core at 10,000 failing destinations.
         // A rule set fires its rules for one destination in a row: a run of hits counts once,
-        // and the set is sized by runs (100,000 failing destinations make 200,000 hits).
-        let runs = 1 + hits.windows(2).filter(|w| w[0].destination != w[1].destination).count();
+        // and the set is sized by runs.
+        let runs = 1 + held.windows(2).filter(|w| w[0].destination != w[1].destination).count() + folded.runs.len();
         let mut seen: std::collections::HashSet<SocketAddr, foldhash::fast::RandomState> =
             std::collections::HashSet::with_capacity_and_hasher(runs, Default::default());
-        let mut more_evidence = 0;
+        let mut more_evidence = folded.lines;
         let mut previous = None;
-        for h in hits {
+        let mut list = |destination: SocketAddr, new_run: bool, v: &mut Verdict| {
+            if new_run && seen.insert(destination) {
+                if v.destinations.len() < MAX_LISTED {
+                    v.destinations.push(destination);
+                } else {
+                    v.destinations_omitted += 1;
+                }
+            }
+        };
+        for h in held {
             if !v.rules.contains(&h.rule) {
                 v.rules.push(h.rule);
             }
             let new_run = previous != Some(h.destination);
             previous = Some(h.destination);
-            if new_run && seen.insert(h.destination) {
-                if v.destinations.len() < MAX_LISTED {
-                    v.destinations.push(h.destination);
-                } else {
-                    v.destinations_omitted += 1;
-                }
-            }
+            list(h.destination, new_run, &mut v);
             if let Some(line) = h.evidence {
                 // An empty line stands for one not written (see `line`).
                 if v.evidence.len() < MAX_EVIDENCE && !line.is_empty() {
@@ -229,6 +235,15 @@ impl Verdict {
                     more_evidence += 1;
                 }
             }
+        }
+        for rule in folded.rules {
+            if !v.rules.contains(&rule) {
+                v.rules.push(rule);
+            }
+        }
+        // Folded runs already start where the held hits' destination changes.
+        for destination in folded.runs {
+            list(destination, true, &mut v);
         }
         if more_evidence > 0 {
             v.evidence.push(format!("… and {more_evidence} more lines like these (the sections list every destination)"));
@@ -245,8 +260,8 @@ const MAX_EVIDENCE: usize = 20;
 /// An evidence line, written only while it can still be shown: past twice MAX_EVIDENCE hits
 /// it is an empty stand-in that is counted, not formatted (100,000 failing destinations made
 /// 100,000 lines an interval).
-fn line(hits: &[Hit], write: impl FnOnce() -> String) -> String {
-    if hits.len() < 2 * MAX_EVIDENCE { write() } else { String::new() }
+fn line(hits: &Hits, write: impl FnOnce() -> String) -> String {
+    if hits.count() < 2 * MAX_EVIDENCE { write() } else { String::new() }
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -277,17 +292,23 @@ impl Hit {
 
 /// How sure a suspect verdict is, from its strongest hit: `high` with at least 3 events at
 /// twice the threshold or more, `medium` with 2 events or 1.5× the threshold, else `low`.
-fn confidence(hits: &[Hit]) -> Option<(&'static str, String)> {
-    let best = hits.iter().max_by(|a, b| (a.count.min(3), a.margin).partial_cmp(&(b.count.min(3), b.margin)).unwrap_or(std::cmp::Ordering::Equal))?;
-    let level = if best.count >= 3 && best.margin >= 2.0 {
+fn confidence(held: &[Hit], folded: Option<(u64, f64, &'static str)>) -> Option<(&'static str, String)> {
+    let strength = |count: u64, margin: f64| (count.min(3), margin);
+    let held_best = held.iter().max_by(|a, b| strength(a.count, a.margin).partial_cmp(&strength(b.count, b.margin)).unwrap_or(std::cmp::Ordering::Equal));
+    // The last of equals, as `max_by` picks: the folded hits come after the held ones.
+    let (count, margin, rule) = match (held_best.map(|h| (h.count, h.margin, h.rule)), folded) {
+        (Some(h), Some(f)) => if strength(f.0, f.1) >= strength(h.0, h.1) { f } else { h },
+        (h, f) => h.or(f)?,
+    };
+    let level = if count >= 3 && margin >= 2.0 {
         "high"
-    } else if best.count >= 2 || best.margin >= 1.5 {
+    } else if count >= 2 || margin >= 1.5 {
         "medium"
     } else {
         "low"
     };
-    let events = if best.count == 1 { "1 event".to_owned() } else { format!("{} events", best.count) };
-    Some((level, format!("{}: {events}, {:.1}× its threshold", best.rule, best.margin)))
+    let events = if count == 1 { "1 event".to_owned() } else { format!("{count} events") };
+    Some((level, format!("{rule}: {events}, {margin:.1}× its threshold")))
 }
 
 /// The four verdicts, serialised as an object keyed by layer.
@@ -354,7 +375,7 @@ pub fn evaluate_held(
 /// One triage layer's verdict from the rules of every part that covers it. A part that no
 /// rules cover is named in the note, so that a partial verdict says what it leaves out.
 fn merge<'a>(layer: Layer, rules: impl Iterator<Item = &'a &'a dyn Rules>, window_s: f64, cfg: &Config) -> Verdict {
-    let mut hits = Vec::new();
+    let mut hits = Hits::default();
     let mut had_signal = false;
     let mut quiet = Vec::new();
     let mut covered = Vec::new();
@@ -362,12 +383,7 @@ fn merge<'a>(layer: Layer, rules: impl Iterator<Item = &'a &'a dyn Rules>, windo
     let mut upstreams = Vec::new();
     for r in rules {
         let e = r.evaluate(window_s, cfg);
-        if hits.is_empty() {
-            // Taken, not copied: 100,000 failing destinations make 200,000 hits.
-            hits = e.hits;
-        } else {
-            hits.extend(e.hits);
-        }
+        hits.extend(e.hits);
         upstreams.extend(e.upstreams.into_iter().map(|(destination, upstreams)| Upstreams { destination, upstreams }));
         had_signal |= e.had_signal;
         quiet.push(e.quiet_note);

@@ -3,7 +3,7 @@
 
 use observer_common::tcp::dest_counter as dc;
 
-use super::{Evaluation, Hit, Layer, Rules, line, secs};
+use super::{Evaluation, Hit, Hits, Layer, Rules, line, secs};
 use crate::{
     config::Config,
     layers::connect::{ConnectView, Counts, DestView},
@@ -38,9 +38,7 @@ impl Rules for ConnectView {
 fn evaluate(view: &ConnectView, window_s: f64, cfg: &Config) -> Evaluation {
     let t = &cfg.tcp;
     let w = secs(window_s);
-    // Room for a hit per destination: untouched, a large allocation is never resident, and
-    // 100,000 failing destinations no longer double it four times over.
-    let mut hits = Vec::with_capacity(view.destinations.len() + view.rest.len());
+    let mut hits = Hits::default();
     let mut had_signal = false;
     // The top destinations with their process; the rest by their counts alone.
     let full = view.destinations.iter().map(|d| (d.dest, d.window.counts, process(d)));

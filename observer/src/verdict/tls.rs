@@ -1,7 +1,7 @@
 //! Layer 2 rules (TLS half): handshakes that fail (a fatal alert, a close or reset before
 //! completion, no ServerHello), per destination and SNI, over a share of the finished ones.
 
-use super::{Evaluation, Hit, Layer, Rules, secs};
+use super::{Evaluation, Hit, Hits, Layer, Rules, secs};
 use crate::{
     config::Config,
     layers::tls::{TlsView, tls_counter as tc},
@@ -19,7 +19,7 @@ impl Rules for TlsView {
     fn evaluate(&self, window_s: f64, cfg: &Config) -> Evaluation {
         let t = &cfg.tls;
         let w = secs(window_s);
-        let mut hits = Vec::new();
+        let mut hits = Hits::default();
         let mut had_signal = false;
         let mut context = Vec::new();
         for target in &self.targets {

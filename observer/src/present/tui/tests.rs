@@ -143,7 +143,7 @@ fn build_with(s: Scenario, disabled: Vec<Disabled>) -> (Report, Vec<verdict::Cha
     for i in 0..20u64 {
         events.push(Event::Connect(connect(API, Outcome::Established, 800 + i * 20)));
     }
-    let mut tcp = TcpSnapshot { dests: vec![(API.parse().unwrap(), counts(&[(dc::ATTEMPTS, 20), (dc::ESTABLISHED, 20)]))], ports: vec![] };
+    let mut tcp = TcpSnapshot { gone: None, held: 0, dests: vec![(API.parse().unwrap(), counts(&[(dc::ATTEMPTS, 20), (dc::ESTABLISHED, 20)]))], ports: vec![] };
     if tcp_failing {
         for _ in 0..5 {
             events.push(Event::Connect(connect(DB, Outcome::Refused, 250)));
