@@ -208,7 +208,7 @@ impl Pipeline {
         for l in &self.layers {
             lost.extend(l.lost());
         }
-        let lost_total: u64 = lost.iter().map(|(_, v)| v).sum();
+        let lost_total = crate::present::report::lost_total(&lost);
         let window = self.opts.window;
         self.lost.observe(tick.at, Some(&[lost_total]), window);
 

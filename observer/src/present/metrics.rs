@@ -135,7 +135,9 @@ impl Metrics {
                 self.verdict.get_or_create(&labels).set(i64::from(current == state));
             }
         }
-        let causes = report.lost.iter().filter(|(cause, _)| **cause != "total");
+        // Not the total, nor a breakdown of another cause (`recursion_misses:PROGRAM`): a sum
+        // over the causes counts each loss once.
+        let causes = report.lost.iter().filter(|(cause, _)| **cause != "total" && !cause.contains(':'));
         let grew: BTreeMap<&str, u64> = self.lost_growth.step(causes.clone().map(|(cause, total)| (*cause, *total))).into_iter().collect();
         // Every cause is served, at zero until it loses something.
         for (cause, _) in causes {

@@ -89,13 +89,19 @@ pub struct Meta<'a> {
     pub disabled: &'a [Disabled],
 }
 
+/// The losses that `lost` adds up to. A name with a colon breaks down another one
+/// (`recursion_misses:PROGRAM` is part of `bpf_recursion_misses`) and is not counted again.
+pub fn lost_total(lost: &[(&'static str, u64)]) -> u64 {
+    lost.iter().filter(|(k, _)| !k.contains(':')).map(|(_, v)| v).sum()
+}
+
 /// Put a report together. `lost` lists every loss by name; equal names add up.
 pub fn build(meta: &Meta<'_>, sections: Sections, verdicts: (Verdicts, Option<Cause>), lost: &[(&'static str, u64)]) -> Report {
     let mut by_name: BTreeMap<&'static str, u64> = BTreeMap::new();
     for (k, v) in lost {
         *by_name.entry(k).or_default() += v;
     }
-    let total = by_name.values().sum();
+    let total = lost_total(lost);
     by_name.insert("total", total);
     Report {
         schema: SCHEMA_VERSION,
@@ -116,4 +122,13 @@ pub fn build(meta: &Meta<'_>, sections: Sections, verdicts: (Verdicts, Option<Ca
 
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_breakdown_of_a_loss_is_not_counted_twice() {
+        let lost = [("bpf_recursion_misses", 3), ("recursion_misses:kfree_skb", 2), ("recursion_misses:tc", 1), ("dns_ringbuf_full", 4)];
+        assert_eq!(super::lost_total(&lost), 7);
+    }
 }

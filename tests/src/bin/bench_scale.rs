@@ -106,14 +106,21 @@ fn stop(mut run: Run) {
 
 /// Figures over the reports from `from` on: (mean and max CPU ms per interval, mean and max
 /// close ms, lost total at the end).
-fn figures(lines: &[Value]) -> ((f64, f64), (f64, f64), u64) {
+fn figures(lines: &[Value]) -> ((f64, f64), (f64, f64), String) {
     let costs: Vec<&Value> = lines.iter().filter_map(|l| l.get("observer")).collect();
     let stat = |key: &str| {
         let v: Vec<f64> = costs.iter().filter_map(|c| c[key].as_f64()).collect();
         let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
         (mean, v.iter().copied().fold(0.0, f64::max))
     };
-    let lost = lines.last().and_then(|l| l["lost"]["total"].as_u64()).unwrap_or(0);
+    // The total, and what it is made of: a count that is not zero needs its cause named.
+    let lost = lines.last().map(|l| &l["lost"]);
+    let total = lost.and_then(|l| l["total"].as_u64()).unwrap_or(0);
+    let parts: Vec<String> = lost
+        .and_then(Value::as_object)
+        .map(|o| o.iter().filter(|(k, v)| *k != "total" && v.as_u64().is_some_and(|n| n > 0)).map(|(k, v)| format!("{k} {v}")).collect())
+        .unwrap_or_default();
+    let lost = if parts.is_empty() { total.to_string() } else { format!("{total} ({})", parts.join(", ")) };
     (stat("previous_interval_cpu_ms"), stat("previous_close_ms"), lost)
 }
 
