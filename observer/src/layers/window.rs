@@ -35,6 +35,10 @@ impl<const N: usize> WindowedCounts<N> {
     /// lower counters): increments made between the last reading and the eviction are lost.
     pub fn observe(&mut self, now: Mono, reading: Option<&[u64; N]>, window: Duration) -> bool {
         let cur = reading.copied().unwrap_or([0; N]);
+        // Idle, with nothing leaving the window: most keys on a busy node, most intervals.
+        if cur == self.last_reading && self.buckets.first().is_none_or(|(at, _)| now.since(*at) < window) {
+            return false;
+        }
         // A counter that went down means the entry was evicted (and maybe created again).
         let restarted = cur.iter().zip(&self.last_reading).any(|(c, l)| c < l);
         let mut delta = [0u64; N];
