@@ -427,8 +427,7 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
         drop(tui);
         sink = Sink::Text;
     }
-    for input in rest {
-        let is_final = matches!(input, Input::Tick(_));
+    for (input, is_final) in crate::source::with_final(rest) {
         sink.step(&mut pipeline, input, is_final, &mut exports)?;
     }
     drop(source);

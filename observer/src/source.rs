@@ -21,6 +21,14 @@ pub trait Source {
     fn finish(&mut self) -> Vec<Input>;
 }
 
+/// What [`Source::finish`] left, each with whether it is the final tick: only the last tick
+/// is. A signal can arrive while a tick read earlier still waits to be handed out, and then
+/// `finish` holds two; both marked final made two "final" reports, the first of them older.
+pub fn with_final(rest: Vec<Input>) -> impl Iterator<Item = (Input, bool)> {
+    let last_tick = rest.iter().rposition(|i| matches!(i, Input::Tick(_)));
+    rest.into_iter().enumerate().map(move |(i, input)| (input, Some(i) == last_tick))
+}
+
 /// Inputs given up front, yielded in order. Tests drive whole scenarios with it; an offline
 /// replay of a recording will be one.
 #[cfg_attr(not(test), allow(dead_code))]

@@ -115,7 +115,10 @@ async fn watch(cli: Cli, stream: UnixStream) -> anyhow::Result<()> {
                     }
                 }
                 Some(Message::Frame(frame)) => {
-                    let (report, changes) = frame.into_report()?;
+                    let (mut report, changes) = frame.into_report()?;
+                    // The daemon's last interval is final for its recording; this session's
+                    // final line is its own, printed once at the end.
+                    report.is_final = false;
                     match (&mut sink, live) {
                         (_, true) => sink.emit(report.clone(), changes, false)?,
                         // History: into the TUI's sparklines and timeline, and out as verdict

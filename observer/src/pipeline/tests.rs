@@ -165,6 +165,14 @@ fn an_unanswered_lookup_is_judged_on_the_sources_clock() {
 }
 
 #[test]
+fn only_the_last_tick_left_at_exit_is_final() {
+    let tick = |secs| Input::Tick(Scripted::tick(secs, Counters::default(), vec![]));
+    let flags: Vec<bool> = crate::source::with_final(vec![tick(1.0), Input::Events(vec![]), tick(2.0), Input::Events(vec![])]).map(|(_, f)| f).collect();
+    assert_eq!(flags, [false, false, true, false]);
+    assert_eq!(crate::source::with_final(vec![Input::Events(vec![])]).map(|(_, f)| f).collect::<Vec<_>>(), [false]);
+}
+
+#[test]
 fn the_scripted_source_ends_with_a_final_tick() {
     let mut source = Scripted::new(vec![Input::Tick(Scripted::tick(1.0, Counters::default(), vec![]))]);
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
