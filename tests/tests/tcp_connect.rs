@@ -472,6 +472,6 @@ fn connect_counts_stay_exact_when_the_connect_ring_overflows() {
     assert!(dropped > 0, "the tiny ring must have overflowed: {:#}", r.0["lost"]);
     // Every outcome either reached userspace (a latency sample) or was counted as lost.
     let samples = r.dest(&dest).unwrap()["total"]["connect_latency_us"]["count"].as_u64().unwrap();
-    let capped = r.0["lost"]["latency_samples_dropped"].as_u64().unwrap();
+    let capped = r.0["lost"]["tcp_latency_samples_dropped"].as_u64().unwrap();
     assert_eq!(samples + capped + dropped, established, "samples {samples} + capped {capped} + dropped {dropped} != {established} established");
 }

@@ -352,7 +352,7 @@ impl Aggregator for ConnectLayer {
     }
 
     fn lost(&self) -> Vec<(&'static str, u64)> {
-        vec![("latency_samples_dropped", self.samples_dropped())]
+        vec![("tcp_latency_samples_dropped", self.samples_dropped())]
     }
 
     fn view(&self) -> ConnectView {

@@ -676,7 +676,7 @@ impl Aggregator for DnsLayer {
 
     fn lost(&self) -> Vec<(&'static str, u64)> {
         vec![
-            ("latency_samples_dropped", self.samples_dropped()),
+            ("dns_latency_samples_dropped", self.samples_dropped()),
             ("dns_pending_dropped", self.pending_dropped),
         ]
     }
