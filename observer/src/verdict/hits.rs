@@ -10,18 +10,38 @@ use super::Hit;
 /// Hits kept whole: past the evidence lines and destinations a verdict lists.
 const HELD: usize = 4 * super::MAX_LISTED;
 
+/// A hit's events, margin and rule: what the verdict's confidence is made of (ranked by
+/// `keep_stronger`).
+pub(super) type Strength = (u64, f64, &'static str);
+
 #[derive(Debug, Clone, Default)]
 pub(super) struct Hits {
-    held: Vec<Hit>,
+    pub(super) held: Vec<Hit>,
     /// Rule names of the folded hits, in order of first firing.
-    rules: Vec<&'static str>,
-    /// The strongest folded hit (the last of equals, as `max_by` picks): count, margin, rule.
-    best: Option<(u64, f64, &'static str)>,
+    pub(super) rules: Vec<&'static str>,
+    /// The strongest folded hit.
+    pub(super) best: Option<Strength>,
     /// Folded hits that carried an evidence line (an empty stand-in past the ones written).
-    lines: usize,
+    pub(super) lines: usize,
     /// The destination of each run of folded hits (consecutive hits for one destination).
-    runs: Vec<SocketAddr>,
+    pub(super) runs: Vec<SocketAddr>,
     folded: usize,
+}
+
+/// Keep `candidate` if it is at least as strong as `best`: the last of equals, as `max_by`
+/// picks.
+pub(super) fn keep_stronger(best: &mut Option<Strength>, candidate: Strength) {
+    let rank = |(count, margin, _): Strength| (count.min(3), margin);
+    if best.is_none_or(|b| rank(candidate) >= rank(b)) {
+        *best = Some(candidate);
+    }
+}
+
+/// Add `rule` to `rules` unless it is there (a handful of names: a scan is enough).
+pub(super) fn add_rule(rules: &mut Vec<&'static str>, rule: &'static str) {
+    if !rules.contains(&rule) {
+        rules.push(rule);
+    }
 }
 
 impl Hits {
@@ -31,17 +51,10 @@ impl Hits {
             return;
         }
         self.folded += 1;
-        if !self.rules.contains(&hit.rule) {
-            self.rules.push(hit.rule);
-        }
-        if self.best.is_none_or(|(c, m, _)| (hit.count.min(3), hit.margin) >= (c.min(3), m)) {
-            self.best = Some((hit.count, hit.margin, hit.rule));
-        }
+        add_rule(&mut self.rules, hit.rule);
+        keep_stronger(&mut self.best, (hit.count, hit.margin, hit.rule));
         self.lines += usize::from(hit.evidence.is_some());
-        let last = self.runs.last().copied().or_else(|| self.held.last().map(|h| h.destination));
-        if last != Some(hit.destination) {
-            self.runs.push(hit.destination);
-        }
+        self.run(hit.destination);
     }
 
     /// Another rule set's hits after these, in order.
@@ -54,25 +67,25 @@ impl Hits {
             self.push(h);
         }
         for r in other.rules {
-            if !self.rules.contains(&r) {
-                self.rules.push(r);
-            }
+            add_rule(&mut self.rules, r);
         }
-        if let Some((c, m, r)) = other.best
-            && self.best.is_none_or(|(bc, bm, _)| (c.min(3), m) >= (bc.min(3), bm))
-        {
-            self.best = Some((c, m, r));
+        if let Some(b) = other.best {
+            keep_stronger(&mut self.best, b);
         }
         self.lines += other.lines;
-        let mut runs = other.runs.into_iter();
-        if let Some(first) = runs.next() {
-            let last = self.runs.last().copied().or_else(|| self.held.last().map(|h| h.destination));
-            if last != Some(first) {
-                self.runs.push(first);
-            }
+        // Consecutive runs differ already; only the first may continue this one's last.
+        for d in other.runs {
+            self.run(d);
         }
-        self.runs.extend(runs);
         self.folded += other.folded;
+    }
+
+    /// A folded hit for `destination`: a new run unless the last hit was for it too.
+    fn run(&mut self, destination: SocketAddr) {
+        let last = self.runs.last().copied().or_else(|| self.held.last().map(|h| h.destination));
+        if last != Some(destination) {
+            self.runs.push(destination);
+        }
     }
 
     /// Every hit, held or folded.
@@ -83,18 +96,6 @@ impl Hits {
     pub fn is_empty(&self) -> bool {
         self.count() == 0
     }
-
-    pub(super) fn into_parts(self) -> (Vec<Hit>, Folded) {
-        (self.held, Folded { rules: self.rules, best: self.best, lines: self.lines, runs: self.runs })
-    }
-}
-
-/// What the folded hits leave for the verdict.
-pub(super) struct Folded {
-    pub rules: Vec<&'static str>,
-    pub best: Option<(u64, f64, &'static str)>,
-    pub lines: usize,
-    pub runs: Vec<SocketAddr>,
 }
 
 /// The held hits, for the rules' own tests.

@@ -198,18 +198,26 @@ impl Verdict {
         if hits.is_empty() {
             return if had_signal { Verdict::empty(State::Healthy) } else { Verdict::no_signal(quiet_note) };
         }
-        let (held, folded) = hits.into_parts();
+        let Hits { held, rules, best: folded_best, lines, runs: folded_runs, .. } = hits;
         let mut v = Verdict::empty(State::Suspect);
-        if let Some((level, why)) = confidence(&held, folded.best) {
+        // The folded hits come after the held ones.
+        let mut best = None;
+        for h in &held {
+            hits::keep_stronger(&mut best, (h.count, h.margin, h.rule));
+        }
+        if let Some(f) = folded_best {
+            hits::keep_stronger(&mut best, f);
+        }
+        if let Some((level, why)) = best.map(confidence) {
             (v.confidence, v.confidence_why) = (Some(level), Some(why));
         }
         // A set: a quadratic `contains` took most of a core at 10,000 failing destinations.
         // A rule set fires its rules for one destination in a row: a run of hits counts once,
         // and the set is sized by runs.
-        let runs = 1 + held.windows(2).filter(|w| w[0].destination != w[1].destination).count() + folded.runs.len();
+        let runs = 1 + held.windows(2).filter(|w| w[0].destination != w[1].destination).count() + folded_runs.len();
         let mut seen: std::collections::HashSet<SocketAddr, foldhash::fast::RandomState> =
             std::collections::HashSet::with_capacity_and_hasher(runs, Default::default());
-        let mut more_evidence = folded.lines;
+        let mut more_evidence = lines;
         let mut previous = None;
         let mut list = |destination: SocketAddr, new_run: bool, v: &mut Verdict| {
             if new_run && seen.insert(destination) {
@@ -221,9 +229,7 @@ impl Verdict {
             }
         };
         for h in held {
-            if !v.rules.contains(&h.rule) {
-                v.rules.push(h.rule);
-            }
+            hits::add_rule(&mut v.rules, h.rule);
             let new_run = previous != Some(h.destination);
             previous = Some(h.destination);
             list(h.destination, new_run, &mut v);
@@ -236,13 +242,11 @@ impl Verdict {
                 }
             }
         }
-        for rule in folded.rules {
-            if !v.rules.contains(&rule) {
-                v.rules.push(rule);
-            }
+        for rule in rules {
+            hits::add_rule(&mut v.rules, rule);
         }
         // Folded runs already start where the held hits' destination changes.
-        for destination in folded.runs {
+        for destination in folded_runs {
             list(destination, true, &mut v);
         }
         if more_evidence > 0 {
@@ -292,14 +296,7 @@ impl Hit {
 
 /// How sure a suspect verdict is, from its strongest hit: `high` with at least 3 events at
 /// twice the threshold or more, `medium` with 2 events or 1.5× the threshold, else `low`.
-fn confidence(held: &[Hit], folded: Option<(u64, f64, &'static str)>) -> Option<(&'static str, String)> {
-    let strength = |count: u64, margin: f64| (count.min(3), margin);
-    let held_best = held.iter().max_by(|a, b| strength(a.count, a.margin).partial_cmp(&strength(b.count, b.margin)).unwrap_or(std::cmp::Ordering::Equal));
-    // The last of equals, as `max_by` picks: the folded hits come after the held ones.
-    let (count, margin, rule) = match (held_best.map(|h| (h.count, h.margin, h.rule)), folded) {
-        (Some(h), Some(f)) => if strength(f.0, f.1) >= strength(h.0, h.1) { f } else { h },
-        (h, f) => h.or(f)?,
-    };
+fn confidence((count, margin, rule): hits::Strength) -> (&'static str, String) {
     let level = if count >= 3 && margin >= 2.0 {
         "high"
     } else if count >= 2 || margin >= 1.5 {
@@ -308,7 +305,7 @@ fn confidence(held: &[Hit], folded: Option<(u64, f64, &'static str)>) -> Option<
         "low"
     };
     let events = if count == 1 { "1 event".to_owned() } else { format!("{count} events") };
-    Some((level, format!("{rule}: {events}, {margin:.1}× its threshold")))
+    (level, format!("{rule}: {events}, {margin:.1}× its threshold"))
 }
 
 /// The four verdicts, serialised as an object keyed by layer.
