@@ -392,7 +392,8 @@ pub struct TcpSnapshot {
     /// The destinations gone from the kernel's table since the last reading, when `dests`
     /// holds only the changed ones.
     pub gone: Option<Vec<SocketAddr>>,
-    /// Destinations the kernel holds (the length of `dests` when `gone` is None).
+    /// Destinations the kernel holds, for the tables' accounting (a scripted source that
+    /// does not model the tables leaves it 0).
     pub held: usize,
     pub ports: Vec<(u16, PortCounts)>,
 }
