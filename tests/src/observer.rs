@@ -47,7 +47,7 @@ impl Observer {
             .arg(binary())
             // JSON lines, unless the test asks for another format.
             .args(if args.contains(&"--format") { &[][..] } else { &["--format", "json"][..] })
-            .args(["--interval", "0.5"])
+            .args(if args.contains(&"--interval") { &[][..] } else { &["--interval", "0.5"][..] })
             // A probe of its own, even on a machine where an observer daemon runs; except
             // for the daemon itself and clients that attach to one.
             .args(if args.contains(&"--attach") || args.contains(&"daemon") { &[][..] } else { &["--standalone"][..] })

@@ -480,3 +480,46 @@ fn connect_counts_stay_exact_when_the_connect_ring_overflows() {
     let capped = r.0["lost"]["tcp_latency_samples_dropped"].as_u64().unwrap();
     assert_eq!(samples + capped + dropped, established, "samples {samples} + capped {capped} + dropped {dropped} != {established} established");
 }
+
+/// The destinations' table is read through the programs' marks of what changed: more
+/// destinations changed in one interval than the marks hold (a quarter of the table, at
+/// least 1,024) must still be counted exactly, by a reading of the whole table.
+#[test]
+fn more_changed_destinations_than_the_marks_hold_are_still_counted_exactly() {
+    require_root();
+    let pair = Pair::new("marks");
+    let s = pair.server_ip();
+    // The server owns 10.201.0.0/16: each connect is refused at once.
+    pair.server.run("ip route add local 10.201.0.0/16 dev lo");
+    pair.client.run(&format!("ip route add 10.201.0.0/16 via {s}"));
+    // Room for 4,096 destinations: 1,024 marks, and no eviction near 2,800.
+    let obs = Observer::start(&pair.client, &["--max-destinations", "4096", "--top", "5000", "--interval", "5"]);
+    // The first reading reads the whole table: the marks are used from the second on.
+    assert!(obs.wait_for(Duration::from_secs(10), |_| true).is_some(), "a first report");
+    let peer = peers::peer_bin();
+    // 2,800 destinations once each in about a second: one of the (at most two) intervals it
+    // spans changes 1,400 or more, and the destinations whose marks did not fit are never
+    // touched again.
+    let made = pair.client.run(&format!("{} connect-spread 10.201.0.0 2800 2800 1", peer.display()));
+    assert_eq!(made.trim(), "2800 2800 0", "every connect refused");
+    // Then the first 500 again, 500 an interval: all marked.
+    std::thread::sleep(Duration::from_millis(5500));
+    let made = pair.client.run(&format!("{} connect-spread 10.201.0.0 500 500 1", peer.display()));
+    assert_eq!(made.trim(), "500 500 0");
+    let r = obs.stop();
+    let dests = r.0["tcp"]["destinations"].as_array().unwrap();
+    assert_eq!(dests.len(), 2800, "{:#}", r.0["lost"]);
+    let wrong: Vec<String> = dests
+        .iter()
+        .filter(|d| {
+            let ip: std::net::Ipv4Addr = d["dest"].as_str().unwrap().trim_end_matches(":80").parse().unwrap();
+            let want = if u32::from(ip) - u32::from(std::net::Ipv4Addr::new(10, 201, 0, 0)) < 500 { 2 } else { 1 };
+            d["total"]["refused"] != want || d["total"]["attempts"] != want
+        })
+        .map(|d| format!("{} refused {} attempts {}", d["dest"], d["total"]["refused"], d["total"]["attempts"]))
+        .take(5)
+        .collect();
+    assert!(wrong.is_empty(), "the first 500 were refused twice, the others once: {wrong:?}");
+    assert_eq!(r.0["lost"]["dest_evicted"], 0);
+    assert_eq!(r.lost_total(), 0, "{:#}", r.0["lost"]);
+}

@@ -2,7 +2,7 @@
 
 pub mod btf;
 mod batch;
-mod changes;
+mod dirty;
 mod clock;
 pub mod interfaces;
 pub mod live;
@@ -147,8 +147,12 @@ pub struct Probe {
     lost: PerCpuArray<MapData, u64>,
     /// The counter tables' fds, for whole-map batch reads (see [`batch`]).
     whole: WholeMaps,
-    /// The destinations whose counters changed since the last reading (see [`changes`]).
-    dest_changes: std::cell::RefCell<changes::Changes<std::net::SocketAddr>>,
+    /// The destinations the programs marked as changed (see [`dirty`]).
+    dest_marks: std::os::fd::OwnedFd,
+    /// Marks that did not fit.
+    dest_marks_full: PerCpuArray<MapData, u64>,
+    dest_plan: std::cell::Cell<dirty::Plan>,
+    dest_capacity: usize,
     /// Entries created and removed per LRU table (see [`tables`]).
     tables: PerCpuArray<MapData, u64>,
     table_capacity: tables::Capacity,
@@ -270,6 +274,8 @@ impl Probe {
         loader.override_global("HTTP_WAKEUP_BYTES", &http_wakeup_bytes, true);
         loader
             .map_max_entries("TCP_DESTS", cfg.max_destinations)
+            // Destinations changed in one interval; one more is a sweep, not a loss.
+            .map_max_entries("DEST_DIRTY", (cfg.max_destinations / 4).max(1024))
             .map_max_entries("TCP_PORTS", cfg.max_ports)
             .map_max_entries("CONNS", cfg.max_connections)
             // Established connections outnumber connects in flight.
@@ -354,7 +360,19 @@ impl Probe {
             ssl_calls: lru_capacity(&ebpf, "SSL_CALLS")?,
             connect_calls: lru_capacity(&ebpf, "CONNECT_CALLS")?,
         };
+        let dest_capacity = match ebpf.map("TCP_DESTS") {
+            Some(aya::maps::Map::PerCpuLruHashMap(m)) => m.info().context("cannot read map TCP_DESTS's info")?.max_entries() as usize,
+            _ => anyhow::bail!("map TCP_DESTS is missing from the eBPF object or is not a per-CPU LRU hash"),
+        };
         let dests = PerCpuHashMap::try_from(take(&mut ebpf, "TCP_DESTS")?)?;
+        let dest_marks = match ebpf.map("DEST_DIRTY") {
+            Some(aya::maps::Map::HashMap(m)) => {
+                use std::os::fd::AsFd as _;
+                m.fd().as_fd().try_clone_to_owned().context("cannot duplicate map DEST_DIRTY's fd")?
+            }
+            _ => anyhow::bail!("map DEST_DIRTY is missing from the eBPF object or is not a hash"),
+        };
+        let dest_marks_full = PerCpuArray::try_from(take(&mut ebpf, "DEST_DIRTY_FULL")?)?;
         let ports = PerCpuHashMap::try_from(take(&mut ebpf, "TCP_PORTS")?)?;
         let resolvers = PerCpuHashMap::try_from(take(&mut ebpf, "DNS_RESOLVERS")?)?;
         let ifaces = PerCpuHashMap::try_from(take(&mut ebpf, "IFACES")?)?;
@@ -378,7 +396,10 @@ impl Probe {
             drops,
             lost,
             whole,
-            dest_changes: Default::default(),
+            dest_marks,
+            dest_marks_full,
+            dest_plan: Default::default(),
+            dest_capacity,
             tables,
             table_capacity,
             disabled,
@@ -459,23 +480,48 @@ impl Probe {
         self.whole.read(&self.whole.drops, &self.drops, |k, v| crate::events::drop_reading(&k, v.iter().map(|v| v.c[0]).sum()))
     }
 
-    /// Since-start counters of the destinations that changed since the last reading, the
-    /// destinations gone from the kernel's table, and every local port.
+    /// Since-start counters of the destinations that changed since the last reading and of
+    /// those gone from the kernel's table (or, at a sweep, of every destination it holds), and
+    /// of every local port.
     pub fn snapshot(&self) -> TcpSnapshot {
-        let mut changes = self.dest_changes.borrow_mut();
-        changes.begin();
-        let mut dests = Vec::new();
-        self.whole.read_each(&self.whole.dests, &self.dests, |k, v| {
-            let (addr, counts) = (endpoint_addr(&k), sum_cpus(v.iter().map(|v| &v.c)));
-            if changes.changed(addr, &counts) {
-                dests.push((addr, counts));
+        use std::os::fd::AsFd as _;
+        let mut plan = self.dest_plan.get();
+        // Before the marks are taken: a mark that fails later is seen at the next reading.
+        let full_marks = self.dest_marks_full.get(&0, 0).map_or(0, |v| v.iter().sum());
+        let created = self.tables.get(&(2 * observer_common::table::DESTS as u32), 0).map_or(0, |v| v.iter().sum());
+        let mut marked = Vec::new();
+        let mut sweep = plan.must_sweep(full_marks, self.dest_capacity, self.whole.cpus);
+        // Taken at a sweep too, so that the set does not fill.
+        if plan.marks_work {
+            match batch::take_keys::<Endpoint>(self.dest_marks.as_fd(), 1, |k| marked.push(k)) {
+                Ok(()) => {}
+                Err(e) => {
+                    plan.marks_work = e.kind() != std::io::ErrorKind::Unsupported;
+                    sweep = true;
+                }
             }
-        });
-        let gone = changes.finish();
+        }
+        let (mut dests, mut gone) = (Vec::new(), Vec::new());
+        if sweep {
+            self.whole.read_each(&self.whole.dests, &self.dests, |k, v| dests.push((endpoint_addr(&k), sum_cpus(v.iter().map(|v| &v.c)))));
+            plan.swept(dests.len(), created, full_marks);
+        } else {
+            let (mut buf, mut per_cpu) = (Vec::new(), Vec::new());
+            for k in &marked {
+                match batch::lookup_per_cpu::<Endpoint, TcpCounters>(self.whole.dests.fd.as_fd(), k, self.whole.cpus, &mut buf, &mut per_cpu) {
+                    Ok(true) => dests.push((endpoint_addr(k), sum_cpus(per_cpu.iter().map(|v| &v.c)))),
+                    Ok(false) => gone.push(endpoint_addr(k)),
+                    // Its change is read at the next reading, a sweep.
+                    Err(_) => plan.missed(),
+                }
+            }
+            plan.marked(gone.len(), created, full_marks);
+        }
+        self.dest_plan.set(plan);
         TcpSnapshot {
             dests,
-            gone: Some(gone),
-            held: changes.len(),
+            gone: (!sweep).then_some(gone),
+            held: plan.held,
             ports: self.whole.read(&self.whole.ports, &self.ports, |k, v| (k, sum_cpus(v.iter().map(|v| &v.c)))),
         }
     }
