@@ -271,7 +271,7 @@ impl ConnectLayer {
             .dests
             .iter()
             .filter(|(_, s)| !s.counts.in_kernel())
-            .map(|(a, s)| (s.counts.last_change.map_or(Duration::MAX, |t| now.since(t)), *a))
+            .map(|(a, s)| (s.counts.last_change().map_or(Duration::MAX, |t| now.since(t)), *a))
             .collect();
         by_idle.sort_by(|a, b| b.cmp(a));
         let excess = self.dests.len() - self.max_dests;

@@ -9,21 +9,33 @@ use crate::events::Mono;
 
 #[derive(Debug, Clone)]
 pub struct WindowedCounts<const N: usize> {
-    last_reading: [u64; N],
-    /// What earlier incarnations of the key counted (before an eviction): the total is this
-    /// plus the last reading. Boxed and rare, so that a key holds one copy of its counters.
-    carry: Option<Box<[u64; N]>>,
+    /// The low 32 bits of the last since-start reading: a key holds 4 bytes a counter, not 8
+    /// (100,000 destinations and 50,000 names each keep one reading).
+    low: [u32; N],
+    /// The reading's high bits and what earlier incarnations of the key counted (before an
+    /// eviction): the total is the last reading plus the carry. Boxed and rare: a counter
+    /// past four billion, or a key the kernel evicted.
+    wide: Option<Box<Wide<N>>>,
     /// The readings in the window that grew something, with their deltas, oldest first, in
     /// one exact allocation: on a busy node most keys are idle most intervals, an idle
     /// reading costs nothing, and a key grows by one bucket an interval at most.
     /// An interval's growth fits 32 bits (four billion events a second); saturated if not.
     buckets: Box<[(Mono, [u32; N])]>,
-    pub last_change: Option<Mono>,
+    /// When a reading last grew something, plus one (0: never), in 8 bytes where an
+    /// `Option<Mono>` takes 16.
+    changed: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Wide<const N: usize> {
+    /// The last reading minus its low 32 bits.
+    high: [u64; N],
+    carry: [u64; N],
 }
 
 impl<const N: usize> Default for WindowedCounts<N> {
     fn default() -> Self {
-        WindowedCounts { last_reading: [0; N], carry: None, buckets: Box::new([]), last_change: None }
+        WindowedCounts { low: [0; N], wide: None, buckets: Box::new([]), changed: 0 }
     }
 }
 
@@ -35,46 +47,71 @@ impl<const N: usize> WindowedCounts<N> {
     /// lower counters): increments made between the last reading and the eviction are lost.
     pub fn observe(&mut self, now: Mono, reading: Option<&[u64; N]>, window: Duration) -> bool {
         let cur = reading.copied().unwrap_or([0; N]);
+        let last = self.last_reading();
         // Idle, with nothing leaving the window: most keys on a busy node, most intervals.
-        if cur == self.last_reading && self.buckets.first().is_none_or(|(at, _)| now.since(*at) < window) {
+        if cur == last && self.buckets.first().is_none_or(|(at, _)| now.since(*at) < window) {
             return false;
         }
         // A counter that went down means the entry was evicted (and maybe created again).
-        let restarted = cur.iter().zip(&self.last_reading).any(|(c, l)| c < l);
+        let restarted = cur.iter().zip(&last).any(|(c, l)| c < l);
         let mut delta = [0u64; N];
         for i in 0..N {
-            delta[i] = if restarted { cur[i] } else { cur[i] - self.last_reading[i] };
+            delta[i] = if restarted { cur[i] } else { cur[i] - last[i] };
         }
         if restarted {
-            let carry = self.carry.get_or_insert_with(|| Box::new([0; N]));
-            for (c, l) in carry.iter_mut().zip(&self.last_reading) {
+            let wide = self.wide.get_or_insert_with(|| Box::new(Wide { high: [0; N], carry: [0; N] }));
+            for (c, l) in wide.carry.iter_mut().zip(&last) {
                 *c += l;
             }
         }
-        self.last_reading = cur;
+        self.set_last(&cur);
         let expired = self.buckets.iter().take_while(|(at, _)| now.since(*at) >= window).count();
         let grew = delta.iter().any(|&d| d > 0);
         if grew {
-            self.last_change = Some(now);
+            self.changed = now.0.saturating_add(1);
         }
         super::exact::advance(&mut self.buckets, expired, grew.then(|| (now, delta.map(|d| u32::try_from(d).unwrap_or(u32::MAX)))));
         restarted
     }
 
+    fn set_last(&mut self, cur: &[u64; N]) {
+        for (l, c) in self.low.iter_mut().zip(cur) {
+            *l = *c as u32;
+        }
+        let wide = cur.iter().any(|&c| c > u64::from(u32::MAX));
+        if wide || self.wide.is_some() {
+            let w = self.wide.get_or_insert_with(|| Box::new(Wide { high: [0; N], carry: [0; N] }));
+            for (h, c) in w.high.iter_mut().zip(cur) {
+                *h = c & !u64::from(u32::MAX);
+            }
+        }
+    }
+
     /// The since-start reading taken last (zero when the kernel no longer held the key).
     pub fn last_reading(&self) -> [u64; N] {
-        self.last_reading
+        let mut r = self.low.map(u64::from);
+        if let Some(w) = &self.wide {
+            for (r, h) in r.iter_mut().zip(&w.high) {
+                *r += h;
+            }
+        }
+        r
+    }
+
+    /// When a reading last grew something.
+    pub fn last_change(&self) -> Option<Mono> {
+        self.changed.checked_sub(1).map(Mono)
     }
 
     /// True when the kernel held this key at the last reading.
     pub fn in_kernel(&self) -> bool {
-        self.last_reading.iter().any(|&v| v > 0)
+        self.last_reading().iter().any(|&v| v > 0)
     }
 
     pub fn total(&self) -> [u64; N] {
-        let mut t = self.last_reading;
-        if let Some(carry) = &self.carry {
-            for (t, c) in t.iter_mut().zip(carry.iter()) {
+        let mut t = self.last_reading();
+        if let Some(w) = &self.wide {
+            for (t, c) in t.iter_mut().zip(&w.carry) {
                 *t += c;
             }
         }
@@ -166,7 +203,7 @@ mod tests {
         // The first reading (5, 1) is now 3 s old and out of the window.
         assert_eq!(w.window(), [2, 0]);
         assert_eq!(w.total(), [7, 1]);
-        assert_eq!(w.last_change, Some(t0.after(Duration::from_secs(1))));
+        assert_eq!(w.last_change(), Some(t0.after(Duration::from_secs(1))));
     }
 
     #[test]
@@ -193,5 +230,24 @@ mod tests {
         // Recreated between readings without a gap: the lower value gives it away.
         assert!(w.observe(t0.after(Duration::from_secs(3)), Some(&[1]), W));
         assert_eq!(w.total(), [15]);
+    }
+
+    #[test]
+    fn counters_past_32_bits_keep_their_deltas_and_totals() {
+        let t0 = Mono(1_000);
+        let big = u64::from(u32::MAX) - 1;
+        let mut w = WindowedCounts::<2>::default();
+        assert_eq!(w.last_change(), None);
+        w.observe(t0, Some(&[big, 3]), W);
+        assert!(w.wide.is_none(), "still 32 bits: nothing boxed");
+        assert!(!w.observe(t0.after(Duration::from_secs(1)), Some(&[big + 5, 4]), W), "past 32 bits is growth, not a restart");
+        assert_eq!(w.window(), [big + 5, 4], "two deltas of 32 bits each");
+        assert_eq!(w.last_reading(), [big + 5, 4]);
+        w.observe(t0.after(Duration::from_secs(5)), Some(&[(1 << 40) + 7, 4]), W);
+        assert_eq!(w.total(), [(1 << 40) + 7, 4]);
+        // Evicted and back: the carry holds the big reading.
+        assert!(w.observe(t0.after(Duration::from_secs(6)), Some(&[2, 0]), W));
+        assert_eq!(w.total(), [(1 << 40) + 9, 4]);
+        assert_eq!(w.last_reading(), [2, 0]);
     }
 }
