@@ -288,23 +288,23 @@ impl ConnectLayer {
     /// Destinations, the most troubled first: window failures, then since-start failures,
     /// then window attempts.
     pub fn destinations(&self) -> Vec<DestView> {
-        self.ordered(usize::MAX).into_iter().map(|(_, a, s)| view(a, s)).collect()
+        self.ordered(usize::MAX).into_iter().map(|(_, a, s)| view(*a, s)).collect()
     }
 
     /// Destinations by a small key, the `first` most troubled first and in order, the others
     /// after them in no order: sorting 100,000 views of half a kilobyte each moved more memory
     /// than anything else observer did, and only the ones listed need an order.
     #[allow(clippy::type_complexity)]
-    fn ordered(&self, first: usize) -> Vec<((u64, u64, u64), SocketAddr, &DestState)> {
-        let mut order: Vec<((u64, u64, u64), SocketAddr, &DestState)> = self
+    fn ordered(&self, first: usize) -> Vec<((u64, u64, u64), &SocketAddr, &DestState)> {
+        let mut order: Vec<((u64, u64, u64), &SocketAddr, &DestState)> = self
             .dests
             .iter()
             .map(|(a, s)| {
                 let w = s.counts.window();
-                ((failures(&w), failures(&s.counts.total()), w[dc::ATTEMPTS]), *a, s)
+                ((failures(&w), failures(&s.counts.total()), w[dc::ATTEMPTS]), a, s)
             })
             .collect();
-        super::sort_first(&mut order, first, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        super::sort_first(&mut order, first, |a, b| b.0.cmp(&a.0).then_with(|| addr_cmp(a.1, b.1)));
         order
     }
 
@@ -360,12 +360,22 @@ impl Aggregator for ConnectLayer {
         let mut order = self.ordered(self.top.max(crate::verdict::MAX_LISTED));
         let rest = order.split_off(order.len().min(self.top));
         ConnectView {
-            destinations: order.into_iter().map(|(_, a, s)| view(a, s)).collect(),
+            destinations: order.into_iter().map(|(_, a, s)| view(*a, s)).collect(),
             destinations_omitted: 0,
-            rest: rest.into_iter().map(|(_, a, s)| (a, s.counts.window().map(|v| u32::try_from(v).unwrap_or(u32::MAX)))).collect(),
+            rest: rest.into_iter().map(|(_, a, s)| (*a, s.counts.window().map(|v| u32::try_from(v).unwrap_or(u32::MAX)))).collect(),
             local_ports: self.local_ports(),
             top: self.top,
         }
+    }
+}
+
+/// `SocketAddr`'s order, with IPv4 compared as integers: when many destinations tie (an
+/// outage fails them all alike), the derived order's byte-array compares were most of the
+/// sort.
+fn addr_cmp(a: &SocketAddr, b: &SocketAddr) -> std::cmp::Ordering {
+    match (a, b) {
+        (SocketAddr::V4(a), SocketAddr::V4(b)) => (a.ip().to_bits(), a.port()).cmp(&(b.ip().to_bits(), b.port())),
+        _ => a.cmp(b),
     }
 }
 
@@ -536,6 +546,19 @@ mod tests {
         assert_eq!((by(&layer, a).window.get(dc::REFUSED), by(&layer, a).total.get(dc::REFUSED)), (0, 1));
         assert_eq!(by(&layer, b).window.get(dc::REFUSED), 3, "b's first 2 left the window, its last 3 stay");
         assert_eq!(layer.evictions, 1);
+    }
+
+    #[test]
+    fn addresses_order_as_socket_addrs_do() {
+        let addrs: Vec<SocketAddr> = ["10.0.0.2:80", "10.0.0.10:80", "10.0.0.2:443", "9.255.255.255:1", "[::1]:80", "[::1]:79", "10.0.0.2:79"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        for a in &addrs {
+            for b in &addrs {
+                assert_eq!(addr_cmp(a, b), a.cmp(b), "{a} vs {b}");
+            }
+        }
     }
 
     #[test]
