@@ -243,9 +243,14 @@ impl ConnectLayer {
         // the table holds, else unchanged (read as they were).
         let complete = snap.gone.is_none();
         for state in self.dests.values_mut().filter(|s| s.read_at != now) {
-            let unchanged = (!complete).then(|| state.counts.last_reading());
-            if state.read(now, unchanged.as_ref(), window) {
-                self.evictions += 1;
+            if complete {
+                if state.read(now, None, window) {
+                    self.evictions += 1;
+                }
+            } else {
+                state.read_at = now;
+                state.latency.close(now, window);
+                state.counts.unchanged(now, window);
             }
         }
         let ports: HashMap<u16, &PortCounts> = snap.ports.iter().map(|(p, c)| (*p, c)).collect();

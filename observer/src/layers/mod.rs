@@ -1,6 +1,7 @@
 //! One module per triage layer. Each turns events and counter readings into per-destination
 //! aggregates; none of them knows about the kernel, the clock or the screen.
 
+pub mod buckets;
 pub mod compact;
 pub mod connect;
 pub mod counts;

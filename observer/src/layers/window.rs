@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::buckets::Buckets;
 use crate::events::Mono;
 
 #[derive(Debug, Clone)]
@@ -16,11 +17,11 @@ pub struct WindowedCounts<const N: usize> {
     /// eviction): the total is the last reading plus the carry. Boxed and rare: a counter
     /// past four billion, or a key the kernel evicted.
     wide: Option<Box<Wide<N>>>,
-    /// The readings in the window that grew something, with their deltas, oldest first, in
-    /// one exact allocation: on a busy node most keys are idle most intervals, an idle
+    /// The readings in the window that grew something, with their deltas, oldest first,
+    /// packed (see [`Buckets`]): on a busy node most keys are idle most intervals, an idle
     /// reading costs nothing, and a key grows by one bucket an interval at most.
     /// An interval's growth fits 32 bits (four billion events a second); saturated if not.
-    buckets: Box<[(Mono, [u32; N])]>,
+    buckets: Buckets<N>,
     /// When a reading last grew something, plus one (0: never), in 8 bytes where an
     /// `Option<Mono>` takes 16.
     changed: u64,
@@ -35,7 +36,7 @@ struct Wide<const N: usize> {
 
 impl<const N: usize> Default for WindowedCounts<N> {
     fn default() -> Self {
-        WindowedCounts { low: [0; N], wide: None, buckets: Box::new([]), changed: 0 }
+        WindowedCounts { low: [0; N], wide: None, buckets: Buckets::default(), changed: 0 }
     }
 }
 
@@ -49,7 +50,7 @@ impl<const N: usize> WindowedCounts<N> {
         let cur = reading.copied().unwrap_or([0; N]);
         let last = self.last_reading();
         // Idle, with nothing leaving the window: most keys on a busy node, most intervals.
-        if cur == last && self.buckets.first().is_none_or(|(at, _)| now.since(*at) < window) {
+        if cur == last && self.buckets.first_at().is_none_or(|at| now.since(at) < window) {
             return false;
         }
         // A counter that went down means the entry was evicted (and maybe created again).
@@ -65,13 +66,19 @@ impl<const N: usize> WindowedCounts<N> {
             }
         }
         self.set_last(&cur);
-        let expired = self.buckets.iter().take_while(|(at, _)| now.since(*at) >= window).count();
         let grew = delta.iter().any(|&d| d > 0);
         if grew {
             self.changed = now.0.saturating_add(1);
         }
-        super::exact::advance(&mut self.buckets, expired, grew.then(|| (now, delta.map(|d| u32::try_from(d).unwrap_or(u32::MAX)))));
+        self.buckets.advance(now, window, grew.then(|| delta.map(|d| u32::try_from(d).unwrap_or(u32::MAX))).as_ref());
         restarted
+    }
+
+    /// A reading equal to the last one, without building it: only the window moves.
+    pub fn unchanged(&mut self, now: Mono, window: Duration) {
+        if self.buckets.first_at().is_some_and(|at| now.since(at) >= window) {
+            self.buckets.advance(now, window, None);
+        }
     }
 
     fn set_last(&mut self, cur: &[u64; N]) {
@@ -120,17 +127,11 @@ impl<const N: usize> WindowedCounts<N> {
 
     /// Readings in the window in which counter `index` grew.
     pub fn grew_in(&self, index: usize) -> usize {
-        self.buckets.iter().filter(|(_, d)| d[index] > 0).count()
+        self.buckets.grew_in(index)
     }
 
     pub fn window(&self) -> [u64; N] {
-        let mut sum = [0u64; N];
-        for (_, d) in self.buckets.iter() {
-            for (s, v) in sum.iter_mut().zip(d) {
-                *s += u64::from(*v);
-            }
-        }
-        sum
+        self.buckets.sum()
     }
 }
 
@@ -163,6 +164,11 @@ impl<const N: usize> Tally<N> {
 
     /// Close the current interval at `now` and forget intervals older than `window`.
     pub fn close(&mut self, now: Mono, window: Duration) {
+        // Nothing bumped: only the window moves (most keys, most intervals).
+        if self.pending == [0; N] {
+            self.window.unchanged(now, window);
+            return;
+        }
         let total = self.total();
         self.pending = [0; N];
         self.window.observe(now, Some(&total), window);
@@ -230,6 +236,30 @@ mod tests {
         // Recreated between readings without a gap: the lower value gives it away.
         assert!(w.observe(t0.after(Duration::from_secs(3)), Some(&[1]), W));
         assert_eq!(w.total(), [15]);
+    }
+
+    #[test]
+    fn an_unchanged_reading_only_moves_the_window() {
+        let t0 = Mono(1_000);
+        let (mut a, mut b) = (WindowedCounts::<2>::default(), WindowedCounts::<2>::default());
+        for w in [&mut a, &mut b] {
+            w.observe(t0, Some(&[5, 1]), W);
+            w.observe(t0.after(Duration::from_secs(2)), Some(&[6, 1]), W);
+        }
+        for secs in [3, 4, 5, 9] {
+            let at = t0.after(Duration::from_secs(secs));
+            a.observe(at, Some(&[6, 1]), W);
+            b.unchanged(at, W);
+            assert_eq!((a.window(), a.total(), a.last_change()), (b.window(), b.total(), b.last_change()), "at {secs} s");
+        }
+        assert_eq!(b.window(), [0, 0]);
+        let mut t = Tally::<1>::default();
+        t.bump(0);
+        t.close(t0, W);
+        t.close(t0.after(Duration::from_secs(1)), W);
+        assert_eq!((t.window(), t.total()), ([1], [1]));
+        t.close(t0.after(Duration::from_secs(3)), W);
+        assert_eq!((t.window(), t.total()), ([0], [1]), "the bump left the window");
     }
 
     #[test]
