@@ -25,7 +25,7 @@ use super::{
     window::{Tally, WindowedCounts},
 };
 use crate::events::{DnsMessage, DnsSnapshot, Event, Mono, Tick};
-use parse::{dns_id, parse};
+use parse::{QType, dns_id, parse};
 
 counter_set! {
     /// Per-resolver counters that only userspace can know.
@@ -102,7 +102,7 @@ pub struct DnsConfig {
 
 type PendingKey = (SocketAddr, SocketAddr, u16);
 /// (qname, qtype), the qname lower-cased without the trailing dot.
-type NameKey = (String, String);
+type NameKey = (String, QType);
 /// A resolver's last address answer for a name: when, and which addresses.
 type AnswerSet = (SocketAddr, Mono, SmallSet<IpAddr>);
 
@@ -110,7 +110,7 @@ type AnswerSet = (SocketAddr, Mono, SmallSet<IpAddr>);
 struct Pending {
     at: Mono,
     qname: String,
-    qtype: String,
+    qtype: QType,
 }
 
 /// Addresses remembered per resolver that answered for it through NAT.
@@ -326,7 +326,7 @@ impl DnsLayer {
         self.resolvers.entry(resolver).or_default().user.bump(counter);
     }
 
-    fn name(&mut self, key: (String, String)) -> &mut NameState {
+    fn name(&mut self, key: NameKey) -> &mut NameState {
         let now = self.now;
         let n = self.names.entry(key).or_default();
         n.last_seen = now.or(n.last_seen);
@@ -367,7 +367,7 @@ impl DnsLayer {
         let key = (msg.client, msg.resolver, id);
         if !msg.is_response {
             let Some((qname, qtype)) = parsed.and_then(|p| p.qname) else { return };
-            self.name((qname.clone(), qtype.clone())).counts.bump(nc::QUERIES);
+            self.name((qname.clone(), qtype)).counts.bump(nc::QUERIES);
             if self.pending_len >= self.cfg.max_pending {
                 self.pending_dropped += 1;
                 return;
@@ -428,7 +428,7 @@ impl DnsLayer {
     fn note_search_list(&mut self, msg: &DnsMessage, (qname, qtype): &NameKey, rcode: usize) {
         let client = msg.client.ip();
         if rcode == nc::NXDOMAIN {
-            self.search.on_nxdomain(client, msg.resolver, qname, qtype, msg.at);
+            self.search.on_nxdomain(client, msg.resolver, qname, *qtype, msg.at);
         } else if rcode == nc::NOERROR {
             for (resolver, name, qtype) in self.search.on_success(client, qname, msg.at) {
                 self.bump_resolver(resolver, rc::SEARCH_NXDOMAIN);
@@ -450,7 +450,7 @@ impl DnsLayer {
             waiting.retain(|p| {
                 let late = now.since(p.at) >= timeout;
                 if late {
-                    expired.push((*resolver, p.qname.clone(), p.qtype.clone()));
+                    expired.push((*resolver, p.qname.clone(), p.qtype));
                 }
                 !late
             });
@@ -522,7 +522,7 @@ impl DnsLayer {
             n.latency.close(now, window);
         }
         if self.names.len() > self.cfg.max_names {
-            let mut by_age: Vec<(Option<Mono>, (String, String))> =
+            let mut by_age: Vec<(Option<Mono>, NameKey)> =
                 self.names.iter().map(|(k, n)| (n.last_seen, k.clone())).collect();
             by_age.sort();
             for (_, k) in by_age.into_iter().take(self.names.len() - self.cfg.max_names) {
@@ -631,7 +631,7 @@ impl DnsLayer {
             if disjoint {
                 out.push(Divergence {
                     qname: qname.clone(),
-                    qtype: qtype.clone(),
+                    qtype: qtype.to_string(),
                     answers: rs.iter().map(|(r, _, a)| ResolverAnswer { resolver: *r, addresses: a.iter().copied().collect() }).collect(),
                 });
             }
@@ -710,7 +710,7 @@ impl Aggregator for DnsLayer {
 fn name_view((qname, qtype): &NameKey, n: &NameState) -> NameView {
     NameView {
         qname: qname.clone(),
-        qtype: qtype.clone(),
+        qtype: qtype.to_string(),
         window: NamePeriod { counts: Counts { values: n.counts.window(), names: &nc::NAMES }, latency_us: n.latency.window() },
         total: NamePeriod { counts: Counts { values: n.counts.total(), names: &nc::NAMES }, latency_us: n.latency.total() },
         answers: n.answers.iter().cloned().collect(),

@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use super::parse::QType;
 use crate::{events::Mono, layers::Map};
 
 /// How long after an NXDOMAIN the success that explains it may come.
@@ -26,7 +27,7 @@ const CLIENTS: usize = 4096;
 struct Nx {
     at: Mono,
     qname: String,
-    qtype: String,
+    qtype: QType,
     resolver: SocketAddr,
 }
 
@@ -49,7 +50,7 @@ pub fn is_expansion(nx: &str, ok: &str) -> bool {
 }
 
 impl SearchList {
-    pub fn on_nxdomain(&mut self, client: IpAddr, resolver: SocketAddr, qname: &str, qtype: &str, at: Mono) {
+    pub fn on_nxdomain(&mut self, client: IpAddr, resolver: SocketAddr, qname: &str, qtype: QType, at: Mono) {
         if !self.recent.contains_key(&client) && self.recent.len() >= CLIENTS {
             return;
         }
@@ -57,18 +58,18 @@ impl SearchList {
         if q.len() >= PER_CLIENT {
             q.pop_front();
         }
-        q.push_back(Nx { at, qname: qname.to_owned(), qtype: qtype.to_owned(), resolver });
+        q.push_back(Nx { at, qname: qname.to_owned(), qtype, resolver });
     }
 
     /// `qname` resolved for `client`: the NXDOMAINs it explains, as (resolver, qname, qtype),
     /// each once.
-    pub fn on_success(&mut self, client: IpAddr, qname: &str, at: Mono) -> Vec<(SocketAddr, String, String)> {
+    pub fn on_success(&mut self, client: IpAddr, qname: &str, at: Mono) -> Vec<(SocketAddr, String, QType)> {
         let Some(q) = self.recent.get_mut(&client) else { return Vec::new() };
         let mut explained = Vec::new();
         q.retain(|nx| {
             let hit = at.since(nx.at) <= EXCUSE_WITHIN && is_expansion(&nx.qname, qname);
             if hit {
-                explained.push((nx.resolver, nx.qname.clone(), nx.qtype.clone()));
+                explained.push((nx.resolver, nx.qname.clone(), nx.qtype));
             }
             !hit
         });
@@ -130,10 +131,10 @@ mod tests {
         let r: SocketAddr = "10.96.0.10:53".parse().unwrap();
         let (c1, c2): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let mut s = SearchList::default();
-        s.on_nxdomain(c1, r, "api.test.ns.svc.cluster.local", "A", Mono(0));
-        s.on_nxdomain(c1, r, "api.test.svc.cluster.local", "AAAA", Mono(1_000));
-        s.on_nxdomain(c2, r, "api.test.cluster.local", "A", Mono(2_000));
-        s.on_nxdomain(c1, r, "gone.test.cluster.local", "A", Mono(3_000));
+        s.on_nxdomain(c1, r, "api.test.ns.svc.cluster.local", QType::new("A"), Mono(0));
+        s.on_nxdomain(c1, r, "api.test.svc.cluster.local", QType::new("AAAA"), Mono(1_000));
+        s.on_nxdomain(c2, r, "api.test.cluster.local", QType::new("A"), Mono(2_000));
+        s.on_nxdomain(c1, r, "gone.test.cluster.local", QType::new("A"), Mono(3_000));
         let none = |_: IpAddr, _: Mono, _: &str| false;
         assert_eq!(s.awaiting(Mono(500_000_000), none)[&r], 4, "all within their grace");
         let explained = s.on_success(c1, "api.test", Mono(5_000_000));
@@ -151,7 +152,7 @@ mod tests {
         let r: SocketAddr = "10.96.0.10:53".parse().unwrap();
         let c: IpAddr = "10.0.0.1".parse().unwrap();
         let mut s = SearchList::default();
-        s.on_nxdomain(c, r, "api.test.ns.svc.cluster.local", "A", Mono(0));
+        s.on_nxdomain(c, r, "api.test.ns.svc.cluster.local", QType::new("A"), Mono(0));
         let later = Mono(3_000_000_000);
         assert!(s.has_unexplained_past_grace(later));
         // The next search domain was asked 1 ms later and is still unanswered (a lost
