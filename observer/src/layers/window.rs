@@ -137,18 +137,13 @@ impl<const N: usize> WindowedCounts<N> {
 
 /// Counts kept in userspace (from events), over the window and since start: bumped as
 /// things happen, and closed into the window at each reading.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Tally<const N: usize> {
     /// Since start, as of the last close: the window's last reading.
     window: WindowedCounts<N>,
-    /// Bumps since the last close.
-    pending: [u32; N],
-}
-
-impl<const N: usize> Default for Tally<N> {
-    fn default() -> Self {
-        Tally { window: WindowedCounts::default(), pending: [0; N] }
-    }
+    /// Bumps since the last close; boxed while there are any (50,000 names, most of them
+    /// not bumped in a given interval, each held 40 bytes of zeros).
+    pending: Option<Box<[u32; N]>>,
 }
 
 impl<const N: usize> Tally<N> {
@@ -157,7 +152,8 @@ impl<const N: usize> Tally<N> {
     }
 
     pub fn add(&mut self, index: usize, n: u64) {
-        if let Some(p) = self.pending.get_mut(index) {
+        if index < N {
+            let p = &mut self.pending.get_or_insert_with(|| Box::new([0; N]))[index];
             *p = p.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
         }
     }
@@ -165,12 +161,12 @@ impl<const N: usize> Tally<N> {
     /// Close the current interval at `now` and forget intervals older than `window`.
     pub fn close(&mut self, now: Mono, window: Duration) {
         // Nothing bumped: only the window moves (most keys, most intervals).
-        if self.pending == [0; N] {
+        if self.pending.is_none() {
             self.window.unchanged(now, window);
             return;
         }
         let total = self.total();
-        self.pending = [0; N];
+        self.pending = None;
         self.window.observe(now, Some(&total), window);
     }
 
@@ -185,8 +181,10 @@ impl<const N: usize> Tally<N> {
 
     pub fn total(&self) -> [u64; N] {
         let mut t = self.window.total();
-        for (t, p) in t.iter_mut().zip(&self.pending) {
-            *t = t.saturating_add(u64::from(*p));
+        if let Some(pending) = &self.pending {
+            for (t, p) in t.iter_mut().zip(pending.iter()) {
+                *t = t.saturating_add(u64::from(*p));
+            }
         }
         t
     }
