@@ -85,8 +85,7 @@ mod tests {
         // Within the slack of the capacity (1,250 + 512): the LRU may evict idle entries.
         p.marked(0, 8_300, 3);
         assert!(p.must_sweep(3, cap, cpus));
-        let mut old = Plan::default();
-        old.marks_work = false;
+        let mut old = Plan { marks_work: false, ..Plan::default() };
         old.swept(10, 10, 0);
         assert!(old.must_sweep(0, cap, cpus), "marks refused: every reading sweeps");
         p.swept(1_000, 1_000, 3);
