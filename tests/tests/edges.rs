@@ -88,9 +88,10 @@ fn run_in_mount_ns(pair: &Pair, prepare: &str) -> (bool, String) {
 fn a_read_only_tracefs_is_enough() {
     require_root();
     let pair = Pair::new("edges-rotrace");
-    let t = if sh_status("test -d /sys/kernel/tracing/events").0 { "/sys/kernel/tracing" } else { "/sys/kernel/debug/tracing" };
-    // Prove the mount is read-only where observer runs: a write must fail there.
-    let prepare = format!("mount -o remount,bind,ro {t} && ! touch {t}/observer-probe 2>/dev/null");
+    let t = if sh_status("test -d /sys/kernel/tracing").0 { "/sys/kernel/tracing" } else { "/sys/kernel/debug/tracing" };
+    // Mounted first where a fresh host has not mounted it yet (in the test's own mount
+    // namespace), then read-only; prove it is where observer runs: a write must fail there.
+    let prepare = format!("(mountpoint -q {t} || mount -t tracefs nodev {t}) && mount -o remount,bind,ro {t} && ! touch {t}/observer-probe 2>/dev/null");
     let (ok, out) = run_in_mount_ns(&pair, &prepare);
     assert!(ok, "{out}");
     assert!(out.contains("observer: attached 11 "), "{out}");

@@ -523,3 +523,30 @@ fn more_changed_destinations_than_the_marks_hold_are_still_counted_exactly() {
     assert_eq!(r.0["lost"]["dest_evicted"], 0);
     assert_eq!(r.lost_total(), 0, "{:#}", r.0["lost"]);
 }
+
+/// Near full, the destinations' LRU table can evict idle entries that no mark announces: the
+/// table is then read whole each interval, and what was evicted is counted in `lost`.
+#[test]
+fn a_table_filling_past_its_size_through_the_marks_counts_its_evictions() {
+    require_root();
+    let pair = Pair::new("marks-full");
+    let s = pair.server_ip();
+    pair.server.run("ip route add local 10.202.0.0/16 dev lo");
+    pair.client.run(&format!("ip route add 10.202.0.0/16 via {s}"));
+    // 2,048 entries: the marks are read alone while fewer than 1,280 are held.
+    let obs = Observer::start(&pair.client, &["--max-destinations", "2048", "--top", "5000"]);
+    assert!(obs.wait_for(Duration::from_secs(10), |_| true).is_some(), "a first report");
+    // 3,000 destinations once each, 1,000 a second: a few hundred an interval.
+    let made = pair.client.run(&format!("{} connect-spread 10.202.0.0 3000 1000 3", peers::peer_bin().display()));
+    assert_eq!(made.trim(), "3000 3000 0", "every connect refused");
+    std::thread::sleep(Duration::from_millis(1000));
+    let r = obs.stop();
+    let evicted = r.0["lost"]["dest_evicted"].as_u64().unwrap();
+    // 3,000 created in a table of 2,048: at least 952 evicted, each counted once.
+    assert!((952..=3000).contains(&evicted), "{:#}", r.0["lost"]);
+    let dests = r.0["tcp"]["destinations"].as_array().unwrap();
+    assert!(dests.len() <= 3000);
+    let counted: u64 = dests.iter().map(|d| d["total"]["refused"].as_u64().unwrap()).sum();
+    assert!(counted + evicted >= 3000, "what is not counted was evicted: {counted} counted, {evicted} evicted");
+    assert!(counted <= 3000, "nothing counted twice: {counted}");
+}
