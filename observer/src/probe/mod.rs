@@ -360,10 +360,7 @@ impl Probe {
             ssl_calls: lru_capacity(&ebpf, "SSL_CALLS")?,
             connect_calls: lru_capacity(&ebpf, "CONNECT_CALLS")?,
         };
-        let dest_capacity = match ebpf.map("TCP_DESTS") {
-            Some(aya::maps::Map::PerCpuLruHashMap(m)) => m.info().context("cannot read map TCP_DESTS's info")?.max_entries() as usize,
-            _ => anyhow::bail!("map TCP_DESTS is missing from the eBPF object or is not a per-CPU LRU hash"),
-        };
+        let dest_capacity = lru_capacity(&ebpf, "TCP_DESTS")? as usize;
         let dests = PerCpuHashMap::try_from(take(&mut ebpf, "TCP_DESTS")?)?;
         let dest_marks = match ebpf.map("DEST_DIRTY") {
             Some(aya::maps::Map::HashMap(m)) => {
@@ -503,7 +500,7 @@ impl Probe {
         }
         let (mut dests, mut gone) = (Vec::new(), Vec::new());
         if sweep {
-            self.whole.read_each(&self.whole.dests, &self.dests, |k, v| dests.push((endpoint_addr(&k), sum_cpus(v.iter().map(|v| &v.c)))));
+            dests = self.whole.read(&self.whole.dests, &self.dests, |k, v| (endpoint_addr(&k), sum_cpus(v.iter().map(|v| &v.c))));
             plan.swept(dests.len(), created, full_marks);
         } else {
             let (mut buf, mut per_cpu) = (Vec::new(), Vec::new());
@@ -642,10 +639,12 @@ impl WholeMaps {
     }
 }
 
-/// The number of entries the LRU hash map `name` was created with.
+/// The number of entries the LRU hash map `name` (per-CPU or not) was created with.
 fn lru_capacity(ebpf: &Ebpf, name: &str) -> anyhow::Result<u32> {
     match ebpf.map(name) {
-        Some(aya::maps::Map::LruHashMap(m)) => Ok(m.info().with_context(|| format!("cannot read map {name}'s info"))?.max_entries()),
+        Some(aya::maps::Map::LruHashMap(m) | aya::maps::Map::PerCpuLruHashMap(m)) => {
+            Ok(m.info().with_context(|| format!("cannot read map {name}'s info"))?.max_entries())
+        }
         _ => anyhow::bail!("map {name} is missing from the eBPF object or is not an LRU hash"),
     }
 }
