@@ -481,6 +481,12 @@ fn connect_counts_stay_exact_when_the_connect_ring_overflows() {
     assert_eq!(samples + capped + dropped, established, "samples {samples} + capped {capped} + dropped {dropped} != {established} established");
 }
 
+/// The server owns `range`, routed to it from the client: each connect to it is refused at once.
+fn refusing_range(pair: &Pair, range: &str) {
+    pair.server.run(&format!("ip route add local {range} dev lo"));
+    pair.client.run(&format!("ip route add {range} via {}", pair.server_ip()));
+}
+
 /// The destinations' table is read through the programs' marks of what changed: more
 /// destinations changed in one interval than the marks hold (a quarter of the table, at
 /// least 1,024) must still be counted exactly, by a reading of the whole table.
@@ -488,10 +494,7 @@ fn connect_counts_stay_exact_when_the_connect_ring_overflows() {
 fn more_changed_destinations_than_the_marks_hold_are_still_counted_exactly() {
     require_root();
     let pair = Pair::new("marks");
-    let s = pair.server_ip();
-    // The server owns 10.201.0.0/16: each connect is refused at once.
-    pair.server.run("ip route add local 10.201.0.0/16 dev lo");
-    pair.client.run(&format!("ip route add 10.201.0.0/16 via {s}"));
+    refusing_range(&pair, "10.201.0.0/16");
     // Room for 4,096 destinations: 1,024 marks, and no eviction near 2,800.
     let obs = Observer::start(&pair.client, &["--max-destinations", "4096", "--top", "5000", "--interval", "5"]);
     // The first reading reads the whole table: the marks are used from the second on.
@@ -530,9 +533,7 @@ fn more_changed_destinations_than_the_marks_hold_are_still_counted_exactly() {
 fn a_table_filling_past_its_size_through_the_marks_counts_its_evictions() {
     require_root();
     let pair = Pair::new("marks-full");
-    let s = pair.server_ip();
-    pair.server.run("ip route add local 10.202.0.0/16 dev lo");
-    pair.client.run(&format!("ip route add 10.202.0.0/16 via {s}"));
+    refusing_range(&pair, "10.202.0.0/16");
     // 2,048 entries: the marks are read alone while fewer than 1,280 are held.
     let obs = Observer::start(&pair.client, &["--max-destinations", "2048", "--top", "5000"]);
     assert!(obs.wait_for(Duration::from_secs(10), |_| true).is_some(), "a first report");
