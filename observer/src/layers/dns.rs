@@ -6,8 +6,9 @@
 //! unanswered queries, NODATA, answer sets, malformed messages and divergent resolvers.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque, hash_map::Entry},
     net::{IpAddr, SocketAddr},
+    sync::Arc,
     time::Duration,
 };
 
@@ -25,7 +26,7 @@ use super::{
     window::{Tally, WindowedCounts},
 };
 use crate::events::{DnsMessage, DnsSnapshot, Event, Mono, Tick};
-use parse::{QType, dns_id, parse};
+use parse::{QType, dns_id};
 
 counter_set! {
     /// Per-resolver counters that only userspace can know.
@@ -101,17 +102,22 @@ pub struct DnsConfig {
 }
 
 type PendingKey = (SocketAddr, SocketAddr, u16);
-/// (qname, qtype), the qname lower-cased without the trailing dot.
-type NameKey = (String, QType);
+/// (qname, qtype), the qname lower-cased without the trailing dot; shared with the parsed
+/// messages that name it.
+type NameKey = (Arc<str>, QType);
 /// A resolver's last address answer for a name: when, and which addresses.
 type AnswerSet = (SocketAddr, Mono, SmallSet<IpAddr>);
 
 #[derive(Debug, Clone)]
 struct Pending {
     at: Mono,
-    qname: String,
+    qname: Arc<str>,
     qtype: QType,
 }
+
+/// The queries waiting under one (client, resolver, id): one, unless a stub sends its A and
+/// AAAA queries with one id (musl does).
+type Waiting = smallvec::SmallVec<[Pending; 1]>;
 
 /// Addresses remembered per resolver that answered for it through NAT.
 const MAX_ANSWERERS: usize = 8;
@@ -149,10 +155,16 @@ struct NameState {
 }
 
 impl NameState {
-    fn answered(&mut self, resolver: SocketAddr, at: Mono, addresses: SmallSet<IpAddr>) {
+    fn answered(&mut self, resolver: SocketAddr, at: Mono, addresses: &SmallSet<IpAddr>) {
         match self.answer_sets.binary_search_by_key(&resolver, |a| a.0) {
-            Ok(i) => self.answer_sets[i] = (resolver, at, addresses),
-            Err(i) => super::exact::insert(&mut self.answer_sets, i, (resolver, at, addresses)),
+            Ok(i) => {
+                let set = &mut self.answer_sets[i];
+                set.1 = at;
+                if set.2 != *addresses {
+                    set.2 = addresses.clone();
+                }
+            }
+            Err(i) => super::exact::insert(&mut self.answer_sets, i, (resolver, at, addresses.clone())),
         }
     }
 }
@@ -162,7 +174,8 @@ pub struct DnsLayer {
     cfg: DnsConfig,
     resolvers: Map<SocketAddr, ResolverState>,
     names: Map<NameKey, NameState>,
-    pending: Map<PendingKey, Vec<Pending>>,
+    pending: Map<PendingKey, Waiting>,
+    cache: cache::ParseCache,
     pending_len: usize,
     /// The time of the last reading, stamped on answers seen since.
     now: Option<Mono>,
@@ -310,6 +323,7 @@ impl DnsLayer {
             resolvers: Map::default(),
             names: Map::default(),
             pending: Map::default(),
+            cache: cache::ParseCache::default(),
             pending_len: 0,
             now: None,
             interfaces: Vec::new(),
@@ -327,20 +341,19 @@ impl DnsLayer {
     }
 
     fn name(&mut self, key: NameKey) -> &mut NameState {
-        let now = self.now;
-        let n = self.names.entry(key).or_default();
-        n.last_seen = now.or(n.last_seen);
-        n
+        name_in(&mut self.names, self.now, key)
     }
 
     pub fn on_message(&mut self, msg: &DnsMessage) {
-        // One lookup per message where one does: this runs for every message on the host.
+        // One lookup per table where one does: this runs for every message on the host.
         if let Some(c) = self.iface_events.get_mut(&msg.ifindex) {
             c[0] += 1;
             c[1] += u64::from(msg.fragmented);
         } else if self.iface_events.len() < MAX_IFACES {
             self.iface_events.insert(msg.ifindex, [1, u64::from(msg.fragmented)]);
         }
+        let oversize = msg.dns_len > msg.bytes.len();
+        let parsed = self.cache.parse(&msg.bytes).ok();
         // Every resolver a message names is reported, whether or not the kernel's table had it.
         let r = self.resolvers.entry(msg.resolver).or_default();
         if msg.is_response {
@@ -351,23 +364,19 @@ impl DnsLayer {
         {
             r.answered_by.insert(a);
         }
-        let oversize = msg.dns_len > msg.bytes.len();
-        let parsed = match parse(&msg.bytes) {
-            Ok(p) => Some(p),
-            Err(_) if oversize => None,
-            Err(_) => {
-                self.bump_resolver(msg.resolver, rc::MALFORMED);
-                return;
-            }
-        };
-        if oversize {
-            self.bump_resolver(msg.resolver, rc::OVERSIZE);
+        if parsed.is_none() && !oversize {
+            r.user.bump(rc::MALFORMED);
+            return;
         }
-        let Some(id) = parsed.as_ref().map(|p| p.id).or_else(|| dns_id(&msg.bytes)) else { return };
+        if oversize {
+            r.user.bump(rc::OVERSIZE);
+        }
+        // The message's own id: a parse may come from the cache, from a repeat with another.
+        let Some(id) = dns_id(&msg.bytes) else { return };
         let key = (msg.client, msg.resolver, id);
         if !msg.is_response {
-            let Some((qname, qtype)) = parsed.and_then(|p| p.qname) else { return };
-            self.name((qname.clone(), qtype)).counts.bump(nc::QUERIES);
+            let Some((qname, qtype)) = parsed.and_then(|p| p.qname.clone()) else { return };
+            name_in(&mut self.names, self.now, (qname.clone(), qtype)).counts.bump(nc::QUERIES);
             if self.pending_len >= self.cfg.max_pending {
                 self.pending_dropped += 1;
                 return;
@@ -377,30 +386,35 @@ impl DnsLayer {
             return;
         }
         // A response: find its query by client, resolver, id and (when parsed) qname.
-        let question = parsed.as_ref().and_then(|p| p.qname.clone());
-        let matched = self.pending.get_mut(&key).and_then(|waiting| {
-            let at = match &question {
-                Some((q, t)) => waiting.iter().position(|p| &p.qname == q && &p.qtype == t),
-                None => (!waiting.is_empty()).then_some(0),
-            }?;
-            Some(waiting.remove(at))
-        });
-        if self.pending.get(&key).is_some_and(Vec::is_empty) {
-            self.pending.remove(&key);
-        }
+        let question = parsed.as_ref().and_then(|p| p.qname.as_ref());
+        let matched = match self.pending.entry(key) {
+            Entry::Occupied(mut e) => {
+                let waiting = e.get_mut();
+                let at = match question {
+                    Some((q, t)) => waiting.iter().position(|p| p.qname == *q && p.qtype == *t),
+                    None => Some(0),
+                };
+                let query = at.map(|i| waiting.remove(i));
+                if waiting.is_empty() {
+                    e.remove();
+                }
+                query
+            }
+            Entry::Vacant(_) => None,
+        };
         let Some(query) = matched else {
-            self.bump_resolver(msg.resolver, rc::UNMATCHED_RESPONSES);
+            r.user.bump(rc::UNMATCHED_RESPONSES);
             return;
         };
         self.pending_len -= 1;
         let latency = msg.at.since(query.at);
-        self.resolvers.entry(msg.resolver).or_default().latency.record(latency);
+        r.latency.record(latency);
         let Some(p) = parsed else {
             self.name((query.qname, query.qtype)).latency.record(latency);
             return;
         };
         if p.nodata {
-            self.bump_resolver(msg.resolver, rc::NODATA);
+            r.user.bump(rc::NODATA);
         }
         let name_key = (query.qname, query.qtype);
         self.note_search_list(msg, &name_key, p.rcode);
@@ -408,7 +422,7 @@ impl DnsLayer {
         let stamp = self.now.unwrap_or(msg.at);
         let n = self.name(name_key);
         if !p.addresses.is_empty() {
-            n.answered(msg.resolver, stamp, p.addresses.iter().copied().collect());
+            n.answered(msg.resolver, stamp, &p.addresses);
         }
         n.latency.record(latency);
         n.counts.bump(p.rcode);
@@ -418,8 +432,9 @@ impl DnsLayer {
         if p.truncated {
             n.counts.bump(nc::TRUNCATED);
         }
-        if p.rcode == nc::NOERROR {
-            n.answers = p.answers.into_iter().collect();
+        // The same answer as last time (the usual case) is not copied again.
+        if p.rcode == nc::NOERROR && n.answers != p.answers {
+            n.answers = p.answers.clone();
         }
         n.resolvers.insert(msg.resolver);
     }
@@ -432,7 +447,7 @@ impl DnsLayer {
         } else if rcode == nc::NOERROR {
             for (resolver, name, qtype) in self.search.on_success(client, qname, msg.at) {
                 self.bump_resolver(resolver, rc::SEARCH_NXDOMAIN);
-                self.name((name, qtype)).counts.bump(nc::SEARCH_NXDOMAIN);
+                self.name((name.into(), qtype)).counts.bump(nc::SEARCH_NXDOMAIN);
             }
         }
     }
@@ -542,7 +557,7 @@ impl DnsLayer {
         let mut by_client: Map<IpAddr, Vec<(Mono, &str)>> = Map::default();
         if self.search.has_unexplained_past_grace(now) {
             for ((client, _, _), waiting) in &self.pending {
-                by_client.entry(client.ip()).or_default().extend(waiting.iter().map(|p| (p.at, p.qname.as_str())));
+                by_client.entry(client.ip()).or_default().extend(waiting.iter().map(|p| (p.at, &*p.qname)));
             }
         }
         self.search.awaiting(now, |client, at, nx_name| {
@@ -630,7 +645,7 @@ impl DnsLayer {
             let disjoint = rs.iter().enumerate().any(|(i, (_, _, a))| rs[i + 1..].iter().any(|(_, _, b)| a.is_disjoint(b)));
             if disjoint {
                 out.push(Divergence {
-                    qname: qname.clone(),
+                    qname: qname.to_string(),
                     qtype: qtype.to_string(),
                     answers: rs.iter().map(|(r, _, a)| ResolverAnswer { resolver: *r, addresses: a.iter().copied().collect() }).collect(),
                 });
@@ -644,6 +659,13 @@ impl DnsLayer {
         self.resolvers.values().map(|r| r.latency.dropped()).sum::<u64>()
             + self.names.values().map(|n| n.latency.dropped()).sum::<u64>()
     }
+}
+
+/// A name's state, made when new, and marked seen at `now` (the last reading).
+fn name_in(names: &mut Map<NameKey, NameState>, now: Option<Mono>, key: NameKey) -> &mut NameState {
+    let n = names.entry(key).or_default();
+    n.last_seen = now.or(n.last_seen);
+    n
 }
 
 impl Aggregator for DnsLayer {
@@ -709,7 +731,7 @@ impl Aggregator for DnsLayer {
 
 fn name_view((qname, qtype): &NameKey, n: &NameState) -> NameView {
     NameView {
-        qname: qname.clone(),
+        qname: qname.to_string(),
         qtype: qtype.to_string(),
         window: NamePeriod { counts: Counts { values: n.counts.window(), names: &nc::NAMES }, latency_us: n.latency.window() },
         total: NamePeriod { counts: Counts { values: n.counts.total(), names: &nc::NAMES }, latency_us: n.latency.total() },
@@ -718,6 +740,7 @@ fn name_view((qname, qtype): &NameKey, n: &NameState) -> NameView {
     }
 }
 
+mod cache;
 pub mod parse;
 mod search;
 #[cfg(test)]

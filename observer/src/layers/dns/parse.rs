@@ -1,22 +1,25 @@
 //! One DNS message parsed with simple-dns: the question and, for a response, what came back.
 
 use std::{
-    collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
 };
 
 use simple_dns::{Packet, PacketFlag, RCODE, rdata::RData};
 
 use super::nc;
+use crate::layers::small_set::SmallSet;
 
-/// The question, and for a response what came back.
+/// The question, and for a response what came back. The name is shared (`Arc`): a parsed
+/// message is kept for its repeats (see `cache`), and the name goes into the tables as is.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
     pub id: u16,
-    pub qname: Option<(String, QType)>,
+    pub qname: Option<(Arc<str>, QType)>,
     pub rcode: usize,
     pub truncated: bool,
-    pub addresses: BTreeSet<IpAddr>,
-    pub answers: BTreeSet<String>,
+    pub addresses: SmallSet<IpAddr>,
+    pub answers: SmallSet<String>,
     pub nodata: bool,
 }
 
@@ -24,7 +27,7 @@ pub struct Parsed {
 /// lengths, truncated headers) is an error from simple-dns, never a panic.
 pub fn parse(bytes: &[u8]) -> Result<Parsed, simple_dns::SimpleDnsError> {
     let p = Packet::parse(bytes)?;
-    let qname = p.questions.first().map(|q| (name_text(&q.qname), qtype_name(q.qtype)));
+    let qname = p.questions.first().map(|q| (Arc::from(name_text(&q.qname)), qtype_name(q.qtype)));
     let rcode = match p.rcode() {
         RCODE::NoError => nc::NOERROR,
         RCODE::NameError => nc::NXDOMAIN,
@@ -32,22 +35,22 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, simple_dns::SimpleDnsError> {
         RCODE::Refused => nc::REFUSED,
         _ => nc::OTHER_RCODE,
     };
-    let mut addresses = BTreeSet::new();
-    let mut answers = BTreeSet::new();
+    let mut addresses = Vec::new();
+    let mut answers = Vec::new();
     for rr in &p.answers {
         match &rr.rdata {
             RData::A(a) => {
                 let ip = IpAddr::V4(Ipv4Addr::from(a.address));
-                addresses.insert(ip);
-                answers.insert(ip.to_string());
+                addresses.push(ip);
+                answers.push(ip.to_string());
             }
             RData::AAAA(a) => {
                 let ip = IpAddr::V6(Ipv6Addr::from(a.address));
-                addresses.insert(ip);
-                answers.insert(ip.to_string());
+                addresses.push(ip);
+                answers.push(ip.to_string());
             }
             RData::CNAME(c) => {
-                answers.insert(format!("CNAME {}", c.0.to_string().trim_end_matches('.')));
+                answers.push(format!("CNAME {}", c.0.to_string().trim_end_matches('.')));
             }
             _ => {}
         }
@@ -60,8 +63,8 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, simple_dns::SimpleDnsError> {
         qname,
         rcode,
         truncated: p.has_flags(PacketFlag::TRUNCATION),
-        addresses,
-        answers,
+        addresses: addresses.into_iter().collect(),
+        answers: answers.into_iter().collect(),
         nodata,
     })
 }
@@ -165,12 +168,12 @@ mod tests {
     #[test]
     fn names_are_lower_cased_without_the_root_dot_and_odd_bytes_are_escaped() {
         let (name, qtype) = super::parse(&query("Api.Example.COM")).unwrap().qname.unwrap();
-        assert_eq!((name.as_str(), qtype.as_str()), ("api.example.com", "AAAA"));
+        assert_eq!((&*name, qtype.as_str()), ("api.example.com", "AAAA"));
         let mut types = ["NS", "A", "AAAA", "TYPE65280", "MX"].map(super::QType::new);
         types.sort();
         assert_eq!(types.map(|t| t.to_string()), ["A", "AAAA", "MX", "NS", "TYPE65280"], "ordered as text");
         assert_eq!(super::QType::new("ABCDEFGHIJKLMNOPQ").as_str(), "ABCDEFGHIJKLMNO", "cut at 15 bytes");
-        assert_eq!(super::parse(&query("Api.Example.COM.")).unwrap().qname.unwrap().0, "api.example.com");
+        assert_eq!(super::parse(&query("Api.Example.COM.")).unwrap().qname.unwrap().0.as_ref(), "api.example.com");
         // A label with a space: simple-dns's text form, as before.
         let odd = super::parse(&query("a b.test")).unwrap().qname.unwrap().0;
         assert!(odd.ends_with(".test") && odd.starts_with('a'), "{odd}");

@@ -1,6 +1,7 @@
 use simple_dns::{CLASS, Name, Packet, Question, RCODE, ResourceRecord, TYPE, rdata::{A, RData}};
 
 use super::*;
+use parse::parse;
 
 const CLIENT: &str = "10.0.0.1:40000";
 const R1: &str = "10.0.0.53:53";
@@ -392,4 +393,25 @@ fn an_nxdomain_waits_while_its_lookup_goes_on_and_is_judged_once_it_has_ended() 
     assert_eq!(resolver(&l.resolvers(), R1).nxdomain_in_grace, 2, "within the grace");
     l.on_snapshot(Mono(5_100 * MS), &DnsSnapshot::default());
     assert_eq!(resolver(&l.resolvers(), R1).nxdomain_in_grace, 0, "judged: errors");
+}
+
+#[test]
+fn repeated_messages_from_the_cache_match_by_their_own_id_and_carry_their_own_answers() {
+    let mut l = DnsLayer::new(cfg());
+    // The same question twice with two ids, answered in reverse order: the second response
+    // repeats the bytes of neither query, and the first repeats an earlier response's.
+    l.on_message(&msg(0, R1, true, reply(1, "api.test", RCODE::NoError, &[[10, 1, 1, 1]])));
+    l.on_message(&msg(10, R1, false, query(2, "api.test")));
+    l.on_message(&msg(20, R1, false, query(3, "api.test")));
+    l.on_message(&msg(25, R1, true, reply(3, "api.test", RCODE::NoError, &[[10, 1, 1, 1]])));
+    l.on_message(&msg(40, R1, true, reply(2, "api.test", RCODE::NoError, &[[10, 2, 2, 2]])));
+    l.on_snapshot(Mono(100 * MS), &DnsSnapshot::default());
+    let r = resolver(&l.resolvers(), R1).clone();
+    assert_eq!(r.window.parsed.values[rc::UNMATCHED_RESPONSES], 1, "the response before any query");
+    assert_eq!(r.window.latency_us.count, 2);
+    // 5 ms for id 3, 30 ms for id 2: each matched to its own query.
+    assert_eq!((r.window.latency_us.p50 / 1000, r.window.latency_us.max / 1000), (5, 30));
+    let names = l.names();
+    assert_eq!(names[0].window.counts.values[nc::QUERIES], 2);
+    assert_eq!(names[0].answers, ["10.2.2.2"], "the last answer, not a cached one");
 }
