@@ -4,7 +4,7 @@
 //! userspace for parsing.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, generated::bpf_skb_load_bytes},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns, generated::bpf_skb_load_bytes},
     programs::TcContext,
 };
 use network_types::udp::UdpHdr;
@@ -18,7 +18,7 @@ use observer_common::{
 };
 
 use crate::{
-    maps::{DNS_EVENTS, DNS_PENDING, DNS_RECENT, bump_iface, bump_resolver, bump_resolver_all, count_lost},
+    maps::{DNS_EVENTS, DNS_EVENTS_1, DNS_PENDING, DNS_RECENT, bump_iface, bump_resolver, bump_resolver_all, count_lost},
     tc::{Fragment, MAX_L4_OFFSET, Packet, Tcp, clear_endpoint, copy_endpoint, endpoints, field, ptr_at},
 };
 
@@ -275,7 +275,13 @@ fn emit(ctx: &TcContext, pkt: &mut Packet, offset: usize, len: usize, full_len: 
     let record = unsafe { core::slice::from_raw_parts((ev as *const DnsEvent).cast::<u8>(), DNS_EVENT_HEADER + n) };
     let wakeup = unsafe { core::ptr::read_volatile(&DNS_WAKEUP_BYTES) };
     let flags = crate::maps::wakeup_flags(&mut s.produced, record.len() as u64, wakeup);
-    if DNS_EVENTS.output::<[u8]>(record, flags).is_err() {
+    // This CPU's ring (see DNS_EVENTS_1).
+    let sent = if unsafe { bpf_get_smp_processor_id() } & 1 == 0 {
+        DNS_EVENTS.output::<[u8]>(record, flags)
+    } else {
+        DNS_EVENTS_1.output::<[u8]>(record, flags)
+    };
+    if sent.is_err() {
         count_lost(lost::DNS_RINGBUF_FULL);
     }
 }

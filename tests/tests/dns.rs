@@ -271,3 +271,35 @@ fn search_list_nxdomains_of_a_healthy_pod_are_context_and_a_name_that_never_reso
     assert!(rep.0["verdicts"]["dns"]["evidence"][0].as_str().unwrap().contains("NXDOMAIN"), "{:#}", rep.0["verdicts"]);
     drop(obs);
 }
+
+#[test]
+fn queries_and_answers_written_by_different_cpus_are_all_matched() {
+    require_root();
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: one CPU, so one DNS ring is written");
+        return;
+    }
+    let pair = Pair::new("dns-cpus");
+    let target = format!("{}:53", pair.server_ip());
+    let peer = peers::peer_bin();
+    // The client sends on CPU 0 and the resolver answers on CPU 1: each query goes into the
+    // even CPUs' ring and each answer into the odd ones', and userspace reads one ring after
+    // the other while both are written.
+    let _echo = pair.server.spawn(&format!("taskset -c 1 {} dns-echo {target}", peer.display()));
+    peers::wait_udp(&pair.server, 53);
+    let obs = Observer::start(&pair.client, &["--interface", "eth0"]);
+    let out = pair.client.run(&format!("taskset -c 0 {} dns-flood {target} 50000 2", peer.display()));
+    let sent: u64 = out.split_whitespace().next().and_then(|s| s.parse().ok()).expect("sent count");
+    let seen = obs.wait_for(Duration::from_secs(5), |r| r.resolver_total(&target, "queries") == sent);
+    // The last answers are in flight for a moment after the last query.
+    std::thread::sleep(Duration::from_secs(1));
+    let rep = obs.stop();
+    assert!(seen.is_some(), "every query counted ({sent}): {:#}", rep.0["dns"]["resolvers"]);
+    assert_eq!(rep.0["lost"]["dns_ringbuf_full"], 0, "nothing lost, so every answer's query was read");
+    let r = rep.resolver(&target).expect("the resolver");
+    let answered = r["total"]["responses"].as_u64().expect("responses");
+    assert!(answered > sent * 9 / 10, "the resolver kept up: {answered} of {sent}");
+    // An answer read before its query would be unmatched, and its query later unanswered.
+    assert_eq!(r["total"]["unmatched_responses"], 0, "{:#}", r["total"]);
+    assert_eq!(r["total"]["latency_us"]["count"], answered, "{:#}", r["total"]);
+}

@@ -12,9 +12,9 @@ use tokio::{
     time::{Interval, MissedTickBehavior, interval_at},
 };
 
-use super::{Probe, Rings, monotonic_ns, tables, route::DropReasons, routes::Routes, sockets::HttpResolver};
+use super::{Probe, Rings, dns_rings::DnsRings, monotonic_ns, tables, route::DropReasons, routes::Routes, sockets::HttpResolver};
 use crate::{
-    events::{Counters, Event, Input, Mono, Tick, decode_connect, decode_dns, decode_http, decode_icmp, decode_route, decode_tls},
+    events::{Counters, Event, Input, Mono, Tick, decode_connect, decode_http, decode_icmp, decode_route, decode_tls},
     source::Source,
 };
 
@@ -24,7 +24,7 @@ const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 pub struct LiveSource {
     // Declared before `probe`: the ring buffers go before the programs that fill them.
     connect: AsyncFd<RingBuf<MapData>>,
-    dns: AsyncFd<RingBuf<MapData>>,
+    dns: DnsRings,
     tls: AsyncFd<RingBuf<MapData>>,
     http: AsyncFd<RingBuf<MapData>>,
     icmp: AsyncFd<RingBuf<MapData>>,
@@ -157,7 +157,10 @@ impl LiveSource {
         drains.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Ok(LiveSource {
             connect: poll(rings.connect, "connect")?,
-            dns: poll(rings.dns, "DNS")?,
+            dns: {
+                let [even, odd] = rings.dns;
+                DnsRings::new([poll(even, "DNS")?, poll(odd, "DNS")?])
+            },
             tls: poll(rings.tls, "TLS")?,
             http: poll(rings.http, "HTTP")?,
             icmp: poll(rings.icmp, "ICMP")?,
@@ -177,7 +180,10 @@ impl LiveSource {
     fn drain_all(&mut self) {
         let (bad, ready) = (&mut self.undecodable, &mut self.ready);
         drain_all_into(self.connect.get_mut(), decode_connect, Event::Connect, bad, ready);
-        drain_all_into(self.dns.get_mut(), decode_dns, Event::Dns, bad, ready);
+        let dns = self.dns.drain(bad);
+        if !dns.is_empty() {
+            ready.push_back(Input::Events(dns));
+        }
         drain_all_into(self.tls.get_mut(), decode_tls, Event::Tls, bad, ready);
         drain_all_into(self.http.get_mut(), decode_http, |c| http_event(&mut self.resolver, c), bad, ready);
         drain_all_into(self.icmp.get_mut(), decode_icmp, |e| e, bad, ready);
@@ -234,15 +240,28 @@ impl Source for LiveSource {
             return Ok(Some(input));
         }
         let LiveSource { connect, dns, tls, http, icmp, route, routes, resolver, ticks, drains, undecodable, ready, .. } = self;
+        let [dns_even, dns_odd] = &mut dns.rings;
         let events = tokio::select! {
             guard = connect.readable_mut() => drain_ready(guard.context("polling the connect ring buffer failed")?, decode_connect, Event::Connect, undecodable),
-            guard = dns.readable_mut() => drain_ready(guard.context("polling the DNS ring buffer failed")?, decode_dns, Event::Dns, undecodable),
+            // Either DNS ring: both are read, as one stream (see DnsRings). Readiness is
+            // cleared first, so that a wakeup during the read is not lost.
+            guard = dns_even.readable_mut() => {
+                guard.context("polling the DNS ring buffer failed")?.clear_ready();
+                dns.drain(undecodable)
+            }
+            guard = dns_odd.readable_mut() => {
+                guard.context("polling the DNS ring buffer failed")?.clear_ready();
+                dns.drain(undecodable)
+            }
             guard = tls.readable_mut() => drain_ready(guard.context("polling the TLS ring buffer failed")?, decode_tls, Event::Tls, undecodable),
             guard = http.readable_mut() => drain_ready(guard.context("polling the HTTP ring buffer failed")?, decode_http, |c| http_event(resolver, c), undecodable),
             guard = icmp.readable_mut() => drain_ready(guard.context("polling the ICMP ring buffer failed")?, decode_icmp, |e| e, undecodable),
             guard = route.readable_mut() => drain_ready(guard.context("polling the route ring buffer failed")?, decode_route, |e| routes.fill(e), undecodable),
             _ = drains.tick() => {
-                drain_all_into(dns.get_mut(), decode_dns, Event::Dns, undecodable, ready);
+                let events = dns.drain(undecodable);
+                if !events.is_empty() {
+                    ready.push_back(Input::Events(events));
+                }
                 drain_all_into(tls.get_mut(), decode_tls, Event::Tls, undecodable, ready);
                 drain_all_into(http.get_mut(), decode_http, |c| http_event(resolver, c), undecodable, ready);
                 Vec::new()

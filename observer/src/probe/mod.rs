@@ -4,6 +4,7 @@ pub mod btf;
 mod batch;
 mod dirty;
 mod clock;
+mod dns_rings;
 pub mod interfaces;
 pub mod live;
 mod memory;
@@ -129,7 +130,8 @@ pub struct ProbeConfig {
 /// The ring buffers the event loop polls.
 pub struct Rings {
     pub connect: RingBuf<MapData>,
-    pub dns: RingBuf<MapData>,
+    /// Written by the even CPUs and by the odd ones (see the kernel's DNS_EVENTS_1).
+    pub dns: [RingBuf<MapData>; 2],
     pub tls: RingBuf<MapData>,
     pub http: RingBuf<MapData>,
     pub icmp: RingBuf<MapData>,
@@ -284,6 +286,7 @@ impl Probe {
             .map_max_entries("CONNECT_EVENTS", cfg.ringbuf_bytes)
             .map_max_entries("DNS_RESOLVERS", cfg.max_resolvers)
             .map_max_entries("DNS_EVENTS", cfg.dns_ringbuf_bytes)
+            .map_max_entries("DNS_EVENTS_1", cfg.dns_ringbuf_bytes)
             .map_max_entries("TLS_FLOWS", cfg.max_tls_flows)
             .map_max_entries("TLS_EVENTS", cfg.tls_ringbuf_bytes)
             .map_max_entries("HTTP_EVENTS", cfg.http_ringbuf_bytes);
@@ -378,7 +381,7 @@ impl Probe {
         let tables = PerCpuArray::try_from(take(&mut ebpf, "TABLES")?)?;
         let rings = Rings {
             connect: RingBuf::try_from(take(&mut ebpf, "CONNECT_EVENTS")?)?,
-            dns: RingBuf::try_from(take(&mut ebpf, "DNS_EVENTS")?)?,
+            dns: [RingBuf::try_from(take(&mut ebpf, "DNS_EVENTS")?)?, RingBuf::try_from(take(&mut ebpf, "DNS_EVENTS_1")?)?],
             tls: RingBuf::try_from(take(&mut ebpf, "TLS_EVENTS")?)?,
             http: RingBuf::try_from(take(&mut ebpf, "HTTP_EVENTS")?)?,
             icmp: RingBuf::try_from(take(&mut ebpf, "ICMP_EVENTS")?)?,
