@@ -71,9 +71,9 @@ pub static SCRATCH: PerCpuArray<crate::tc::Packet> = PerCpuArray::with_max_entri
 /// another wrote the same cache lines in turn, and that cost a flood 10 % of its rate.
 /// Userspace orders the two by time (see `probe::dns_rings`).
 #[map]
-pub static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+pub static DNS_EVENTS: RingBuf = RingBuf::with_byte_size(512 * 1024, 0);
 #[map]
-pub static DNS_EVENTS_1: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+pub static DNS_EVENTS_1: RingBuf = RingBuf::with_byte_size(512 * 1024, 0);
 
 /// TLS flows between their ClientHello and application data in both directions (or a RST).
 /// An LRU: a handshake that never ends is evicted, not left to fill the table.

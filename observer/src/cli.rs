@@ -111,8 +111,9 @@ pub struct Cli {
     #[arg(long, global = true, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=65_536), env = "OBSERVER_MAX_RESOLVERS")]
     pub max_resolvers: u32,
 
-    /// Size of each of the two DNS message ring buffers in KiB (a power of two, at least 4).
-    #[arg(long, global = true, default_value_t = 1024, value_parser = ringbuf_kib, env = "OBSERVER_DNS_RINGBUF_KIB")]
+    /// Size of each of the two DNS message ring buffers (one for the even CPUs, one for the
+    /// odd) in KiB, a power of two, at least 4.
+    #[arg(long, global = true, default_value_t = 512, value_parser = ringbuf_kib, env = "OBSERVER_DNS_RINGBUF_KIB")]
     pub dns_ringbuf_kib: u32,
 
     /// Size of the kernel's table of TLS handshakes in progress (LRU).
