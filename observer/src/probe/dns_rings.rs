@@ -8,11 +8,13 @@
 //! later. Everything read whose time is up to the start of the read is therefore complete,
 //! queries included; what is newer waits for the next read.
 
+use std::collections::VecDeque;
+
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
 use super::monotonic_ns;
-use crate::events::{Event, Mono, decode_dns};
+use crate::events::{Event, Input, Mono, decode_dns};
 
 pub struct DnsRings {
     pub rings: [AsyncFd<RingBuf<MapData>>; 2],
@@ -45,6 +47,14 @@ impl DnsRings {
         let ready = in_time_order(events, &mut self.held, start);
         self.last_len = ready.len();
         ready
+    }
+
+    /// [`DnsRings::drain`], queued on `ready` when there is anything.
+    pub fn drain_into(&mut self, bad: &mut u64, ready: &mut VecDeque<Input>) {
+        let events = self.drain(bad);
+        if !events.is_empty() {
+            ready.push_back(Input::Events(events));
+        }
     }
 }
 

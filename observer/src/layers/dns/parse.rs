@@ -12,9 +12,10 @@ use crate::layers::small_set::SmallSet;
 
 /// The question, and for a response what came back. The name is shared (`Arc`): a parsed
 /// message is kept for its repeats (see `cache`), and the name goes into the tables as is.
-#[derive(Debug, Clone, PartialEq)]
+/// No id: a kept parse serves repeats with other ids, so the id is read from each message
+/// (`dns_id`).
+#[derive(Debug)]
 pub struct Parsed {
-    pub id: u16,
     pub qname: Option<(Arc<str>, QType)>,
     pub rcode: usize,
     pub truncated: bool,
@@ -59,7 +60,6 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, simple_dns::SimpleDnsError> {
     let nodata = rcode == nc::NOERROR
         && if asked_addresses { addresses.is_empty() } else { p.answers.is_empty() };
     Ok(Parsed {
-        id: p.id(),
         qname,
         rcode,
         truncated: p.has_flags(PacketFlag::TRUNCATION),
