@@ -13,7 +13,9 @@ use serde::Serialize;
 pub use super::counts::Counts;
 use super::{
     Aggregator, Map,
+    dense::DenseMap,
     latency::{LatencySummary, LatencyWindow},
+    packed::PackedCounts,
     small_set::SmallSet,
     window::WindowedCounts,
 };
@@ -107,7 +109,7 @@ pub struct ConnectLayer {
     max_dests: usize,
     /// Destinations per report, the most troubled first.
     top: usize,
-    dests: Map<SocketAddr, DestState>,
+    dests: DenseMap<SocketAddr, DestState>,
     ports: Map<u16, WindowedCounts<{ port_counter::COUNT }>>,
     /// Kernel table entries seen evicted (LRU): their last increments are lost.
     pub evictions: u64,
@@ -122,9 +124,7 @@ pub struct ConnectView {
     /// The window counts of the destinations past the `top` ones, for the rules (which judge
     /// every destination): building whole views for 100,000 took most of an interval's work.
     #[serde(skip)]
-    /// In 32 bits (saturated): the rules' thresholds are far below, and at 100,000
-    /// destinations this list is the largest thing an interval builds.
-    pub rest: Vec<(SocketAddr, [u32; dc::COUNT])>,
+    pub rest: PackedCounts<{ dc::COUNT }>,
     pub local_ports: Vec<PortView>,
     #[serde(skip)]
     pub top: usize,
@@ -135,7 +135,7 @@ impl ConnectView {
     pub fn limit(&mut self) {
         self.destinations_omitted += self.destinations.len().saturating_sub(self.top) + self.rest.len();
         self.destinations.truncate(self.top);
-        self.rest = Vec::new();
+        self.rest = PackedCounts::default();
     }
 }
 
@@ -200,12 +200,12 @@ pub fn outcome_name(o: Outcome) -> &'static str {
 
 impl ConnectLayer {
     pub fn new(window: Duration, max_dests: usize, top: usize) -> ConnectLayer {
-        ConnectLayer { window, max_dests, top, dests: Map::default(), ports: Map::default(), evictions: 0 }
+        ConnectLayer { window, max_dests, top, dests: DenseMap::default(), ports: Map::default(), evictions: 0 }
     }
 
     /// A finished connect.
     pub fn on_connect(&mut self, rec: &ConnectRecord) {
-        let state = self.dests.entry(rec.dest).or_insert_with(DestState::new);
+        let state = self.dests.get_or_insert_with(rec.dest, DestState::new);
         if rec.outcome == Outcome::Established {
             state.latency.record(rec.latency);
         }
@@ -234,7 +234,7 @@ impl ConnectLayer {
         // The destinations in the reading, then the others (gone from the kernel's table),
         // told apart by the time of their last reading: no second map of 100,000 entries.
         for (addr, counts) in &snap.dests {
-            let state = self.dests.entry(*addr).or_insert_with(DestState::new);
+            let state = self.dests.get_or_insert_with(*addr, DestState::new);
             // Listed twice: the first reading stands.
             if state.read_at != now && state.read(now, Some(counts), window) {
                 self.evictions += 1;
@@ -294,6 +294,7 @@ impl ConnectLayer {
         for (_, addr) in by_idle.into_iter().take(excess) {
             self.dests.remove(&addr);
         }
+        self.dests.compact();
     }
 
     /// Latency samples left out of window percentiles (over the per-interval cap).
@@ -304,24 +305,33 @@ impl ConnectLayer {
     /// Destinations, the most troubled first: window failures, then since-start failures,
     /// then window attempts.
     pub fn destinations(&self) -> Vec<DestView> {
-        self.ordered(usize::MAX).into_iter().map(|(_, a, s)| view(*a, s)).collect()
+        self.ordered().into_iter().map(|(_, a, s)| view(*a, s)).collect()
     }
 
-    /// Destinations by a small key, the `first` most troubled first and in order, the others
-    /// after them in no order: sorting 100,000 views of half a kilobyte each moved more memory
-    /// than anything else observer did, and only the ones listed need an order.
-    #[allow(clippy::type_complexity)]
-    fn ordered(&self, first: usize) -> Vec<((u64, u64, u64), &SocketAddr, &DestState)> {
-        let mut order: Vec<((u64, u64, u64), &SocketAddr, &DestState)> = self
-            .dests
-            .iter()
-            .map(|(a, s)| {
-                let w = s.counts.window();
-                ((failures(&w), failures(&s.counts.total()), w[dc::ATTEMPTS]), a, s)
-            })
-            .collect();
-        super::sort_first(&mut order, first, |a, b| b.0.cmp(&a.0).then_with(|| addr_cmp(a.1, b.1)));
+    /// Every destination by a small key, the most troubled first: sorting views of half a
+    /// kilobyte each moved more memory than anything else observer did.
+    fn ordered(&self) -> Vec<Ranked<'_>> {
+        let mut order: Vec<Ranked<'_>> = self.dests.iter().map(|(a, s)| (rank(s), a, s)).collect();
+        order.sort_unstable_by(by_trouble);
         order
+    }
+
+    /// The `first` most troubled destinations, in order. A buffer of twice as many is cut
+    /// back to the best `first` each time it fills, so that a close does not hold a ranked
+    /// reference to each of 100,000 destinations (4 MB) next to the rules' list.
+    fn most_troubled(&self, first: usize) -> Vec<Ranked<'_>> {
+        let cap = first.saturating_mul(2).max(1);
+        let mut best: Vec<Ranked<'_>> = Vec::with_capacity(cap.min(self.dests.len()));
+        for (a, s) in self.dests.iter() {
+            best.push((rank(s), a, s));
+            if best.len() == cap {
+                best.select_nth_unstable_by(first, by_trouble);
+                best.truncate(first);
+            }
+        }
+        super::sort_first(&mut best, first, by_trouble);
+        best.truncate(first);
+        best
     }
 
     pub fn local_ports(&self) -> Vec<PortView> {
@@ -373,16 +383,38 @@ impl Aggregator for ConnectLayer {
 
     fn view(&self) -> ConnectView {
         // The verdict lists the first destinations its rules fire for: those in order too.
-        let mut order = self.ordered(self.top.max(crate::verdict::MAX_LISTED));
-        let rest = order.split_off(order.len().min(self.top));
+        let best = self.most_troubled(self.top.max(crate::verdict::MAX_LISTED));
+        let top = self.top.min(best.len());
+        let chosen: std::collections::HashSet<*const DestState, foldhash::fast::RandomState> =
+            best.iter().map(|(_, _, s)| *s as *const DestState).collect();
+        let mut rest = PackedCounts::with_capacity(self.dests.len() - top);
+        for (_, a, s) in &best[top..] {
+            rest.push(**a, &s.counts.window());
+        }
+        for (a, s) in self.dests.iter().filter(|(_, s)| !chosen.contains(&(*s as *const DestState))) {
+            rest.push(*a, &s.counts.window());
+        }
         ConnectView {
-            destinations: order.into_iter().map(|(_, a, s)| view(*a, s)).collect(),
+            destinations: best[..top].iter().map(|(_, a, s)| view(**a, s)).collect(),
             destinations_omitted: 0,
-            rest: rest.into_iter().map(|(_, a, s)| (*a, s.counts.window().map(|v| u32::try_from(v).unwrap_or(u32::MAX)))).collect(),
+            rest,
             local_ports: self.local_ports(),
             top: self.top,
         }
     }
+}
+
+/// A destination with its rank: window failures, since-start failures, window attempts.
+type Ranked<'a> = ((u64, u64, u64), &'a SocketAddr, &'a DestState);
+
+fn rank(s: &DestState) -> (u64, u64, u64) {
+    let w = s.counts.window();
+    (failures(&w), failures(&s.counts.total()), w[dc::ATTEMPTS])
+}
+
+/// The most troubled first; ties by address.
+fn by_trouble(a: &Ranked<'_>, b: &Ranked<'_>) -> std::cmp::Ordering {
+    b.0.cmp(&a.0).then_with(|| addr_cmp(a.1, b.1))
 }
 
 /// `SocketAddr`'s order, with IPv4 compared as integers: when many destinations tie (an
@@ -463,6 +495,34 @@ mod tests {
         assert_eq!(verdicts.tcp_tls.destinations.len(), 5, "every refused destination is judged: {:?}", verdicts.tcp_tls);
         v.limit();
         assert_eq!((v.destinations.len(), v.destinations_omitted, v.rest.len()), (2, 3, 0));
+    }
+
+    #[test]
+    fn the_view_keeps_the_order_of_a_full_sort_for_the_listed_and_every_other_destination() {
+        // 3,000 destinations with many ties, more than the selection's buffer holds.
+        let mut layer = ConnectLayer::new(Duration::from_secs(10), 10_000, 10);
+        let snap = TcpSnapshot {
+            gone: None,
+            held: 0,
+            dests: (0..3000u32)
+                .map(|i| {
+                    let d = SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 + i * 7919 % 3001), 80));
+                    (d, counts(&[(dc::ATTEMPTS, u64::from(i % 13) + 1), (dc::REFUSED, u64::from(i % 5)), (dc::TIMED_OUT, u64::from(i % 3 == 0))]))
+                })
+                .collect(),
+            ports: vec![],
+        };
+        layer.on_snapshot(Mono(1_000_000_000), &snap);
+        let sorted: Vec<SocketAddr> = layer.destinations().iter().map(|d| d.dest).collect();
+        let v = layer.view();
+        assert_eq!(v.destinations.iter().map(|d| d.dest).collect::<Vec<_>>(), sorted[..10]);
+        let rest: Vec<SocketAddr> = v.rest.iter().map(|(a, _)| a).collect();
+        assert_eq!(rest[..90], sorted[10..100], "the ones the verdict lists, in order");
+        let mut others = rest[90..].to_vec();
+        others.sort();
+        let mut expected = sorted[100..].to_vec();
+        expected.sort();
+        assert_eq!(others, expected, "every other destination once");
     }
 
     #[test]

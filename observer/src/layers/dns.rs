@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::{
     Aggregator, Map,
+    dense::DenseMap,
     counts::Counts,
     latency::{LatencySummary, LatencyWindow},
     small_set::SmallSet,
@@ -173,7 +174,7 @@ impl NameState {
 pub struct DnsLayer {
     cfg: DnsConfig,
     resolvers: Map<SocketAddr, ResolverState>,
-    names: Map<NameKey, NameState>,
+    names: DenseMap<NameKey, NameState>,
     pending: Map<PendingKey, Waiting>,
     cache: cache::ParseCache,
     pending_len: usize,
@@ -321,7 +322,7 @@ impl DnsLayer {
         DnsLayer {
             cfg,
             resolvers: Map::default(),
-            names: Map::default(),
+            names: DenseMap::default(),
             pending: Map::default(),
             cache: cache::ParseCache::default(),
             pending_len: 0,
@@ -543,6 +544,7 @@ impl DnsLayer {
             for (_, k) in by_age.into_iter().take(self.names.len() - self.cfg.max_names) {
                 self.names.remove(&k);
             }
+            self.names.compact();
         }
         for n in self.names.values_mut().filter(|n| !n.answer_sets.is_empty()) {
             if n.answer_sets.iter().any(|(_, at, _)| now.since(*at) >= window) {
@@ -619,7 +621,9 @@ impl DnsLayer {
         type Entry<'a> = ((u64, u64, u64), &'a NameKey, &'a NameState);
         let troubled_first = |a: &Entry, b: &Entry| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1));
         super::sort_first(&mut order, top, troubled_first);
-        let mut rest = order.split_off(order.len().min(top));
+        // Sorted in place: a split-off copy of 50,000 entries was 2 MB more at the close.
+        let listed = order.len().min(top);
+        let rest = &mut order[listed..];
         rest.sort_unstable_by_key(|e| std::cmp::Reverse(e.0.0 > 0));
         let troubled = rest.iter().take_while(|e| e.0.0 > 0).count();
         rest[..troubled].sort_unstable_by(troubled_first);
@@ -634,7 +638,7 @@ impl DnsLayer {
             }
         }
         let omitted = rest.len();
-        (order.into_iter().map(|(_, k, n)| name_view(k, n)).collect(), by_resolver, omitted)
+        (order[..listed].iter().map(|(_, k, n)| name_view(k, n)).collect(), by_resolver, omitted)
     }
 
     /// Names for which two resolvers gave disjoint address sets within the window.
@@ -662,8 +666,8 @@ impl DnsLayer {
 }
 
 /// A name's state, made when new, and marked seen at `now` (the last reading).
-fn name_in(names: &mut Map<NameKey, NameState>, now: Option<Mono>, key: NameKey) -> &mut NameState {
-    let n = names.entry(key).or_default();
+fn name_in(names: &mut DenseMap<NameKey, NameState>, now: Option<Mono>, key: NameKey) -> &mut NameState {
+    let n = names.get_or_insert_with(key, NameState::default);
     n.last_seen = now.or(n.last_seen);
     n
 }

@@ -103,6 +103,31 @@ mod tests {
     }
 
     #[test]
+    fn a_window_keeps_its_intervals_samples_until_they_age_out() {
+        let (sec, window) = (1_000_000_000, Duration::from_secs(3));
+        let ms = |n: u64| Duration::from_millis(n);
+        let mut w = LatencyWindow::default();
+        assert_eq!((w.window().count, w.last_interval(), w.last_interval_p99()), (0, &[][..], None));
+        w.record(ms(10));
+        w.record(ms(30));
+        w.close(Mono(sec), window);
+        w.close(Mono(2 * sec), window); // no samples
+        assert_eq!(w.last_interval(), &[] as &[u64], "the interval closed last had none");
+        w.record(ms(20));
+        w.close(Mono(3 * sec), window);
+        assert_eq!(w.last_interval(), &[20_000]);
+        assert_eq!(w.last_interval_p99(), Some(20_000));
+        assert_eq!((w.window().count, w.window().max), (3, 30_000));
+        assert_eq!(w.recent(Mono(3 * sec), Duration::from_millis(1500)).count, 1, "only the last interval");
+        // At 4 s the first interval (closed at 1 s) is 3 s old: out of the window.
+        w.close(Mono(4 * sec), window);
+        assert_eq!((w.window().count, w.window().max), (1, 20_000));
+        w.close(Mono(7 * sec), window);
+        assert_eq!(w.window().count, 0);
+        assert_eq!(w.total().count, 3, "since start keeps them all");
+    }
+
+    #[test]
     fn percentiles_in_microseconds() {
         let mut h = new_histogram();
         for ms in 1..=100u64 {
@@ -175,11 +200,12 @@ impl LatencyWindow {
 struct Samples {
     open: Vec<u64>,
     /// The window's intervals that had samples (most keys on a busy node have none: a
-    /// refused connect has no latency), oldest first, each in an exact allocation (a name
-    /// looked up now and then holds one sample, not a growable deque of vectors); and when
-    /// the last interval closed.
-    buckets: Box<[(Mono, Box<[u64]>)]>,
-    last_close: Option<Mono>,
+    /// refused connect has no latency), oldest first, packed in one exact allocation: each is
+    /// its close time, its number of samples, then the samples. A name looked up now and then
+    /// holds three words, where a slice of boxed intervals took two allocations.
+    closed: Box<[u64]>,
+    /// When the last interval closed, plus one (0: never).
+    last_close: u64,
     total: super::compact::CompactHistogram,
     /// Samples not kept for the window because one interval had more than the cap (the
     /// since-start histogram still has them).
@@ -188,6 +214,18 @@ struct Samples {
 
 /// Samples kept per key per interval; more are counted in `dropped`.
 const MAX_SAMPLES_PER_INTERVAL: usize = 65_536;
+
+/// The closed intervals of a packed slice: (where it starts, when it closed, its samples).
+fn intervals(closed: &[u64]) -> impl Iterator<Item = (usize, Mono, &[u64])> + Clone {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let (&at, &n) = (closed.get(i)?, closed.get(i + 1)?);
+        let start = i;
+        let samples = closed.get(i + 2..i + 2 + usize::try_from(n).ok()?)?;
+        i += 2 + samples.len();
+        Some((start, Mono(at), samples))
+    })
+}
 
 impl Samples {
     fn record(&mut self, d: Duration) {
@@ -202,19 +240,30 @@ impl Samples {
 
     /// Close the current interval at `now` and forget intervals older than `window`.
     fn close(&mut self, now: Mono, window: Duration) {
-        let expired = self.buckets.iter().take_while(|(at, _)| now.since(*at) >= window).count();
-        let closed = (!self.open.is_empty()).then(|| (now, std::mem::take(&mut self.open).into_boxed_slice()));
-        super::exact::advance(&mut self.buckets, expired, closed);
-        self.last_close = Some(now);
+        let keep_from = intervals(&self.closed).find(|(_, at, _)| now.since(*at) < window).map_or(self.closed.len(), |(i, _, _)| i);
+        if keep_from > 0 || !self.open.is_empty() {
+            let extra = if self.open.is_empty() { 0 } else { 2 + self.open.len() };
+            let mut v = Vec::with_capacity(self.closed.len() - keep_from + extra);
+            v.extend_from_slice(&self.closed[keep_from..]);
+            if extra > 0 {
+                v.extend([now.0, self.open.len() as u64]);
+                v.append(&mut self.open);
+            }
+            self.closed = v.into_boxed_slice();
+            // Its room goes too: most keys have no sample in most intervals.
+            self.open = Vec::new();
+        }
+        self.last_close = now.0.saturating_add(1);
     }
 
     /// The samples of the interval closed last, when it had any.
     fn closed_last(&self) -> Option<&[u64]> {
-        self.buckets.last().filter(|(at, _)| Some(*at) == self.last_close).map(|(_, v)| &**v)
+        let last_close = Mono(self.last_close.checked_sub(1)?);
+        intervals(&self.closed).last().filter(|(_, at, _)| *at == last_close).map(|(_, _, v)| v)
     }
 
     fn window(&self) -> LatencySummary {
-        LatencySummary::of_samples(self.buckets.iter().flat_map(|(_, v)| v.iter()))
+        LatencySummary::of_samples(intervals(&self.closed).flat_map(|(_, _, v)| v.iter()))
     }
 
     /// The samples (µs) of the interval closed last.
@@ -235,7 +284,7 @@ impl Samples {
     /// The intervals closed in the last `span` before `now`: a change that the window would
     /// dilute.
     fn recent(&self, now: Mono, span: Duration) -> LatencySummary {
-        LatencySummary::of_samples(self.buckets.iter().filter(move |(at, _)| now.since(*at) < span).flat_map(|(_, v)| v.iter()))
+        LatencySummary::of_samples(intervals(&self.closed).filter(move |(_, at, _)| now.since(*at) < span).flat_map(|(_, _, v)| v.iter()))
     }
 
     fn total(&self) -> LatencySummary {

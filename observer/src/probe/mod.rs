@@ -181,6 +181,21 @@ const SSL_SCAN_EVERY: u32 = 5;
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer-ebpf"));
 
+/// The object is parsed once, at load (aya copies what it keeps), yet its pages would stay
+/// resident for the whole run: 1.5 MiB of a busy node's RSS. They are file-backed and never
+/// written, so dropping them loses nothing (a later read faults them in from the binary).
+fn release_object_pages() {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+    let start = EBPF_OBJECT.as_ptr() as usize;
+    let (first, end) = (start.next_multiple_of(page), (start + EBPF_OBJECT.len()) / page * page);
+    if end > first {
+        // SAFETY: whole pages inside the object's bytes, which are read-only and mapped from
+        // the binary: MADV_DONTNEED only drops their resident copies.
+        unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED) };
+    }
+}
+
 impl Probe {
     /// Load and attach everything this kernel supports. Returns the probe and the connect
     /// ring buffer (for the caller's event loop).
@@ -293,6 +308,7 @@ impl Probe {
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .context("loading observer's eBPF object into the kernel failed")?;
+        release_object_pages();
 
         let mut attached = Vec::new();
         for (spec, layout) in TRACEPOINTS.iter().zip(&layouts) {
@@ -506,6 +522,8 @@ impl Probe {
             dests = self.whole.read(&self.whole.dests, &self.dests, |k, v| (endpoint_addr(&k), sum_cpus(v.iter().map(|v| &v.c))));
             plan.swept(dests.len(), created, full_marks);
         } else {
+            // Sized by the marks: grown by doubling, this list was 2 MB at 10,000 changes.
+            dests.reserve_exact(marked.len());
             let (mut buf, mut per_cpu) = (Vec::new(), Vec::new());
             for k in &marked {
                 match batch::lookup_per_cpu::<Endpoint, TcpCounters>(self.whole.dests.fd.as_fd(), k, self.whole.cpus, &mut buf, &mut per_cpu) {

@@ -1,14 +1,19 @@
 //! A layer's rule hits, in order. The first [`HELD`] are kept whole; the rest are folded into
-//! what a verdict takes from them (rule names, the strongest hit, evidence lines to count, and
-//! one destination per run): 100,000 failing destinations made 200,000 hits of 88 bytes, the
-//! largest allocation of an interval.
+//! what a verdict takes from them (rule names, the strongest hit, evidence lines to count).
+//! The destinations are kept as the verdict lists them: the first [`MAX_LISTED`] in order,
+//! and a 64-bit key per run of hits to count the others. 100,000 failing destinations made
+//! 200,000 hits of 88 bytes, then runs of 32-byte addresses and a set of them to count the
+//! distinct ones: the largest allocations of an interval's close.
 
-use std::net::SocketAddr;
+use std::{
+    hash::{Hash, Hasher},
+    net::SocketAddr,
+};
 
-use super::Hit;
+use super::{Hit, MAX_LISTED};
 
 /// Hits kept whole: past the evidence lines and destinations a verdict lists.
-const HELD: usize = 4 * super::MAX_LISTED;
+const HELD: usize = 4 * MAX_LISTED;
 
 /// A hit's events, margin and rule: what the verdict's confidence is made of (ranked by
 /// `keep_stronger`).
@@ -23,9 +28,29 @@ pub(super) struct Hits {
     pub(super) best: Option<Strength>,
     /// Folded hits that carried an evidence line (an empty stand-in past the ones written).
     pub(super) lines: usize,
-    /// The destination of each run of folded hits (consecutive hits for one destination).
-    pub(super) runs: Vec<SocketAddr>,
+    /// The first [`MAX_LISTED`] distinct destinations of all hits, in order of first hit.
+    pub(super) listed: Vec<SocketAddr>,
+    /// One key per run of hits (consecutive hits for one destination), held or folded:
+    /// sorted and deduplicated, they count the distinct destinations.
+    pub(super) keys: Vec<u64>,
     folded: usize,
+    /// The destination of the last folded hit.
+    last: Option<SocketAddr>,
+}
+
+/// A destination as 64 bits: an IPv4 one exactly (address and port), an IPv6 one hashed with
+/// the top bit set (two of 100,000 collide with odds of about 1 in 10^9, and then one
+/// destination goes uncounted in `destinations_omitted`).
+pub(super) fn key(d: &SocketAddr) -> u64 {
+    match d {
+        SocketAddr::V4(a) => (u64::from(a.ip().to_bits()) << 16) | u64::from(a.port()),
+        SocketAddr::V6(a) => {
+            // Fixed keys: the same destination gets the same key in every rule set.
+            let mut h = std::hash::DefaultHasher::new();
+            (a.ip(), a.port()).hash(&mut h);
+            h.finish() | (1 << 63)
+        }
+    }
 }
 
 /// Keep `candidate` if it is at least as strong as `best`: the last of equals, as `max_by`
@@ -46,6 +71,17 @@ pub(super) fn add_rule(rules: &mut Vec<&'static str>, rule: &'static str) {
 
 impl Hits {
     pub fn push(&mut self, hit: Hit) {
+        let destination = hit.destination;
+        let new_run = self.last_destination() != Some(destination);
+        if new_run {
+            self.list(destination);
+            self.keys.push(key(&destination));
+        }
+        self.place(hit);
+    }
+
+    /// Hold the hit whole while there is room and nothing was folded yet; fold it otherwise.
+    fn place(&mut self, hit: Hit) {
         if self.held.len() < HELD && self.folded == 0 {
             self.held.push(hit);
             return;
@@ -54,7 +90,7 @@ impl Hits {
         add_rule(&mut self.rules, hit.rule);
         keep_stronger(&mut self.best, (hit.count, hit.margin, hit.rule));
         self.lines += usize::from(hit.evidence.is_some());
-        self.run(hit.destination);
+        self.last = Some(hit.destination);
     }
 
     /// Another rule set's hits after these, in order.
@@ -63,28 +99,40 @@ impl Hits {
             *self = other;
             return;
         }
-        for h in other.held {
-            self.push(h);
+        let Hits { held, rules, best, lines, listed, keys, folded, last } = other;
+        // Its keys and its listed destinations cover its held hits too.
+        let other_last = last.or_else(|| held.last().map(|h| h.destination));
+        for h in held {
+            self.place(h);
         }
-        for r in other.rules {
+        for r in rules {
             add_rule(&mut self.rules, r);
         }
-        if let Some(b) = other.best {
+        if let Some(b) = best {
             keep_stronger(&mut self.best, b);
         }
-        self.lines += other.lines;
-        // Consecutive runs differ already; only the first may continue this one's last.
-        for d in other.runs {
-            self.run(d);
+        self.lines += lines;
+        // Its first distinct destinations include every one that is among the first of
+        // both: a destination's rank in `other` alone is at most its rank after these.
+        for d in listed {
+            self.list(d);
         }
-        self.folded += other.folded;
+        self.keys.extend(keys);
+        self.folded += folded;
+        if other_last.is_some() {
+            self.last = other_last;
+        }
     }
 
-    /// A folded hit for `destination`: a new run unless the last hit was for it too.
-    fn run(&mut self, destination: SocketAddr) {
-        let last = self.runs.last().copied().or_else(|| self.held.last().map(|h| h.destination));
-        if last != Some(destination) {
-            self.runs.push(destination);
+    /// The destination of the last hit pushed.
+    fn last_destination(&self) -> Option<SocketAddr> {
+        if self.folded > 0 { self.last } else { self.held.last().map(|h| h.destination) }
+    }
+
+    /// List `destination` if it is new and there is room (a scan of at most MAX_LISTED).
+    fn list(&mut self, destination: SocketAddr) {
+        if self.listed.len() < MAX_LISTED && !self.listed.contains(&destination) {
+            self.listed.push(destination);
         }
     }
 
@@ -95,6 +143,14 @@ impl Hits {
 
     pub fn is_empty(&self) -> bool {
         self.count() == 0
+    }
+
+    /// The listed destinations, and how many distinct others the hits name.
+    pub fn destinations(listed: Vec<SocketAddr>, mut keys: Vec<u64>) -> (Vec<SocketAddr>, usize) {
+        keys.sort_unstable();
+        keys.dedup();
+        let omitted = keys.len().saturating_sub(listed.len());
+        (listed, omitted)
     }
 }
 
@@ -142,6 +198,45 @@ mod tests {
         // 2,000 lines; none written (the stand-ins are empty), all counted.
         assert_eq!(v.evidence, ["… and 2000 more lines like these (the sections list every destination)"]);
         assert_eq!(v.confidence_why.as_deref(), Some("tls.expired: 9 events, 9.0× its threshold"));
+    }
+
+    #[test]
+    fn destinations_past_the_held_hits_are_listed_and_counted_once() {
+        // Five hits a destination: the held hits cover 80 destinations, so the last 20 listed
+        // come from folded hits. A second rule set repeats half of them, in IPv6 too.
+        let v6 = |d: u32| SocketAddr::from((std::net::Ipv6Addr::from(u128::from(d) << 64), 443));
+        let mut tcp = Hits::default();
+        for d in 0..300 {
+            for rule in ["a", "b", "c", "d", "e"] {
+                tcp.push(hit(rule, d, 1, false));
+            }
+        }
+        let mut tls = Hits::default();
+        for d in 150..450 {
+            tls.push(hit("tls.alerts", d, 1, false));
+            let mut h = hit("tls.alerts", 0, 1, false);
+            h.destination = v6(d);
+            tls.push(h);
+        }
+        let mut all = Hits::default();
+        all.extend(tcp);
+        all.extend(tls);
+        let v = Verdict::from_hits(all, true, "");
+        let expected: Vec<SocketAddr> = (0..100).map(|d| SocketAddr::from((std::net::Ipv4Addr::from(d), 80))).collect();
+        assert_eq!(v.destinations, expected, "the first 100, in order, 20 of them from folded hits");
+        // 450 IPv4 destinations and 300 IPv6 ones, each once.
+        assert_eq!(v.destinations_omitted, 450 + 300 - 100);
+    }
+
+    #[test]
+    fn keys_tell_destinations_apart() {
+        let a = |s: &str| key(&s.parse().unwrap());
+        assert_ne!(a("10.0.0.1:80"), a("10.0.0.1:81"));
+        assert_ne!(a("10.0.0.1:80"), a("10.0.0.2:80"));
+        assert_ne!(a("[::1]:80"), a("[::2]:80"));
+        assert_eq!(a("[2001:db8::1]:443"), a("[2001:db8::1]:443"));
+        // An IPv6 key never equals an IPv4 one.
+        assert_ne!(a("[::ffff:10.0.0.1]:80") >> 63, a("10.0.0.1:80") >> 63);
     }
 
     const MAX_LISTED_FOR_TEST: usize = super::super::MAX_LISTED;

@@ -198,7 +198,7 @@ impl Verdict {
         if hits.is_empty() {
             return if had_signal { Verdict::empty(State::Healthy) } else { Verdict::no_signal(quiet_note) };
         }
-        let Hits { held, rules, best: folded_best, lines, runs: folded_runs, .. } = hits;
+        let Hits { held, rules, best: folded_best, lines, listed, keys, .. } = hits;
         let mut v = Verdict::empty(State::Suspect);
         // The folded hits come after the held ones.
         let mut best = None;
@@ -211,28 +211,10 @@ impl Verdict {
         if let Some((level, why)) = best.map(confidence) {
             (v.confidence, v.confidence_why) = (Some(level), Some(why));
         }
-        // A set: a quadratic `contains` took most of a core at 10,000 failing destinations.
-        // A rule set fires its rules for one destination in a row: a run of hits counts once,
-        // and the set is sized by runs.
-        let runs = 1 + held.windows(2).filter(|w| w[0].destination != w[1].destination).count() + folded_runs.len();
-        let mut seen: std::collections::HashSet<SocketAddr, foldhash::fast::RandomState> =
-            std::collections::HashSet::with_capacity_and_hasher(runs, Default::default());
+        (v.destinations, v.destinations_omitted) = Hits::destinations(listed, keys);
         let mut more_evidence = lines;
-        let mut previous = None;
-        let mut list = |destination: SocketAddr, new_run: bool, v: &mut Verdict| {
-            if new_run && seen.insert(destination) {
-                if v.destinations.len() < MAX_LISTED {
-                    v.destinations.push(destination);
-                } else {
-                    v.destinations_omitted += 1;
-                }
-            }
-        };
         for h in held {
             hits::add_rule(&mut v.rules, h.rule);
-            let new_run = previous != Some(h.destination);
-            previous = Some(h.destination);
-            list(h.destination, new_run, &mut v);
             if let Some(line) = h.evidence {
                 // An empty line stands for one not written (see `line`).
                 if v.evidence.len() < MAX_EVIDENCE && !line.is_empty() {
@@ -244,10 +226,6 @@ impl Verdict {
         }
         for rule in rules {
             hits::add_rule(&mut v.rules, rule);
-        }
-        // Folded runs already start where the held hits' destination changes.
-        for destination in folded_runs {
-            list(destination, true, &mut v);
         }
         if more_evidence > 0 {
             v.evidence.push(format!("… and {more_evidence} more lines like these (the sections list every destination)"));

@@ -42,7 +42,7 @@ fn evaluate(view: &ConnectView, window_s: f64, cfg: &Config) -> Evaluation {
     let mut had_signal = false;
     // The top destinations with their process; the rest by their counts alone.
     let full = view.destinations.iter().map(|d| (d.dest, d.window.counts, process(d)));
-    let rest = view.rest.iter().map(|(a, c)| (*a, Counts { values: c.map(u64::from), names: &dc::NAMES }, String::new()));
+    let rest = view.rest.iter().map(|(a, c)| (a, Counts { values: c.map(u64::from), names: &dc::NAMES }, String::new()));
     for (dest, c, process) in full.chain(rest) {
         let attempts = c.get(dc::ATTEMPTS);
         if c.values.iter().all(|&v| v == 0) {

@@ -92,7 +92,7 @@ impl Case {
             unanswered_after: std::time::Duration::from_secs(5),
             top_names: 20,
         };
-        let tcp = ConnectView { destinations: self.dests.clone(), destinations_omitted: 0, rest: vec![], local_ports: vec![], top: 100 };
+        let tcp = ConnectView { destinations: self.dests.clone(), destinations_omitted: 0, rest: Default::default(), local_ports: vec![], top: 100 };
         evaluate(&[&tcp, &dns], 10.0, self.lost, cfg)
     }
     fn dns(&self, cfg: &Config) -> Verdict {
