@@ -46,10 +46,9 @@ impl<K: Eq + Hash, V> DenseMap<K, V> {
     pub fn get_or_insert_with(&mut self, key: K, new: impl FnOnce() -> V) -> &mut V {
         let next = self.free.last().copied().unwrap_or(self.slots.len() as u32);
         let slot = *self.index.entry(key).or_insert(next) as usize;
-        if slot == next as usize {
-            if self.free.pop().is_none() {
-                self.slots.push(None);
-            }
+        // A new key took `next`: a freed slot, or one more at the end.
+        if slot == next as usize && self.free.pop().is_none() {
+            self.slots.push(None);
         }
         self.slots[slot].get_or_insert_with(new)
     }
