@@ -149,7 +149,9 @@ struct NameState {
     latency: LatencyWindow,
     answers: SmallSet<String>,
     resolvers: SmallSet<SocketAddr>,
-    last_seen: Option<Mono>,
+    /// The reading it was last seen at, plus one (0: none yet), in 8 bytes where an
+    /// `Option<Mono>` takes 16 (50,000 names).
+    last_seen: u64,
     /// Each resolver's latest address answer within the window, sorted by resolver: for
     /// divergence.
     answer_sets: Box<[AnswerSet]>,
@@ -538,7 +540,7 @@ impl DnsLayer {
             n.latency.close(now, window);
         }
         if self.names.len() > self.cfg.max_names {
-            let mut by_age: Vec<(Option<Mono>, NameKey)> =
+            let mut by_age: Vec<(u64, NameKey)> =
                 self.names.iter().map(|(k, n)| (n.last_seen, k.clone())).collect();
             by_age.sort();
             for (_, k) in by_age.into_iter().take(self.names.len() - self.cfg.max_names) {
@@ -668,7 +670,9 @@ impl DnsLayer {
 /// A name's state, made when new, and marked seen at `now` (the last reading).
 fn name_in(names: &mut DenseMap<NameKey, NameState>, now: Option<Mono>, key: NameKey) -> &mut NameState {
     let n = names.get_or_insert_with(key, NameState::default);
-    n.last_seen = now.or(n.last_seen);
+    if let Some(now) = now {
+        n.last_seen = now.0.saturating_add(1);
+    }
     n
 }
 

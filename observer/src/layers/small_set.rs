@@ -1,15 +1,18 @@
-//! A sorted set of a few elements in one exact-size allocation. Per-key state (a
-//! destination's processes, a name's answers and resolvers) holds one or two elements, and
-//! a `BTreeSet` spends a whole node (about 300 bytes) on its first: at 100,000 keys that was
-//! a quarter of observer's memory. Inserting is linear and reallocates, which a set that
-//! rarely grows can afford.
+//! A sorted set of a few elements: one held inline, more in one exact-size allocation.
+//! Per-key state (a destination's processes, a name's answers and resolvers) holds one or
+//! two elements, and a `BTreeSet` spends a whole node (about 300 bytes) on its first: at
+//! 100,000 keys that was a quarter of observer's memory. Most keys hold one, which then
+//! costs no allocation at all (at least 32 bytes with malloc's header). Inserting is linear
+//! and reallocates, which a set that rarely grows can afford.
+
+use smallvec::SmallVec;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SmallSet<T>(Box<[T]>);
+pub struct SmallSet<T>(SmallVec<[T; 1]>);
 
 impl<T> Default for SmallSet<T> {
     fn default() -> Self {
-        SmallSet(Box::new([]))
+        SmallSet(SmallVec::new())
     }
 }
 
@@ -23,7 +26,9 @@ impl<T: Ord> SmallSet<T> {
         match self.0.binary_search(&value) {
             Ok(_) => false,
             Err(at) => {
-                super::exact::insert(&mut self.0, at, value);
+                // Exactly one more, not the doubling an insert would ask for.
+                self.0.reserve_exact(1);
+                self.0.insert(at, value);
                 true
             }
         }
@@ -73,7 +78,9 @@ impl<T: Ord> FromIterator<T> for SmallSet<T> {
         let mut v: Vec<T> = iter.into_iter().collect();
         v.sort_unstable();
         v.dedup();
-        SmallSet(v.into_boxed_slice())
+        let mut s = SmallVec::from_vec(v);
+        s.shrink_to_fit();
+        SmallSet(s)
     }
 }
 
@@ -100,11 +107,14 @@ mod tests {
         assert!(s.contains(&3) && !s.contains(&2));
         assert!(!s.insert(3), "a second insert is not new");
         assert_eq!((s.len(), s.first()), (3, Some(&1)));
-        assert_eq!(s.0.len(), 3, "no spare capacity");
+        assert_eq!(s.0.capacity(), 3, "no spare capacity");
         let c: SmallSet<i32> = [4, 2, 4].into_iter().collect();
         assert_eq!(c.iter().copied().collect::<Vec<_>>(), [2, 4]);
         assert!(c.is_disjoint(&s), "{{1, 3, 5}} and {{2, 4}}");
         let d: SmallSet<i32> = [0, 5].into_iter().collect();
         assert!(!d.is_disjoint(&s));
+        assert_eq!(d.0.capacity(), 2, "collected: no spare capacity");
+        let one: SmallSet<i32> = [7, 7].into_iter().collect();
+        assert!(!one.0.spilled(), "one element is held inline");
     }
 }
