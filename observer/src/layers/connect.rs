@@ -316,24 +316,6 @@ impl ConnectLayer {
         order
     }
 
-    /// The `first` most troubled destinations, in order. A buffer of twice as many is cut
-    /// back to the best `first` each time it fills, so that a close does not hold a ranked
-    /// reference to each of 100,000 destinations (4 MB) next to the rules' list.
-    fn most_troubled(&self, first: usize) -> Vec<Ranked<'_>> {
-        let cap = first.saturating_mul(2).max(1);
-        let mut best: Vec<Ranked<'_>> = Vec::with_capacity(cap.min(self.dests.len()));
-        for (a, s) in self.dests.iter() {
-            best.push((rank(s), a, s));
-            if best.len() == cap {
-                best.select_nth_unstable_by(first, by_trouble);
-                best.truncate(first);
-            }
-        }
-        super::sort_first(&mut best, first, by_trouble);
-        best.truncate(first);
-        best
-    }
-
     pub fn local_ports(&self) -> Vec<PortView> {
         let mut v: Vec<PortView> = self
             .ports
@@ -383,7 +365,7 @@ impl Aggregator for ConnectLayer {
 
     fn view(&self) -> ConnectView {
         // The verdict lists the first destinations its rules fire for: those in order too.
-        let best = self.most_troubled(self.top.max(crate::verdict::MAX_LISTED));
+        let best = super::best_of(self.dests.iter().map(|(a, s)| (rank(s), a, s)), self.top.max(crate::verdict::MAX_LISTED), by_trouble);
         let top = self.top.min(best.len());
         let chosen: std::collections::HashSet<*const DestState, foldhash::fast::RandomState> =
             best.iter().map(|(_, _, s)| *s as *const DestState).collect();

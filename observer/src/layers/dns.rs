@@ -609,38 +609,36 @@ impl DnsLayer {
     /// resolver: building a view of each of 50,000 names every interval was a fifth of
     /// observer's memory at that scale.
     pub fn split_names(&self, top: usize) -> (Vec<NameView>, BTreeMap<SocketAddr, RestNames>, usize) {
-        // Ordered by a small key first (see ConnectLayer::destinations).
-        let mut order: Vec<((u64, u64, u64), &NameKey, &NameState)> = self
-            .names
-            .iter()
-            .map(|(k, n)| {
-                let w = n.counts.window();
-                ((trouble(&w), w[nc::QUERIES], n.counts.total()[nc::QUERIES]), k, n)
-            })
-            .collect();
         // In order: the top names, and the troubled ones past them (the rules name three per
         // resolver); the healthy rest in no order (sorting 50,000 names by text was costly).
-        type Entry<'a> = ((u64, u64, u64), &'a NameKey, &'a NameState);
-        let troubled_first = |a: &Entry, b: &Entry| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1));
-        super::sort_first(&mut order, top, troubled_first);
-        // Sorted in place: a split-off copy of 50,000 entries was 2 MB more at the close.
-        let listed = order.len().min(top);
-        let rest = &mut order[listed..];
-        rest.sort_unstable_by_key(|e| std::cmp::Reverse(e.0.0 > 0));
-        let troubled = rest.iter().take_while(|e| e.0.0 > 0).count();
-        rest[..troubled].sort_unstable_by(troubled_first);
+        let rank = rank_name;
+        let troubled_first = |a: &RankedName, b: &RankedName| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1));
+        // Selected, not ranked all: ranking every name was 2 MB at the close.
+        let listed = super::best_of(self.names.iter().map(rank), top, troubled_first);
+        let chosen: std::collections::HashSet<*const NameState, foldhash::fast::RandomState> =
+            listed.iter().map(|(_, _, n)| *n as *const NameState).collect();
         let mut by_resolver: BTreeMap<SocketAddr, RestNames> = BTreeMap::new();
-        for (key, n) in rest.iter().map(|(t, k, n)| ((t.0, k), n)) {
+        let mut troubled: Vec<RankedName> = Vec::new();
+        let mut omitted = 0;
+        for (t, k, n) in self.names.iter().filter(|(_, n)| !chosen.contains(&(*n as *const NameState))).map(rank) {
+            omitted += 1;
+            for r in &n.resolvers {
+                by_resolver.entry(*r).or_default().addresses.extend(n.answers.iter().filter_map(|a| a.parse::<IpAddr>().ok()));
+            }
+            if t.0 > 0 {
+                troubled.push((t, k, n));
+            }
+        }
+        troubled.sort_unstable_by(troubled_first);
+        for (_, k, n) in troubled {
             for r in &n.resolvers {
                 let e = by_resolver.entry(*r).or_default();
-                e.addresses.extend(n.answers.iter().filter_map(|a| a.parse::<IpAddr>().ok()));
-                if key.0 > 0 && e.troubled.len() < 3 {
-                    e.troubled.push(name_view(key.1, n));
+                if e.troubled.len() < 3 {
+                    e.troubled.push(name_view(k, n));
                 }
             }
         }
-        let omitted = rest.len();
-        (order[..listed].iter().map(|(_, k, n)| name_view(k, n)).collect(), by_resolver, omitted)
+        (listed.iter().map(|(_, k, n)| name_view(k, n)).collect(), by_resolver, omitted)
     }
 
     /// Names for which two resolvers gave disjoint address sets within the window.
@@ -665,6 +663,14 @@ impl DnsLayer {
         self.resolvers.values().map(|r| r.latency.dropped()).sum::<u64>()
             + self.names.values().map(|n| n.latency.dropped()).sum::<u64>()
     }
+}
+
+/// A name with its rank: window trouble, window queries, since-start queries.
+type RankedName<'a> = ((u64, u64, u64), &'a NameKey, &'a NameState);
+
+fn rank_name<'a>((k, n): (&'a NameKey, &'a NameState)) -> RankedName<'a> {
+    let w = n.counts.window();
+    ((trouble(&w), w[nc::QUERIES], n.counts.total()[nc::QUERIES]), k, n)
 }
 
 /// A name's state, made when new, and marked seen at `now` (the last reading).

@@ -315,6 +315,37 @@ fn the_usual_p99_is_the_median_of_per_interval_p99s_so_an_earlier_slow_episode_d
 }
 
 #[test]
+fn the_listed_names_and_each_resolvers_first_troubled_ones_follow_a_full_ranking() {
+    // 300 names (more than the selection's buffer holds), one in three failing a varying
+    // number of times, on two resolvers.
+    let mut l = DnsLayer::new(DnsConfig { top_names: 10, max_names: 1000, ..cfg() });
+    let mut id = 0u16;
+    for i in 0..300u32 {
+        let (name, r) = (format!("n{i}.test"), if i % 2 == 0 { R1 } else { R2 });
+        for _ in 0..=(i % 4) {
+            id += 1;
+            let rcode = if i % 3 == 0 { RCODE::ServerFailure } else { RCODE::NoError };
+            l.on_message(&msg(u64::from(id), r, false, query(id, &name)));
+            l.on_message(&msg(u64::from(id) + 1, r, true, reply(id, &name, rcode, &[])));
+        }
+    }
+    l.on_snapshot(Mono(100_000 * MS), &DnsSnapshot::default());
+    let all: Vec<String> = l.names().into_iter().map(|n| n.qname).collect();
+    let (listed, rest, omitted) = l.split_names(10);
+    assert_eq!(listed.iter().map(|n| n.qname.clone()).collect::<Vec<_>>(), all[..10]);
+    assert_eq!(omitted, 290);
+    for r in [R1, R2] {
+        let addr: SocketAddr = r.parse().unwrap();
+        let expected: Vec<&String> = all[10..].iter().filter(|n| {
+            let i: u32 = n.trim_start_matches('n').trim_end_matches(".test").parse().unwrap();
+            i % 3 == 0 && (if i % 2 == 0 { R1 } else { R2 }) == r
+        }).take(3).collect();
+        let got: Vec<&String> = rest[&addr].troubled.iter().map(|n| &n.qname).collect();
+        assert_eq!(got, expected, "{r}: its first three troubled names past the listed ones");
+    }
+}
+
+#[test]
 fn past_the_top_names_the_rules_still_get_each_resolvers_addresses_and_troubled_names() {
     let mut l = DnsLayer::new(DnsConfig { top_names: 1, ..cfg() });
     // R1 answers two names (10.1.1.1 and 10.1.1.2); R2 fails one name and answers another.
