@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
+    net::{IpAddr, Ipv6Addr, SocketAddr},
     time::Duration,
 };
 
@@ -109,7 +109,7 @@ pub struct ConnectLayer {
     max_dests: usize,
     /// Destinations per report, the most troubled first.
     top: usize,
-    dests: DenseMap<SocketAddr, DestState>,
+    dests: DenseMap<DestKey, DestState>,
     ports: Map<u16, WindowedCounts<{ port_counter::COUNT }>>,
     /// Kernel table entries seen evicted (LRU): their last increments are lost.
     pub evictions: u64,
@@ -205,7 +205,7 @@ impl ConnectLayer {
 
     /// A finished connect.
     pub fn on_connect(&mut self, rec: &ConnectRecord) {
-        let state = self.dests.get_or_insert_with(rec.dest, DestState::new);
+        let state = self.dests.get_or_insert_with(DestKey::of(rec.dest), DestState::new);
         if rec.outcome == Outcome::Established {
             state.latency.record(rec.latency);
         }
@@ -234,7 +234,7 @@ impl ConnectLayer {
         // The destinations in the reading, then the others (gone from the kernel's table),
         // told apart by the time of their last reading: no second map of 100,000 entries.
         for (addr, counts) in &snap.dests {
-            let state = self.dests.get_or_insert_with(*addr, DestState::new);
+            let state = self.dests.get_or_insert_with(DestKey::of(*addr), DestState::new);
             // Listed twice: the first reading stands.
             if state.read_at != now && state.read(now, Some(counts), window) {
                 self.evictions += 1;
@@ -242,7 +242,7 @@ impl ConnectLayer {
         }
         if let Some(gone) = &snap.gone {
             for addr in gone {
-                if let Some(state) = self.dests.get_mut(addr)
+                if let Some(state) = self.dests.get_mut(&DestKey::of(*addr))
                     && state.read_at != now
                     && state.read(now, None, window)
                 {
@@ -283,7 +283,7 @@ impl ConnectLayer {
         if self.dests.len() <= self.max_dests {
             return;
         }
-        let mut by_idle: Vec<(Duration, SocketAddr)> = self
+        let mut by_idle: Vec<(Duration, DestKey)> = self
             .dests
             .iter()
             .filter(|(_, s)| !s.counts.in_kernel())
@@ -305,13 +305,13 @@ impl ConnectLayer {
     /// Destinations, the most troubled first: window failures, then since-start failures,
     /// then window attempts.
     pub fn destinations(&self) -> Vec<DestView> {
-        self.ordered().into_iter().map(|(_, a, s)| view(*a, s)).collect()
+        self.ordered().into_iter().map(|(_, a, s)| view(a, s)).collect()
     }
 
     /// Every destination by a small key, the most troubled first: sorting views of half a
     /// kilobyte each moved more memory than anything else observer did.
     fn ordered(&self) -> Vec<Ranked<'_>> {
-        let mut order: Vec<Ranked<'_>> = self.dests.iter().map(|(a, s)| (rank(s), a, s)).collect();
+        let mut order: Vec<Ranked<'_>> = self.dests.iter().map(|(a, s)| (rank(s), a.addr(), s)).collect();
         order.sort_unstable_by(by_trouble);
         order
     }
@@ -338,13 +338,13 @@ impl Aggregator for ConnectLayer {
             .iter()
             .map(|(d, s)| {
                 let t = s.counts.total();
-                ("tcp_connect", d.to_string(), failed.iter().map(|i| t[*i]).sum())
+                ("tcp_connect", d.addr().to_string(), failed.iter().map(|i| t[*i]).sum())
             })
             .collect()
     }
 
     fn interval_samples(&self) -> Vec<super::IntervalSamples<'_>> {
-        self.dests.iter().filter_map(|(d, s)| super::samples_of("tcp_connect", || d.to_string(), &s.latency)).collect()
+        self.dests.iter().filter_map(|(d, s)| super::samples_of("tcp_connect", || d.addr().to_string(), &s.latency)).collect()
     }
 
     type View = ConnectView;
@@ -365,19 +365,19 @@ impl Aggregator for ConnectLayer {
 
     fn view(&self) -> ConnectView {
         // The verdict lists the first destinations its rules fire for: those in order too.
-        let best = super::best_of(self.dests.iter().map(|(a, s)| (rank(s), a, s)), self.top.max(crate::verdict::MAX_LISTED), by_trouble);
+        let best = super::best_of(self.dests.iter().map(|(a, s)| (rank(s), a.addr(), s)), self.top.max(crate::verdict::MAX_LISTED), by_trouble);
         let top = self.top.min(best.len());
         let chosen: std::collections::HashSet<*const DestState, foldhash::fast::RandomState> =
             best.iter().map(|(_, _, s)| *s as *const DestState).collect();
         let mut rest = PackedCounts::with_capacity(self.dests.len() - top);
         for (_, a, s) in &best[top..] {
-            rest.push(**a, &s.counts.window());
-        }
-        for (a, s) in self.dests.iter().filter(|(_, s)| !chosen.contains(&(*s as *const DestState))) {
             rest.push(*a, &s.counts.window());
         }
+        for (a, s) in self.dests.iter().filter(|(_, s)| !chosen.contains(&(*s as *const DestState))) {
+            rest.push(a.addr(), &s.counts.window());
+        }
         ConnectView {
-            destinations: best[..top].iter().map(|(_, a, s)| view(**a, s)).collect(),
+            destinations: best[..top].iter().map(|(_, a, s)| view(*a, s)).collect(),
             destinations_omitted: 0,
             rest,
             local_ports: self.local_ports(),
@@ -387,7 +387,7 @@ impl Aggregator for ConnectLayer {
 }
 
 /// A destination with its rank: window failures, since-start failures, window attempts.
-type Ranked<'a> = ((u64, u64, u64), &'a SocketAddr, &'a DestState);
+type Ranked<'a> = ((u64, u64, u64), SocketAddr, &'a DestState);
 
 fn rank(s: &DestState) -> (u64, u64, u64) {
     let w = s.counts.window();
@@ -396,7 +396,36 @@ fn rank(s: &DestState) -> (u64, u64, u64) {
 
 /// The most troubled first; ties by address.
 fn by_trouble(a: &Ranked<'_>, b: &Ranked<'_>) -> std::cmp::Ordering {
-    b.0.cmp(&a.0).then_with(|| addr_cmp(a.1, b.1))
+    b.0.cmp(&a.0).then_with(|| addr_cmp(&a.1, &b.1))
+}
+
+/// A destination as the table keys it: 19 bytes where a `SocketAddr` takes 32 (its IPv6
+/// flow label and scope id, always zero for a connect's destination, are not kept). The
+/// table's index holds one per bucket, 131,072 buckets at 100,000 destinations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct DestKey {
+    ip: [u8; 16],
+    port: [u8; 2],
+    v6: bool,
+}
+
+impl DestKey {
+    fn of(a: SocketAddr) -> DestKey {
+        let (ip, v6) = match a.ip() {
+            IpAddr::V4(v4) => (v4.to_ipv6_mapped().octets(), false),
+            IpAddr::V6(v6) => (v6.octets(), true),
+        };
+        DestKey { ip, port: a.port().to_ne_bytes(), v6 }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        let v6 = Ipv6Addr::from(self.ip);
+        let ip = match v6.to_ipv4_mapped() {
+            Some(v4) if !self.v6 => IpAddr::V4(v4),
+            _ => IpAddr::V6(v6),
+        };
+        SocketAddr::new(ip, u16::from_ne_bytes(self.port))
+    }
 }
 
 /// `SocketAddr`'s order, with IPv4 compared as integers: when many destinations tie (an
@@ -477,6 +506,17 @@ mod tests {
         assert_eq!(verdicts.tcp_tls.destinations.len(), 5, "every refused destination is judged: {:?}", verdicts.tcp_tls);
         v.limit();
         assert_eq!((v.destinations.len(), v.destinations_omitted, v.rest.len()), (2, 3, 0));
+    }
+
+    #[test]
+    fn a_destination_key_gives_back_its_address() {
+        for a in ["10.0.0.1:80", "0.0.0.0:0", "[2001:db8::1]:443", "[::ffff:10.0.0.1]:80", "[::]:65535"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(DestKey::of(a).addr(), a);
+        }
+        // IPv4 and the same address mapped into IPv6 are two destinations.
+        assert_ne!(DestKey::of("10.0.0.1:80".parse().unwrap()), DestKey::of("[::ffff:10.0.0.1]:80".parse().unwrap()));
+        assert_eq!(size_of::<DestKey>(), 19);
     }
 
     #[test]
