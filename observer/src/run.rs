@@ -106,7 +106,7 @@ impl Sink {
                 self.note(note.clone());
             }
         }
-        match pipeline.on_input(&input, is_final) {
+        match pipeline.on_input(input, is_final) {
             Some((mut report, changes)) => {
                 let cpu = cost.stamp(&mut report);
                 if recorder.is_some() || metrics.is_some() {

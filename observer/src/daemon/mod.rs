@@ -136,7 +136,7 @@ async fn run_async(
             input = source.next() => match input? {
                 Some(input) => {
                     cost.read = source.read_time();
-                    interval(&mut pipeline, &input, false, &shared, &mut failures, metrics.as_mut(), &mut cost);
+                    interval(&mut pipeline, input, false, &shared, &mut failures, metrics.as_mut(), &mut cost);
                 }
                 None => break,
             },
@@ -145,7 +145,7 @@ async fn run_async(
     }
     // The last readings, then every client is told the daemon stops.
     for (input, is_final) in crate::source::with_final(source.finish()) {
-        interval(&mut pipeline, &input, is_final, &shared, &mut failures, metrics.as_mut(), &mut cost);
+        interval(&mut pipeline, input, is_final, &shared, &mut failures, metrics.as_mut(), &mut cost);
     }
     if let Ok(end) = protocol::line(&Message::End { reason: "the daemon stops".to_owned() }) {
         let _ = shared.live.send((u64::MAX, end.into()));
@@ -159,7 +159,7 @@ async fn run_async(
 
 /// Feed one input; a tick's report becomes a frame for the recorder and the clients (and
 /// goes to the metrics).
-fn interval(pipeline: &mut Pipeline, input: &Input, is_final: bool, shared: &Shared, failures: &mut Growth<(&'static str, String)>, metrics: Option<&mut Metrics>, cost: &mut CostMeter) {
+fn interval(pipeline: &mut Pipeline, input: Input, is_final: bool, shared: &Shared, failures: &mut Growth<(&'static str, String)>, metrics: Option<&mut Metrics>, cost: &mut CostMeter) {
     let started = Instant::now();
     let Some((mut report, changes)) = pipeline.on_input(input, is_final) else { return };
     // The daemon's own cost, in every report its clients get.

@@ -60,14 +60,17 @@ struct Details {
     last_failure: Option<LastFailure>,
 }
 
-/// What a destination's last failed connect said: the record's fields that a report shows.
+/// What a destination's last failed connect said: the record's fields that a report shows,
+/// in 12 bytes (errnos are under 4,096, SYN retries under 256, and the time to fail is
+/// saturated at 71 minutes). Its process is named by pid among the destination's processes,
+/// where the failing one is always kept: a copy of it took 20 bytes more a destination.
 #[derive(Debug)]
 struct LastFailure {
     outcome: Outcome,
-    errno: i32,
-    syn_retransmits: u32,
-    after_us: u64,
-    process: Process,
+    syn_retransmits: u8,
+    errno: i16,
+    after_us: u32,
+    pid: u32,
 }
 
 /// A process as the kernel names it (comm, at most 15 bytes, and pid), held inline: a
@@ -214,16 +217,22 @@ impl ConnectLayer {
             return;
         }
         let details = state.details.get_or_insert_default();
-        if details.processes.len() < MAX_PROCESSES && !rec.comm.is_empty() {
-            details.processes.insert(Process::of(&rec.comm, rec.pid));
+        if !rec.comm.is_empty() {
+            let p = Process::of(&rec.comm, rec.pid);
+            if details.processes.len() < MAX_PROCESSES {
+                details.processes.insert(p);
+            } else if failed {
+                // Full: the failing process takes the last place, so that its name is kept.
+                details.processes.insert_bounded(p, MAX_PROCESSES);
+            }
         }
         if failed {
             details.last_failure = Some(LastFailure {
                 outcome: rec.outcome,
-                errno: rec.error,
-                syn_retransmits: rec.syn_retransmits,
-                after_us: u64::try_from(rec.latency.as_micros()).unwrap_or(u64::MAX),
-                process: Process::of(&rec.comm, rec.pid),
+                syn_retransmits: u8::try_from(rec.syn_retransmits).unwrap_or(u8::MAX),
+                errno: i16::try_from(rec.error).unwrap_or(i16::MAX),
+                after_us: u32::try_from(rec.latency.as_micros()).unwrap_or(u32::MAX),
+                pid: rec.pid,
             });
         }
     }
@@ -449,13 +458,13 @@ fn view(dest: SocketAddr, s: &DestState) -> DestView {
             counts: Counts { values: s.counts.total(), names: &dc::NAMES },
             connect_latency_us: s.latency.total(),
         },
-        last_failure: s.details.as_ref().and_then(|d| d.last_failure.as_ref()).map(|r| FailureView {
+        last_failure: s.details.as_ref().and_then(|d| Some((d.last_failure.as_ref()?, d))).map(|(r, d)| FailureView {
             outcome: outcome_name(r.outcome),
-            errno: r.errno,
-            syn_retransmits: r.syn_retransmits,
-            after_us: r.after_us,
-            pid: r.process.pid,
-            comm: r.process.comm().to_owned(),
+            errno: i32::from(r.errno),
+            syn_retransmits: u32::from(r.syn_retransmits),
+            after_us: u64::from(r.after_us),
+            pid: r.pid,
+            comm: d.processes.iter().find(|p| p.pid == r.pid).map(|p| p.comm().to_owned()).unwrap_or_default(),
         }),
         processes: s.details.as_ref().map(|d| d.processes.iter().map(ToString::to_string).collect()).unwrap_or_default(),
     }
@@ -506,6 +515,29 @@ mod tests {
         assert_eq!(verdicts.tcp_tls.destinations.len(), 5, "every refused destination is judged: {:?}", verdicts.tcp_tls);
         v.limit();
         assert_eq!((v.destinations.len(), v.destinations_omitted, v.rest.len()), (2, 3, 0));
+    }
+
+    #[test]
+    fn the_last_failure_names_its_process_even_past_the_processes_kept() {
+        let mut layer = ConnectLayer::new(Duration::from_secs(10), 100, 10);
+        for (i, comm) in ["a", "b", "c", "d"].iter().enumerate() {
+            layer.on_connect(&ConnectRecord { comm: (*comm).into(), pid: i as u32 + 1, ..rec("10.0.0.9:443", Outcome::Established, 1) });
+        }
+        let late = ConnectRecord {
+            comm: "late".into(),
+            pid: 99,
+            error: 110,
+            syn_retransmits: 300,
+            latency: Duration::from_secs(2 * 3600),
+            ..rec("10.0.0.9:443", Outcome::TimedOut, 0)
+        };
+        layer.on_connect(&late);
+        let v = &layer.destinations()[0];
+        let f = v.last_failure.as_ref().unwrap();
+        assert_eq!((f.comm.as_str(), f.pid, f.errno), ("late", 99, 110));
+        assert_eq!((f.syn_retransmits, f.after_us), (255, u64::from(u32::MAX)), "saturated, not wrapped");
+        assert_eq!(v.processes.len(), MAX_PROCESSES);
+        assert!(v.processes.contains(&"late[99]".to_owned()), "{:?}", v.processes);
     }
 
     #[test]

@@ -34,6 +34,18 @@ impl<T: Ord> SmallSet<T> {
         }
     }
 
+    /// Insert `value` into a set of at most `max`: when full, it takes the last place.
+    /// Returns whether `value` was new.
+    pub fn insert_bounded(&mut self, value: T, max: usize) -> bool {
+        if self.contains(&value) {
+            return false;
+        }
+        while self.0.len() >= max.max(1) {
+            self.0.pop();
+        }
+        self.insert(value)
+    }
+
     pub fn contains(&self, value: &T) -> bool {
         self.0.binary_search(value).is_ok()
     }
@@ -114,6 +126,10 @@ mod tests {
         let d: SmallSet<i32> = [0, 5].into_iter().collect();
         assert!(!d.is_disjoint(&s));
         assert_eq!(d.0.capacity(), 2, "collected: no spare capacity");
+        let mut bounded = c.clone();
+        assert!(bounded.insert_bounded(3, 2), "full: 3 takes the last place");
+        assert_eq!(bounded.iter().copied().collect::<Vec<_>>(), [2, 3]);
+        assert!(!bounded.insert_bounded(2, 2));
         let one: SmallSet<i32> = [7, 7].into_iter().collect();
         assert!(!one.0.spilled(), "one element is held inline");
     }

@@ -89,7 +89,7 @@ fn run(script: Vec<Input>) -> (Changes, Causes) {
                 Input::Tick(t) => t.at.0 / SEC,
                 Input::Events(_) => 0,
             };
-            if let Some((report, ch)) = pipeline.on_input(&input, false) {
+            if let Some((report, ch)) = pipeline.on_input(input, false) {
                 changes.extend(ch.into_iter().map(|c| (second, c.layer, c.from, c.to)));
                 causes.push((second, report.cause.as_ref().map(|c| c.layer), report.cause.and_then(|c| c.since)));
             }

@@ -179,7 +179,7 @@ fn build_with(s: Scenario, disabled: Vec<Disabled>) -> (Report, Vec<verdict::Cha
             }));
         }
     }
-    pipeline.on_input(&Input::Events(events), false);
+    pipeline.on_input(Input::Events(events), false);
     let tick = Tick {
         at: Mono(83_000_000_000),
         wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_540_931),
@@ -188,7 +188,7 @@ fn build_with(s: Scenario, disabled: Vec<Disabled>) -> (Report, Vec<verdict::Cha
         disabled,
         notes: vec![],
     };
-    pipeline.on_tick(&tick, false)
+    pipeline.on_tick(tick, false)
 }
 
 /// Five TLS 1.3 handshakes with the API: three complete, two end in unknown_ca.
