@@ -321,10 +321,10 @@ fn the_listed_names_and_each_resolvers_first_troubled_ones_follow_a_full_ranking
     let mut l = DnsLayer::new(DnsConfig { top_names: 10, max_names: 1000, ..cfg() });
     let mut id = 0u16;
     for i in 0..300u32 {
-        let (name, r) = (format!("n{i}.test"), if i % 2 == 0 { R1 } else { R2 });
+        let (name, r) = (format!("n{i}.test"), if i.is_multiple_of(2) { R1 } else { R2 });
         for _ in 0..=(i % 4) {
             id += 1;
-            let rcode = if i % 3 == 0 { RCODE::ServerFailure } else { RCODE::NoError };
+            let rcode = if i.is_multiple_of(3) { RCODE::ServerFailure } else { RCODE::NoError };
             l.on_message(&msg(u64::from(id), r, false, query(id, &name)));
             l.on_message(&msg(u64::from(id) + 1, r, true, reply(id, &name, rcode, &[])));
         }
@@ -338,7 +338,7 @@ fn the_listed_names_and_each_resolvers_first_troubled_ones_follow_a_full_ranking
         let addr: SocketAddr = r.parse().unwrap();
         let expected: Vec<&String> = all[10..].iter().filter(|n| {
             let i: u32 = n.trim_start_matches('n').trim_end_matches(".test").parse().unwrap();
-            i % 3 == 0 && (if i % 2 == 0 { R1 } else { R2 }) == r
+            i.is_multiple_of(3) && (if i.is_multiple_of(2) { R1 } else { R2 }) == r
         }).take(3).collect();
         let got: Vec<&String> = rest[&addr].troubled.iter().map(|n| &n.qname).collect();
         assert_eq!(got, expected, "{r}: its first three troubled names past the listed ones");
