@@ -496,17 +496,17 @@ mod tests {
         c
     }
 
+    /// A whole reading of the kernel's table (no ports).
+    fn full_reading(dests: Vec<(SocketAddr, DestCounts)>) -> TcpSnapshot {
+        TcpSnapshot { gone: None, held: 0, dests, ports: vec![] }
+    }
+
     #[test]
     fn past_the_top_the_rules_still_see_every_destination_and_the_report_counts_them() {
         let mut layer = ConnectLayer::new(Duration::from_secs(10), 100, 2);
         let dests: Vec<SocketAddr> = (1..=5).map(|i| format!("10.0.0.{i}:81").parse().unwrap()).collect();
-        let snap = TcpSnapshot {
-            gone: None,
-            held: 0,
-            // 10.0.0.1 is refused 5 times, 10.0.0.2 four times, and so on.
-            dests: dests.iter().enumerate().map(|(i, d)| (*d, counts(&[(dc::ATTEMPTS, 5 - i as u64), (dc::REFUSED, 5 - i as u64)]))).collect(),
-            ports: vec![],
-        };
+        // 10.0.0.1 is refused 5 times, 10.0.0.2 four times, and so on.
+        let snap = full_reading(dests.iter().enumerate().map(|(i, d)| (*d, counts(&[(dc::ATTEMPTS, 5 - i as u64), (dc::REFUSED, 5 - i as u64)]))).collect());
         layer.on_snapshot(Mono(1_000_000_000), &snap);
         let mut v = layer.view();
         assert_eq!(v.destinations.iter().map(|d| d.dest).collect::<Vec<_>>(), dests[..2], "the two most refused, whole");
@@ -555,17 +555,14 @@ mod tests {
     fn the_view_keeps_the_order_of_a_full_sort_for_the_listed_and_every_other_destination() {
         // 3,000 destinations with many ties, more than the selection's buffer holds.
         let mut layer = ConnectLayer::new(Duration::from_secs(10), 10_000, 10);
-        let snap = TcpSnapshot {
-            gone: None,
-            held: 0,
-            dests: (0..3000u32)
+        let snap = full_reading(
+            (0..3000u32)
                 .map(|i| {
                     let d = SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 + i * 7919 % 3001), 80));
                     (d, counts(&[(dc::ATTEMPTS, u64::from(i % 13) + 1), (dc::REFUSED, u64::from(i % 5)), (dc::TIMED_OUT, u64::from(i % 3 == 0))]))
                 })
                 .collect(),
-            ports: vec![],
-        };
+        );
         layer.on_snapshot(Mono(1_000_000_000), &snap);
         let sorted: Vec<SocketAddr> = layer.destinations().iter().map(|d| d.dest).collect();
         let v = layer.view();
@@ -582,14 +579,11 @@ mod tests {
     #[test]
     fn a_verdict_over_thousands_of_failing_destinations_lists_the_first_and_counts_the_rest() {
         let mut layer = ConnectLayer::new(Duration::from_secs(10), 10_000, 100);
-        let snap = TcpSnapshot {
-            gone: None,
-            held: 0,
-            dests: (0..3000u32)
+        let snap = full_reading(
+            (0..3000u32)
                 .map(|i| (SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 + i), 80)), counts(&[(dc::ATTEMPTS, 1), (dc::REFUSED, 1)])))
                 .collect(),
-            ports: vec![],
-        };
+        );
         layer.on_snapshot(Mono(1_000_000_000), &snap);
         let v = layer.view();
         let (verdicts, _) = crate::verdict::evaluate(&[&v], 10.0, 0, &crate::config::Config::default());
@@ -695,12 +689,7 @@ mod tests {
     fn userspace_forgets_only_what_the_kernel_evicted_and_counts_evictions() {
         let t0 = Mono(1_000);
         let mut layer = ConnectLayer::new(Duration::from_secs(10), 2, 100);
-        let snap = |ids: &[u8]| TcpSnapshot {
-            gone: None,
-            held: 0,
-            dests: ids.iter().map(|i| (SocketAddr::from(([10, 0, 0, *i], 80)), counts(&[(dc::ATTEMPTS, 1)]))).collect(),
-            ports: vec![],
-        };
+        let snap = |ids: &[u8]| full_reading(ids.iter().map(|i| (SocketAddr::from(([10, 0, 0, *i], 80)), counts(&[(dc::ATTEMPTS, 1)]))).collect());
         layer.on_snapshot(t0, &snap(&[1, 2, 3]));
         assert_eq!(layer.destinations().len(), 3, "all three are still in the kernel");
         // The kernel evicted 10.0.0.2: userspace may now forget it, and counts the eviction.
