@@ -1,19 +1,27 @@
 //! A key's window buckets, packed. A bucket is the growth of a key's counters in one
 //! interval; most counters of most buckets are zero (a refused connect grows two of eleven).
 //! Each bucket is its time (two words), a mask of the counters that grew, and one word per
-//! grown counter, all in one exact allocation: 20 bytes for that refused connect instead of
-//! 52, for each of 100,000 destinations and 50,000 names.
+//! grown counter, held inline while they fit, else in one exact allocation: 20 bytes for that
+//! refused connect instead of 52, for each of 100,000 destinations and 50,000 names.
 
 use std::time::Duration;
 
+use smallvec::SmallVec;
+
 use crate::events::Mono;
 
+/// Words held inline: one bucket of up to three grown counters, a refused connect's or a
+/// looked-up name's. Most keys hold one bucket in the window, which then costs 16 bytes more
+/// in the key's state and no allocation (32 bytes with malloc's header). Past that, the words
+/// go to an allocation of their exact size.
+const INLINE: usize = 6;
+
 #[derive(Debug, Clone)]
-pub struct Buckets<const N: usize>(Box<[u32]>);
+pub struct Buckets<const N: usize>(SmallVec<[u32; INLINE]>);
 
 impl<const N: usize> Default for Buckets<N> {
     fn default() -> Self {
-        Buckets(Box::new([]))
+        Buckets(SmallVec::new())
     }
 }
 
@@ -53,14 +61,15 @@ impl<const N: usize> Buckets<N> {
         if keep_from == 0 && grew.is_none() {
             return;
         }
-        let mut v = Vec::with_capacity(self.0.len() - keep_from + grew.map_or(0, |g| 3 + g.iter().filter(|&&d| d > 0).count()));
+        let mut v: SmallVec<[u32; INLINE]> =
+            SmallVec::with_capacity(self.0.len() - keep_from + grew.map_or(0, |g| 3 + g.iter().filter(|&&d| d > 0).count()));
         v.extend_from_slice(&self.0[keep_from..]);
         if let Some(g) = grew {
             let mask = g.iter().enumerate().filter(|(_, d)| **d > 0).fold(0u32, |m, (i, _)| m | (1 << i));
             v.extend([now.0 as u32, (now.0 >> 32) as u32, mask]);
             v.extend(g.iter().copied().filter(|&d| d > 0));
         }
-        self.0 = v.into_boxed_slice();
+        self.0 = v;
     }
 
     /// The growth over the buckets held.
@@ -104,6 +113,7 @@ mod tests {
         let mut b = Buckets::<11>::default();
         b.advance(t0, W, Some(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]));
         assert_eq!(b.words(), 5, "time, mask and two values");
+        assert!(!b.0.spilled(), "one small bucket is held inline");
         b.advance(t0.after(Duration::from_secs(1)), W, None);
         b.advance(t0.after(Duration::from_secs(2)), W, Some(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, u32::MAX]));
         assert_eq!(b.sum(), [3, 0, 0, 1, 0, 0, 0, 0, 0, 0, u64::from(u32::MAX)]);
@@ -115,6 +125,10 @@ mod tests {
         assert_eq!(b.first_at(), Some(t0.after(Duration::from_secs(2))));
         b.advance(t0.after(Duration::from_secs(9)), W, None);
         assert_eq!((b.first_at(), b.sum(), b.words()), (None, [0; 11], 0));
+        // Two buckets spill into an allocation of their exact size.
+        b.advance(t0.after(Duration::from_secs(10)), W, Some(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]));
+        b.advance(t0.after(Duration::from_secs(11)), W, Some(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]));
+        assert_eq!((b.words(), b.0.capacity()), (10, 10));
         // All 32 counters of the widest key.
         let mut w = Buckets::<32>::default();
         let all: [u32; 32] = std::array::from_fn(|i| i as u32 + 1);
