@@ -320,9 +320,14 @@ impl ConnectLayer {
     /// Every destination by a small key, the most troubled first: sorting views of half a
     /// kilobyte each moved more memory than anything else observer did.
     fn ordered(&self) -> Vec<Ranked<'_>> {
-        let mut order: Vec<Ranked<'_>> = self.dests.iter().map(|(a, s)| (rank(s), a.addr(), s)).collect();
+        let mut order: Vec<Ranked<'_>> = self.ranked().collect();
         order.sort_unstable_by(by_trouble);
         order
+    }
+
+    /// Every destination with its rank, in the table's order.
+    fn ranked(&self) -> impl Iterator<Item = Ranked<'_>> {
+        self.dests.iter().map(|(a, s)| (rank(s), a.addr(), s))
     }
 
     pub fn local_ports(&self) -> Vec<PortView> {
@@ -374,15 +379,14 @@ impl Aggregator for ConnectLayer {
 
     fn view(&self) -> ConnectView {
         // The verdict lists the first destinations its rules fire for: those in order too.
-        let best = super::best_of(self.dests.iter().map(|(a, s)| (rank(s), a.addr(), s)), self.top.max(crate::verdict::MAX_LISTED), by_trouble);
+        let best = super::best_of(self.ranked(), self.top.max(crate::verdict::MAX_LISTED), by_trouble);
         let top = self.top.min(best.len());
-        let chosen: std::collections::HashSet<*const DestState, foldhash::fast::RandomState> =
-            best.iter().map(|(_, _, s)| *s as *const DestState).collect();
+        let chosen = super::Picked::of(best.iter().map(|(_, _, s)| *s));
         let mut rest = PackedCounts::with_capacity(self.dests.len() - top);
         for (_, a, s) in &best[top..] {
             rest.push(*a, &s.counts.window());
         }
-        for (a, s) in self.dests.iter().filter(|(_, s)| !chosen.contains(&(*s as *const DestState))) {
+        for (a, s) in self.dests.iter().filter(|(_, s)| !chosen.contains(s)) {
             rest.push(a.addr(), &s.counts.window());
         }
         ConnectView {

@@ -611,16 +611,14 @@ impl DnsLayer {
     pub fn split_names(&self, top: usize) -> (Vec<NameView>, BTreeMap<SocketAddr, RestNames>, usize) {
         // In order: the top names, and the troubled ones past them (the rules name three per
         // resolver); the healthy rest in no order (sorting 50,000 names by text was costly).
-        let rank = rank_name;
         let troubled_first = |a: &RankedName, b: &RankedName| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1));
         // Selected, not ranked all: ranking every name was 2 MB at the close.
-        let listed = super::best_of(self.names.iter().map(rank), top, troubled_first);
-        let chosen: std::collections::HashSet<*const NameState, foldhash::fast::RandomState> =
-            listed.iter().map(|(_, _, n)| *n as *const NameState).collect();
+        let listed = super::best_of(self.names.iter().map(rank_name), top, troubled_first);
+        let chosen = super::Picked::of(listed.iter().map(|(_, _, n)| *n));
         let mut by_resolver: BTreeMap<SocketAddr, RestNames> = BTreeMap::new();
         let mut troubled: Vec<RankedName> = Vec::new();
         let mut omitted = 0;
-        for (t, k, n) in self.names.iter().filter(|(_, n)| !chosen.contains(&(*n as *const NameState))).map(rank) {
+        for (t, k, n) in self.names.iter().filter(|(_, n)| !chosen.contains(n)).map(rank_name) {
             omitted += 1;
             for r in &n.resolvers {
                 by_resolver.entry(*r).or_default().addresses.extend(n.answers.iter().filter_map(|a| a.parse::<IpAddr>().ok()));

@@ -1,6 +1,5 @@
-//! Boxed slices kept at their exact length. Per-key state on a busy node (window buckets,
-//! latency intervals, small sets, histogram buckets) holds one or two elements and rarely
-//! changes; a `Vec` or a `VecDeque` keeps spare room, and at 100,000 keys that room was
+//! Boxed slices kept at their exact length. Per-key state on a busy node (a name's answer
+//! sets, a latency histogram's buckets) holds one or two elements and rarely changes; a `Vec` or a `VecDeque` keeps spare room, and at 100,000 keys that room was
 //! much of observer's memory. Each change reallocates once.
 
 /// Insert `value` at `at`, shifting the later elements.
@@ -8,21 +7,6 @@ pub fn insert<T>(slice: &mut Box<[T]>, at: usize, value: T) {
     let mut v = std::mem::take(slice).into_vec();
     v.reserve_exact(1);
     v.insert(at, value);
-    *slice = v.into_boxed_slice();
-}
-
-/// Drop the first `expired` elements and append `value`, if any (a window moving on).
-pub fn advance<T>(slice: &mut Box<[T]>, expired: usize, value: Option<T>) {
-    if expired == 0 && value.is_none() {
-        return;
-    }
-    let mut v = std::mem::take(slice).into_vec();
-    v.drain(..expired);
-    if let Some(value) = value {
-        // Exactly one more, not the doubling a push would ask for.
-        v.reserve_exact(1);
-        v.push(value);
-    }
     *slice = v.into_boxed_slice();
 }
 
@@ -42,10 +26,8 @@ mod tests {
         let mut s: Box<[u32]> = Box::new([1, 3]);
         insert(&mut s, 1, 2);
         assert_eq!(*s, [1, 2, 3]);
-        advance(&mut s, 2, Some(4));
-        assert_eq!(*s, [3, 4]);
-        advance(&mut s, 0, None);
-        assert_eq!(*s, [3, 4]);
+        insert(&mut s, 3, 4);
+        assert_eq!(*s, [1, 2, 3, 4]);
         retain(&mut s, |v| *v > 3);
         assert_eq!(*s, [4]);
         // A boxed slice's length is its allocation: nothing to compare but the length.

@@ -67,6 +67,23 @@ pub fn best_of<T>(items: impl Iterator<Item = T>, first: usize, mut cmp: impl Fn
     best
 }
 
+/// Values of a table picked out (by [`best_of`]), told apart by address: one pass over the
+/// table then gives the others without a second map of keys.
+pub struct Picked<V>(std::collections::HashSet<*const V, foldhash::fast::RandomState>);
+
+impl<V> Picked<V> {
+    pub fn of<'a>(values: impl Iterator<Item = &'a V>) -> Picked<V>
+    where
+        V: 'a,
+    {
+        Picked(values.map(|v| v as *const V).collect())
+    }
+
+    pub fn contains(&self, value: &V) -> bool {
+        self.0.contains(&(value as *const V))
+    }
+}
+
 /// A layer's aggregation: fed by a source, read once per interval as a view.
 pub trait Aggregator {
     /// What the verdict rules and the presenters read: built once per interval.
