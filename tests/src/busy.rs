@@ -17,6 +17,11 @@ pub fn busy_bin() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/busy")
 }
 
+/// The client port of the one query whose answer is dropped. Outside the ephemeral range
+/// (32768-60999): a lookup whose socket drew this port would lose its answers and hold the
+/// lookup thread for its 5 s timeout, and the resolver would look silent.
+pub const UNANSWERED_PORT: u16 = 20999;
+
 pub struct BusyHost {
     pub pair: Pair,
     _nginx: Nginx,
@@ -30,6 +35,8 @@ impl BusyHost {
         let s = pair.server_ip();
         let nginx = Nginx::start_with(&pair.server, &format!("{s}:80"), "keepalive_timeout 1s;");
         let dns = Dnsmasq::start(&pair.server, &s, 53, &["--host-record=api.example.com,10.1.1.1", "--local=/example.com/", "--address=/cluster.local/"]);
+        let low: u16 = pair.client.run("cat /proc/sys/net/ipv4/ip_local_port_range").split_whitespace().next().and_then(|p| p.parse().ok()).expect("the ephemeral port range");
+        assert!(UNANSWERED_PORT < low, "the dropped answers' port {UNANSWERED_PORT} is an ephemeral port (from {low}): a lookup could draw it");
         pair.client.set_resolver_with_search(&s, "ns.svc.cluster.local svc.cluster.local cluster.local", 5);
         let lb = pair.server.spawn(&format!("{} lb {s}:7000", busy_bin().display()));
         peers::wait_listening(&pair.server, &format!("{s}:7000"));
@@ -39,7 +46,9 @@ impl BusyHost {
         // answer to the one rare query dropped on its way out.
         pair.server.nft_drop_input("tcp dport 8099");
         pair.server.nft_drop_input("tcp dport 5201 tcp flags != syn numgen random mod 100000 lt 1");
-        pair.server.run("nft add chain inet obs out '{ type filter hook output priority 0; }' && nft add rule inet obs out udp dport 40999 drop");
+        pair.server.run(&format!(
+            "nft add chain inet obs out '{{ type filter hook output priority 0; }}' && nft add rule inet obs out udp dport {UNANSWERED_PORT} drop"
+        ));
         BusyHost { pair, _nginx: nginx, _dns: dns, _servers: vec![lb, iperf] }
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use observer_tests::{Observer, Pair, peers, require_root, sh, sh_status};
+use observer_tests::{Observer, Pair, observer::CONNECT_PROGRAMS, peers, require_root, sh, sh_status};
 
 /// Counters that must be zero for a destination that only saw `allowed` kinds of outcome.
 const FAILURES: [&str; 5] = ["refused", "timed_out", "unreachable", "other_errors", "aborted"];
@@ -29,7 +29,7 @@ fn closed_port_is_refused_every_time_and_never_a_timeout() {
     assert_eq!(failure["errno"], 111);
     assert_eq!(failure["comm"], "curl");
     assert_eq!(r.port_total(81, "resets_sent"), 5, "the server side answered with RSTs: {:#}", r.0["tcp"]["local_ports"]);
-    assert_eq!(r.lost_total(), 0);
+    assert_eq!(r.lost_affecting(CONNECT_PROGRAMS), 0, "{:#}", r.0["lost"]);
 }
 
 #[test]
@@ -195,7 +195,7 @@ fn hundred_healthy_connects_are_all_established_with_a_hundred_latency_samples()
     let lat = &r.dest(&dest).unwrap()["total"]["connect_latency_us"];
     assert_eq!(lat["count"], 100, "{lat}");
     assert!(lat["p50"].as_u64().unwrap() > 0 && lat["p50"].as_u64() <= lat["p99"].as_u64(), "{lat}");
-    assert_eq!(r.lost_total(), 0);
+    assert_eq!(r.lost_affecting(CONNECT_PROGRAMS), 0, "{:#}", r.0["lost"]);
 }
 
 #[test]
@@ -524,7 +524,7 @@ fn more_changed_destinations_than_the_marks_hold_are_still_counted_exactly() {
         .collect();
     assert!(wrong.is_empty(), "the first 500 were refused twice, the others once: {wrong:?}");
     assert_eq!(r.0["lost"]["dest_evicted"], 0);
-    assert_eq!(r.lost_total(), 0, "{:#}", r.0["lost"]);
+    assert_eq!(r.lost_affecting(CONNECT_PROGRAMS), 0, "{:#}", r.0["lost"]);
 }
 
 /// Near full, the destinations' LRU table can evict idle entries that no mark announces: the

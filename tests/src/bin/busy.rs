@@ -15,7 +15,8 @@
 //!       - a health check (GET / with Connection: close) to WEB, every 1 s;
 //!       - a short connection to LB (a request line, a one-line answer), every 300 ms; the
 //!         LB resets one in 30 mid-stream, as a load balancer does at shutdown;
-//!       - once, 20 s in: one DNS query to RESOLVER from UDP port 40999, whose answer the
+//!       - once, 20 s in: one DNS query to RESOLVER from UDP port 20999 (no lookup draws it:
+//!         it is below the ephemeral ports), whose answer the
 //!         server side drops (one unanswered query in about a thousand).
 //!       Prints what it did, one count per behaviour.
 //!   busy lb LISTEN
@@ -149,7 +150,7 @@ fn client(secs: u64, name: &str, web: &str, lb: &str, blackhole: &str, resolver:
     while started.elapsed() < Duration::from_secs(secs) {
         if !unanswered_sent && started.elapsed() >= Duration::from_secs(20) {
             unanswered_sent = true;
-            if let Ok(sock) = UdpSocket::bind("0.0.0.0:40999") {
+            if let Ok(sock) = UdpSocket::bind(("0.0.0.0", observer_tests::busy::UNANSWERED_PORT)) {
                 let _ = sock.send_to(&query(0x4099, "rare.test"), resolver);
             }
         }
