@@ -43,6 +43,10 @@ pub static CONNS: LruHashMap<u64, Conn> = LruHashMap::with_max_entries(16384, 0)
 #[map]
 pub static CONNECT_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
+/// Bytes this CPU wrote to CONNECT_EVENTS since it last woke the reader (see wakeup_flags).
+#[map]
+pub static CONNECT_PRODUCED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Exact DNS counters per resolver endpoint.
 #[map]
 pub static DNS_RESOLVERS: LruPerCpuHashMap<Endpoint, DnsCounters> =

@@ -18,7 +18,8 @@ use crate::{
     source::Source,
 };
 
-/// How often the DNS ring is drained without a wakeup: a bound on how late an event is.
+/// How often the rings that wake userspace in batches are drained without a wakeup: a bound
+/// on how late an event is.
 const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 pub struct LiveSource {
@@ -35,7 +36,8 @@ pub struct LiveSource {
     /// Fills in what the HTTP records leave to userspace (local addresses, OpenSSL sockets).
     resolver: HttpResolver,
     ticks: Interval,
-    /// The DNS programs wake userspace only when the ring fills up; this drains it meanwhile.
+    /// The connect, DNS, TLS and HTTP programs wake userspace only once a share of their ring
+    /// fills up; this drains them meanwhile.
     drains: Interval,
     /// Inputs ready to hand out (a tick waits behind the events drained before it).
     ready: VecDeque<Input>,
@@ -255,6 +257,7 @@ impl Source for LiveSource {
             guard = icmp.readable_mut() => drain_ready(guard.context("polling the ICMP ring buffer failed")?, decode_icmp, |e| e, undecodable),
             guard = route.readable_mut() => drain_ready(guard.context("polling the route ring buffer failed")?, decode_route, |e| routes.fill(e), undecodable),
             _ = drains.tick() => {
+                drain_all_into(connect.get_mut(), decode_connect, Event::Connect, undecodable, ready);
                 dns.drain_into(undecodable, ready);
                 drain_all_into(tls.get_mut(), decode_tls, Event::Tls, undecodable, ready);
                 drain_all_into(http.get_mut(), decode_http, |c| http_event(resolver, c), undecodable, ready);

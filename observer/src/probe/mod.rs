@@ -285,6 +285,8 @@ impl Probe {
         let cpus = aya::util::nr_cpus().map_or(1, |n| n.max(1)) as u64;
         let wakeup_bytes = (u64::from(cfg.dns_ringbuf_bytes) / 4 / cpus).max(4096);
         loader.override_global("DNS_WAKEUP_BYTES", &wakeup_bytes, true);
+        let connect_wakeup_bytes = (u64::from(cfg.ringbuf_bytes) / 4 / cpus).max(256);
+        loader.override_global("CONNECT_WAKEUP_BYTES", &connect_wakeup_bytes, true);
         let tls_wakeup_bytes = (u64::from(cfg.tls_ringbuf_bytes) / 4 / cpus).max(1024);
         loader.override_global("TLS_WAKEUP_BYTES", &tls_wakeup_bytes, true);
         let http_wakeup_bytes = (u64::from(cfg.http_ringbuf_bytes) / 4 / cpus).max(1024);
