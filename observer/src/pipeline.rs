@@ -11,6 +11,7 @@ use crate::{
     layers::{
         Aggregator, IntervalSamples,
         connect::ConnectLayer,
+        counts::Growth,
         dns::{DnsConfig, DnsLayer},
         http::{HttpConfig, HttpLayer},
         icmp::IcmpLayer,
@@ -99,6 +100,7 @@ trait Stage {
     fn section(&self) -> Box<dyn Section>;
     fn interval_samples(&self) -> Vec<IntervalSamples<'_>>;
     fn failure_totals(&self) -> Vec<(&'static str, String, u64)>;
+    fn failures_grown(&self) -> Option<Vec<(&'static str, String, u64)>>;
 }
 
 impl<A> Stage for A
@@ -124,6 +126,9 @@ where
     fn failure_totals(&self) -> Vec<(&'static str, String, u64)> {
         Aggregator::failure_totals(self)
     }
+    fn failures_grown(&self) -> Option<Vec<(&'static str, String, u64)>> {
+        Aggregator::failures_grown(self)
+    }
 }
 
 pub struct Pipeline {
@@ -139,6 +144,11 @@ pub struct Pipeline {
     pub tracker: Tracker,
     /// `--redact`: names hashed in the views, and in the recording's tags.
     pub redactor: Option<Redactor>,
+    /// The failures each (series, tag) added in the interval the last tick closed: what the
+    /// recording, the metrics and the daemon's frames count, worked out once for all three.
+    grown: Vec<(&'static str, String, u64)>,
+    /// The last failure totals of the layers that give only totals (keys that failed).
+    growth: Growth<(&'static str, String)>,
 }
 
 impl Pipeline {
@@ -154,6 +164,8 @@ impl Pipeline {
             hold: Hold::default(),
             tracker: Tracker::new(200),
             redactor: None,
+            grown: Vec::new(),
+            growth: Growth::default(),
         }
     }
 
@@ -166,13 +178,28 @@ impl Pipeline {
         v
     }
 
-    /// Every layer's since-start failures per (series, tag).
-    pub fn failure_totals(&self) -> Vec<(&'static str, String, u64)> {
-        let mut v: Vec<(&'static str, String, u64)> = self.layers.iter().flat_map(|l| l.failure_totals()).collect();
-        if let Some(r) = &self.redactor {
-            v.iter_mut().for_each(|f| f.1 = r.tag(&f.1));
+    /// What each (series, tag)'s failures grew by in the interval the last tick closed.
+    pub fn failures_grown(&self) -> &[(&'static str, String, u64)] {
+        &self.grown
+    }
+
+    /// Each layer's growth, or the growth of its since-start totals (a key that never failed
+    /// is not kept: it grows by nothing, present or not).
+    fn work_out_failures_grown(&mut self) {
+        let mut grown = Vec::new();
+        let mut totals = Vec::new();
+        for l in &self.layers {
+            match l.failures_grown() {
+                Some(g) => grown.extend(g),
+                None => totals.extend(l.failure_totals().into_iter().filter(|t| t.2 > 0)),
+            }
         }
-        v
+        let stepped = self.growth.step(totals.into_iter().map(|(series, tag, total)| ((series, tag), total)));
+        grown.extend(stepped.into_iter().map(|((series, tag), n)| (series, tag, n)));
+        if let Some(r) = &self.redactor {
+            grown.iter_mut().for_each(|f| f.1 = r.tag(&f.1));
+        }
+        self.grown = grown;
     }
 
     pub fn interval(&self) -> Duration {
@@ -204,6 +231,7 @@ impl Pipeline {
         for l in &mut self.layers {
             l.on_tick(&tick);
         }
+        self.work_out_failures_grown();
         // The layers have taken the readings: they go before the views and verdicts are
         // built (at a full read of the kernel's tables, 100,000 destinations are 12 MB).
         drop(std::mem::take(&mut tick.counters));

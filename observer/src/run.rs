@@ -110,12 +110,12 @@ impl Sink {
             Some((mut report, changes)) => {
                 let cpu = cost.stamp(&mut report);
                 if recorder.is_some() || metrics.is_some() {
-                    let (samples, failure_totals) = (pipeline.interval_samples(), pipeline.failure_totals());
+                    let (samples, failures_grown) = (pipeline.interval_samples(), pipeline.failures_grown());
                     if let Some(m) = metrics {
-                        m.update(&report, &samples, &failure_totals);
+                        m.update(&report, &samples, failures_grown);
                     }
                     if let Some(rec) = recorder {
-                        let data = record::Interval { length: pipeline.interval(), samples: &samples, failure_totals: &failure_totals };
+                        let data = record::Interval { length: pipeline.interval(), samples: &samples, failures_grown };
                         if let Some(stopped) = rec.interval(&report, &changes, &data) {
                             self.note(stopped);
                         }
@@ -212,15 +212,14 @@ impl RecordSettings {
 impl Exports {
     /// The TUI's `r`: stop the running recording (writing its tables and report), or start
     /// one in `base` (the evidence directory), named by the time.
-    fn toggle_recording(&mut self, settings: &RecordSettings, base: &std::path::Path, pipeline: &Pipeline) -> String {
+    fn toggle_recording(&mut self, settings: &RecordSettings, base: &std::path::Path) -> String {
         if let Some(rec) = self.recorder.take() {
             return rec.finish();
         }
         let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "-");
         let dir = base.join(format!("observer-recording-{stamp}"));
         match settings.start(&dir) {
-            Ok(mut rec) => {
-                rec.prime(&pipeline.failure_totals());
+            Ok(rec) => {
                 self.recorder = Some(rec);
                 format!("recording to {} (r stops, w writes the report now)", dir.display())
             }
@@ -397,7 +396,7 @@ async fn run_async(cli: Cli, config: Config, started: Instant, tracefs: std::pat
                     (Some(Key::Action(a)), Sink::Tui(tui)) => match tui.apply(a)? {
                         Effect::Quit => true,
                         Effect::ToggleRecording => {
-                            let note = exports.toggle_recording(&settings, tui.evidence_dir(), &pipeline);
+                            let note = exports.toggle_recording(&settings, tui.evidence_dir());
                             tui.app.recording = exports.recorder.as_ref().map(|r| r.dir().display().to_string());
                             tui.app.status = Some(note);
                             tui.draw()?;

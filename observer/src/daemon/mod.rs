@@ -23,7 +23,6 @@ use crate::{
     config,
     events::{Input, Mono},
     heap,
-    layers::counts::Growth,
     pipeline::Pipeline,
     present::{
         metrics::{self, Metrics},
@@ -128,7 +127,6 @@ async fn run_async(
     tokio::spawn(serve::accept(listener, shared.clone()));
     eprintln!("observer daemon: keeping {} minutes within {} MiB", args.history_minutes, args.memory_mb);
 
-    let mut failures = Growth::default();
     let mut cost = CostMeter::default();
     stops.run_for(cli.duration());
     loop {
@@ -136,7 +134,7 @@ async fn run_async(
             input = source.next() => match input? {
                 Some(input) => {
                     cost.read = source.read_time();
-                    interval(&mut pipeline, input, false, &shared, &mut failures, metrics.as_mut(), &mut cost);
+                    interval(&mut pipeline, input, false, &shared, metrics.as_mut(), &mut cost);
                 }
                 None => break,
             },
@@ -145,7 +143,7 @@ async fn run_async(
     }
     // The last readings, then every client is told the daemon stops.
     for (input, is_final) in crate::source::with_final(source.finish()) {
-        interval(&mut pipeline, input, is_final, &shared, &mut failures, metrics.as_mut(), &mut cost);
+        interval(&mut pipeline, input, is_final, &shared, metrics.as_mut(), &mut cost);
     }
     if let Ok(end) = protocol::line(&Message::End { reason: "the daemon stops".to_owned() }) {
         let _ = shared.live.send((u64::MAX, end.into()));
@@ -159,19 +157,17 @@ async fn run_async(
 
 /// Feed one input; a tick's report becomes a frame for the recorder and the clients (and
 /// goes to the metrics).
-fn interval(pipeline: &mut Pipeline, input: Input, is_final: bool, shared: &Shared, failures: &mut Growth<(&'static str, String)>, metrics: Option<&mut Metrics>, cost: &mut CostMeter) {
+fn interval(pipeline: &mut Pipeline, input: Input, is_final: bool, shared: &Shared, metrics: Option<&mut Metrics>, cost: &mut CostMeter) {
     let started = Instant::now();
     let Some((mut report, changes)) = pipeline.on_input(input, is_final) else { return };
     // The daemon's own cost, in every report its clients get.
     let cpu = cost.stamp(&mut report);
-    let totals = pipeline.failure_totals();
-    // A key that never failed grows by nothing, present or not: only failing keys are kept.
-    let grew = failures.step(totals.iter().filter(|t| t.2 > 0).map(|(series, tag, total)| ((*series, tag.clone()), *total)));
-    let failed = grew.into_iter().map(|((series, tag), n)| (series.to_owned(), tag, n)).collect();
+    let grown = pipeline.failures_grown();
+    let failed = grown.iter().map(|(series, tag, n)| ((*series).to_owned(), tag.clone(), *n)).collect();
     let end_ms = humantime::parse_rfc3339_weak(&report.ts).map_or(0, protocol::unix_ms);
     let samples = pipeline.interval_samples();
     if let Some(m) = metrics {
-        m.update(&report, &samples, &totals);
+        m.update(&report, &samples, grown);
     }
     let frame = match Frame::of(&report, &changes, &samples, failed) {
         Ok(f) => f,

@@ -89,6 +89,20 @@ impl<const N: usize> Buckets<N> {
         sum
     }
 
+    /// The growth of the reading at `at`: the newest bucket's, if it is from then.
+    pub fn grew_at(&self, at: Mono) -> Option<[u64; N]> {
+        let (_, b) = self.iter().last().filter(|(_, b)| b.at == at)?;
+        let mut grew = [0u64; N];
+        let mut mask = b.mask;
+        for v in b.values {
+            if let Some(g) = grew.get_mut(mask.trailing_zeros() as usize) {
+                *g = u64::from(*v);
+            }
+            mask &= mask.wrapping_sub(1);
+        }
+        Some(grew)
+    }
+
     /// Buckets in which counter `index` grew.
     pub fn grew_in(&self, index: usize) -> usize {
         self.iter().filter(|(_, b)| index < 32 && b.mask & (1 << index) != 0).count()

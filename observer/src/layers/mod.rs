@@ -124,6 +124,13 @@ pub trait Aggregator {
     fn failure_totals(&self) -> Vec<(&'static str, String, u64)> {
         Vec::new()
     }
+
+    /// What each key's failures grew by in the interval just closed, for a layer that knows
+    /// it without since-start totals (see the pipeline's `failures_grown`). None: the
+    /// pipeline diffs `failure_totals` instead.
+    fn failures_grown(&self) -> Option<Vec<(&'static str, String, u64)>> {
+        None
+    }
 }
 
 /// One histogram's samples (µs) in one interval: its series (the interval log it goes to:

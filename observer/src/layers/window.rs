@@ -134,6 +134,11 @@ impl<const N: usize> WindowedCounts<N> {
     pub fn window(&self) -> [u64; N] {
         self.buckets.sum()
     }
+
+    /// What the reading at `at` grew by (none if it grew nothing, or was not taken then).
+    pub fn grew_at(&self, at: Mono) -> Option<[u64; N]> {
+        self.buckets.grew_at(at)
+    }
 }
 
 /// Counts kept in userspace (from events), over the window and since start: bumped as

@@ -181,3 +181,25 @@ fn the_scripted_source_ends_with_a_final_tick() {
     let rest = source.finish();
     assert!(matches!(rest.as_slice(), [Input::Tick(t)] if t.at == Mono(SEC)));
 }
+
+#[test]
+fn failures_grown_are_what_each_interval_added_per_destination_and_resolver() {
+    let mut pipeline = Pipeline::new(Options::for_tests(), Config::default(), "test", Mono(0));
+    let mut k = Kernel::default();
+    let mut tick = |s: u64, k: &Kernel| {
+        pipeline.on_input(Input::Tick(Scripted::tick(s as f64, k.counters(), vec![])), false).expect("a report");
+        let mut g: Vec<String> = pipeline.failures_grown().iter().map(|(series, tag, n)| format!("{series} {tag} {n}")).collect();
+        g.sort();
+        g
+    };
+    k.tcp[dc::REFUSED] = 2;
+    k.dns[kc::SERVFAIL] = 1;
+    assert_eq!(tick(1, &k), [format!("dns_lookup {RESOLVER} 1"), format!("tcp_connect {API} 2")]);
+    // The connects grow (from the layer's own reading), the resolver does not (its totals,
+    // diffed by the pipeline).
+    k.tcp[dc::REFUSED] = 5;
+    assert_eq!(tick(2, &k), [format!("tcp_connect {API} 3")]);
+    k.dns[kc::SERVFAIL] = 3;
+    assert_eq!(tick(3, &k), [format!("dns_lookup {RESOLVER} 2")]);
+    assert!(tick(4, &k).is_empty(), "nothing new");
+}

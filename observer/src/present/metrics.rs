@@ -61,7 +61,6 @@ pub struct Metrics {
     admitted: BTreeSet<String>,
     latency: BTreeMap<&'static str, Histograms>,
     failures: Family<Labels, Counter>,
-    failures_growth: Growth<(&'static str, String)>,
     verdict: Family<Labels, Gauge>,
     lost: Family<Labels, Counter>,
     lost_growth: Growth<&'static str>,
@@ -92,7 +91,6 @@ impl Metrics {
             admitted: BTreeSet::new(),
             latency,
             failures,
-            failures_growth: Growth::default(),
             verdict,
             lost,
             lost_growth: Growth::default(),
@@ -112,8 +110,8 @@ impl Metrics {
         "other".to_owned()
     }
 
-    /// One interval: its report, latency samples and since-start failures.
-    pub fn update(&mut self, report: &Report, samples: &[IntervalSamples<'_>], failure_totals: &[(&'static str, String, u64)]) {
+    /// One interval: its report, latency samples and what failed in it (per series and tag).
+    pub fn update(&mut self, report: &Report, samples: &[IntervalSamples<'_>], failures_grown: &[(&'static str, String, u64)]) {
         for s in samples {
             let dest = self.dest(&s.tag);
             if let Some(family) = self.latency.get(s.series) {
@@ -123,10 +121,9 @@ impl Metrics {
                 }
             }
         }
-        let grew = self.failures_growth.step(failure_totals.iter().map(|(series, tag, total)| ((*series, tag.clone()), *total)));
-        for ((series, tag), n) in grew {
-            let dest = self.dest(&tag);
-            self.failures.get_or_create(&vec![("series", series.to_owned()), ("dest", dest)]).inc_by(n);
+        for (series, tag, n) in failures_grown {
+            let dest = self.dest(tag);
+            self.failures.get_or_create(&vec![("series", (*series).to_owned()), ("dest", dest)]).inc_by(*n);
         }
         for layer in Layer::ALL {
             let current = report.verdicts.get(layer).verdict;
@@ -224,8 +221,8 @@ mod tests {
         assert!(!text.contains("10.0.0.3:80"), "{text}");
         assert!(text.contains("observer_failures_total{series=\"tcp_connect\",dest=\"10.0.0.1:80\"} 3"), "{text}");
         assert!(text.contains("observer_failures_total{series=\"tcp_connect\",dest=\"other\"} 5"), "{text}");
-        // Only what grew is added at the next interval.
-        m.update(&report, &[], &[("tcp_connect", "10.0.0.1:80".to_owned(), 4)]);
+        // The next interval's failures are added.
+        m.update(&report, &[], &[("tcp_connect", "10.0.0.1:80".to_owned(), 1)]);
         let mut text = String::new();
         encode(&mut text, &registry).unwrap();
         assert!(text.contains("observer_failures_total{series=\"tcp_connect\",dest=\"10.0.0.1:80\"} 4"), "{text}");

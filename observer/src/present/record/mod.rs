@@ -35,7 +35,7 @@ use serde::Serialize;
 
 use crate::{
     config::Config,
-    layers::{IntervalSamples, counts::Growth, latency::new_histogram},
+    layers::{IntervalSamples, latency::new_histogram},
     present::report::Report,
     verdict::Change,
 };
@@ -74,8 +74,6 @@ pub struct Recorder {
     timeline: BufWriter<File>,
     failures: BufWriter<File>,
     reports: Option<BufWriter<File>>,
-    /// What each histogram's since-start failures grew by per interval.
-    failures_growth: Growth<(&'static str, String)>,
     /// The last report, for final.json and report.md.
     last: Option<Report>,
     /// Each histogram over the whole recording, for the .hgrm tables at exit.
@@ -155,7 +153,6 @@ impl Recorder {
             timeline,
             failures,
             reports,
-            failures_growth: Growth::default(),
             last: None,
             totals: BTreeMap::new(),
             stopped: None,
@@ -169,8 +166,7 @@ impl Recorder {
             return None;
         }
         let histograms: Vec<(&'static str, String, Histogram<u64>)> = data.samples.iter().map(|s| (s.series, s.tag.clone(), s.histogram())).collect();
-        let grew = self.failures_growth.step(data.failure_totals.iter().map(|(series, tag, total)| ((*series, tag.clone()), *total)));
-        let failed: Vec<(&'static str, &str, u64)> = grew.iter().map(|((series, tag), n)| (*series, tag.as_str(), *n)).collect();
+        let failed: Vec<(&'static str, &str, u64)> = data.failures_grown.iter().map(|(series, tag, n)| (*series, tag.as_str(), *n)).collect();
         self.interval_prepared(report, changes, data.length, &histograms, &failed)
     }
 
@@ -253,10 +249,6 @@ impl Recorder {
 
     /// Start counting failures from these since-start totals (a recording started mid-run
     /// must not count what came before it).
-    pub fn prime(&mut self, failure_totals: &[(&'static str, String, u64)]) {
-        self.failures_growth.step(failure_totals.iter().map(|(series, tag, total)| ((*series, tag.clone()), *total)));
-    }
-
     /// final.json, then report.md and its plots, from the files (as `observer report` does).
     fn write_report(&self) -> std::io::Result<usize> {
         if let Some(last) = &self.last {
@@ -284,7 +276,8 @@ impl Recorder {
 pub struct Interval<'a> {
     pub length: Duration,
     pub samples: &'a [IntervalSamples<'a>],
-    pub failure_totals: &'a [(&'static str, String, u64)],
+    /// What failed in the interval, per series and tag.
+    pub failures_grown: &'a [(&'static str, String, u64)],
 }
 
 #[derive(Serialize)]
