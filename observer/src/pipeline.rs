@@ -144,8 +144,7 @@ pub struct Pipeline {
     pub tracker: Tracker,
     /// `--redact`: names hashed in the views, and in the recording's tags.
     pub redactor: Option<Redactor>,
-    /// The failures each (series, tag) added in the interval the last tick closed: what the
-    /// recording, the metrics and the daemon's frames count, worked out once for all three.
+    /// What the failure totals of the layers that give only totals grew by at the last tick.
     grown: Vec<(&'static str, String, u64)>,
     /// The last failure totals of the layers that give only totals (keys that failed).
     growth: Growth<(&'static str, String)>,
@@ -178,28 +177,32 @@ impl Pipeline {
         v
     }
 
-    /// What each (series, tag)'s failures grew by in the interval the last tick closed.
-    pub fn failures_grown(&self) -> &[(&'static str, String, u64)] {
-        &self.grown
-    }
-
-    /// Each layer's growth, or the growth of its since-start totals (a key that never failed
-    /// is not kept: it grows by nothing, present or not).
-    fn work_out_failures_grown(&mut self) {
-        let mut grown = Vec::new();
-        let mut totals = Vec::new();
-        for l in &self.layers {
-            match l.failures_grown() {
-                Some(g) => grown.extend(g),
-                None => totals.extend(l.failure_totals().into_iter().filter(|t| t.2 > 0)),
-            }
-        }
-        let stepped = self.growth.step(totals.into_iter().map(|(series, tag, total)| ((series, tag), total)));
-        grown.extend(stepped.into_iter().map(|((series, tag), n)| (series, tag, n)));
+    /// What each (series, tag)'s failures grew by in the interval the last tick closed. Made
+    /// when asked (by the recording, the metrics, the daemon): naming 10,000 destinations
+    /// that failed is work a plain run does not need. Layers that keep their readings' growth
+    /// give it; the others' totals were diffed at the tick.
+    pub fn failures_grown(&self) -> Vec<(&'static str, String, u64)> {
+        let mut grown: Vec<(&'static str, String, u64)> = self.layers.iter().filter_map(|l| l.failures_grown()).flatten().collect();
+        grown.extend(self.grown.iter().cloned());
         if let Some(r) = &self.redactor {
             grown.iter_mut().for_each(|f| f.1 = r.tag(&f.1));
         }
-        self.grown = grown;
+        grown
+    }
+
+    /// The growth of the since-start failure totals of the layers that give only totals (a
+    /// key that never failed is not kept: it grows by nothing, present or not). At every
+    /// tick, so that each diff is against the last interval.
+    fn diff_failure_totals(&mut self) {
+        // A layer that gives its growth gives no totals.
+        let totals = self
+            .layers
+            .iter()
+            .flat_map(|l| l.failure_totals())
+            .filter(|t| t.2 > 0)
+            .map(|(series, tag, total)| ((series, tag), total));
+        let stepped = self.growth.step(totals.collect::<Vec<_>>());
+        self.grown = stepped.into_iter().map(|((series, tag), n)| (series, tag, n)).collect();
     }
 
     pub fn interval(&self) -> Duration {
@@ -231,7 +234,7 @@ impl Pipeline {
         for l in &mut self.layers {
             l.on_tick(&tick);
         }
-        self.work_out_failures_grown();
+        self.diff_failure_totals();
         // The layers have taken the readings: they go before the views and verdicts are
         // built (at a full read of the kernel's tables, 100,000 destinations are 12 MB).
         drop(std::mem::take(&mut tick.counters));

@@ -112,10 +112,10 @@ impl Sink {
                 if recorder.is_some() || metrics.is_some() {
                     let (samples, failures_grown) = (pipeline.interval_samples(), pipeline.failures_grown());
                     if let Some(m) = metrics {
-                        m.update(&report, &samples, failures_grown);
+                        m.update(&report, &samples, &failures_grown);
                     }
                     if let Some(rec) = recorder {
-                        let data = record::Interval { length: pipeline.interval(), samples: &samples, failures_grown };
+                        let data = record::Interval { length: pipeline.interval(), samples: &samples, failures_grown: &failures_grown };
                         if let Some(stopped) = rec.interval(&report, &changes, &data) {
                             self.note(stopped);
                         }

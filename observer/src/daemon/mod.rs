@@ -167,7 +167,7 @@ fn interval(pipeline: &mut Pipeline, input: Input, is_final: bool, shared: &Shar
     let end_ms = humantime::parse_rfc3339_weak(&report.ts).map_or(0, protocol::unix_ms);
     let samples = pipeline.interval_samples();
     if let Some(m) = metrics {
-        m.update(&report, &samples, grown);
+        m.update(&report, &samples, &grown);
     }
     let frame = match Frame::of(&report, &changes, &samples, failed) {
         Ok(f) => f,

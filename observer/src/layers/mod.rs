@@ -126,8 +126,8 @@ pub trait Aggregator {
     }
 
     /// What each key's failures grew by in the interval just closed, for a layer that knows
-    /// it without since-start totals (see the pipeline's `failures_grown`). None: the
-    /// pipeline diffs `failure_totals` instead.
+    /// it without since-start totals (see the pipeline's `failures_grown`); such a layer gives
+    /// no `failure_totals`. None: the pipeline diffs `failure_totals` instead.
     fn failures_grown(&self) -> Option<Vec<(&'static str, String, u64)>> {
         None
     }

@@ -188,7 +188,7 @@ fn failures_grown_are_what_each_interval_added_per_destination_and_resolver() {
     let mut k = Kernel::default();
     let mut tick = |s: u64, k: &Kernel| {
         pipeline.on_input(Input::Tick(Scripted::tick(s as f64, k.counters(), vec![])), false).expect("a report");
-        let mut g: Vec<String> = pipeline.failures_grown().iter().map(|(series, tag, n)| format!("{series} {tag} {n}")).collect();
+        let mut g: Vec<String> = pipeline.failures_grown().into_iter().map(|(series, tag, n)| format!("{series} {tag} {n}")).collect();
         g.sort();
         g
     };
