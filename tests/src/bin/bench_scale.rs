@@ -5,7 +5,8 @@
 //! queries a second. Prints observer's memory, its CPU per interval, the time it takes to
 //! close an interval (read the kernel's tables and rings, aggregate, judge, write), and what
 //! it lost. With SOAK_MINUTES, then holds the 100k load that long and prints the memory at
-//! the start and the end. A benchmark that prints figures, not a test.
+//! the start and the end. BENCH_SCALE_SERIES=1 also prints each interval's CPU and close. A
+//! benchmark that prints figures, not a test.
 
 use std::{
     io::{BufRead, BufReader},
@@ -197,6 +198,15 @@ fn main() {
         let _ = d.join();
         let lines = run.lines.lock().unwrap().clone();
         let ((cpu_mean, cpu_max), (close_mean, close_max), lost) = figures(&lines[half.min(lines.len())..]);
+        if std::env::var_os("BENCH_SCALE_SERIES").is_some_and(|v| v == "1") {
+            // Each interval's CPU and close (ms), to tell a periodic cost from noise.
+            let series: Vec<String> = lines
+                .iter()
+                .filter_map(|l| l.get("observer"))
+                .map(|o| format!("{:.0}/{:.0}", o["previous_interval_cpu_ms"].as_f64().unwrap_or(0.0), o["previous_close_ms"].as_f64().unwrap_or(0.0)))
+                .collect();
+            println!("  per interval, CPU/close ms: {}", series.join(" "));
+        }
         let dests = lines.last().and_then(|l| l["tcp"]["destinations_omitted"].as_u64()).unwrap_or(0);
         println!(
             "| {n} | {names} | {:.1} | {:.1} | {cpu_mean:.0} / {cpu_max:.0} | {close_mean:.0} / {close_max:.0} | {lost} |",
