@@ -163,12 +163,13 @@ fn interval(pipeline: &mut Pipeline, input: Input, is_final: bool, shared: &Shar
     // The daemon's own cost, in every report its clients get.
     let cpu = cost.stamp(&mut report);
     let grown = pipeline.failures_grown();
-    let failed = grown.iter().map(|(series, tag, n)| ((*series).to_owned(), tag.clone(), *n)).collect();
     let end_ms = humantime::parse_rfc3339_weak(&report.ts).map_or(0, protocol::unix_ms);
     let samples = pipeline.interval_samples();
     if let Some(m) = metrics {
         m.update(&report, &samples, &grown);
     }
+    // Moved into the frame, not copied: at 100k, 10,000 destinations fail each interval.
+    let failed = grown.into_iter().map(|(series, tag, n)| (series.to_owned(), tag, n)).collect();
     let frame = match Frame::of(&report, &changes, &samples, failed) {
         Ok(f) => f,
         Err(e) => {

@@ -49,6 +49,13 @@ impl DnsRings {
         ready
     }
 
+    /// At exit, after the last drain: the events it held back for a next read that will not
+    /// come, queued before the final tick (nothing newer will be read, so they are complete
+    /// as far as observer will ever know).
+    pub fn release_held(&mut self, ready: &mut VecDeque<Input>) {
+        before_last_tick(std::mem::take(&mut self.held), ready);
+    }
+
     /// [`DnsRings::drain`], queued on `ready` when there is anything.
     pub fn drain_into(&mut self, bad: &mut u64, ready: &mut VecDeque<Input>) {
         let events = self.drain(bad);
@@ -56,6 +63,15 @@ impl DnsRings {
             ready.push_back(Input::Events(events));
         }
     }
+}
+
+/// `events` queued just before the last tick in `ready` (at the end if there is none).
+fn before_last_tick(events: Vec<Event>, ready: &mut VecDeque<Input>) {
+    if events.is_empty() {
+        return;
+    }
+    let at = ready.iter().rposition(|i| matches!(i, Input::Tick(_))).unwrap_or(ready.len());
+    ready.insert(at, Input::Events(events));
 }
 
 fn at(e: &Event) -> Mono {
@@ -114,6 +130,26 @@ mod tests {
         let ready = in_time_order(next, &mut held, Mono(50));
         assert_eq!(times(&ready), [35, 40]);
         assert!(held.is_empty());
+    }
+
+    #[test]
+    fn events_held_at_exit_go_before_the_final_tick() {
+        let tick = || Input::Tick(crate::source::Scripted::tick(1.0, Default::default(), vec![]));
+        let mut ready = VecDeque::from([Input::Events(vec![msg(10, false)]), tick()]);
+        before_last_tick(vec![msg(40, true)], &mut ready);
+        let shape: Vec<String> = ready
+            .iter()
+            .map(|i| match i {
+                Input::Events(e) => format!("events {:?}", times(e)),
+                Input::Tick(_) => "tick".to_owned(),
+            })
+            .collect();
+        assert_eq!(shape, ["events [10]", "events [40]", "tick"]);
+        before_last_tick(vec![], &mut ready);
+        assert_eq!(ready.len(), 3, "nothing held, nothing queued");
+        let mut no_tick = VecDeque::new();
+        before_last_tick(vec![msg(5, false)], &mut no_tick);
+        assert!(matches!(no_tick.front(), Some(Input::Events(e)) if times(e) == [5]));
     }
 
     #[test]

@@ -276,6 +276,7 @@ impl Source for LiveSource {
 
     fn finish(&mut self) -> Vec<Input> {
         self.close_interval();
+        self.dns.release_held(&mut self.ready);
         self.ready.drain(..).collect()
     }
 }
