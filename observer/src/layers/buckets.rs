@@ -32,6 +32,18 @@ struct Bucket<'a> {
     values: &'a [u32],
 }
 
+impl Bucket<'_> {
+    /// Each grown counter's index and growth: the values in order, lowest mask bit first.
+    fn grown(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        let mut mask = self.mask;
+        self.values.iter().map(move |v| {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask.wrapping_sub(1);
+            (i, *v)
+        })
+    }
+}
+
 impl<const N: usize> Buckets<N> {
     const FITS: () = assert!(N <= 32, "a bucket's mask has 32 bits");
 
@@ -76,14 +88,10 @@ impl<const N: usize> Buckets<N> {
     pub fn sum(&self) -> [u64; N] {
         let mut sum = [0u64; N];
         for (_, b) in self.iter() {
-            // The grown counters in order, lowest bit first.
-            let mut mask = b.mask;
-            for v in b.values {
-                let i = mask.trailing_zeros() as usize;
+            for (i, v) in b.grown() {
                 if let Some(s) = sum.get_mut(i) {
-                    *s += u64::from(*v);
+                    *s += u64::from(v);
                 }
-                mask &= mask.wrapping_sub(1);
             }
         }
         sum
@@ -93,12 +101,10 @@ impl<const N: usize> Buckets<N> {
     pub fn grew_at(&self, at: Mono) -> Option<[u64; N]> {
         let (_, b) = self.iter().last().filter(|(_, b)| b.at == at)?;
         let mut grew = [0u64; N];
-        let mut mask = b.mask;
-        for v in b.values {
-            if let Some(g) = grew.get_mut(mask.trailing_zeros() as usize) {
-                *g = u64::from(*v);
+        for (i, v) in b.grown() {
+            if let Some(g) = grew.get_mut(i) {
+                *g = u64::from(v);
             }
-            mask &= mask.wrapping_sub(1);
         }
         Some(grew)
     }

@@ -473,13 +473,13 @@ fn view(dest: SocketAddr, s: &DestState) -> DestView {
             counts: Counts { values: s.counts.total(), names: &dc::NAMES },
             connect_latency_us: s.latency.total(),
         },
-        last_failure: s.details.last_failure.as_ref().map(|r| (r, &s.details)).map(|(r, d)| FailureView {
+        last_failure: s.details.last_failure.as_ref().map(|r| FailureView {
             outcome: outcome_name(r.outcome),
             errno: i32::from(r.errno),
             syn_retransmits: u32::from(r.syn_retransmits),
             after_us: u64::from(r.after_us),
             pid: r.pid,
-            comm: d.processes.iter().find(|p| p.pid == r.pid).map(|p| p.comm().to_owned()).unwrap_or_default(),
+            comm: s.details.processes.iter().find(|p| p.pid == r.pid).map(|p| p.comm().to_owned()).unwrap_or_default(),
         }),
         processes: s.details.processes.iter().map(ToString::to_string).collect(),
     }

@@ -1,6 +1,7 @@
 //! Boxed slices kept at their exact length. Per-key state on a busy node (a name's answer
-//! sets, a latency histogram's buckets) holds one or two elements and rarely changes; a `Vec` or a `VecDeque` keeps spare room, and at 100,000 keys that room was
-//! much of observer's memory. Each change reallocates once.
+//! sets, a latency histogram's buckets) holds one or two elements and rarely changes; a `Vec`
+//! or a `VecDeque` keeps spare room, and at 100,000 keys that room was much of observer's
+//! memory. Each change reallocates once.
 
 /// Insert `value` at `at`, shifting the later elements.
 pub fn insert<T>(slice: &mut Box<[T]>, at: usize, value: T) {

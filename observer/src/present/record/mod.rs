@@ -247,8 +247,6 @@ impl Recorder {
         }
     }
 
-    /// Start counting failures from these since-start totals (a recording started mid-run
-    /// must not count what came before it).
     /// final.json, then report.md and its plots, from the files (as `observer report` does).
     fn write_report(&self) -> std::io::Result<usize> {
         if let Some(last) = &self.last {
