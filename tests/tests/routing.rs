@@ -87,8 +87,10 @@ fn loss(r: &Report, dest: &str) -> (u64, u64) {
     (d["total"]["segments"].as_u64().unwrap(), d["total"]["retransmitted"].as_u64().unwrap())
 }
 
-/// Random loss (3 % of the data segments, SYNs spared so that the connects stay clean) on
-/// the router, for one server of two behind it.
+/// Random loss (5 % of the data segments, SYNs spared so that the connects stay clean) on
+/// the router, for one server of two behind it. Lost GSO packets make the retransmits come in
+/// bursts of tens of segments; at 3 % a Poisson model of the bursts put 0.3 % of runs past
+/// the bound below, at 5 % fewer than 1 in 100,000 (see `loss_on_a_busy_host_is_routing`).
 #[test]
 fn random_loss_on_the_router_is_routing_for_that_destination_only() {
     require_root();
@@ -105,7 +107,7 @@ fn random_loss_on_the_router_is_routing_for_that_destination_only() {
         .unwrap_or_else(|| panic!("no segments sampled: {}", last_routing(&obs)));
     std::thread::sleep(Duration::from_millis(500));
     assert_ne!(obs.reports().last().unwrap().0["verdicts"]["routing"]["verdict"], "suspect", "{}", last_routing(&obs));
-    net.router_rule(&format!("ip daddr {lossy} tcp flags != syn numgen random mod 100 lt 3 drop"));
+    net.router_rule(&format!("ip daddr {lossy} tcp flags != syn numgen random mod 100 lt 5 drop"));
     let started = Instant::now();
     let r = obs
         .wait_for(Duration::from_secs(5), |r| rules(r).contains("routing.retransmits"))
@@ -138,7 +140,7 @@ fn random_loss_on_the_router_is_routing_for_that_destination_only() {
     // Over the whole run: the first second was clean.
     eprintln!("lossy: {lr} of {ls} retransmitted ({:.2} %); clean: {cr} of {cs}", lossy_ratio * 100.0);
     assert!(ls > 2000 && cs > 2000, "both streams ran: {ls} and {cs} segments");
-    assert!((0.01..=0.10).contains(&lossy_ratio), "3 % dropped gives {lossy_ratio}");
+    assert!((0.02..=0.12).contains(&lossy_ratio), "5 % dropped gives {lossy_ratio}");
     assert!(clean_ratio < 0.005, "the clean server: {clean_ratio}");
     let d = route(&r, &l).unwrap();
     let kinds = ["rto", "fast", "probe"].iter().map(|k| d["total"][k].as_u64().unwrap()).sum::<u64>();
@@ -321,7 +323,7 @@ fn loss_on_a_connection_older_than_observer_is_seen_from_its_retransmits() {
     let attached = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
     assert!(route(obs.reports().last().unwrap(), &dest).is_none(), "a clean older connection sends nothing: {}", last_routing(&obs));
-    net.router_rule(&format!("ip daddr {server} tcp flags != syn numgen random mod 100 lt 3 drop"));
+    net.router_rule(&format!("ip daddr {server} tcp flags != syn numgen random mod 100 lt 5 drop"));
     let started = Instant::now();
     let r = obs
         .wait_for(Duration::from_secs(5), |r| rules(r).contains("routing.retransmits"))
@@ -339,7 +341,7 @@ fn loss_on_a_connection_older_than_observer_is_seen_from_its_retransmits() {
     // Counted from its first retransmit on: at most 100 Mbit/s (8,700 segments a second)
     // over observer's run, none of the 35,000 from before.
     assert!(segs > 2000 && (segs as f64) < 8700.0 * since_start, "{segs} segments in {since_start:.1} s");
-    assert!((0.01..=0.10).contains(&ratio), "3 % dropped gives {ratio}");
+    assert!((0.02..=0.12).contains(&ratio), "5 % dropped gives {ratio}");
     let d = route(&r, &dest).unwrap();
     let kinds = ["rto", "fast", "probe"].iter().map(|k| d["total"][k].as_u64().unwrap()).sum::<u64>();
     assert!(kinds <= retx && kinds * 10 >= retx * 9, "nearly every retransmit has a kind: {kinds} of {retx}: {d:#}");

@@ -230,7 +230,8 @@ fn main() -> anyhow::Result<()> {
             // Then the namespace tests, privileged, one at a time: each builds its own
             // namespaces, and the 2-core machine keeps timings honest that way.
             let mut e2e = privileged(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-            e2e.args(["test", "-p", "observer-tests", "--", "--test-threads=1"]);
+            // Every suite runs even after one fails, so that one run shows every failure.
+            e2e.args(["test", "--no-fail-fast", "-p", "observer-tests", "--", "--test-threads=1"]);
             if let Some(deb) = &deb {
                 e2e.env("OBSERVER_DEB", deb);
             }
