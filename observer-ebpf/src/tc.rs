@@ -167,6 +167,9 @@ pub fn handle<const L2: bool>(ctx: &TcContext, direction: u8) {
     let Some(pkt) = SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: this CPU's slot; a TC program runs to completion on one CPU without reentry.
     let pkt = unsafe { &mut *pkt };
+    if L2 && tls::nothing_to_do(ctx, pkt) {
+        return;
+    }
     pkt.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     pkt.direction = direction;
     if parse::<L2>(ctx, pkt).is_none() {

@@ -56,7 +56,7 @@ async fn export(stream: UnixStream, args: &ExportArgs, from: SystemTime, to: Sys
                 let failures: Vec<(&'static str, String, u64)> = frame
                     .failures
                     .iter()
-                    .filter_map(|(series, tag, n)| Some((crate::present::record::hlog::SERIES.iter().find(|s| **s == series)?, tag, n)))
+                    .filter_map(|(series, tag, n)| Some((crate::present::record::hlog::SERIES.iter().find(|s| **s == &**series)?, tag, n)))
                     .map(|(s, t, n)| (*s, t.clone(), *n))
                     .collect();
                 let (report, changes) = frame.into_report()?;

@@ -41,8 +41,9 @@ use spill::Spill;
 pub struct Shared {
     pub flight: Mutex<Flight>,
     pub hello: Hello,
-    /// Each interval's message line, with its sequence number.
-    pub live: broadcast::Sender<(u64, Arc<[u8]>)>,
+    /// Each interval's message line, with its sequence number (the line itself, not a copy:
+    /// at 100k destinations it is most of a megabyte).
+    pub live: broadcast::Sender<(u64, Arc<Vec<u8>>)>,
 }
 
 pub fn run(cli: Cli, args: DaemonArgs, started: Instant) -> anyhow::Result<()> {
@@ -169,7 +170,7 @@ fn interval(pipeline: &mut Pipeline, input: Input, is_final: bool, shared: &Shar
         m.update(&report, &samples, &grown);
     }
     // Moved into the frame, not copied: at 100k, 10,000 destinations fail each interval.
-    let failed = grown.into_iter().map(|(series, tag, n)| (series.to_owned(), tag, n)).collect();
+    let failed = grown.into_iter().map(|(series, tag, n)| (series.into(), tag, n)).collect();
     let frame = match Frame::of(&report, &changes, &samples, failed) {
         Ok(f) => f,
         Err(e) => {
