@@ -11,7 +11,10 @@ pub mod socket;
 pub mod spill;
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -156,6 +159,9 @@ async fn run_async(
     Ok(())
 }
 
+/// The last frame line's length: the next one's buffer starts at about that size.
+static LINE_HINT: AtomicUsize = AtomicUsize::new(4096);
+
 /// Feed one input; a tick's report becomes a frame for the recorder and the clients (and
 /// goes to the metrics).
 fn interval(pipeline: &mut Pipeline, input: Input, is_final: bool, shared: &Shared, metrics: Option<&mut Metrics>, cost: &mut CostMeter) {
@@ -178,14 +184,17 @@ fn interval(pipeline: &mut Pipeline, input: Input, is_final: bool, shared: &Shar
             return;
         }
     };
-    let line = match protocol::line(&Message::Frame(Box::new(frame))) {
+    // What the frame was built from goes before it is serialised: this is the close's peak.
+    drop((samples, report));
+    let hint = LINE_HINT.load(Ordering::Relaxed);
+    let line = match protocol::line_with_capacity(&Message::Frame(Box::new(frame)), hint + hint / 8) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("observer daemon: an interval could not be kept: {e}");
             return;
         }
     };
-    drop(samples);
+    LINE_HINT.store(line.len(), Ordering::Relaxed);
     let (seq, notes) = shared.flight.lock().unwrap_or_else(|e| e.into_inner()).push(end_ms, &line, &changes);
     for n in notes {
         eprintln!("observer daemon: {n}");

@@ -97,7 +97,14 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 
 /// One message as a JSON line, newline included.
 pub fn line<T: Serialize>(message: &T) -> serde_json::Result<Vec<u8>> {
-    let mut line = serde_json::to_vec(message)?;
+    line_with_capacity(message, 128)
+}
+
+/// [`line`], into a buffer of `capacity` bytes to start with: a frame's line is most of a
+/// megabyte at 100k destinations, and growing to it by doubling holds two buffers at once.
+pub fn line_with_capacity<T: Serialize>(message: &T, capacity: usize) -> serde_json::Result<Vec<u8>> {
+    let mut line = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut line, message)?;
     line.push(b'\n');
     Ok(line)
 }

@@ -29,8 +29,9 @@ use crate::{
 /// One interval on the wire (a JSON line) and in the flight recorder.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Frame {
-    /// The report exactly as `--format json` prints it.
-    pub report: serde_json::Value,
+    /// The report exactly as `--format json` prints it, kept as its text: a `Value` tree of
+    /// it was several times its size, held while the frame was serialised.
+    pub report: Box<serde_json::value::RawValue>,
     pub panels: Vec<PanelData>,
     pub changes: Vec<Change>,
     /// (series, tag, histogram in V2-deflate, base64): each latency series' interval.
@@ -80,12 +81,12 @@ impl Frame {
             serializer.serialize(&s.histogram(), &mut bytes).map_err(|e| anyhow::anyhow!("cannot encode a histogram: {e:?}"))?;
             histograms.push((s.series.to_owned(), s.tag.clone(), base64::engine::general_purpose::STANDARD.encode(bytes)));
         }
-        Ok(Frame { report: serde_json::to_value(report)?, panels, changes: changes.to_vec(), histograms, failures })
+        Ok(Frame { report: serde_json::value::to_raw_value(report)?, panels, changes: changes.to_vec(), histograms, failures })
     }
 
     /// The report back, drawable by every output format, and the interval's changes.
     pub fn into_report(self) -> anyhow::Result<(Report, Vec<Change>)> {
-        let mut wire: WireReport = serde_json::from_value(self.report).context("a report from the daemon is malformed")?;
+        let mut wire: WireReport = serde_json::from_str(self.report.get()).context("a report from the daemon is malformed")?;
         let sections = self
             .panels
             .into_iter()

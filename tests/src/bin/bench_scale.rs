@@ -45,6 +45,11 @@ fn start(pair: &Pair) -> Run {
         .args(["--format", "json", "--max-destinations", "131072", "--max-dns-names", "65536", "--no-ssl-uprobes"]);
     if daemon {
         cmd.args(["daemon", "--socket"]).arg(&socket);
+        // BENCH_SCALE_DAEMON_ARGS: more daemon flags, e.g. `--memory-mb 1` to see its
+        // memory without the flight recorder's history.
+        if let Ok(more) = std::env::var("BENCH_SCALE_DAEMON_ARGS") {
+            cmd.args(more.split_whitespace());
+        }
     }
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start observer");
     let lines = Arc::new(Mutex::new(Vec::new()));
