@@ -9,6 +9,7 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, generated::bpf_skb_load_bytes},
     programs::TcContext,
 };
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr};
 use observer_common::{
     lost,
     tcp::Endpoint,
@@ -18,7 +19,7 @@ use observer_common::{
 use crate::{
     maps::{CONTINUES, FLOW_CACHE, TLS_EVENTS, TLS_FIRST_DATA, TLS_FLOWS, count_lost, wakeup_flags},
     http,
-    tc::{IPPROTO_TCP, Packet, Tcp, copy_endpoint, endpoints, field, ptr_at},
+    tc::{ETH_P_IP, IPPROTO_TCP, Packet, Tcp, at, copy_endpoint, endpoints, field, ptr_at},
 };
 
 const CONTENT_CHANGE_CIPHER_SPEC: u8 = 20;
@@ -111,11 +112,11 @@ fn less(x: &Endpoint, y: &Endpoint) -> bool {
 /// load; without a hash, the addresses are folded in instead.
 #[inline(always)]
 fn direction_tag(ctx: &TcContext, pkt: &mut Packet, sport: u16, dport: u16) -> Option<u64> {
-    let ports = (u64::from(sport) << 16) | u64::from(dport);
     let hash = unsafe { (*ctx.skb.skb).hash };
     if hash != 0 {
-        return Some(((u64::from(hash) << 32) | ports) & !3);
+        return Some(hash_tag(hash, sport, dport));
     }
+    let ports = (u64::from(sport) << 16) | u64::from(dport);
     endpoints(ctx, pkt, sport, dport)?;
     let fold = |e: &Endpoint| {
         let w = e.addr.as_ptr().cast::<u32>();
@@ -123,6 +124,20 @@ fn direction_tag(ctx: &TcContext, pkt: &mut Packet, sport: u16, dport: u16) -> O
         unsafe { w.read() ^ w.add(1).read() ^ w.add(2).read() ^ w.add(3).read() }
     };
     Some(((ports << 32) | u64::from(fold(&pkt.src) ^ fold(&pkt.dst).rotate_left(7))) & !3)
+}
+
+/// [`direction_tag`] from a packet's flow hash (not 0) and ports.
+#[inline(always)]
+fn hash_tag(hash: u32, sport: u16, dport: u16) -> u64 {
+    ((u64::from(hash) << 32) | (u64::from(sport) << 16) | u64::from(dport)) & !3
+}
+
+/// The packet's direction is the one this CPU last found not TLS (`Scratch::skip`), known by
+/// its flow hash without the cache's lookup.
+#[inline(always)]
+fn skipped(ctx: &TcContext, pkt: &Packet, sport: u16, dport: u16) -> bool {
+    let hash = unsafe { (*ctx.skb.skb).hash };
+    hash != 0 && pkt.tls.skip == hash_tag(hash, sport, dport)
 }
 
 #[inline(always)]
@@ -178,17 +193,21 @@ fn head_from_pages(ctx: &TcContext, pkt: &mut Packet, payload: u32, ports_flags:
 /// wants port 53, ICMP a SYN-ACK, and `on_tcp` returns before any lookup for them.
 #[inline(always)]
 pub fn nothing_to_do(ctx: &TcContext, pkt: &Packet) -> bool {
-    // Ethernet (14), IPv4 without options (20), TCP without options (20).
-    let Some(p) = ptr_at::<[u8; 54]>(ctx, 0) else { return false };
-    let (ethertype, vihl, frags, proto): (u16, u8, u16, u8) = (field(p, 12), field(p, 14), field(p, 20), field(p, 23));
+    // Ethernet, IPv4 without options, TCP without options: the headers at fixed offsets.
+    const IP: usize = EthHdr::LEN;
+    const TCP: usize = IP + Ipv4Hdr::LEN;
+    let Some(p) = ptr_at::<[u8; TCP + TcpHdr::LEN]>(ctx, 0) else { return false };
+    let (ethertype, vihl, frags, proto): (u16, u8, u16, u8) =
+        (field(p, at::ETHERTYPE), field(p, IP + at::V4_VIHL), field(p, IP + at::V4_FRAGS), field(p, IP + at::V4_PROTO));
     // As loaded (network order): IPv4; version 4 with a 20-byte header; neither MF nor an
     // offset; TCP.
-    if ethertype != 0x0800u16.to_be() || vihl != 0x45 || frags & 0x3fffu16.to_be() != 0 || proto != IPPROTO_TCP {
+    if ethertype != ETH_P_IP.to_be() || vihl != 0x45 || frags & 0x3fffu16.to_be() != 0 || proto != IPPROTO_TCP {
         return false;
     }
-    let (sport, dport) = (u16::from_be(field(p, 34)), u16::from_be(field(p, 36)));
-    let (offset, flags): (u8, u8) = (field(p, 46), field(p, 47));
-    let payload = 34 + (offset >> 4) as usize * 4;
+    // As in `tc::tcp_header`.
+    let (sport, dport) = (u16::from_be(field(p, TCP)), u16::from_be(field(p, TCP + 2)));
+    let (offset, flags): (u8, u8) = (field(p, TCP + 12), field(p, TCP + 13));
+    let payload = TCP + (offset >> 4) as usize * 4;
     if sport == 53 || dport == 53 || flags & (SYN | FIN | RST) != 0 || offset >> 4 < 5 {
         return false;
     }
@@ -201,9 +220,7 @@ pub fn nothing_to_do(ctx: &TcContext, pkt: &Packet) -> bool {
     if len < payload + 6 || ctx.data() + payload + 6 <= ctx.data_end() {
         return false;
     }
-    let hash = unsafe { (*ctx.skb.skb).hash };
-    let quick = ((u64::from(hash) << 32) | (u64::from(sport) << 16) | u64::from(dport)) & !3;
-    hash != 0 && pkt.tls.skip == quick
+    skipped(ctx, pkt, sport, dport)
 }
 
 #[inline(always)]
@@ -235,9 +252,7 @@ pub fn on_tcp(ctx: &TcContext, pkt: &mut Packet, t: &Tcp) {
             // Not in the linear data (GSO and most NICs keep the payload in pages): copied
             // out, unless the direction is known to be neither TLS nor HTTP.
             None => {
-                let hash = unsafe { (*ctx.skb.skb).hash };
-                let quick = ((u64::from(hash) << 32) | (u64::from(sport) << 16) | u64::from(dport)) & !3;
-                if hash != 0 && pkt.tls.skip == quick && flags & (FIN | RST) == 0 {
+                if flags & (FIN | RST) == 0 && skipped(ctx, pkt, sport, dport) {
                     return;
                 }
                 let ports_flags = (u64::from(sport) << 24) | (u64::from(dport) << 8) | u64::from(flags);
