@@ -80,4 +80,7 @@ pub struct SockLayout {
     pub num: u32,
     pub v6_daddr: u32,
     pub v6_rcv_saddr: u32,
+    /// sock.sk_protocol, a plain u16 since 5.6 (`u32::MAX`: unknown; the raw socket
+    /// tracepoints, which need it, came in 6.3).
+    pub sk_protocol: u32,
 }

@@ -104,7 +104,8 @@ pub struct DropLayout {
     pub tp_skbaddr: u32,
     pub tp_protocol: u32,
     pub tp_reason: u32,
-    /// In struct sk_buff: head, network_header, transport_header, sk, dev.
+    /// In struct sk_buff: protocol, head, network_header, transport_header, sk, dev.
+    pub protocol: u32,
     pub head: u32,
     pub network_header: u32,
     pub transport_header: u32,
@@ -118,10 +119,11 @@ pub struct DropLayout {
     /// same kernel) are not this host's.
     pub netns_inum: u32,
     /// Where the skb's header fields are read in one go: the start of a block of at most
-    /// [`SKB_BLOCK`] bytes holding transport_header, network_header and head, and where in
-    /// it each is. `block_len` 0: read them one by one.
+    /// [`SKB_BLOCK`] bytes holding protocol, transport_header, network_header and head, and
+    /// where in it each is. `block_len` 0: read them one by one.
     pub block_start: u32,
     pub block_len: u32,
+    pub block_protocol: u32,
     pub block_th: u32,
     pub block_nh: u32,
     pub block_head: u32,

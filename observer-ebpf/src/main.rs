@@ -74,6 +74,13 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// The same as a raw tracepoint, where kfree_skb has its reason argument (5.17+).
+#[raw_tracepoint(tracepoint = "kfree_skb")]
+pub fn kfree_skb_raw(ctx: RawTracePointContext) -> i32 {
+    let _ = drops::kfree_skb_raw(&ctx);
+    0
+}
+
 /// connect() calls that fail before any SYN: entry and exit.
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
@@ -135,6 +142,13 @@ pub fn ssl_tcp_recvmsg(ctx: FEntryContext) -> u32 {
 #[tracepoint]
 pub fn ssl_sock_length(ctx: TracePointContext) -> u32 {
     ssl::sock_length(&ctx);
+    0
+}
+
+/// The same as raw tracepoints, where BTF gave sock.sk_protocol: cheaper per call.
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn ssl_sock_length_raw(ctx: RawTracePointContext) -> i32 {
+    ssl::sock_length_raw(ctx.arg(0));
     0
 }
 

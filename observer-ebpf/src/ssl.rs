@@ -51,6 +51,7 @@ static SOCK_LAYOUT: SockLayout = SockLayout {
     num: 0,
     v6_daddr: 0,
     v6_rcv_saddr: 0,
+    sk_protocol: u32::MAX,
 };
 
 /// One OpenSSL call in progress on a thread.
@@ -122,6 +123,20 @@ pub fn sock_length(ctx: &TracePointContext) {
         return;
     }
     if let Ok(sk) = unsafe { ctx.read_at::<u64>(SOCK_LENGTH_SK_OFFSET) } {
+        tcp_call(sk);
+    }
+}
+
+/// The same as raw tracepoints, `sock_{send,recv}_length(sk, ret, flags)`: no trace record
+/// is built for the call, which every send and receive on the host (a UDP flood's too) paid.
+#[inline(always)]
+pub fn sock_length_raw(sk: u64) {
+    let l = unsafe { core::ptr::read_volatile(&SOCK_LAYOUT) };
+    if sk == 0 || l.enabled == 0 || l.sk_protocol == u32::MAX {
+        return;
+    }
+    let Ok(protocol) = (unsafe { bpf_probe_read_kernel((sk + u64::from(l.sk_protocol)) as *const u16) }) else { return };
+    if protocol == IPPROTO_TCP {
         tcp_call(sk);
     }
 }

@@ -307,6 +307,52 @@ fn a_drop_on_this_host_is_local_loss_with_its_reason_not_path_loss() {
     obs.stop();
 }
 
+/// A kernel whose kfree_skb passes no drop reason (before 5.17, as Ubuntu 22.04's 5.15): the
+/// raw tracepoint program, which reads the reason argument, cannot attach there, and the
+/// classic tracepoint counts the drops, as "unknown". This kernel's format files, with the
+/// reason field taken out of kfree_skb's as 5.15 has it, make observer take that path.
+#[test]
+fn without_a_drop_reason_the_classic_tracepoint_counts_the_drops_as_unknown() {
+    require_root();
+    let pair = Pair::new("rt-noreason");
+    let server = pair.server_ip();
+    let dir = observer_tests::peers::TempDir::new("formats");
+    for tp in ["sock/inet_sock_set_state", "tcp/tcp_retransmit_skb", "tcp/tcp_receive_reset", "tcp/tcp_send_reset", "tcp/tcp_retransmit_synack", "skb/kfree_skb"] {
+        let to = dir.0.join("events").join(tp);
+        std::fs::create_dir_all(&to).unwrap();
+        let mut text = pair.client.run(&format!("mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; cat /sys/kernel/tracing/events/{tp}/format"));
+        if tp == "skb/kfree_skb" {
+            assert!(text.contains("reason;"), "this kernel passes a reason: {text}");
+            text = text
+                .lines()
+                .filter(|l| !l.contains("reason;") && !l.contains("rx_sk;"))
+                .map(|l| if l.starts_with("print fmt:") { r#"print fmt: "skbaddr=%p protocol=%u location=%p", REC->skbaddr, REC->protocol, REC->location"# } else { l })
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
+        std::fs::write(to.join("format"), text).unwrap();
+    }
+    pair.client.run(&format!(
+        "nft add table inet obs && nft add chain inet obs out '{{ type filter hook output priority 0; }}' && \
+         nft add rule inet obs out ip daddr {server} udp dport 9 drop"
+    ));
+    let obs = Observer::start_with_env(&pair.client, &[], &[("OBSERVER_TRACEFS_FORMATS", dir.0.to_str().unwrap())]);
+    let attached = obs.stderr();
+    assert!(attached.contains("skb:kfree_skb") && !attached.contains("raw_tp:kfree_skb"), "{attached}");
+    for _ in 0..20 {
+        // The write fails (EPERM) where nft dropped it.
+        let _ = pair.client.try_run(&format!("echo x > /dev/udp/{server}/9"));
+    }
+    let dest = format!("{server}:9");
+    let r = obs
+        .wait_for(Duration::from_secs(5), |r| route(r, &dest).is_some_and(|d| d["total"]["dropped_routine"].as_u64() >= Some(20)))
+        .unwrap_or_else(|| panic!("20 drops not counted: {}", last_routing(&obs)));
+    let d = route(&r, &dest).unwrap();
+    assert_eq!(d["drop_reasons"][0][0], "unknown", "{d:#}");
+    assert_eq!(d["total"]["dropped_here"], 0, "a drop without its reason is shown, not judged: {d:#}");
+    obs.stop();
+}
+
 /// A transfer that began before observer started: sock_ops never sees it, and its
 /// retransmits are what sample it. Its segments count from observer's start, not its own.
 #[test]

@@ -30,6 +30,7 @@ echo "=== KERNEL $(uname -r)"
 /peer tcp-hold 127.0.0.1:10443 &
 /peer tls-truncated 127.0.0.1:11443 &
 /peer http-slow 127.0.0.1:8088 5 &
+/peer udp-hold 127.0.0.1:5300 &
 /observer --format json --interval 1 --duration 20 --set tls.stall_after_s=1 > /out.json 2> /err.txt &
 obs=$!
 i=0
@@ -39,6 +40,7 @@ tc qdisc show dev lo
 /peer dns-flood 127.0.0.1:53 20 1
 for p in 1 2 3; do nc 127.0.0.1 9 </dev/null; done
 for p in 1 2; do nc 10.255.0.1 80 </dev/null; done
+/peer dns-blast 127.0.0.1:5300 1 > /dev/null
 /peer tls-big-hello 127.0.0.1:10443 stall.test
 /peer tls-big-hello 127.0.0.1:11443 cut.test
 for p in 1 2 3; do wget -q -O /dev/null http://127.0.0.1:8088/vm/$p; done
@@ -237,6 +239,14 @@ pub fn run(root: &Path, bin: &Path, tally: &mut (u64, u64)) -> anyhow::Result<()
     let over_tls = http("127.0.0.1:4433", "vm.test");
     let route = |dest: &str| report["routing"]["destinations"].as_array().and_then(|ds| ds.iter().find(|d| d["dest"] == dest)).cloned();
     let (sampled, unrouted) = (route("127.0.0.1:8088"), route("10.255.0.1:80"));
+    let rcvbuf_drops: u64 = report["routing"]["destinations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|d| d["drop_reasons"].as_array().into_iter().flatten())
+        .filter(|r| r[0] == "SOCKET_RCVBUFF")
+        .filter_map(|r| r[2].as_u64())
+        .sum();
     let (stalled, stalled_detail) = tls("127.0.0.1:10443", "stall.test", "stalled");
     let (cut, cut_detail) = tls("127.0.0.1:11443", "cut.test", "malformed");
     let checks: Vec<(&str, bool, String)> = vec![
@@ -252,6 +262,12 @@ pub fn run(root: &Path, bin: &Path, tally: &mut (u64, u64)) -> anyhow::Result<()
             format!("disabled: {}", report["disabled"]),
         ),
         ("tc_falls_back_to_classic_on_lo", stderr.contains("tc(classic):observer on lo"), "attach line".into()),
+        // A socket that never reads, flooded: the raw kfree_skb program counts the drops.
+        (
+            "a_full_socket_buffer_is_a_drop_with_its_reason",
+            stderr.contains("raw_tp:kfree_skb") && rcvbuf_drops > 0,
+            format!("SOCKET_RCVBUFF drops: {rcvbuf_drops}"),
+        ),
         (
             "dns_over_lo_is_counted",
             resolver.is_some_and(|r| r["total"]["queries"] == 20 && r["total"]["responses"] == 20),

@@ -331,7 +331,7 @@ impl Probe {
                 reason: format!("{e:#}"),
             }),
         }
-        let (a, d) = route::attach(&mut ebpf, drop_layout.enabled == 1, connect_layout.enabled == 1);
+        let (a, d) = route::attach(&mut ebpf, (drop_layout.enabled == 1).then_some(drop_layout.tp_reason != u32::MAX), connect_layout.enabled == 1);
         attached.extend(a);
         disabled.extend(d);
         // A TC program the verifier rejects costs DNS, not the rest.
@@ -348,7 +348,7 @@ impl Probe {
             }
         }
         let ssl = if cfg.ssl_uprobes {
-            match ssl::SslProbes::load(&mut ebpf, tracefs, sock_layout.enabled == 1) {
+            match ssl::SslProbes::load(&mut ebpf, tracefs, sock_layout.enabled == 1, sock_layout.sk_protocol != u32::MAX) {
                 Ok(s) => Some(s),
                 Err(e) => {
                     disabled.push(Disabled {

@@ -11,7 +11,7 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    programs::{CgroupAttachMode, SockOps, TracePoint},
+    programs::{CgroupAttachMode, RawTracePoint, SockOps, TracePoint},
 };
 use observer_common::route::{ConnectSyscallLayout, DropLayout, SKB_BLOCK, TcpSockLayout};
 
@@ -35,6 +35,7 @@ pub fn drop_layout(tracefs_dir: &Path, vmlinux: Option<&[u8]>) -> Result<(DropLa
         tp_protocol: field("protocol", 2)?,
         // Kernels before 5.17 do not say why.
         tp_reason: field("reason", 4).unwrap_or(u32::MAX),
+        protocol: member("protocol")?,
         head: member("head")?,
         network_header: member("network_header")?,
         transport_header: member("transport_header")?,
@@ -50,12 +51,13 @@ pub fn drop_layout(tracefs_dir: &Path, vmlinux: Option<&[u8]>) -> Result<(DropLa
     };
     // One read for the three header fields when they sit close together (they do, at the
     // end of sk_buff's headers group), one for dev and sk when adjacent.
-    let fields = [layout.transport_header, layout.network_header, layout.head];
+    let fields = [layout.protocol, layout.transport_header, layout.network_header, layout.head];
     let start = fields.iter().copied().min().unwrap_or(0);
-    let end = (layout.head + 8).max(layout.transport_header + 2).max(layout.network_header + 2);
+    let end = (layout.head + 8).max(layout.transport_header + 2).max(layout.network_header + 2).max(layout.protocol + 2);
     if end - start <= SKB_BLOCK {
         (layout.block_start, layout.block_len) = (start, SKB_BLOCK);
-        (layout.block_th, layout.block_nh, layout.block_head) = (layout.transport_header - start, layout.network_header - start, layout.head - start);
+        (layout.block_protocol, layout.block_th) = (layout.protocol - start, layout.transport_header - start);
+        (layout.block_nh, layout.block_head) = (layout.network_header - start, layout.head - start);
     }
     layout.dev_sk_adjacent = u32::from(layout.sk == layout.dev + 8);
     let reasons = DropReasons::from_format(&text);
@@ -151,7 +153,8 @@ fn cgroup2_root() -> anyhow::Result<(std::fs::File, PathBuf, bool)> {
 }
 
 /// Attach what was loaded with a layout. Returns the attached names and the disabled ones.
-pub fn attach(ebpf: &mut Ebpf, drops: bool, connects: bool) -> (Vec<String>, Vec<Disabled>) {
+/// `drops`: whether kfree_skb can be watched, and whether it passes its drop reason.
+pub fn attach(ebpf: &mut Ebpf, drops: Option<bool>, connects: bool) -> (Vec<String>, Vec<Disabled>) {
     let mut attached = Vec::new();
     let mut disabled = Vec::new();
     match attach_sock_ops(ebpf) {
@@ -162,10 +165,16 @@ pub fn attach(ebpf: &mut Ebpf, drops: bool, connects: bool) -> (Vec<String>, Vec
             reason: format!("{e:#}"),
         }),
     }
-    if drops {
-        match tracepoint(ebpf, "kfree_skb", "skb", &["kfree_skb"]) {
-            Ok(()) => attached.push("skb:kfree_skb".to_owned()),
-            Err(e) => disabled.push(drops_disabled(format!("{e:#}"))),
+    if let Some(has_reason) = drops {
+        // The raw tracepoint first: a drop then costs no trace record. Its program reads the
+        // reason argument, which kernels before 5.17 do not pass.
+        let raw = if has_reason { raw_tracepoint(ebpf, "kfree_skb_raw", "kfree_skb") } else { Err(anyhow::anyhow!("no reason argument")) };
+        match raw {
+            Ok(()) => attached.push("raw_tp:kfree_skb".to_owned()),
+            Err(raw) => match tracepoint(ebpf, "kfree_skb", "skb", &["kfree_skb"]) {
+                Ok(()) => attached.push("skb:kfree_skb".to_owned()),
+                Err(e) => disabled.push(drops_disabled(format!("{e:#} (raw tracepoint: {raw:#})"))),
+            },
         }
     }
     if connects {
@@ -241,6 +250,13 @@ fn tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, names: &[&str]) ->
     for name in names {
         tp.attach(category, name).with_context(|| format!("attaching to {category}:{name}"))?;
     }
+    Ok(())
+}
+
+fn raw_tracepoint(ebpf: &mut Ebpf, program: &str, name: &str) -> anyhow::Result<()> {
+    let tp: &mut RawTracePoint = ebpf.program_mut(program).with_context(|| format!("program {program} missing"))?.try_into()?;
+    tp.load().with_context(|| format!("the verifier rejected {program}"))?;
+    tp.attach(name).with_context(|| format!("attaching to raw tracepoint {name}"))?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    programs::{FEntry, TracePoint, UProbe, uprobe::UProbeScope},
+    programs::{FEntry, RawTracePoint, TracePoint, UProbe, uprobe::UProbeScope},
 };
 
 use observer_common::layout::SockLayout;
@@ -45,7 +45,9 @@ impl SslProbes {
     /// allows. Errors leave HTTPS unobserved, not the rest.
     /// `kernel_reads_sockets`: BTF gave `struct sock`'s offsets. Without them only the syscall
     /// tracepoints help: they record the fd, which userspace resolves through /proc.
-    pub fn load(ebpf: &mut Ebpf, tracefs: &Path, kernel_reads_sockets: bool) -> anyhow::Result<SslProbes> {
+    /// `raw_sock_tracepoints`: BTF also gave sock.sk_protocol, which the raw socket
+    /// tracepoints read.
+    pub fn load(ebpf: &mut Ebpf, tracefs: &Path, kernel_reads_sockets: bool, raw_sock_tracepoints: bool) -> anyhow::Result<SslProbes> {
         for (program, _) in ENTRIES.iter().chain([&(RETURN, "")]) {
             let p: &mut UProbe = ebpf.program_mut(program).with_context(|| format!("program {program} missing"))?.try_into()?;
             p.load().with_context(|| format!("the verifier rejected {program}"))?;
@@ -61,7 +63,7 @@ impl SslProbes {
         }
         let how = match attach_fentry(ebpf) {
             Ok(()) => "fentry on tcp_sendmsg and tcp_recvmsg".to_owned(),
-            Err(fentry) => match attach_sock_length(ebpf, tracefs) {
+            Err(fentry) => match attach_sock_length(ebpf, tracefs, raw_sock_tracepoints) {
                 Ok(()) => format!("the sock:sock_send_length and sock_recv_length tracepoints (fentry: {fentry:#})"),
                 Err(sock) => {
                     attach_syscalls(ebpf, tracefs).with_context(|| {
@@ -139,6 +141,7 @@ pub fn sock_layout(blob: &[u8]) -> Result<SockLayout, super::btf::BtfError> {
         num: common + m("sock_common", "skc_num")?,
         v6_daddr: common + m("sock_common", "skc_v6_daddr")?,
         v6_rcv_saddr: common + m("sock_common", "skc_v6_rcv_saddr")?,
+        sk_protocol: m("sock", "sk_protocol").unwrap_or(u32::MAX),
     })
 }
 
@@ -154,7 +157,7 @@ fn attach_fentry(ebpf: &mut Ebpf) -> anyhow::Result<()> {
 }
 
 /// Linux 6.3+: a tracepoint at every socket send and receive, with the socket.
-fn attach_sock_length(ebpf: &mut Ebpf, tracefs: &Path) -> anyhow::Result<()> {
+fn attach_sock_length(ebpf: &mut Ebpf, tracefs: &Path, raw: bool) -> anyhow::Result<()> {
     let mut offsets = None;
     for name in ["sock_send_length", "sock_recv_length"] {
         let text = super::tracefs::read_format(tracefs, "sock", name).with_context(|| format!("no tracepoint sock:{name}"))?;
@@ -172,10 +175,28 @@ fn attach_sock_length(ebpf: &mut Ebpf, tracefs: &Path) -> anyhow::Result<()> {
     if offsets != Some((8, 18)) {
         anyhow::bail!("sock:sock_send_length has sk and protocol at {offsets:?}, not (8, 18)");
     }
+    // Raw first: a send or receive then costs no trace record. The tracepoints exist (the
+    // formats above were read); a failure here leaves the classic ones.
+    if raw && attach_sock_length_raw(ebpf).is_ok() {
+        return Ok(());
+    }
     let tp: &mut TracePoint = ebpf.program_mut("ssl_sock_length").context("program ssl_sock_length missing")?.try_into()?;
     tp.load().context("the verifier rejected ssl_sock_length")?;
     for name in ["sock_send_length", "sock_recv_length"] {
         tp.attach("sock", name).with_context(|| format!("attaching to sock:{name}"))?;
+    }
+    Ok(())
+}
+
+fn attach_sock_length_raw(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let tp: &mut RawTracePoint = ebpf.program_mut("ssl_sock_length_raw").context("program ssl_sock_length_raw missing")?.try_into()?;
+    tp.load().context("the verifier rejected ssl_sock_length_raw")?;
+    for name in ["sock_send_length", "sock_recv_length"] {
+        if let Err(e) = tp.attach(name) {
+            // Both or neither: the classic program takes over.
+            let _ = tp.unload();
+            return Err(e).with_context(|| format!("attaching to raw tracepoint {name}"));
+        }
     }
     Ok(())
 }

@@ -18,6 +18,8 @@
 //!                                     inline, as a VM or a raw socket does.
 //!   peer tcp-hold LISTEN              accept TCP connections and never answer (a TLS server
 //!                                     that stalls), until killed.
+//!   peer udp-hold LISTEN              bind a UDP socket and never read it (its buffer fills, and
+//!                                     the kernel drops what comes next), until killed.
 //!   peer tls-truncated LISTEN         accept TLS clients, read their ClientHello, answer with a
 //!                                     record header claiming 16 KiB and 100 bytes of it, close.
 //!   peer tls-big-hello DEST SNI       send a ~3 KiB TLS 1.3 ClientHello for SNI in two writes
@@ -86,6 +88,7 @@ fn main() {
         Some("http-load") => http_load(&args[2], args[3].parse().expect("SECS")),
         Some("write-loop") => write_loop(args[2].parse().expect("SECS")),
         Some("tcp-hold") => tcp_hold(&args[2]),
+        Some("udp-hold") => udp_hold(&args[2]),
         Some("tls-truncated") => tls_truncated(&args[2]),
         Some("tls-big-hello") => tls_big_hello(&args[2], &args[3]),
         _ => {
@@ -427,6 +430,15 @@ fn tc_drop(iface: &str, hook: &str) {
     let link = unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_CREATE, attr.as_ptr(), attr.len()) };
     assert!(link >= 0, "BPF_LINK_CREATE: {}", std::io::Error::last_os_error());
     println!("dropping every packet on {iface} {hook}");
+    loop {
+        thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// A UDP socket that never reads: once its buffer is full, the kernel drops what arrives
+/// (SOCKET_RCVBUFF).
+fn udp_hold(addr: &str) {
+    let _sock = UdpSocket::bind(addr).expect("bind");
     loop {
         thread::sleep(Duration::from_secs(3600));
     }
