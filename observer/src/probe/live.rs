@@ -58,7 +58,7 @@ fn poll(ring: RingBuf<MapData>, what: &str) -> anyhow::Result<AsyncFd<RingBuf<Ma
 /// thousands of records per drain: one vector of them all grew by reallocation (copying
 /// and faulting in megabytes), by a flood's profile about a sixth of observer's CPU;
 /// batches of this size are allocated once each and stay in cache.
-const BATCH: usize = 1024;
+pub(super) const BATCH: usize = 1024;
 
 /// Up to [`BATCH`] records of a ring buffer, decoded, and whether more are waiting; what
 /// cannot be decoded is counted. `wrap` makes the event, and completes it where the record
@@ -246,11 +246,13 @@ impl Source for LiveSource {
             // cleared first, so that a wakeup during the read is not lost.
             guard = dns_even.readable_mut() => {
                 guard.context("polling the DNS ring buffer failed")?.clear_ready();
-                dns.drain(undecodable)
+                dns.drain_into(undecodable, ready);
+                Vec::new()
             }
             guard = dns_odd.readable_mut() => {
                 guard.context("polling the DNS ring buffer failed")?.clear_ready();
-                dns.drain(undecodable)
+                dns.drain_into(undecodable, ready);
+                Vec::new()
             }
             guard = tls.readable_mut() => drain_ready(guard.context("polling the TLS ring buffer failed")?, decode_tls, Event::Tls, undecodable),
             guard = http.readable_mut() => drain_ready(guard.context("polling the HTTP ring buffer failed")?, decode_http, |c| http_event(resolver, c), undecodable),
