@@ -13,7 +13,10 @@ use observer_common::{
     tcp::{AF_INET, AF_INET6, Endpoint},
 };
 
-use crate::maps::bump_drop;
+use crate::{
+    maps::bump_drop,
+    tc::{ETH_P_IP, ETH_P_IPV6},
+};
 
 #[unsafe(no_mangle)]
 static DROP_LAYOUT: DropLayout = DropLayout {
@@ -41,8 +44,6 @@ static DROP_LAYOUT: DropLayout = DropLayout {
     routine: [0; 2],
 };
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
 /// An skb header offset that was never set.
 const UNSET: u16 = 0xffff;
 

@@ -131,11 +131,12 @@ pub fn sock_length(ctx: &TracePointContext) {
 /// is built for the call, which every send and receive on the host (a UDP flood's too) paid.
 #[inline(always)]
 pub fn sock_length_raw(sk: u64) {
-    let l = unsafe { core::ptr::read_volatile(&SOCK_LAYOUT) };
-    if sk == 0 || l.enabled == 0 || l.sk_protocol == u32::MAX {
+    // Two fields, not the whole layout: this runs at every send and receive on the host.
+    let (enabled, at) = unsafe { (core::ptr::read_volatile(&raw const SOCK_LAYOUT.enabled), core::ptr::read_volatile(&raw const SOCK_LAYOUT.sk_protocol)) };
+    if sk == 0 || enabled == 0 || at == u32::MAX {
         return;
     }
-    let Ok(protocol) = (unsafe { bpf_probe_read_kernel((sk + u64::from(l.sk_protocol)) as *const u16) }) else { return };
+    let Ok(protocol) = (unsafe { bpf_probe_read_kernel((sk + u64::from(at)) as *const u16) }) else { return };
     if protocol == IPPROTO_TCP {
         tcp_call(sk);
     }

@@ -703,10 +703,20 @@ fn verifier_tail(e: &aya::programs::ProgramError) -> String {
 }
 
 fn attach_error_report(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    let prog: &mut RawTracePoint =
-        ebpf.program_mut("inet_sk_error_report").context("program inet_sk_error_report missing")?.try_into()?;
-    prog.load().context("the verifier rejected inet_sk_error_report")?;
-    prog.attach("inet_sk_error_report")?;
+    attach_raw_tracepoint(ebpf, "inet_sk_error_report", &["inet_sk_error_report"])
+}
+
+/// Load `program` and attach it to each raw tracepoint of `names`: to all of them or, with
+/// the program unloaded again, to none (a caller may fall back to a classic tracepoint).
+pub(super) fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &str, names: &[&str]) -> anyhow::Result<()> {
+    let prog: &mut RawTracePoint = ebpf.program_mut(program).with_context(|| format!("program {program} missing"))?.try_into()?;
+    prog.load().with_context(|| format!("the verifier rejected {program}"))?;
+    for name in names {
+        if let Err(e) = prog.attach(name) {
+            let _ = prog.unload();
+            return Err(e).with_context(|| format!("attaching to raw tracepoint {name}"));
+        }
+    }
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    programs::{CgroupAttachMode, RawTracePoint, SockOps, TracePoint},
+    programs::{CgroupAttachMode, SockOps, TracePoint},
 };
 use observer_common::route::{ConnectSyscallLayout, DropLayout, SKB_BLOCK, TcpSockLayout};
 
@@ -168,7 +168,7 @@ pub fn attach(ebpf: &mut Ebpf, drops: Option<bool>, connects: bool) -> (Vec<Stri
     if let Some(has_reason) = drops {
         // The raw tracepoint first: a drop then costs no trace record. Its program reads the
         // reason argument, which kernels before 5.17 do not pass.
-        let raw = if has_reason { raw_tracepoint(ebpf, "kfree_skb_raw", "kfree_skb") } else { Err(anyhow::anyhow!("no reason argument")) };
+        let raw = if has_reason { super::attach_raw_tracepoint(ebpf, "kfree_skb_raw", &["kfree_skb"]) } else { Err(anyhow::anyhow!("no reason argument")) };
         match raw {
             Ok(()) => attached.push("raw_tp:kfree_skb".to_owned()),
             Err(raw) => match tracepoint(ebpf, "kfree_skb", "skb", &["kfree_skb"]) {
@@ -250,13 +250,6 @@ fn tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, names: &[&str]) ->
     for name in names {
         tp.attach(category, name).with_context(|| format!("attaching to {category}:{name}"))?;
     }
-    Ok(())
-}
-
-fn raw_tracepoint(ebpf: &mut Ebpf, program: &str, name: &str) -> anyhow::Result<()> {
-    let tp: &mut RawTracePoint = ebpf.program_mut(program).with_context(|| format!("program {program} missing"))?.try_into()?;
-    tp.load().with_context(|| format!("the verifier rejected {program}"))?;
-    tp.attach(name).with_context(|| format!("attaching to raw tracepoint {name}"))?;
     Ok(())
 }
 

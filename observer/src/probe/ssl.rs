@@ -14,7 +14,7 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    programs::{FEntry, RawTracePoint, TracePoint, UProbe, uprobe::UProbeScope},
+    programs::{FEntry, TracePoint, UProbe, uprobe::UProbeScope},
 };
 
 use observer_common::layout::SockLayout;
@@ -177,26 +177,13 @@ fn attach_sock_length(ebpf: &mut Ebpf, tracefs: &Path, raw: bool) -> anyhow::Res
     }
     // Raw first: a send or receive then costs no trace record. The tracepoints exist (the
     // formats above were read); a failure here leaves the classic ones.
-    if raw && attach_sock_length_raw(ebpf).is_ok() {
+    if raw && super::attach_raw_tracepoint(ebpf, "ssl_sock_length_raw", &["sock_send_length", "sock_recv_length"]).is_ok() {
         return Ok(());
     }
     let tp: &mut TracePoint = ebpf.program_mut("ssl_sock_length").context("program ssl_sock_length missing")?.try_into()?;
     tp.load().context("the verifier rejected ssl_sock_length")?;
     for name in ["sock_send_length", "sock_recv_length"] {
         tp.attach("sock", name).with_context(|| format!("attaching to sock:{name}"))?;
-    }
-    Ok(())
-}
-
-fn attach_sock_length_raw(ebpf: &mut Ebpf) -> anyhow::Result<()> {
-    let tp: &mut RawTracePoint = ebpf.program_mut("ssl_sock_length_raw").context("program ssl_sock_length_raw missing")?.try_into()?;
-    tp.load().context("the verifier rejected ssl_sock_length_raw")?;
-    for name in ["sock_send_length", "sock_recv_length"] {
-        if let Err(e) = tp.attach(name) {
-            // Both or neither: the classic program takes over.
-            let _ = tp.unload();
-            return Err(e).with_context(|| format!("attaching to raw tracepoint {name}"));
-        }
     }
     Ok(())
 }
