@@ -270,17 +270,12 @@ impl Samples {
         if keep_from > 0 || !self.open.is_empty() {
             let busy = self.open.len() >= KEEP_ROOM_FROM;
             let extra = if self.open.is_empty() { 0 } else { 2 + self.open.len() };
-            // In place: the intervals kept move to the front, and the new one takes the room
-            // of those that aged out. A busy key's window is megabytes, and a copy of it at
-            // each close (a fresh mapping, faulted in page by page) stalled the ring reads.
-            let mut v = std::mem::take(&mut self.closed).into_vec();
-            v.drain(..keep_from);
+            let mut v = Vec::with_capacity(self.closed.len() - keep_from + extra);
+            v.extend_from_slice(&self.closed[keep_from..]);
             if extra > 0 {
-                v.reserve_exact(extra);
                 v.extend([now.0, self.open.len() as u64]);
                 v.append(&mut self.open);
             }
-            // Still one exact allocation (shrunk in place when less came in than went).
             self.closed = v.into_boxed_slice();
             // Most keys have no sample in most intervals: their room goes. A busy key keeps
             // it, or it grows the vector again by doubling (copying and faulting in pages)
