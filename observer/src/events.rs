@@ -2,6 +2,7 @@
 //! and the kernel maps, so that tests, snapshots and a later offline replay can feed the
 //! layers. Every timestamp here comes from the source; no layer reads a clock.
 
+use bytes::{Bytes, BytesMut};
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     time::{Duration, SystemTime},
@@ -360,12 +361,19 @@ pub struct DnsMessage {
     pub dns_len: usize,
     /// A response that arrived: its IP TTL (hop limit), for the hop count to its sender.
     pub ttl: Option<u8>,
-    pub bytes: Vec<u8>,
+    /// A slice of a buffer shared by the messages of one ring read (see [`decode_dns`]).
+    pub bytes: Bytes,
 }
+
+/// Room taken at a time for the bytes of DNS messages: a few hundred messages' worth.
+const DNS_BYTES_CHUNK: usize = 64 * 1024;
 
 /// Decode a DNS ring-buffer record: the event's header, then the bytes captured. `None` for
 /// a record shorter than the header (counted by the caller).
-pub fn decode_dns(raw: &[u8]) -> Option<DnsMessage> {
+///
+/// The bytes are copied into `room`, which many messages share: an allocation of its own
+/// for each message was a tenth of observer's time under a flood.
+pub fn decode_dns(raw: &[u8], room: &mut BytesMut) -> Option<DnsMessage> {
     let (ev, data) = split_record::<DnsEvent>(raw)?;
     // Never trust the length field beyond what the record holds.
     let captured = usize::from(ev.captured).min(data.len()).min(CAPTURE_MAX);
@@ -379,7 +387,13 @@ pub fn decode_dns(raw: &[u8]) -> Option<DnsMessage> {
         fragmented: ev.fragmented != 0,
         dns_len: usize::from(ev.dns_len),
         ttl: (ev.ttl != 0).then_some(ev.ttl),
-        bytes: data[..captured].to_vec(),
+        bytes: {
+            if room.capacity() - room.len() < captured {
+                *room = BytesMut::with_capacity(DNS_BYTES_CHUNK);
+            }
+            room.extend_from_slice(&data[..captured]);
+            room.split().freeze()
+        },
     })
 }
 
@@ -525,14 +539,34 @@ mod tests {
         ev.data[..3].copy_from_slice(&[1, 2, 3]);
         // SAFETY: reading the bytes of a plain #[repr(C)] value.
         let all = unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<DnsEvent>()) };
-        let m = decode_dns(&all[..DNS_EVENT_HEADER + 3]).unwrap();
-        assert_eq!((m.bytes.as_slice(), m.answerer, m.at), (&[1u8, 2, 3][..], None, Mono(7)));
+        let m = decode_dns(&all[..DNS_EVENT_HEADER + 3], &mut BytesMut::new()).unwrap();
+        assert_eq!((&m.bytes[..], m.answerer, m.at), (&[1u8, 2, 3][..], None, Mono(7)));
         assert_eq!(m.resolver, "10.0.0.2:53".parse().unwrap());
         // A length field that claims more than the record holds is cut to the record.
         ev.captured = 400;
         let all = unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<DnsEvent>()) };
-        assert_eq!(decode_dns(&all[..DNS_EVENT_HEADER + 2]).unwrap().bytes, [1, 2]);
-        assert!(decode_dns(&all[..DNS_EVENT_HEADER - 1]).is_none());
+        assert_eq!(decode_dns(&all[..DNS_EVENT_HEADER + 2], &mut BytesMut::new()).unwrap().bytes, [1, 2][..]);
+        assert!(decode_dns(&all[..DNS_EVENT_HEADER - 1], &mut BytesMut::new()).is_none());
+    }
+
+    #[test]
+    fn messages_decoded_into_one_room_keep_their_own_bytes() {
+        use observer_common::dns::{DNS_EVENT_HEADER, DnsEvent};
+        let mut room = BytesMut::new();
+        let mut record = |fill: u8, n: u16| {
+            let mut ev: DnsEvent = unsafe { std::mem::zeroed() };
+            ev.captured = n;
+            ev.data[..usize::from(n)].fill(fill);
+            // SAFETY: reading the bytes of a plain #[repr(C)] value.
+            let all = unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<DnsEvent>()) };
+            decode_dns(&all[..DNS_EVENT_HEADER + usize::from(n)], &mut room).unwrap().bytes
+        };
+        // Enough messages to fill the room and take more: each keeps its own bytes.
+        let kept: Vec<(u8, Bytes)> = (0..400u16).map(|i| (i as u8, record(i as u8, 300 + i % 200))).collect();
+        for (i, (fill, bytes)) in kept.iter().enumerate() {
+            assert_eq!(bytes.len(), 300 + i % 200);
+            assert!(bytes.iter().all(|b| b == fill), "message {i}");
+        }
     }
 
     #[test]

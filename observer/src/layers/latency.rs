@@ -128,6 +128,30 @@ mod tests {
     }
 
     #[test]
+    fn a_busy_key_keeps_its_room_between_intervals_and_a_quiet_one_gives_it_back() {
+        let (sec, window) = (1_000_000_000, Duration::from_secs(10));
+        let room = |w: &LatencyWindow| w.0.as_ref().map_or(0, |s| s.open.capacity());
+        let mut busy = LatencyWindow::default();
+        for _ in 0..2000 {
+            busy.record(Duration::from_millis(1));
+        }
+        busy.close(Mono(sec), window);
+        assert!(room(&busy) >= 2000, "room kept: {}", room(&busy));
+        assert_eq!(busy.last_interval().len(), 2000);
+        for _ in 0..10 {
+            busy.record(Duration::from_millis(2));
+        }
+        busy.close(Mono(2 * sec), window);
+        assert_eq!(busy.last_interval(), &[2000; 10], "the kept room starts empty");
+        assert_eq!((busy.window().count, busy.total().count), (2010, 2010));
+        assert_eq!(room(&busy), 0, "an interval of 10 samples gives the room back");
+        let mut quiet = LatencyWindow::default();
+        quiet.record(Duration::from_millis(1));
+        quiet.close(Mono(sec), window);
+        assert_eq!(room(&quiet), 0);
+    }
+
+    #[test]
     fn percentiles_in_microseconds() {
         let mut h = new_histogram();
         for ms in 1..=100u64 {
@@ -214,6 +238,8 @@ struct Samples {
 
 /// Samples kept per key per interval; more are counted in `dropped`.
 const MAX_SAMPLES_PER_INTERVAL: usize = 65_536;
+/// A key with this many samples in an interval keeps their room for the next.
+const KEEP_ROOM_FROM: usize = 1024;
 
 /// The closed intervals of a packed slice: (where it starts, when it closed, its samples).
 fn intervals(closed: &[u64]) -> impl Iterator<Item = (usize, Mono, &[u64])> + Clone {
@@ -242,16 +268,26 @@ impl Samples {
     fn close(&mut self, now: Mono, window: Duration) {
         let keep_from = intervals(&self.closed).find(|(_, at, _)| now.since(*at) < window).map_or(self.closed.len(), |(i, _, _)| i);
         if keep_from > 0 || !self.open.is_empty() {
+            let busy = self.open.len() >= KEEP_ROOM_FROM;
             let extra = if self.open.is_empty() { 0 } else { 2 + self.open.len() };
-            let mut v = Vec::with_capacity(self.closed.len() - keep_from + extra);
-            v.extend_from_slice(&self.closed[keep_from..]);
+            // In place: the intervals kept move to the front, and the new one takes the room
+            // of those that aged out. A busy key's window is megabytes, and a copy of it at
+            // each close (a fresh mapping, faulted in page by page) stalled the ring reads.
+            let mut v = std::mem::take(&mut self.closed).into_vec();
+            v.drain(..keep_from);
             if extra > 0 {
+                v.reserve_exact(extra);
                 v.extend([now.0, self.open.len() as u64]);
                 v.append(&mut self.open);
             }
+            // Still one exact allocation (shrunk in place when less came in than went).
             self.closed = v.into_boxed_slice();
-            // Its room goes too: most keys have no sample in most intervals.
-            self.open = Vec::new();
+            // Most keys have no sample in most intervals: their room goes. A busy key keeps
+            // it, or it grows the vector again by doubling (copying and faulting in pages)
+            // through every interval.
+            if !busy {
+                self.open = Vec::new();
+            }
         }
         self.last_close = now.0.saturating_add(1);
     }

@@ -50,7 +50,7 @@ fn dns(at_ns: u64, id: u16, response: bool) -> Event {
         fragmented: false,
         dns_len: bytes.len(),
         ttl: None,
-        bytes,
+        bytes: bytes.into(),
     })
 }
 

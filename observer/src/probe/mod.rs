@@ -317,7 +317,7 @@ impl Probe {
             if layout.enabled == 0 {
                 continue;
             }
-            match attach_tracepoint(&mut ebpf, spec) {
+            match attach_tracepoint(&mut ebpf, spec.program, spec.category, &[spec.name]) {
                 Ok(()) => attached.push(format!("{}:{}", spec.category, spec.name)),
                 Err(e) => disabled.push(disable(spec, format!("attach failed: {e:#}"))),
             }
@@ -720,13 +720,18 @@ pub(super) fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &str, names: &[&st
     Ok(())
 }
 
-fn attach_tracepoint(ebpf: &mut Ebpf, spec: &TpSpec) -> anyhow::Result<()> {
-    let prog: &mut TracePoint = ebpf
-        .program_mut(spec.program)
-        .with_context(|| format!("program {} missing from the eBPF object", spec.program))?
-        .try_into()?;
-    prog.load().with_context(|| format!("the verifier rejected {}", spec.program))?;
-    prog.attach(spec.category, spec.name)?;
+/// Load `program` and attach it to each tracepoint `category:name` of `names`: to all of them
+/// or, with the program unloaded again, to none (a caller may fall back to another source).
+pub(super) fn attach_tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, names: &[&str]) -> anyhow::Result<()> {
+    let prog: &mut TracePoint =
+        ebpf.program_mut(program).with_context(|| format!("program {program} missing from the eBPF object"))?.try_into()?;
+    prog.load().with_context(|| format!("the verifier rejected {program}"))?;
+    for name in names {
+        if let Err(e) = prog.attach(category, name) {
+            let _ = prog.unload();
+            return Err(e).with_context(|| format!("attaching to {category}:{name}"));
+        }
+    }
     Ok(())
 }
 

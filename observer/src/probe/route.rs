@@ -11,7 +11,7 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    programs::{CgroupAttachMode, SockOps, TracePoint},
+    programs::{CgroupAttachMode, SockOps},
 };
 use observer_common::route::{ConnectSyscallLayout, DropLayout, SKB_BLOCK, TcpSockLayout};
 
@@ -171,15 +171,15 @@ pub fn attach(ebpf: &mut Ebpf, drops: Option<bool>, connects: bool) -> (Vec<Stri
         let raw = if has_reason { super::attach_raw_tracepoint(ebpf, "kfree_skb_raw", &["kfree_skb"]) } else { Err(anyhow::anyhow!("no reason argument")) };
         match raw {
             Ok(()) => attached.push("raw_tp:kfree_skb".to_owned()),
-            Err(raw) => match tracepoint(ebpf, "kfree_skb", "skb", &["kfree_skb"]) {
+            Err(raw) => match super::attach_tracepoint(ebpf, "kfree_skb", "skb", &["kfree_skb"]) {
                 Ok(()) => attached.push("skb:kfree_skb".to_owned()),
                 Err(e) => disabled.push(drops_disabled(format!("{e:#} (raw tracepoint: {raw:#})"))),
             },
         }
     }
     if connects {
-        let r = tracepoint(ebpf, "sys_enter_connect", "syscalls", &["sys_enter_connect"])
-            .and_then(|()| tracepoint(ebpf, "sys_exit_connect", "syscalls", &["sys_exit_connect"]));
+        let r = super::attach_tracepoint(ebpf, "sys_enter_connect", "syscalls", &["sys_enter_connect"])
+            .and_then(|()| super::attach_tracepoint(ebpf, "sys_exit_connect", "syscalls", &["sys_exit_connect"]));
         match r {
             Ok(()) => attached.push("syscalls:sys_{enter,exit}_connect".to_owned()),
             Err(e) => disabled.push(connects_disabled(format!("{e:#}"))),
@@ -242,15 +242,6 @@ fn attach_sock_ops(ebpf: &mut Ebpf) -> anyhow::Result<PathBuf> {
         let _ = std::fs::remove_dir(&root);
     }
     attached.map(|()| root)
-}
-
-fn tracepoint(ebpf: &mut Ebpf, program: &str, category: &str, names: &[&str]) -> anyhow::Result<()> {
-    let tp: &mut TracePoint = ebpf.program_mut(program).with_context(|| format!("program {program} missing"))?.try_into()?;
-    tp.load().with_context(|| format!("the verifier rejected {program}"))?;
-    for name in names {
-        tp.attach(category, name).with_context(|| format!("attaching to {category}:{name}"))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

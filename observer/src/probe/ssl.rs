@@ -14,7 +14,7 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    programs::{FEntry, TracePoint, UProbe, uprobe::UProbeScope},
+    programs::{FEntry, UProbe, uprobe::UProbeScope},
 };
 
 use observer_common::layout::SockLayout;
@@ -180,12 +180,7 @@ fn attach_sock_length(ebpf: &mut Ebpf, tracefs: &Path, raw: bool) -> anyhow::Res
     if raw && super::attach_raw_tracepoint(ebpf, "ssl_sock_length_raw", &["sock_send_length", "sock_recv_length"]).is_ok() {
         return Ok(());
     }
-    let tp: &mut TracePoint = ebpf.program_mut("ssl_sock_length").context("program ssl_sock_length missing")?.try_into()?;
-    tp.load().context("the verifier rejected ssl_sock_length")?;
-    for name in ["sock_send_length", "sock_recv_length"] {
-        tp.attach("sock", name).with_context(|| format!("attaching to sock:{name}"))?;
-    }
-    Ok(())
+    super::attach_tracepoint(ebpf, "ssl_sock_length", "sock", &["sock_send_length", "sock_recv_length"])
 }
 
 /// The fallback: the read/write syscalls' tracepoints, looking only at threads inside a call.
@@ -196,12 +191,7 @@ fn attach_syscalls(ebpf: &mut Ebpf, tracefs: &Path) -> anyhow::Result<()> {
     if fd != 16 {
         anyhow::bail!("sys_enter_write's fd is at offset {fd}, not 16 as the program reads it");
     }
-    let tp: &mut TracePoint = ebpf.program_mut("ssl_syscall").context("program ssl_syscall missing")?.try_into()?;
-    tp.load().context("the verifier rejected ssl_syscall")?;
-    for name in SYSCALLS {
-        tp.attach("syscalls", name).with_context(|| format!("attaching to syscalls:{name}"))?;
-    }
-    Ok(())
+    super::attach_tracepoint(ebpf, "ssl_syscall", "syscalls", &SYSCALLS)
 }
 
 fn attach(ebpf: &mut Ebpf, path: &Path) -> anyhow::Result<()> {

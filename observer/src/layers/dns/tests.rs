@@ -50,7 +50,7 @@ fn msg(ts_ms: u64, resolver: &str, is_response: bool, bytes: Vec<u8>) -> DnsMess
         fragmented: false,
         dns_len: bytes.len(),
         ttl: None,
-        bytes,
+        bytes: bytes.into(),
     }
 }
 

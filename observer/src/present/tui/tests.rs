@@ -87,7 +87,7 @@ fn dns_msg(ts_ms: u64, id: u16, response: Option<RCODE>) -> DnsMessage {
         fragmented: false,
         dns_len: bytes.len(),
         ttl: None,
-        bytes,
+        bytes: bytes.into(),
     }
 }
 
