@@ -15,6 +15,7 @@ use std::{
 use observer_common::{
     counter_set,
     dns::{dns_counter as kc, iface_counter as ic},
+    lost,
 };
 use serde::Serialize;
 
@@ -43,6 +44,10 @@ counter_set! {
         /// NXDOMAINs that were search-list expansions of a name that then resolved
         /// (see `search`): context, not errors.
         SEARCH_NXDOMAIN = "search_nxdomain",
+        /// NXDOMAIN responses read from the ring. The kernel's `nxdomain` counts each one in
+        /// the interval of its reading; this one, like `search_nxdomain`, in the interval in
+        /// which it is read: the excuses are subtracted from this one (see the DNS rules).
+        NXDOMAIN_SEEN = "nxdomain_seen",
     }
 }
 use resolver_counter as rc;
@@ -193,6 +198,9 @@ pub struct DnsLayer {
     pub pending_dropped: u64,
     /// Resolver entries seen evicted from the kernel table (LRU).
     pub evictions: u64,
+    /// DNS messages the kernel counted but could not hand to userspace (ring full, copy
+    /// failed), over the window.
+    events_lost: WindowedCounts<1>,
 }
 
 /// The DNS layer in one interval: the report's `dns` section.
@@ -216,6 +224,9 @@ pub struct DnsView {
     pub unanswered_after: Duration,
     #[serde(skip)]
     pub top_names: usize,
+    /// DNS messages the kernel counted that userspace never read, in the window.
+    #[serde(skip)]
+    pub events_lost: u64,
 }
 
 impl DnsView {
@@ -322,6 +333,7 @@ pub struct ResolverAnswer {
 impl DnsLayer {
     pub fn new(cfg: DnsConfig) -> DnsLayer {
         DnsLayer {
+            events_lost: WindowedCounts::default(),
             cfg,
             resolvers: Map::default(),
             names: DenseMap::default(),
@@ -366,6 +378,10 @@ impl DnsLayer {
             && r.answered_by.len() < MAX_ANSWERERS
         {
             r.answered_by.insert(a);
+        }
+        // From the header, as the kernel counts it: also when the rest does not parse.
+        if msg.is_response && msg.bytes.get(3).is_some_and(|b| b & 0x0f == 3) {
+            r.user.bump(rc::NXDOMAIN_SEEN);
         }
         if parsed.is_none() && !oversize {
             r.user.bump(rc::MALFORMED);
@@ -682,11 +698,17 @@ fn name_in(names: &mut DenseMap<NameKey, NameState>, now: Option<Mono>, key: Nam
 
 impl Aggregator for DnsLayer {
     fn failure_totals(&self) -> Vec<(&'static str, String, u64)> {
+        // As the rules judge NXDOMAINs (see verdict::dns): the ones read, less those excused
+        // and those not judged yet, so that a total never goes down and up again; the
+        // kernel's once DNS events were lost.
+        let in_grace = self.now.map(|now| self.nxdomains_awaiting(now)).unwrap_or_default();
+        let lost = self.events_lost.total()[0] > 0;
         self.resolvers
             .iter()
             .map(|(a, r)| {
                 let (k, u) = (r.kernel.total(), r.user.total());
-                let nx = k[kc::NXDOMAIN].saturating_sub(u[rc::SEARCH_NXDOMAIN]);
+                let read = if lost { k[kc::NXDOMAIN] } else { u[rc::NXDOMAIN_SEEN] };
+                let nx = read.saturating_sub(u[rc::SEARCH_NXDOMAIN] + in_grace.get(a).copied().unwrap_or(0));
                 ("dns_lookup", a.to_string(), nx + k[kc::SERVFAIL] + k[kc::REFUSED] + u[rc::UNANSWERED])
             })
             .collect()
@@ -706,6 +728,9 @@ impl Aggregator for DnsLayer {
 
     fn on_tick(&mut self, tick: &Tick) {
         self.on_snapshot(tick.at, &tick.counters.dns);
+        let lost_names = [lost::NAMES[lost::DNS_RINGBUF_FULL], lost::NAMES[lost::DNS_COPY_FAILED]];
+        let lost: u64 = tick.lost.iter().filter(|(name, _)| lost_names.contains(name)).map(|(_, n)| n).sum();
+        self.events_lost.observe(tick.at, Some(&[lost]), self.cfg.window);
     }
 
     fn lost(&self) -> Vec<(&'static str, u64)> {
@@ -737,6 +762,7 @@ impl Aggregator for DnsLayer {
             divergences: self.divergences(),
             unanswered_after: self.cfg.unanswered_after,
             top_names: self.cfg.top_names,
+            events_lost: self.events_lost.window()[0],
         }
     }
 }

@@ -66,8 +66,14 @@ fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
         had_signal = true;
         let dest = r.resolver;
         // NXDOMAINs of search-list expansions, and ones too fresh to tell, are not errors.
+        // They are subtracted from the NXDOMAINs userspace read, which count in the same
+        // intervals as they do: the kernel's count of a response read just after a reading
+        // is in the next interval, and when the window's tail passed the excuse before it, a
+        // healthy lookup's expansions were errors for a report. The kernel's count is used
+        // when DNS events were lost, as only it has the ones userspace never read.
         let search = win.parsed.get(rc::SEARCH_NXDOMAIN);
-        let nx = win.kernel.get(kc::NXDOMAIN).saturating_sub(search + r.nxdomain_in_grace);
+        let nx_counted = if view.events_lost > 0 { win.kernel.get(kc::NXDOMAIN) } else { win.parsed.get(rc::NXDOMAIN_SEEN) };
+        let nx = nx_counted.saturating_sub(search + r.nxdomain_in_grace);
         let (sf, rf) = (win.kernel.get(kc::SERVFAIL), win.kernel.get(kc::REFUSED));
         let errors = nx + sf + rf;
         if search > 0 {

@@ -26,11 +26,15 @@ fn lat(count: u64, p95_us: u64, p50_us: u64) -> LatencySummary {
     LatencySummary { count, p50: p50_us, p95: p95_us, p99: p95_us, max: p95_us, histogram: [0; 8] }
 }
 
+/// A resolver's counters; userspace read every NXDOMAIN the kernel counted unless `parsed`
+/// says how many it read.
 fn resolver(kernel: &[(usize, u64)], parsed: &[(usize, u64)], window_lat: LatencySummary, baseline_p50_us: u64) -> ResolverView {
-    let period = |k: &[(usize, u64)], p: &[(usize, u64)], l| DnsPeriod {
-        kernel: Counts { values: set(k), names: &kc::NAMES },
-        parsed: Counts { values: set(p), names: &rc::NAMES },
-        latency_us: l,
+    let period = |k: &[(usize, u64)], p: &[(usize, u64)], l| {
+        let mut parsed = set(p);
+        if !p.iter().any(|(i, _)| *i == rc::NXDOMAIN_SEEN) {
+            parsed[rc::NXDOMAIN_SEEN] = k.iter().filter(|(i, _)| *i == kc::NXDOMAIN).map(|(_, n)| n).sum();
+        }
+        DnsPeriod { kernel: Counts { values: set(k), names: &kc::NAMES }, parsed: Counts { values: parsed, names: &rc::NAMES }, latency_us: l }
     };
     ResolverView {
         resolver: R.parse().unwrap(),
@@ -74,11 +78,12 @@ struct Case {
     divergences: Vec<Divergence>,
     dests: Vec<DestView>,
     lost: u64,
+    dns_events_lost: u64,
 }
 
 impl Case {
     fn new() -> Case {
-        Case { resolvers: vec![], names: vec![], divergences: vec![], dests: vec![], lost: 0 }
+        Case { resolvers: vec![], names: vec![], divergences: vec![], dests: vec![], lost: 0, dns_events_lost: 0 }
     }
     fn run(&self, cfg: &Config) -> (Verdicts, Option<Cause>) {
         let dns = DnsView {
@@ -91,6 +96,7 @@ impl Case {
             divergences: self.divergences.clone(),
             unanswered_after: std::time::Duration::from_secs(5),
             top_names: 20,
+            events_lost: self.dns_events_lost,
         };
         let tcp = ConnectView { destinations: self.dests.clone(), destinations_omitted: 0, rest: Default::default(), local_ports: vec![], top: 100 };
         evaluate(&[&tcp, &dns], 10.0, self.lost, cfg)
@@ -410,4 +416,29 @@ fn search_list_nxdomains_are_context_not_errors_and_the_rest_still_are() {
     let mut c = dns_with(&k, &[(rc::SEARCH_NXDOMAIN, 6)], LatencySummary::default(), 0);
     c.resolvers[0].nxdomain_in_grace = 1;
     assert_eq!(c.dns(&cfg).verdict, State::Healthy);
+}
+
+/// The kernel counts an NXDOMAIN at its reading, userspace when it reads the event: a
+/// lookup's expansions read just after a reading are excused in one interval and counted by
+/// the kernel in the next, and when the window's tail passes the excuse first the kernel's
+/// window has 6 more than were excused. What userspace read is judged, unless events were
+/// lost: then only the kernel has them all.
+#[test]
+fn search_list_nxdomains_counted_by_the_kernel_an_interval_late_are_not_errors() {
+    let cfg = Config::default();
+    let k = [(kc::QUERIES, 56), (kc::RESPONSES, 56), (kc::NXDOMAIN, 42), (kc::NOERROR, 14)];
+    let read = [(rc::NXDOMAIN_SEEN, 36), (rc::SEARCH_NXDOMAIN, 36)];
+    assert_eq!(dns_with(&k, &read, LatencySummary::default(), 0).dns(&cfg).verdict, State::Healthy);
+    // NXDOMAINs that were read and that nothing explains are still errors.
+    let unexplained = [(rc::NXDOMAIN_SEEN, 42), (rc::SEARCH_NXDOMAIN, 36)];
+    let v = dns_with(&k, &unexplained, LatencySummary::default(), 0).dns(&cfg);
+    assert_eq!(fired(&v), ["dns.error_rcodes"]);
+    assert!(v.evidence[0].starts_with("DNS: 6/56 responses from 10.0.0.2:53 were errors (6 NXDOMAIN)"), "{:?}", v.evidence);
+    // Events lost: the NXDOMAINs userspace never read are counted from the kernel's count.
+    let mut c = dns_with(&k, &[(rc::NXDOMAIN_SEEN, 0)], LatencySummary::default(), 0);
+    assert_eq!(c.dns(&cfg).verdict, State::Healthy, "nothing read, nothing lost: nothing to judge");
+    c.dns_events_lost = 42;
+    let v = c.dns(&cfg);
+    assert_eq!(fired(&v), ["dns.error_rcodes"]);
+    assert!(v.evidence[0].starts_with("DNS: 42/56 responses from 10.0.0.2:53 were errors (42 NXDOMAIN)"), "{:?}", v.evidence);
 }

@@ -446,3 +446,54 @@ fn repeated_messages_from_the_cache_match_by_their_own_id_and_carry_their_own_an
     assert_eq!(names[0].window.counts.values[nc::QUERIES], 2);
     assert_eq!(names[0].answers, ["10.2.2.2"], "the last answer, not a cached one");
 }
+
+/// Every NXDOMAIN response read is counted from its header, as the kernel counts it: matched
+/// or not, parsed or not. The DNS events the kernel could not hand over are counted over the
+/// window, from the reading's lost counters.
+#[test]
+fn nxdomains_read_are_counted_from_the_header_and_lost_events_over_the_window() {
+    let mut l = DnsLayer::new(cfg());
+    l.on_message(&msg(0, R1, false, query(1, "gone.test")));
+    l.on_message(&msg(1, R1, true, reply(1, "gone.test", RCODE::NameError, &[])));
+    l.on_message(&msg(2, R1, true, reply(9, "no-query.test", RCODE::NameError, &[])));
+    let mut cut = reply(3, "cut.test", RCODE::NameError, &[]);
+    cut.truncate(14);
+    l.on_message(&msg(3, R1, true, cut));
+    l.on_message(&msg(4, R1, false, query(4, "api.test")));
+    l.on_message(&msg(5, R1, true, reply(4, "api.test", RCODE::NoError, &[[10, 1, 1, 1]])));
+    let mut tick = Tick::for_tests();
+    tick.at = Mono(100 * MS);
+    tick.lost = vec![("dns_ringbuf_full", 2), ("dns_copy_failed", 1), ("http_ringbuf_full", 50)];
+    l.on_tick(&tick);
+    let r = resolver(&l.resolvers(), R1).clone();
+    assert_eq!(r.window.parsed.get(rc::NXDOMAIN_SEEN), 3, "{:?}", r.window.parsed);
+    assert_eq!((r.window.parsed.get(rc::MALFORMED), r.window.parsed.get(rc::UNMATCHED_RESPONSES)), (1, 1));
+    assert_eq!(l.view().events_lost, 3, "the DNS ones only");
+    // Nothing lost since: past the window, none.
+    tick.at = Mono(20_000 * MS);
+    l.on_tick(&tick);
+    assert_eq!(l.view().events_lost, 0);
+    assert_eq!(resolver(&l.resolvers(), R1).total.parsed.get(rc::NXDOMAIN_SEEN), 3);
+}
+
+/// The recording's per-interval failures are the growth of these totals: an NXDOMAIN counts
+/// once judged, and a search-list one never, so that no total dips and grows back.
+#[test]
+fn the_failure_total_counts_an_nxdomain_once_judged_and_never_a_search_list_one() {
+    let mut l = DnsLayer::new(cfg());
+    let total = |l: &DnsLayer| l.failure_totals().iter().find(|(_, r, _)| r == R1).map_or(0, |(_, _, n)| *n);
+    l.on_message(&msg(0, R1, false, query(1, "api.test.ns.svc.cluster.local")));
+    l.on_message(&msg(1, R1, true, reply(1, "api.test.ns.svc.cluster.local", RCODE::NameError, &[])));
+    l.on_snapshot(Mono(100 * MS), &DnsSnapshot::default());
+    assert_eq!(total(&l), 0, "within its grace");
+    l.on_message(&msg(150, R1, false, query(2, "api.test")));
+    l.on_message(&msg(151, R1, true, reply(2, "api.test", RCODE::NoError, &[[10, 1, 1, 1]])));
+    l.on_snapshot(Mono(200 * MS), &DnsSnapshot::default());
+    assert_eq!(total(&l), 0, "explained");
+    l.on_message(&msg(300, R1, false, query(3, "gone.test")));
+    l.on_message(&msg(301, R1, true, reply(3, "gone.test", RCODE::NameError, &[])));
+    l.on_snapshot(Mono(400 * MS), &DnsSnapshot::default());
+    assert_eq!(total(&l), 0, "within its grace");
+    l.on_snapshot(Mono(1_500 * MS), &DnsSnapshot::default());
+    assert_eq!(total(&l), 1, "judged");
+}
