@@ -702,13 +702,13 @@ impl Aggregator for DnsLayer {
         // and those not judged yet, so that a total never goes down and up again; the
         // kernel's once DNS events were lost.
         let in_grace = self.now.map(|now| self.nxdomains_awaiting(now)).unwrap_or_default();
-        let lost = self.events_lost.total()[0] > 0;
+        let lost = self.events_lost.total()[0];
         self.resolvers
             .iter()
             .map(|(a, r)| {
                 let (k, u) = (r.kernel.total(), r.user.total());
-                let read = if lost { k[kc::NXDOMAIN] } else { u[rc::NXDOMAIN_SEEN] };
-                let nx = read.saturating_sub(u[rc::SEARCH_NXDOMAIN] + in_grace.get(a).copied().unwrap_or(0));
+                let counted = nxdomains_counted(u[rc::NXDOMAIN_SEEN], k[kc::NXDOMAIN], lost);
+                let nx = counted.saturating_sub(u[rc::SEARCH_NXDOMAIN] + in_grace.get(a).copied().unwrap_or(0));
                 ("dns_lookup", a.to_string(), nx + k[kc::SERVFAIL] + k[kc::REFUSED] + u[rc::UNANSWERED])
             })
             .collect()
@@ -765,6 +765,13 @@ impl Aggregator for DnsLayer {
             events_lost: self.events_lost.window()[0],
         }
     }
+}
+
+/// The NXDOMAINs to judge: the ones userspace read, and of the ones only the kernel counted
+/// as many as DNS events were lost (the rest are read early or late, not missing: see the
+/// DNS rules).
+pub fn nxdomains_counted(read: u64, kernel: u64, events_lost: u64) -> u64 {
+    read + kernel.saturating_sub(read).min(events_lost)
 }
 
 fn name_view((qname, qtype): &NameKey, n: &NameState) -> NameView {

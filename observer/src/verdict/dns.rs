@@ -12,7 +12,7 @@ use super::{Evaluation, Hit, Hits, Layer, Rules, ms, secs};
 use crate::{
     config::Config,
     layers::{
-        dns::{DnsView, RECENT, name_counter as nc, resolver_counter as rc},
+        dns::{DnsView, RECENT, name_counter as nc, nxdomains_counted, resolver_counter as rc},
         latency::LatencySummary,
     },
 };
@@ -69,11 +69,11 @@ fn evaluate(view: &DnsView, window_s: f64, cfg: &Config) -> Evaluation {
         // They are subtracted from the NXDOMAINs userspace read, which count in the same
         // intervals as they do: the kernel's count of a response read just after a reading
         // is in the next interval, and when the window's tail passed the excuse before it, a
-        // healthy lookup's expansions were errors for a report. The kernel's count is used
-        // when DNS events were lost, as only it has the ones userspace never read.
+        // healthy lookup's expansions were errors for a report. What the kernel counted
+        // beyond them is added as far as DNS events were lost: only it has those.
         let search = win.parsed.get(rc::SEARCH_NXDOMAIN);
-        let nx_counted = if view.events_lost > 0 { win.kernel.get(kc::NXDOMAIN) } else { win.parsed.get(rc::NXDOMAIN_SEEN) };
-        let nx = nx_counted.saturating_sub(search + r.nxdomain_in_grace);
+        let nx = nxdomains_counted(win.parsed.get(rc::NXDOMAIN_SEEN), win.kernel.get(kc::NXDOMAIN), view.events_lost)
+            .saturating_sub(search + r.nxdomain_in_grace);
         let (sf, rf) = (win.kernel.get(kc::SERVFAIL), win.kernel.get(kc::REFUSED));
         let errors = nx + sf + rf;
         if search > 0 {
