@@ -28,7 +28,7 @@ use super::{
     window::{Tally, WindowedCounts},
 };
 use crate::events::{DnsMessage, DnsSnapshot, Event, Mono, Tick};
-use parse::{QType, dns_id};
+use parse::{QType, dns_id, is_nxdomain};
 
 counter_set! {
     /// Per-resolver counters that only userspace can know.
@@ -333,7 +333,6 @@ pub struct ResolverAnswer {
 impl DnsLayer {
     pub fn new(cfg: DnsConfig) -> DnsLayer {
         DnsLayer {
-            events_lost: WindowedCounts::default(),
             cfg,
             resolvers: Map::default(),
             names: DenseMap::default(),
@@ -348,6 +347,7 @@ impl DnsLayer {
             iface_names: Map::default(),
             pending_dropped: 0,
             evictions: 0,
+            events_lost: WindowedCounts::default(),
         }
     }
 
@@ -379,8 +379,7 @@ impl DnsLayer {
         {
             r.answered_by.insert(a);
         }
-        // From the header, as the kernel counts it: also when the rest does not parse.
-        if msg.is_response && msg.bytes.get(3).is_some_and(|b| b & 0x0f == 3) {
+        if msg.is_response && is_nxdomain(&msg.bytes) {
             r.user.bump(rc::NXDOMAIN_SEEN);
         }
         if parsed.is_none() && !oversize {

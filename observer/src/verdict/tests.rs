@@ -7,7 +7,7 @@ use observer_common::{dns::dns_counter as kc, tcp::dest_counter as dc};
 use super::*;
 use crate::layers::{
     connect::{ConnectView, Counts, DestView, Period},
-    dns::{Divergence, DnsPeriod, DnsView, NamePeriod, NameView, ResolverAnswer, nxdomains_counted, ResolverView, name_counter as nc, resolver_counter as rc},
+    dns::{Divergence, DnsPeriod, DnsView, NamePeriod, NameView, ResolverAnswer, ResolverView, name_counter as nc, nxdomains_counted, resolver_counter as rc},
     latency::LatencySummary,
 };
 

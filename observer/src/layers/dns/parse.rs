@@ -155,6 +155,12 @@ pub fn dns_id(bytes: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([*bytes.first()?, *bytes.get(1)?]))
 }
 
+/// Whether the header's rcode (the low 4 bits of its fourth byte) is NXDOMAIN: read as the
+/// kernel reads it, also when the rest of the message does not parse.
+pub fn is_nxdomain(bytes: &[u8]) -> bool {
+    bytes.get(3).is_some_and(|b| b & 0x0f == 3)
+}
+
 #[cfg(test)]
 mod tests {
     use simple_dns::{CLASS, Name, Packet, Question, TYPE};
